@@ -6,7 +6,6 @@ Each problem names the field a user has to change, in the file's own terms
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 from infra.catalog import INSTANCE_TYPES, gpu_instance
@@ -48,13 +47,15 @@ def check_environment(env: Environment) -> list[Problem]:
 def _unique(env: Environment) -> list[Problem]:
     problems = []
     for collection, key in (("node_pools", "name"), ("models", "id")):
-        items = getattr(env, collection)
-        counts = Counter(getattr(item, key) for item in items)
-        for i, item in enumerate(items):
+        first: dict[str, int] = {}
+        for i, item in enumerate(getattr(env, collection)):
             value = getattr(item, key)
-            if counts[value] > 1:
-                problems.append(Problem(f"{collection}[{i}].{key}", f"{value!r} is used more than once; {key}s must be unique"))
-                counts[value] = 0  # report each duplicate once
+            if value in first:
+                problems.append(Problem(
+                    f"{collection}[{i}].{key}",
+                    f"{value!r} is used more than once (also {collection}[{first[value]}]); {key}s must be unique",
+                ))
+            first.setdefault(value, i)
     return problems
 
 

@@ -1,0 +1,56 @@
+# llm-serving-stacks. On a fresh machine: `make synth` and `make test`.
+# Every target installs what it needs first; installs are skipped when
+# pyproject.toml has not changed since the last one.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# This machine's pip config names local indexes that may be absent: drop that noise.
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
+CDKTF_CLI := cdktf-cli@0.21.0
+
+.PHONY: help install synth test bench clean deploy
+
+help:
+	@echo "make synth              synthesize every environment into cdktf.out/ (offline)"
+	@echo "make test               run the test suite"
+	@echo "make bench              measure synth speed"
+	@echo "make deploy ENV=dev     cdktf deploy one environment (needs Terraform and AWS credentials)"
+	@echo "make clean              remove build outputs"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-base: pyproject.toml | $(PY)
+	$(PIP) -e . 2>&1 | $(PIP_FILTER)
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-base
+	$(PIP) -e '.[dev]' 2>&1 | $(PIP_FILTER)
+	touch $@
+
+install: $(VENV)/.installed-dev
+
+synth: $(VENV)/.installed-base
+	$(VENV)/bin/llmstacks synth
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed-dev
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf cdktf.out .cdktf.out.* .pytest_cache bench-results
+
+# The cdktf CLI runs `python -m stacks` (cdktf.json) and then Terraform; it
+# needs Terraform >= 1.10 on PATH and credentials for the environment's account.
+deploy: $(VENV)/.installed-base
+	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment>" >&2; exit 2; }
+	PATH="$$($(PY) -c 'import infra.node_runtime as n; print(n.wheel_node().parent)'):$$PATH" \
+		npx --yes $(CDKTF_CLI) deploy $(ENV)

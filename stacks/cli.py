@@ -1,0 +1,74 @@
+"""`llmstacks`: the command line of llm-serving-stacks.
+
+User errors (bad environment files, unknown names) print one line and exit
+with status 2; nothing is written. cdktf and the AWS provider are imported
+only once the input is known to be good.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stacks.environment import Environment
+from stacks.loader import ENVIRONMENTS_DIR, ConfigError, environment_files, find_environment, load_environment
+
+EXIT_USER_ERROR = 2
+
+
+def _environments(args: argparse.Namespace) -> tuple[list[tuple[Environment, str]], bool]:
+    """The environments named on the command line, validated; and whether that is all of them."""
+    env_dir = Path(args.env_dir)
+    paths = [find_environment(name, env_dir) for name in args.env or []]
+    paths += [Path(p) for p in args.config or []]
+    everything = not paths
+    if everything:
+        paths = environment_files(env_dir)
+        if not paths:
+            raise ConfigError(env_dir, "--env-dir", "no environment files (*.yaml) in this directory")
+    loaded = [(load_environment(p), str(p)) for p in paths]
+    seen: dict[str, str] = {}
+    for env, source in loaded:
+        if env.name in seen:
+            raise ConfigError(source, "name", f"environment {env.name!r} is also defined in {seen[env.name]}")
+        seen[env.name] = source
+    return loaded, everything
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    envs, everything = _environments(args)
+    from stacks.summary import summarize  # noqa: PLC0415
+    from stacks.synth import synthesize  # noqa: PLC0415  (loads cdktf: only for good input)
+
+    files = synthesize(envs, Path(args.outdir), replace_all=everything)
+    for env, _ in envs:
+        print(summarize(env, files[env.name]))
+    print(f"synthesized {len(envs)} stack(s) into {args.outdir}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmstacks", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    synth = commands.add_parser("synth", help="synthesize environments into Terraform JSON")
+    synth.add_argument("--env", action="append", metavar="NAME", help="environment name (repeatable; default: all)")
+    synth.add_argument("--config", action="append", metavar="PATH", help="environment file (repeatable)")
+    synth.add_argument("--env-dir", default=str(ENVIRONMENTS_DIR), metavar="DIR", help="where --env names are looked up")
+    synth.add_argument("--outdir", default="cdktf.out", metavar="DIR", help="output directory (default: cdktf.out)")
+    synth.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

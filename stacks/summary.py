@@ -1,0 +1,64 @@
+"""The per-stack summary `llmstacks synth` prints: resources, node pools, models."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from stacks.checks import gpus_per_node
+from stacks.environment import Environment
+from stacks.names import Names
+
+
+def resource_counts(tf_json: dict) -> Counter[str]:
+    return Counter({kind: len(items) for kind, items in tf_json.get("resource", {}).items()})
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    return ["    " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+
+
+def summarize(env: Environment, stack_file: Path) -> str:
+    names = Names(env)
+    counts = resource_counts(json.loads(stack_file.read_text()))
+    lines = [
+        f"stack {names.stack}: account {env.aws.account_id}, {env.aws.region}, cluster {names.cluster} -> {stack_file}",
+        f"  {sum(counts.values())} resources: " + ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())),
+        "  node pools:",
+    ]
+    lines += _table(
+        ["NAME", "NODE GROUP", "INSTANCE TYPES", "GPUS/NODE", "NODES", "CAPACITY"],
+        [
+            [
+                p.name,
+                names.node_group(p.name),
+                ",".join(p.instance_types),
+                f"{gpus_per_node(p)} x {p.accelerator}" if p.accelerator else "-",
+                f"{p.min_size}-{p.max_size}",
+                p.capacity_type,
+            ]
+            for p in env.node_pools
+        ],
+    )
+    if env.models:
+        lines.append("  models:")
+        lines += _table(
+            ["ID", "POOL", "GPUS/REPLICA", "REPLICAS", "MAX LEN", "LORA", "WEIGHTS"],
+            [
+                [
+                    m.id,
+                    m.node_pool,
+                    f"{m.gpus_per_replica} (tp {m.tensor_parallel_size} x pp {m.pipeline_parallel_size})",
+                    f"{m.replicas.min}-{m.replicas.max}",
+                    str(m.max_model_len),
+                    f"up to {m.lora.max_adapters_per_replica}, rank <= {m.lora.max_rank}" if m.lora.enabled else "off",
+                    names.model_weights_uri(m.id) if m.weights.source == "bucket" else f"hf:{m.weights.hf_id}",
+                ]
+                for m in env.models
+            ],
+        )
+    else:
+        lines.append("  models: none")
+    return "\n".join(lines)
