@@ -1,0 +1,41 @@
+"""Reusable cdktf constructs for LLM serving on AWS.
+
+Constructs load the cdktf AWS provider bindings (~15 s), so they are
+imported on first use: `infra.catalog` and the name rules stay instant.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+_EXPORTS = {
+    "ArtifactWriterIdentity": "infra.identity",
+    "EksCluster": "infra.cluster",
+    "EncryptionKey": "infra.kms",
+    "ExistingCluster": "infra.cluster",
+    "GpuNodePool": "infra.node_pool",
+    "Identity": "infra.identity",
+    "ModelBucket": "infra.bucket",
+    "NodePool": "infra.node_pool",
+    "NodeRole": "infra.node_pool",
+    "ServingIdentity": "infra.identity",
+    "Statement": "infra.policy",
+    "Taint": "infra.node_pool",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from infra.bucket import ModelBucket
+    from infra.cluster import EksCluster, ExistingCluster
+    from infra.identity import ArtifactWriterIdentity, Identity, ServingIdentity
+    from infra.kms import EncryptionKey
+    from infra.node_pool import GpuNodePool, NodePool, NodeRole, Taint
+    from infra.policy import Statement
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'infra' has no attribute {name!r}")

@@ -1,0 +1,139 @@
+"""`make bench`: how fast synth is, measured in one run.
+
+Prints (and writes to bench-results/bench.json):
+- the time to import the AWS provider bindings alone (a fresh process);
+- the time of `llmstacks synth` for all environments (a fresh process) and
+  its ratio to the import (target <= 1.3: synth must add little to the
+  unavoidable provider load);
+- `llmstacks synth` of one environment with 2 and with 50 models (target:
+  50 models <= 1.2x the 2-model time);
+- the same synths in one warm process, without the import, to show where
+  the time goes.
+
+Each figure is the best of --repeat runs (default 2). No assertions: the
+numbers are for people and the closing note, not a pass/fail gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
+DEV = ROOT / "stacks" / "environments" / "dev.yaml"
+
+IMPORT_ONLY = (
+    "import infra.node_runtime\n"
+    "import cdktf\n"
+    "from cdktf_cdktf_provider_aws.provider import AwsProvider\n"
+)
+
+WARM = """
+import json, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+import infra.node_runtime, cdktf
+from cdktf_cdktf_provider_aws.provider import AwsProvider
+imported = time.perf_counter() - t0
+from stacks.loader import environment_files, load_environment
+from stacks.synth import synthesize
+out = Path(sys.argv[1])
+def timed(paths, target):
+    envs = [(load_environment(p), str(p)) for p in paths]
+    t = time.perf_counter(); synthesize(envs, out / target, replace_all=True); return time.perf_counter() - t
+result = {"import": imported}
+result["all"] = timed(environment_files(), "all")
+result["models_2"] = timed([Path(sys.argv[2])], "m2")
+result["models_50"] = timed([Path(sys.argv[3])], "m50")
+print(json.dumps(result))
+"""
+
+
+def with_models(count: int, directory: Path) -> Path:
+    """The dev environment with `count` one-GPU models on a pool large enough for them."""
+    data = yaml.safe_load(DEV.read_text())
+    template = copy.deepcopy(data["models"][0])
+    models = []
+    for i in range(count):
+        model = copy.deepcopy(template)
+        model.update(id=f"model-{i:03d}", replicas={"min": 0, "max": 1})
+        models.append(model)
+    data["models"] = models
+    gpu_pool = next(p for p in data["node_pools"] if p.get("accelerator"))
+    gpu_pool["max_size"] = max(gpu_pool["max_size"], count)
+    path = directory / f"m{count}" / "dev.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def best_of(repeat: int, command: list[str]) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        two, fifty = with_models(2, tmp_path), with_models(50, tmp_path)
+        synth = [LLMSTACKS, "synth", "--outdir"]
+        cold = {
+            "import_provider_s": best_of(args.repeat, [sys.executable, "-c", IMPORT_ONLY]),
+            "synth_all_s": best_of(args.repeat, [*synth, str(tmp_path / "all")]),
+            "synth_2_models_s": best_of(args.repeat, [*synth, str(tmp_path / "o2"), "--config", str(two)]),
+            "synth_50_models_s": best_of(args.repeat, [*synth, str(tmp_path / "o50"), "--config", str(fifty)]),
+        }
+        warm_runs = [
+            json.loads(subprocess.run(
+                [sys.executable, "-c", WARM, str(tmp_path / f"warm{i}"), str(two), str(fifty)],
+                check=True, capture_output=True, text=True, cwd=ROOT,
+            ).stdout)
+            for i in range(args.repeat)
+        ]
+        warm = {f"warm_{k}_s": min(run[k] for run in warm_runs) for k in warm_runs[0]}
+
+    results = {
+        **cold,
+        "synth_all_over_import": cold["synth_all_s"] / cold["import_provider_s"],
+        "models_50_over_2": cold["synth_50_models_s"] / cold["synth_2_models_s"],
+        **warm,
+    }
+    rows = [
+        ("import AWS provider bindings (fresh process)", f"{results['import_provider_s']:.2f} s", ""),
+        ("llmstacks synth, all environments", f"{results['synth_all_s']:.2f} s", ""),
+        ("  ratio synth-all / import", f"{results['synth_all_over_import']:.2f}", "target <= 1.30"),
+        ("llmstacks synth, 2 models", f"{results['synth_2_models_s']:.2f} s", ""),
+        ("llmstacks synth, 50 models", f"{results['synth_50_models_s']:.2f} s", ""),
+        ("  ratio 50 / 2 models", f"{results['models_50_over_2']:.2f}", "target <= 1.20"),
+        ("warm process: synth all environments", f"{results['warm_all_s']:.2f} s", "import excluded"),
+        ("warm process: synth 2 models", f"{results['warm_models_2_s']:.2f} s", ""),
+        ("warm process: synth 50 models", f"{results['warm_models_50_s']:.2f} s", ""),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name.ljust(width)}  {value:>9}  {note}")
+    out = ROOT / "bench-results"
+    out.mkdir(exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

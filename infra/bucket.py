@@ -1,0 +1,193 @@
+"""ModelBucket: an S3 bucket for model weights or LoRA checkpoints, secure by default."""
+
+from __future__ import annotations
+
+from constructs import Construct
+
+from infra import node_runtime  # noqa: F401  (before cdktf)
+from cdktf import TerraformResourceLifecycle
+from cdktf_cdktf_provider_aws.s3_bucket import S3Bucket
+from cdktf_cdktf_provider_aws.s3_bucket_lifecycle_configuration import (
+    S3BucketLifecycleConfiguration,
+    S3BucketLifecycleConfigurationRule,
+    S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload,
+    S3BucketLifecycleConfigurationRuleExpiration,
+    S3BucketLifecycleConfigurationRuleFilter,
+    S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration,
+)
+from cdktf_cdktf_provider_aws.s3_bucket_ownership_controls import (
+    S3BucketOwnershipControls,
+    S3BucketOwnershipControlsRule,
+)
+from cdktf_cdktf_provider_aws.s3_bucket_policy import S3BucketPolicy
+from cdktf_cdktf_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
+from cdktf_cdktf_provider_aws.s3_bucket_server_side_encryption_configuration import (
+    S3BucketServerSideEncryptionConfigurationA,
+    S3BucketServerSideEncryptionConfigurationRuleA,
+    S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA,
+)
+from cdktf_cdktf_provider_aws.s3_bucket_versioning import (
+    S3BucketVersioningA,
+    S3BucketVersioningVersioningConfiguration,
+)
+
+from infra.identity import Identity
+from infra.policy import Statement, dns_suffix, policy_document
+from infra.s3_names import bucket_name_problem
+
+
+class ModelBucket(Construct):
+    """A versioned, SSE-KMS, private, TLS-only bucket with grants scoped to key prefixes.
+
+    Not configurable, on purpose: public access, ACLs, plain-HTTP access and
+    `force_destroy`. Configurable: how long noncurrent versions (overwritten
+    or deleted objects) are kept, and whether Terraform may destroy the bucket.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        bucket_name: str,
+        kms_key_arn: str,
+        region: str,
+        partition: str = "aws",
+        noncurrent_version_expiration_days: int = 30,
+        abort_incomplete_multipart_upload_days: int = 7,
+        prevent_destroy: bool = False,
+    ):
+        super().__init__(scope, id)
+        if problem := bucket_name_problem(bucket_name):
+            raise ValueError(f"bucket_name: {problem}")
+        if noncurrent_version_expiration_days < 1:
+            raise ValueError("noncurrent_version_expiration_days must be at least 1")
+        if abort_incomplete_multipart_upload_days < 1:
+            raise ValueError("abort_incomplete_multipart_upload_days must be at least 1")
+        self._name, self._key_arn, self._region, self._partition = bucket_name, kms_key_arn, region, partition
+
+        self.bucket = S3Bucket(
+            self,
+            "bucket",
+            bucket=bucket_name,
+            force_destroy=False,
+            lifecycle=TerraformResourceLifecycle(prevent_destroy=True) if prevent_destroy else None,
+        )
+        S3BucketOwnershipControls(
+            self, "ownership", bucket=self.bucket.id,
+            rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"),
+        )
+        public_access = S3BucketPublicAccessBlock(
+            self, "public-access", bucket=self.bucket.id,
+            block_public_acls=True, block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True,
+        )
+        versioning = S3BucketVersioningA(
+            self, "versioning", bucket=self.bucket.id,
+            versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"),
+        )
+        S3BucketServerSideEncryptionConfigurationA(
+            self, "encryption", bucket=self.bucket.id,
+            rule=[S3BucketServerSideEncryptionConfigurationRuleA(
+                apply_server_side_encryption_by_default=S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
+                    sse_algorithm="aws:kms", kms_master_key_id=kms_key_arn,
+                ),
+                # Bucket keys cut KMS requests (and cost) for many-shard models.
+                bucket_key_enabled=True,
+            )],
+        )
+        S3BucketPolicy(
+            self, "policy", bucket=self.bucket.id,
+            policy=policy_document(self._deny_insecure_transport()),
+            depends_on=[public_access],
+        )
+        S3BucketLifecycleConfiguration(
+            self, "lifecycle", bucket=self.bucket.id,
+            rule=[
+                S3BucketLifecycleConfigurationRule(
+                    id="abort-incomplete-multipart-uploads", status="Enabled",
+                    filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
+                    abort_incomplete_multipart_upload=[S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(
+                        days_after_initiation=abort_incomplete_multipart_upload_days,
+                    )],
+                ),
+                S3BucketLifecycleConfigurationRule(
+                    id="expire-noncurrent-versions", status="Enabled",
+                    filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
+                    noncurrent_version_expiration=[S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(
+                        noncurrent_days=noncurrent_version_expiration_days,
+                    )],
+                    expiration=[S3BucketLifecycleConfigurationRuleExpiration(expired_object_delete_marker=True)],
+                ),
+            ],
+            # Lifecycle rules on noncurrent versions need versioning in place first.
+            depends_on=[versioning],
+        )
+
+    def _deny_insecure_transport(self) -> list[Statement]:
+        resources = (self.bucket_arn, f"{self.bucket_arn}/*")
+        return [
+            Statement("DenyInsecureTransport", ("s3:*",), resources, effect="Deny", principals={"AWS": "*"},
+                      conditions={"Bool": {"aws:SecureTransport": "false"}}),
+            Statement("DenyOutdatedTls", ("s3:*",), resources, effect="Deny", principals={"AWS": "*"},
+                      conditions={"NumericLessThan": {"s3:TlsVersion": "1.2"}}),
+        ]
+
+    @property
+    def bucket_name(self) -> str:
+        return self._name
+
+    @property
+    def bucket_arn(self) -> str:
+        return f"arn:{self._partition}:s3:::{self._name}"
+
+    @property
+    def kms_key_arn(self) -> str:
+        return self._key_arn
+
+    def objects_arn(self, prefix: str) -> str:
+        return f"{self.bucket_arn}/{_prefix(prefix)}/*"
+
+    def grant_read(self, identity: Identity, prefix: str) -> None:
+        """GetObject under `prefix/`, listing limited to it, and decrypting through S3."""
+        p = _prefix(prefix)
+        identity.add_policy(self._policy_name("read", p), [
+            Statement("ReadObjects", ("s3:GetObject",), (self.objects_arn(p),)),
+            Statement("ListPrefix", ("s3:ListBucket",), (self.bucket_arn,),
+                      conditions={"StringLike": {"s3:prefix": [p, f"{p}/*"]}}),
+            self._key_statement("DecryptObjects", ("kms:Decrypt",)),
+        ])
+
+    def grant_write(self, identity: Identity, prefix: str) -> None:
+        """PutObject (multipart included) under `prefix/`; no read, no delete."""
+        p = _prefix(prefix)
+        identity.add_policy(self._policy_name("write", p), [
+            Statement("WriteObjects", ("s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"),
+                      (self.objects_arn(p),)),
+            Statement("ListUploads", ("s3:ListBucketMultipartUploads",), (self.bucket_arn,)),
+            # Multipart uploads decrypt their parts to complete.
+            self._key_statement("EncryptObjects", ("kms:GenerateDataKey", "kms:Decrypt")),
+        ])
+
+    def grant_delete(self, identity: Identity, prefix: str) -> None:
+        """DeleteObject under `prefix/`: adds a delete marker; versions stay recoverable."""
+        p = _prefix(prefix)
+        identity.add_policy(self._policy_name("delete", p), [
+            Statement("DeleteObjects", ("s3:DeleteObject",), (self.objects_arn(p),)),
+        ])
+
+    def _key_statement(self, sid: str, actions: tuple[str, ...]) -> Statement:
+        return Statement(sid, actions, (self._key_arn,), conditions={"StringEquals": {
+            "kms:ViaService": f"s3.{self._region}.{dns_suffix(self._partition)}",
+            # With bucket keys, S3 uses the bucket ARN as encryption context.
+            "kms:EncryptionContext:aws:s3:arn": self.bucket_arn,
+        }})
+
+    def _policy_name(self, verb: str, prefix: str) -> str:
+        return f"{verb}-{self.node.id}-{prefix.replace('/', '-')}"
+
+
+def _prefix(prefix: str) -> str:
+    p = prefix.strip("/") if prefix else ""
+    if not p or prefix.startswith("/") or "*" in p:
+        raise ValueError(f"prefix {prefix!r}: give a key prefix such as 'models' (no leading '/', no '*')")
+    return p

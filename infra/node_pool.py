@@ -1,0 +1,268 @@
+"""EKS managed node groups: a CPU `NodePool` and a `GpuNodePool` for model replicas."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from constructs import Construct
+
+from infra import node_runtime  # noqa: F401  (before cdktf)
+from cdktf import TerraformResourceLifecycle
+from cdktf_cdktf_provider_aws.eks_node_group import (
+    EksNodeGroup,
+    EksNodeGroupLaunchTemplate,
+    EksNodeGroupScalingConfig,
+    EksNodeGroupTaint,
+    EksNodeGroupUpdateConfig,
+)
+from cdktf_cdktf_provider_aws.iam_role import IamRole
+from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+from cdktf_cdktf_provider_aws.launch_template import (
+    LaunchTemplate,
+    LaunchTemplateBlockDeviceMappings,
+    LaunchTemplateBlockDeviceMappingsEbs,
+    LaunchTemplateMetadataOptions,
+    LaunchTemplateTagSpecifications,
+)
+
+from infra.catalog import Gpu, InstanceType, gpu_instance
+from infra.policy import managed_policy_arn, service_trust
+
+POOL_LABEL = "llm-serving-stacks/node-pool"
+CAPACITY_TYPES = ("ON_DEMAND", "SPOT")
+CPU_AMI_TYPES = ("AL2023_x86_64_STANDARD", "AL2023_ARM_64_STANDARD", "BOTTLEROCKET_x86_64", "BOTTLEROCKET_ARM_64")
+GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA")
+TAINT_EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
+BOTTLEROCKET_OS_VOLUME_GIB = 4
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$")
+LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"
+
+    def __post_init__(self):
+        if not LABEL_KEY.match(self.key):
+            raise ValueError(f"taint key {self.key!r} is not a valid Kubernetes key")
+        if not LABEL_VALUE.match(self.value):
+            raise ValueError(f"taint value {self.value!r} is not a valid Kubernetes value")
+        if self.effect not in TAINT_EFFECTS:
+            raise ValueError(f"taint effect {self.effect!r}: use one of {', '.join(TAINT_EFFECTS)}")
+
+    @property
+    def eks_effect(self) -> str:
+        return TAINT_EFFECTS[self.effect]
+
+    def toleration(self) -> dict[str, str]:
+        return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+
+
+class NodeRole(Construct):
+    """The EC2 role of managed node group instances (shared by an environment's pools)."""
+
+    def __init__(self, scope: Construct, id: str, *, role_name: str, partition: str = "aws", enable_ssm: bool = False):
+        super().__init__(scope, id)
+        self.role = IamRole(self, "role", name=role_name, assume_role_policy=service_trust("ec2.amazonaws.com"),
+                            description="EKS managed node group instances")
+        policies = ["AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy"]
+        if enable_ssm:
+            policies.append("AmazonSSMManagedInstanceCore")
+        self.attachments = [
+            IamRolePolicyAttachment(self, name, role=self.role.name, policy_arn=managed_policy_arn(partition, name))
+            for name in policies
+        ]
+
+    @property
+    def role_arn(self) -> str:
+        return self.role.arn
+
+    @property
+    def role_name(self) -> str:
+        return self.role.name
+
+
+class NodePool(Construct):
+    """A managed node group with a hardened launch template (the CPU pool for the Ray head and ingress)."""
+
+    DEFAULT_AMI = "AL2023_x86_64_STANDARD"
+    ALLOWED_AMIS: tuple[str, ...] = CPU_AMI_TYPES
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        cluster_name: str,
+        node_group_name: str,
+        pool_name: str,
+        node_role: NodeRole,
+        subnet_ids: Sequence[str],
+        instance_types: Sequence[str],
+        capacity_type: str = "ON_DEMAND",
+        min_size: int = 1,
+        max_size: int = 3,
+        desired_size: int | None = None,
+        ami_type: str | None = None,
+        root_volume_gib: int = 50,
+        labels: Mapping[str, str] | None = None,
+        taints: Sequence[Taint] = (),
+        http_put_response_hop_limit: int = 1,
+        max_unavailable: int = 1,
+        tags: Mapping[str, str] | None = None,
+    ):
+        super().__init__(scope, id)
+        ami_type = ami_type or self.DEFAULT_AMI
+        desired_size = min_size if desired_size is None else desired_size
+        if not instance_types:
+            raise ValueError("instance_types: give at least one instance type")
+        if capacity_type not in CAPACITY_TYPES:
+            raise ValueError(f"capacity_type {capacity_type!r}: use ON_DEMAND or SPOT")
+        if ami_type not in self.ALLOWED_AMIS:
+            raise ValueError(f"ami_type {ami_type!r}: {type(self).__name__} allows {', '.join(self.ALLOWED_AMIS)}")
+        if not (0 <= min_size <= desired_size <= max_size and max_size >= 1):
+            raise ValueError(f"sizes must satisfy 0 <= min_size <= desired_size <= max_size, max_size >= 1 (got {min_size}, {desired_size}, {max_size})")
+        if http_put_response_hop_limit not in (1, 2):
+            raise ValueError("http_put_response_hop_limit must be 1 (pods cannot reach the node's credentials) or 2")
+        if root_volume_gib < 20:
+            raise ValueError("root_volume_gib must be at least 20")
+        if max_unavailable < 1:
+            raise ValueError("max_unavailable must be at least 1")
+        self.pool_name, self.node_group_name = pool_name, node_group_name
+        self.instance_types, self.capacity_type = list(instance_types), capacity_type
+        self.min_size, self.max_size = min_size, max_size
+        self.labels = {**(labels or {}), **self._derived_labels(), POOL_LABEL: pool_name}
+        self.taints = [*taints, *self._derived_taints()]
+        for key, value in self.labels.items():
+            if not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
+                raise ValueError(f"label {key}={value!r} is not valid Kubernetes syntax")
+
+        tags = dict(tags or {})
+        self.launch_template = LaunchTemplate(
+            self,
+            "launch-template",
+            name_prefix=f"{node_group_name}-",
+            update_default_version=True,
+            metadata_options=LaunchTemplateMetadataOptions(
+                http_endpoint="enabled",
+                http_tokens="required",  # IMDSv2 only
+                http_put_response_hop_limit=http_put_response_hop_limit,
+            ),
+            block_device_mappings=self._volumes(ami_type, root_volume_gib),
+            tag_specifications=[
+                LaunchTemplateTagSpecifications(resource_type=kind, tags={**tags, "Name": node_group_name})
+                for kind in ("instance", "volume")
+            ],
+        )
+        self.node_group = EksNodeGroup(
+            self,
+            "node-group",
+            cluster_name=cluster_name,
+            node_group_name=node_group_name,
+            node_role_arn=node_role.role_arn,
+            subnet_ids=subnet_ids,
+            ami_type=ami_type,
+            capacity_type=capacity_type,
+            instance_types=self.instance_types,
+            scaling_config=EksNodeGroupScalingConfig(min_size=min_size, max_size=max_size, desired_size=desired_size),
+            update_config=EksNodeGroupUpdateConfig(max_unavailable=max_unavailable),
+            labels=self.labels,
+            taint=[EksNodeGroupTaint(key=t.key, value=t.value or None, effect=t.eks_effect) for t in self.taints] or None,
+            launch_template=EksNodeGroupLaunchTemplate(
+                id=self.launch_template.id, version=str(self.launch_template.latest_version)
+            ),
+            tags=tags,
+            # Autoscalers own the current size; Terraform must not reset it.
+            lifecycle=TerraformResourceLifecycle(ignore_changes=["scaling_config[0].desired_size"]),
+            depends_on=node_role.attachments,
+        )
+
+    def _derived_labels(self) -> dict[str, str]:
+        return {}
+
+    def _derived_taints(self) -> list[Taint]:
+        return []
+
+    @staticmethod
+    def _volumes(ami_type: str, size_gib: int) -> list[LaunchTemplateBlockDeviceMappings]:
+        # The AWS-managed EBS key: a customer key would need grants for the Auto
+        # Scaling service-linked role, without which nodes silently fail to launch.
+        def volume(device: str, gib: int) -> LaunchTemplateBlockDeviceMappings:
+            return LaunchTemplateBlockDeviceMappings(
+                device_name=device,
+                ebs=LaunchTemplateBlockDeviceMappingsEbs(
+                    volume_size=gib, volume_type="gp3", encrypted="true", delete_on_termination="true",
+                ),
+            )
+
+        if ami_type.startswith("BOTTLEROCKET"):
+            # Bottlerocket: a small OS volume; images and the model cache live on the data volume.
+            return [volume("/dev/xvda", BOTTLEROCKET_OS_VOLUME_GIB), volume("/dev/xvdb", size_gib)]
+        return [volume("/dev/xvda", size_gib)]
+
+
+class GpuNodePool(NodePool):
+    """A GPU node group for model replicas: NVIDIA AMI, GPU labels and taints, may scale to zero.
+
+    The labels and taints are the ones both the Anyscale operator on EKS and
+    KubeRay pods match; `tolerations()` and `node_selector()` give the pod side.
+    """
+
+    # Bottlerocket's NVIDIA variant ships the Kubernetes device plugin.
+    DEFAULT_AMI = "BOTTLEROCKET_x86_64_NVIDIA"
+    ALLOWED_AMIS = GPU_AMI_TYPES
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        instance_types: Sequence[str],
+        min_size: int = 0,
+        max_size: int = 1,
+        root_volume_gib: int = 200,
+        **props,
+    ):
+        entries = [self._entry(t) for t in instance_types]
+        if entries:
+            first = entries[0]
+            for entry in entries[1:]:
+                if (entry.gpu, entry.gpus) != (first.gpu, first.gpus):
+                    raise ValueError(
+                        f"instance_types: {entry.name} has {entry.gpus} x {entry.gpu.name}, "
+                        f"{first.name} has {first.gpus} x {first.gpu.name}; a pool needs one GPU model and count"
+                    )
+            self.gpu: Gpu = first.gpu
+            self.gpus_per_node: int = first.gpus
+        super().__init__(
+            scope, id, instance_types=instance_types, min_size=min_size, max_size=max_size,
+            root_volume_gib=root_volume_gib, **props,
+        )
+
+    @staticmethod
+    def _entry(instance_type: str) -> InstanceType:
+        entry = gpu_instance(instance_type)
+        if entry is None:
+            raise ValueError(f"instance_types: {instance_type!r} is not a GPU instance type in infra.catalog")
+        return entry
+
+    def _derived_labels(self) -> dict[str, str]:
+        return {"nvidia.com/gpu.product": self.gpu.product_label, "nvidia.com/gpu.count": str(self.gpus_per_node)}
+
+    def _derived_taints(self) -> list[Taint]:
+        return [
+            Taint("nvidia.com/gpu", "present"),
+            Taint("node.anyscale.com/accelerator-type", "GPU"),
+            Taint("node.anyscale.com/capacity-type", self.capacity_type),
+        ]
+
+    def tolerations(self) -> list[dict[str, str]]:
+        return [t.toleration() for t in self.taints]
+
+    def node_selector(self) -> dict[str, str]:
+        return {POOL_LABEL: self.pool_name, "nvidia.com/gpu.product": self.gpu.product_label}

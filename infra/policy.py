@@ -1,0 +1,53 @@
+"""IAM policy documents as plain data, rendered to JSON strings at synth time.
+
+Policy scanners cannot read a policy passed as `${data.aws_iam_policy_document...}`,
+so every document here is a literal JSON string (tokens such as a created
+key's ARN may appear inside it and resolve to interpolations).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Statement:
+    sid: str
+    actions: tuple[str, ...]
+    resources: tuple[str, ...] = ()
+    effect: str = "Allow"
+    conditions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    principals: Mapping[str, Any] = field(default_factory=dict)  # only in resource/trust policies
+
+    def to_json_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"Sid": self.sid, "Effect": self.effect}
+        if self.principals:
+            out["Principal"] = dict(self.principals)
+        out["Action"] = list(self.actions)
+        if self.resources:
+            out["Resource"] = list(self.resources)
+        if self.conditions:
+            out["Condition"] = {op: dict(values) for op, values in self.conditions.items()}
+        return out
+
+
+def policy_document(statements: Sequence[Statement]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [s.to_json_dict() for s in statements]}, sort_keys=True)
+
+
+def dns_suffix(partition: str) -> str:
+    return "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+
+
+def service_trust(service: str, actions: Sequence[str] = ("sts:AssumeRole",), conditions: Mapping | None = None) -> str:
+    """Trust policy letting an AWS service principal assume a role."""
+    return policy_document([
+        Statement("TrustService", tuple(actions), principals={"Service": service}, conditions=conditions or {})
+    ])
+
+
+def managed_policy_arn(partition: str, name: str) -> str:
+    return f"arn:{partition}:iam::aws:policy/{name}"

@@ -1,0 +1,45 @@
+"""Shared fixtures. The AWS provider bindings take ~15 s to load: every test
+that needs synthesized Terraform shares the one synth below, in this process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stacks.loader import environment_files, load_environment
+
+
+@pytest.fixture(scope="session")
+def shipped_environments():
+    return {p.stem: load_environment(p) for p in environment_files()}
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory, shipped_environments) -> Path:
+    from stacks.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth") / "cdktf.out"
+    synthesize([(env, name) for name, env in shipped_environments.items()], out, replace_all=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthesized(synth_dir) -> dict[str, dict]:
+    """Environment name -> its parsed cdk.tf.json."""
+    return {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (synth_dir / "stacks").iterdir()}
+
+
+def resources(tf: dict, kind: str) -> dict[str, dict]:
+    return tf.get("resource", {}).get(kind, {})
+
+
+def policies_of(tf: dict, role_resource: str) -> list[dict]:
+    """Every statement of the inline policies attached to one aws_iam_role (by resource name)."""
+    ref = f"${{aws_iam_role.{role_resource}.name}}"
+    statements = []
+    for policy in resources(tf, "aws_iam_role_policy").values():
+        if policy["role"] == ref:
+            statements += json.loads(policy["policy"])["Statement"]
+    return statements

@@ -1,0 +1,229 @@
+"""The per-environment stacks, asserted on the synthesized Terraform JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+from pathlib import Path
+
+import pytest
+
+from conftest import resources
+from stacks.cli import main
+from stacks.loader import ConfigError
+from stacks.names import Names
+
+ENVS = ("dev", "staging", "prod")
+
+
+def statements_for(tf: dict, role_name: str) -> list[dict]:
+    """Every statement of the inline policies on the IAM role named `role_name`."""
+    role_ids = [rid for rid, role in resources(tf, "aws_iam_role").items() if role["name"] == role_name]
+    assert len(role_ids) == 1, role_name
+    ref = f"${{aws_iam_role.{role_ids[0]}.name}}"
+    found = []
+    for policy in resources(tf, "aws_iam_role_policy").values():
+        if policy["role"] in (ref, f"${{aws_iam_role.{role_ids[0]}.id}}"):
+            found += json.loads(policy["policy"])["Statement"]
+    return found
+
+
+def actions(statements: list[dict]) -> set[str]:
+    out: set[str] = set()
+    for s in statements:
+        out |= {s["Action"]} if isinstance(s["Action"], str) else set(s["Action"])
+    return out
+
+
+def test_every_environment_is_synthesized(synth_dir: Path):
+    manifest = json.loads((synth_dir / "manifest.json").read_text())
+    assert sorted(manifest["stacks"]) == sorted(ENVS)
+    for env in ENVS:
+        assert (synth_dir / "stacks" / env / "cdk.tf.json").is_file()
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_provider_pins_the_account_and_tags_everything(synthesized, shipped_environments, env):
+    config = shipped_environments[env]
+    (provider,) = synthesized[env]["provider"]["aws"]
+    assert provider["allowed_account_ids"] == [config.aws.account_id]
+    assert provider["region"] == config.aws.region
+    tags = provider["default_tags"][0]["tags"]
+    assert tags["llm-serving-stacks:environment"] == env
+    for key, value in config.tags.items():
+        assert tags[key] == value
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_state_is_remote_encrypted_and_locked(synthesized, shipped_environments, env):
+    config = shipped_environments[env]
+    backend = synthesized[env]["terraform"]["backend"]["s3"]
+    assert backend["bucket"] == config.state.bucket
+    assert backend["key"] == f"llm-serving-stacks/{env}/{env}.tfstate"
+    assert backend["encrypt"] is True
+    assert backend["use_lockfile"] is True
+    assert backend["region"] == (config.state.region or config.aws.region)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_buckets_have_deterministic_names_and_are_encrypted_with_the_key(synthesized, shipped_environments, env):
+    tf, names = synthesized[env], Names(shipped_environments[env])
+    buckets = {b["bucket"] for b in resources(tf, "aws_s3_bucket").values()}
+    assert buckets == {f"llm-{env}-weights-{names.env.aws.account_id}", f"llm-{env}-lora-{names.env.aws.account_id}"}
+    (key_id,) = resources(tf, "aws_kms_key")
+    for sse in resources(tf, "aws_s3_bucket_server_side_encryption_configuration").values():
+        rule = sse["rule"][0]
+        assert rule["bucket_key_enabled"] is True
+        assert rule["apply_server_side_encryption_by_default"][0]["kms_master_key_id"] == f"${{aws_kms_key.{key_id}.arn}}"
+
+
+def test_only_prod_data_survives_terraform_destroy(synthesized):
+    def protected(tf: dict) -> set[str]:
+        return {
+            f"{kind}.{name}"
+            for kind in ("aws_s3_bucket", "aws_kms_key")
+            for name, body in resources(tf, kind).items()
+            if body.get("lifecycle", {}).get("prevent_destroy")
+        }
+
+    assert len(protected(synthesized["prod"])) == 3  # both buckets and the key
+    assert protected(synthesized["dev"]) == set()
+    assert protected(synthesized["staging"]) == set()
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_one_node_group_per_pool_with_the_environment_sizes(synthesized, shipped_environments, env):
+    config = shipped_environments[env]
+    groups = {g["node_group_name"]: g for g in resources(synthesized[env], "aws_eks_node_group").values()}
+    assert set(groups) == {f"llm-{env}-{p.name}" for p in config.node_pools}
+    for pool in config.node_pools:
+        group = groups[f"llm-{env}-{pool.name}"]
+        assert group["scaling_config"][0]["min_size"] == pool.min_size
+        assert group["scaling_config"][0]["max_size"] == pool.max_size
+        assert group["capacity_type"] == pool.capacity_type.upper()
+        assert group["instance_types"] == pool.instance_types
+        assert group["labels"]["llm-serving-stacks/node-pool"] == pool.name
+        taints = {(t["key"], t["effect"]) for t in group.get("taint", [])}
+        if pool.accelerator:
+            assert "NVIDIA" in group["ami_type"]
+            assert ("nvidia.com/gpu", "NO_SCHEDULE") in taints
+            assert group["labels"]["nvidia.com/gpu.product"].startswith("NVIDIA-")
+        else:
+            assert "NVIDIA" not in group["ami_type"]
+            assert taints == set()
+
+
+def test_existing_cluster_is_looked_up_and_new_clusters_are_created(synthesized):
+    dev = synthesized["dev"]
+    assert "aws_eks_cluster" in dev["data"] and "aws_eks_cluster" not in dev.get("resource", {})
+    for env in ("staging", "prod"):
+        (cluster,) = resources(synthesized[env], "aws_eks_cluster").values()
+        assert cluster["name"] == f"llm-{env}"
+        assert cluster["vpc_config"]["endpoint_public_access"] is False
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_serving_identity_reads_and_never_writes(synthesized, shipped_environments, env):
+    names = Names(shipped_environments[env])
+    statements = statements_for(synthesized[env], names.serving_role)
+    assert actions(statements) == {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"}
+    object_arns = {r for s in statements if "s3:GetObject" in s["Action"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+    assert object_arns == {
+        f"arn:aws:s3:::{names.weights_bucket}/models/*",
+        f"arn:aws:s3:::{names.lora_bucket}/adapters/*",
+    }
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_writer_identity_publishes_to_both_prefixes(synthesized, shipped_environments, env):
+    names = Names(shipped_environments[env])
+    statements = statements_for(synthesized[env], names.writer_role)
+    assert {"s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject", "kms:GenerateDataKey"} <= actions(statements)
+    assert "s3:DeleteObjectVersion" not in actions(statements)  # deletes stay recoverable
+    put = [s for s in statements if "s3:PutObject" in s["Action"]]
+    put_resources = {r for s in put for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+    assert put_resources == {
+        f"arn:aws:s3:::{names.weights_bucket}/models/*",
+        f"arn:aws:s3:::{names.lora_bucket}/adapters/*",
+    }
+
+
+def test_serving_pods_are_bound_to_the_serving_role(synthesized, shipped_environments):
+    config = shipped_environments["dev"]
+    (assoc,) = resources(synthesized["dev"], "aws_eks_pod_identity_association").values()
+    assert assoc["namespace"] == config.serving.namespace
+    assert assoc["service_account"] == config.serving.service_account
+    assert assoc["cluster_name"] == "ml-dev"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_outputs_name_what_callers_need(synthesized, env):
+    assert set(synthesized[env]["output"]) >= {
+        "weights_bucket", "lora_bucket", "kms_key_arn", "cluster_name",
+        "serving_role_arn", "writer_role_arn", "node_groups",
+    }
+
+
+def test_synth_is_deterministic(tmp_path: Path, synthesized, shipped_environments):
+    from stacks.synth import synthesize
+
+    files = synthesize([(shipped_environments["prod"], "prod.yaml")], tmp_path / "again", replace_all=True)
+    assert json.loads(files["prod"].read_text()) == synthesized["prod"]
+
+
+def test_cli_prints_a_summary_and_merges_single_environments(tmp_path: Path, capsys):
+    out = tmp_path / "cdktf.out"
+    assert main(["synth", "--env", "dev", "--outdir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "stack dev: account 111111111111, us-west-2, cluster ml-dev" in printed
+    assert "qwen2.5-7b-instruct" in printed and "s3://llm-dev-weights-111111111111/models/qwen2.5-7b-instruct" in printed
+    assert "g6.2xlarge,g6.4xlarge" in printed and "1 x L4" in printed
+
+    assert main(["synth", "--env", "staging", "--outdir", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["stacks"]) == ["dev", "staging"]
+    assert (out / "stacks" / "dev" / "cdk.tf.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["cdktf.out"]  # no temporary leftovers
+
+
+def test_failure_during_synthesis_leaves_the_output_untouched(tmp_path: Path, monkeypatch, shipped_environments):
+    import stacks.synth
+
+    out = tmp_path / "cdktf.out"
+    out.mkdir()
+    (out / "manifest.json").write_text("previous")
+    built = []
+
+    class Exploding(stacks.synth.ServingStack):
+        def __init__(self, scope, env, **kwargs):
+            built.append(env.name)
+            if len(built) == 2:
+                raise RuntimeError("boom")
+            super().__init__(scope, env, **kwargs)
+
+    monkeypatch.setattr(stacks.synth, "ServingStack", Exploding)
+    with pytest.raises(RuntimeError):
+        stacks.synth.synthesize([(shipped_environments[e], e) for e in ENVS], out, replace_all=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["cdktf.out"]
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+    assert (out / "manifest.json").read_text() == "previous"
+
+
+def test_cdktf_app_entry_writes_where_the_cli_asks(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("CDKTF_OUTDIR", str(tmp_path / "out"))
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("stacks", run_name="__main__")
+    assert exit_.value.code == 0
+    assert sorted(os.listdir(tmp_path / "out" / "stacks")) == sorted(ENVS)
+
+
+def test_stack_rejects_an_environment_built_in_code_that_does_not_fit(shipped_environments):
+    from cdktf import Testing
+
+    from stacks.serving_stack import ServingStack
+
+    dev = shipped_environments["dev"]
+    broken = dev.model_copy(update={"models": [dev.models[0].model_copy(update={"tensor_parallel_size": 8})]})
+    with pytest.raises(ConfigError, match=r"models\[0\]\.tensor_parallel_size"):
+        ServingStack(Testing.app(), broken)
