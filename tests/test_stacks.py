@@ -75,7 +75,7 @@ def test_buckets_have_deterministic_names_and_are_encrypted_with_the_key(synthes
     for sse in resources(tf, "aws_s3_bucket_server_side_encryption_configuration").values():
         rule = sse["rule"][0]
         assert rule["bucket_key_enabled"] is True
-        assert rule["apply_server_side_encryption_by_default"][0]["kms_master_key_id"] == f"${{aws_kms_key.{key_id}.arn}}"
+        assert rule["apply_server_side_encryption_by_default"]["kms_master_key_id"] == f"${{aws_kms_key.{key_id}.arn}}"
 
 
 def test_only_prod_data_survives_terraform_destroy(synthesized):
@@ -99,8 +99,8 @@ def test_one_node_group_per_pool_with_the_environment_sizes(synthesized, shipped
     assert set(groups) == {f"llm-{env}-{p.name}" for p in config.node_pools}
     for pool in config.node_pools:
         group = groups[f"llm-{env}-{pool.name}"]
-        assert group["scaling_config"][0]["min_size"] == pool.min_size
-        assert group["scaling_config"][0]["max_size"] == pool.max_size
+        assert group["scaling_config"]["min_size"] == pool.min_size
+        assert group["scaling_config"]["max_size"] == pool.max_size
         assert group["capacity_type"] == pool.capacity_type.upper()
         assert group["instance_types"] == pool.instance_types
         assert group["labels"]["llm-serving-stacks/node-pool"] == pool.name
