@@ -21,6 +21,7 @@ from infra.policy import Statement, policy_document
 
 ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
 ROLE_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 SESSION_SECONDS = 3600
 
@@ -51,6 +52,20 @@ class Identity(Construct):
             return
         self._policies[name] = statements
         IamRolePolicy(self, f"policy-{name}", name=name, role=self.role.name, policy=policy_document(statements))
+
+    def grant_read_secret(self, secret_name: str, *, region: str, account_id: str, partition: str = "aws") -> None:
+        """GetSecretValue on one Secrets Manager secret (e.g. a Hugging Face token), by name.
+
+        The `-??????` suffix matches the random characters Secrets Manager adds
+        to the ARN, and nothing longer, so a secret named `<name>-more` is not
+        included. Secrets encrypted with the default `aws/secretsmanager` key
+        need no KMS grant.
+        """
+        if not SECRET_NAME.match(secret_name):
+            raise ValueError(f"secret_name {secret_name!r} is not a valid Secrets Manager name")
+        arn = f"arn:{partition}:secretsmanager:{region}:{account_id}:secret:{secret_name}-??????"
+        slug = re.sub(r"[^A-Za-z0-9_.-]", "-", secret_name)
+        self.add_policy(f"read-secret-{slug}", [Statement("ReadSecret", ("secretsmanager:GetSecretValue",), (arn,))])
 
     @property
     def policies(self) -> dict[str, tuple[Statement, ...]]:

@@ -7,6 +7,7 @@ other (a model's node pool exists, parallelism fits the GPUs, ...) live in
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -69,6 +70,17 @@ RESERVED_ENGINE_KWARGS = {
 }
 # vLLM accepts only these values for max_lora_rank.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def adapter_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a LoRA adapter name, or None.
+
+    Requests address an adapter as "<model id>:<adapter>" and Ray caches
+    adapters by name under one directory, so the rules are the model id's.
+    """
+    if re.fullmatch(MODEL_ID_PATTERN, name) is None:
+        return f"adapter name {name!r} is not valid: expected {PATTERN_HELP[MODEL_ID_PATTERN]}"
+    return None
 
 
 class Strict(BaseModel):

@@ -171,6 +171,9 @@ class ServingStack(TerraformStack):
         )
         self.weights.grant_read(self.serving_identity, WEIGHTS_PREFIX)
         self.lora.grant_read(self.serving_identity, ADAPTERS_PREFIX)
+        # Gated Hugging Face models: the app reads the token at start-up on the cluster.
+        for secret in sorted({m.weights.hf_token_secret for m in env.models if m.weights.hf_token_secret}):
+            self.serving_identity.grant_read_secret(secret, region=region, account_id=account, partition=partition)
 
         self.writer_identity = ArtifactWriterIdentity(
             self,

@@ -354,6 +354,7 @@ INVALID = [
     ("key-alias-prefix", lambda s: EncryptionKey(s, "k", alias="alias/x", description="d", account_id=ACCOUNT, region=REGION), "alias"),
     ("key-deletion-window", lambda s: EncryptionKey(s, "k", alias="x", description="d", account_id=ACCOUNT, region=REGION, deletion_window_days=3), "deletion_window_days"),
     ("role-name", lambda s: ServingIdentity(s, "i", role_name="bad name!", cluster_name="c", namespace="n", service_account="a", account_id=ACCOUNT), "role_name"),
+    ("secret-name", lambda s: ServingIdentity(s, "i", role_name="r", cluster_name="c", namespace="n", service_account="a", account_id=ACCOUNT).grant_read_secret("bad name", region=REGION, account_id=ACCOUNT), "secret_name"),
     ("writer-nobody", _writer(), "needs github_subjects or trusted_role_arns"),
     ("writer-any-repo", _writer(github_subjects=["repo:*"]), "must name a repository"),
     ("writer-not-a-subject", _writer(github_subjects=["acme/models"]), "must name a repository"),

@@ -127,12 +127,22 @@ def test_existing_cluster_is_looked_up_and_new_clusters_are_created(synthesized)
 def test_serving_identity_reads_and_never_writes(synthesized, shipped_environments, env):
     names = Names(shipped_environments[env])
     statements = statements_for(synthesized[env], names.serving_role)
+    secrets = [s for s in statements if s["Action"] == ["secretsmanager:GetSecretValue"]]
+    statements = [s for s in statements if s not in secrets]
     assert actions(statements) == {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"}
     object_arns = {r for s in statements if "s3:GetObject" in s["Action"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
     assert object_arns == {
         f"arn:aws:s3:::{names.weights_bucket}/models/*",
         f"arn:aws:s3:::{names.lora_bucket}/adapters/*",
     }
+
+
+def test_serving_identity_reads_only_the_gated_models_token(synthesized, shipped_environments):
+    statements = statements_for(synthesized["prod"], Names(shipped_environments["prod"]).serving_role)
+    secrets = [s for s in statements if "secretsmanager:GetSecretValue" in s["Action"]]
+    assert [s["Resource"] for s in secrets] == [["arn:aws:secretsmanager:us-east-1:333333333333:secret:llm-prod/hf-token-??????"]]
+    dev = statements_for(synthesized["dev"], Names(shipped_environments["dev"]).serving_role)
+    assert not [s for s in dev if "secretsmanager:GetSecretValue" in s["Action"]]
 
 
 @pytest.mark.parametrize("env", ENVS)
