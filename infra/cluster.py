@@ -32,7 +32,21 @@ POD_IDENTITY_AGENT = "eks-pod-identity-agent"
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
 
-class ExistingCluster(Construct):
+class _Cluster(Construct):
+    """What node pools and identities need of a cluster, created or looked up."""
+
+    cluster: DataAwsEksCluster | EksClusterResource
+
+    @property
+    def arn(self) -> str:
+        return self.cluster.arn
+
+    @property
+    def version(self) -> str:
+        return self.cluster.version
+
+
+class ExistingCluster(_Cluster):
     """An EKS cluster managed elsewhere, looked up by name at plan time."""
 
     def __init__(self, scope: Construct, id: str, *, name: str, install_pod_identity_agent: bool = False):
@@ -47,19 +61,11 @@ class ExistingCluster(Construct):
         return self._name
 
     @property
-    def arn(self) -> str:
-        return self.cluster.arn
-
-    @property
-    def version(self) -> str:
-        return self.cluster.version
-
-    @property
     def subnet_ids(self) -> list[str]:
         return self.cluster.vpc_config.get(0).subnet_ids
 
 
-class EksCluster(Construct):
+class EksCluster(_Cluster):
     """A private EKS cluster: KMS-encrypted secrets, all control-plane logs, API access entries."""
 
     def __init__(
@@ -142,14 +148,6 @@ class EksCluster(Construct):
     def name(self) -> str:
         # A reference, so node groups and associations wait for the cluster.
         return self.cluster.name
-
-    @property
-    def arn(self) -> str:
-        return self.cluster.arn
-
-    @property
-    def version(self) -> str:
-        return self.cluster.version
 
     @property
     def subnet_ids(self) -> list[str]:

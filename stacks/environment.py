@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from infra.catalog import GPUS, REGIONS
 
@@ -88,13 +88,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
 
 
+def _known_region(value: str) -> str:
+    if value not in REGIONS:
+        raise ValueError(f"unknown AWS region {value!r}")
+    return value
+
+
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Region = Annotated[str, AfterValidator(_known_region)]
 ModelId = Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
 
 
 class Aws(Strict):
     account_id: Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
-    region: str
+    region: Region
 
     @field_validator("account_id", mode="before")
     @classmethod
@@ -104,27 +111,13 @@ class Aws(Strict):
             raise ValueError("quote the account id (YAML reads an unquoted one as a number)")
         return value
 
-    @field_validator("region")
-    @classmethod
-    def _known_region(cls, value: str) -> str:
-        if value not in REGIONS:
-            raise ValueError(f"unknown AWS region {value!r}")
-        return value
-
 
 class RemoteState(Strict):
     """An existing S3 bucket holding Terraform state; the key is derived per stack."""
 
     bucket: Annotated[str, Field(min_length=3, max_length=63)]
-    region: str | None = None  # defaults to aws.region
+    region: Region | None = None  # defaults to aws.region
     key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")] = "llm-serving-stacks"
-
-    @field_validator("region")
-    @classmethod
-    def _known_region(cls, value: str | None) -> str | None:
-        if value is not None and value not in REGIONS:
-            raise ValueError(f"unknown AWS region {value!r}")
-        return value
 
 
 class ExistingClusterConfig(Strict):

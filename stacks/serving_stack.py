@@ -23,7 +23,7 @@ from infra import (
     Taint,
 )
 from stacks.checks import check_environment
-from stacks.environment import Environment
+from stacks.environment import Bucket, Environment
 from stacks.loader import ConfigError
 from stacks.names import ADAPTERS_PREFIX, WEIGHTS_PREFIX, Names
 
@@ -85,28 +85,21 @@ class ServingStack(TerraformStack):
             )
             key_arn = self.key.key_arn
 
-        self.weights = ModelBucket(
-            self,
-            "weights",
-            bucket_name=names.weights_bucket,
-            kms_key_arn=key_arn,
-            region=region,
-            partition=partition,
-            noncurrent_version_expiration_days=env.buckets.weights.noncurrent_version_retention_days,
-            abort_incomplete_multipart_upload_days=env.buckets.weights.abort_incomplete_uploads_days,
-            prevent_destroy=env.buckets.prevent_destroy,
-        )
-        self.lora = ModelBucket(
-            self,
-            "lora",
-            bucket_name=names.lora_bucket,
-            kms_key_arn=key_arn,
-            region=region,
-            partition=partition,
-            noncurrent_version_expiration_days=env.buckets.lora.noncurrent_version_retention_days,
-            abort_incomplete_multipart_upload_days=env.buckets.lora.abort_incomplete_uploads_days,
-            prevent_destroy=env.buckets.prevent_destroy,
-        )
+        def data_bucket(id: str, name: str, settings: Bucket) -> ModelBucket:
+            return ModelBucket(
+                self,
+                id,
+                bucket_name=name,
+                kms_key_arn=key_arn,
+                region=region,
+                partition=partition,
+                noncurrent_version_expiration_days=settings.noncurrent_version_retention_days,
+                abort_incomplete_multipart_upload_days=settings.abort_incomplete_uploads_days,
+                prevent_destroy=env.buckets.prevent_destroy,
+            )
+
+        self.weights = data_bucket("weights", names.weights_bucket, env.buckets.weights)
+        self.lora = data_bucket("lora", names.lora_bucket, env.buckets.lora)
 
         if env.cluster.existing is not None:
             existing = env.cluster.existing
