@@ -34,12 +34,21 @@ $(VENV)/.installed-dev: $(VENV)/.installed-base
 	$(PIP) -e '.[dev]' 2>&1 | $(PIP_FILTER)
 	touch $@
 
-install: $(VENV)/.installed-dev
+# Ray Serve LLM + vLLM (~7 GB, ~5 min the first time). PyPI's torchvision and
+# torchaudio do not load beside the CPU torch build and break
+# `import ray.serve.llm` through transformers; the serving app needs neither.
+$(VENV)/.installed-serving: $(VENV)/.installed-dev
+	$(PIP) -e '.[serving,dev]' 2>&1 | $(PIP_FILTER)
+	$(PY) -m pip uninstall --quiet --yes torchvision torchaudio 2>&1 | $(PIP_FILTER)
+	$(PY) -c "import ray.serve.llm" 2>/dev/null || { echo "ray.serve.llm does not import" >&2; exit 1; }
+	touch $@
+
+install: $(VENV)/.installed-serving
 
 synth: $(VENV)/.installed-base
 	$(VENV)/bin/llmstacks synth
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-serving
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed-dev

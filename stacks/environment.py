@@ -7,18 +7,15 @@ other (a model's node pool exists, parallelism fits the GPUs, ...) live in
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.spec import HF_ID_PATTERN, LORA_RANKS, MODEL_ID_PATTERN, model_id_problem
 from infra.catalog import GPUS, REGIONS
 
 # Kubernetes-safe DNS label; also safe in S3 keys, IAM names and Ray model ids.
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
-# Model ids and adapter names: what the OpenAI API calls a model. No ":" (Ray
-# splits "<model>:<adapter>" at the first colon) and no "/" (an S3 key level).
-MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 ARN_ROLE_PATTERN = r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}$"
@@ -32,7 +29,6 @@ SUBNET_PATTERN = r"^subnet-[0-9a-f]{8,17}$"
 ACCOUNT_ID_PATTERN = r"^\d{12}$"
 PREFIX_PATTERN = r"^[a-z][a-z0-9-]{0,18}[a-z0-9]$"
 EKS_VERSION_PATTERN = r"^1\.\d{2}$"
-HF_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 CLUSTER_NAME_PATTERN = r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$"
 INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
 
@@ -68,8 +64,6 @@ RESERVED_ENGINE_KWARGS = {
     "model": "weights",
     "served_model_name": "id",
 }
-# vLLM accepts only these values for max_lora_rank.
-LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 def adapter_name_problem(name: str) -> str | None:
@@ -78,9 +72,7 @@ def adapter_name_problem(name: str) -> str | None:
     Requests address an adapter as "<model id>:<adapter>" and Ray caches
     adapters by name under one directory, so the rules are the model id's.
     """
-    if re.fullmatch(MODEL_ID_PATTERN, name) is None:
-        return f"adapter name {name!r} is not valid: expected {PATTERN_HELP[MODEL_ID_PATTERN]}"
-    return None
+    return model_id_problem(name, "adapter name")
 
 
 class Strict(BaseModel):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.spec import ADAPTERS_PREFIX, WEIGHTS_PREFIX, adapters_uri, weights_uri
 from stacks.environment import Environment
 
-WEIGHTS_PREFIX = "models"
-ADAPTERS_PREFIX = "adapters"
+__all__ = ["ADAPTERS_PREFIX", "WEIGHTS_PREFIX", "Names"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Names:
         return self.env.serving.anyscale.service_name or self.base
 
     def model_weights_uri(self, model_id: str) -> str:
-        return f"s3://{self.weights_bucket}/{WEIGHTS_PREFIX}/{model_id}"
+        return weights_uri(self.weights_bucket, model_id)
 
     def model_adapters_uri(self, model_id: str) -> str:
-        return f"s3://{self.lora_bucket}/{ADAPTERS_PREFIX}/{model_id}"
+        return adapters_uri(self.lora_bucket, model_id)

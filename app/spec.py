@@ -1,0 +1,129 @@
+"""The serving application's arguments: the contract between the spec and `app.serving`.
+
+Pure pydantic, no Ray import: the stacks render these arguments from the
+environment file, and `app.serving.build_app` receives them from Ray Serve.
+It also owns the bucket layout both sides rely on:
+
+    s3://<weights bucket>/models/<model id>/     weights (config.json, *.safetensors, tokenizer)
+    s3://<lora bucket>/adapters/<model id>/<adapter>/   adapter_config.json + weights
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+WEIGHTS_PREFIX = "models"
+ADAPTERS_PREFIX = "adapters"
+
+# What the OpenAI API calls a model. No ":" (Ray splits "<model>:<adapter>" at
+# the first colon) and no "/" (an S3 key level).
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+HF_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+SECRET_NAME_PATTERN = r"^[A-Za-z0-9/_+=.@-]{1,512}$"
+BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+SERVER_CLS_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+# vLLM accepts only these values for max_lora_rank.
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+# Engine settings derived from typed fields; passing them through
+# engine_kwargs would silently disagree with the node pool or LoRA config.
+RESERVED_ENGINE_KWARGS = {
+    "tensor_parallel_size": "tensor_parallel_size",
+    "pipeline_parallel_size": "pipeline_parallel_size",
+    "max_model_len": "max_model_len",
+    "enable_lora": "lora",
+    "max_lora_rank": "lora.max_rank",
+    "max_loras": "lora.max_adapters_per_replica",
+    "model": "id / weights",
+    "served_model_name": "id",
+}
+
+
+def weights_uri(bucket: str, model_id: str) -> str:
+    return f"s3://{bucket}/{WEIGHTS_PREFIX}/{model_id}"
+
+
+def adapters_uri(bucket: str, model_id: str) -> str:
+    return f"s3://{bucket}/{ADAPTERS_PREFIX}/{model_id}"
+
+
+def model_id_problem(value: str, what: str = "model id") -> str | None:
+    if re.fullmatch(MODEL_ID_PATTERN, value) is None:
+        return (
+            f"{what} {value!r} is not valid: letters, digits, '.', '_' and '-', 1-63 characters, "
+            "starting with a letter or digit (no ':' or '/')"
+        )
+    return None
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSpec(Strict):
+    max_adapters_per_replica: Annotated[int, Field(ge=1, le=256)] = 16
+    max_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = 16
+
+
+class ModelSpec(Strict):
+    id: Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
+    # "bucket": weights_uri(weights_bucket, id). "huggingface": hf_id, downloaded by vLLM.
+    weights: Literal["bucket", "huggingface"] = "bucket"
+    hf_id: Annotated[str, Field(pattern=HF_ID_PATTERN)] | None = None
+    # Secrets Manager secret holding the Hugging Face token; only its name is here.
+    hf_token_secret: Annotated[str, Field(pattern=SECRET_NAME_PATTERN)] | None = None
+    accelerator_type: str | None = None  # a Ray accelerator type, e.g. "L40S"
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    pipeline_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    max_model_len: Annotated[int, Field(ge=16)]
+    min_replicas: Annotated[int, Field(ge=0)] = 1  # 0: scale to zero
+    max_replicas: Annotated[int, Field(ge=1)] = 1
+    # Load-based autoscaling: scale up when replicas average more ongoing
+    # requests than this; a replica never takes more than max_ongoing_requests.
+    target_ongoing_requests: Annotated[float, Field(gt=0)] = 32
+    max_ongoing_requests: Annotated[int, Field(ge=1)] = 64
+    lora: LoraSpec | None = None
+    engine_kwargs: dict[str, Any] = {}
+    # An LLMServer subclass, "module:Class", importable on the cluster.
+    server_cls: Annotated[str, Field(pattern=SERVER_CLS_PATTERN)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.weights == "huggingface" and self.hf_id is None:
+            raise ValueError("weights 'huggingface' needs hf_id")
+        if self.weights == "bucket" and (self.hf_id or self.hf_token_secret):
+            raise ValueError("hf_id and hf_token_secret apply only to weights 'huggingface'")
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is greater than max_replicas {self.max_replicas}")
+        if self.target_ongoing_requests > self.max_ongoing_requests:
+            raise ValueError(
+                f"target_ongoing_requests {self.target_ongoing_requests} exceeds max_ongoing_requests "
+                f"{self.max_ongoing_requests}: replicas could never reach the scale-up target"
+            )
+        for key in self.engine_kwargs:
+            if key in RESERVED_ENGINE_KWARGS:
+                raise ValueError(f"engine_kwargs.{key} is set from {RESERVED_ENGINE_KWARGS[key]!r}; remove it")
+        return self
+
+
+class AppArgs(Strict):
+    """`args` of the Ray Serve application `app.serving:build_app`."""
+
+    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
+    weights_bucket: Annotated[str, Field(pattern=BUCKET_PATTERN)]
+    lora_bucket: Annotated[str, Field(pattern=BUCKET_PATTERN)]
+    # Another S3 endpoint (a VPC interface endpoint, or a local S3 in tests).
+    s3_endpoint_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] | None = None
+    models: Annotated[list[ModelSpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AppArgs:
+        seen: set[str] = set()
+        for model in self.models:
+            if model.id in seen:
+                raise ValueError(f"model id {model.id!r} appears more than once")
+            seen.add(model.id)
+        return self
