@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from constructs import Construct
 
@@ -29,38 +27,14 @@ from cdktf_cdktf_provider_aws.launch_template import (
 
 from infra.catalog import Gpu, InstanceType, gpu_instance
 from infra.policy import managed_policy_arn, service_trust
+from infra.scheduling import LABEL_KEY, LABEL_VALUE, POOL_LABEL, Taint, node_labels, node_selector, node_taints, tolerations
 
-POOL_LABEL = "llm-serving-stacks/node-pool"
+__all__ = ["POOL_LABEL", "GpuNodePool", "NodePool", "NodeRole", "Taint"]
+
 CAPACITY_TYPES = ("ON_DEMAND", "SPOT")
 CPU_AMI_TYPES = ("AL2023_x86_64_STANDARD", "AL2023_ARM_64_STANDARD", "BOTTLEROCKET_x86_64", "BOTTLEROCKET_ARM_64")
 GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA")
-TAINT_EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
 BOTTLEROCKET_OS_VOLUME_GIB = 4
-_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$")
-LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
-
-
-@dataclass(frozen=True)
-class Taint:
-    key: str
-    value: str = ""
-    effect: str = "NoSchedule"
-
-    def __post_init__(self):
-        if not LABEL_KEY.match(self.key):
-            raise ValueError(f"taint key {self.key!r} is not a valid Kubernetes key")
-        if not LABEL_VALUE.match(self.value):
-            raise ValueError(f"taint value {self.value!r} is not a valid Kubernetes value")
-        if self.effect not in TAINT_EFFECTS:
-            raise ValueError(f"taint effect {self.effect!r}: use one of {', '.join(TAINT_EFFECTS)}")
-
-    @property
-    def eks_effect(self) -> str:
-        return TAINT_EFFECTS[self.effect]
-
-    def toleration(self) -> dict[str, str]:
-        return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
 
 
 class NodeRole(Construct):
@@ -136,8 +110,9 @@ class NodePool(Construct):
         self.pool_name, self.node_group_name = pool_name, node_group_name
         self.instance_types, self.capacity_type = list(instance_types), capacity_type
         self.min_size, self.max_size = min_size, max_size
-        self.labels = {**(labels or {}), **self._derived_labels(), POOL_LABEL: pool_name}
-        self.taints = [*taints, *self._derived_taints()]
+        gpu = getattr(self, "gpu", None)
+        self.labels = node_labels(pool_name, labels, gpu, getattr(self, "gpus_per_node", 0))
+        self.taints = node_taints(taints, gpu=gpu is not None, capacity_type=capacity_type)
         for key, value in self.labels.items():
             if not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
                 raise ValueError(f"label {key}={value!r} is not valid Kubernetes syntax")
@@ -181,12 +156,6 @@ class NodePool(Construct):
             lifecycle=TerraformResourceLifecycle(ignore_changes=["scaling_config[0].desired_size"]),
             depends_on=node_role.attachments,
         )
-
-    def _derived_labels(self) -> dict[str, str]:
-        return {}
-
-    def _derived_taints(self) -> list[Taint]:
-        return []
 
     @staticmethod
     def _volumes(ami_type: str, size_gib: int) -> list[LaunchTemplateBlockDeviceMappings]:
@@ -251,18 +220,8 @@ class GpuNodePool(NodePool):
             raise ValueError(f"instance_types: {instance_type!r} is not a GPU instance type in infra.catalog")
         return entry
 
-    def _derived_labels(self) -> dict[str, str]:
-        return {"nvidia.com/gpu.product": self.gpu.product_label, "nvidia.com/gpu.count": str(self.gpus_per_node)}
-
-    def _derived_taints(self) -> list[Taint]:
-        return [
-            Taint("nvidia.com/gpu", "present"),
-            Taint("node.anyscale.com/accelerator-type", "GPU"),
-            Taint("node.anyscale.com/capacity-type", self.capacity_type),
-        ]
-
     def tolerations(self) -> list[dict[str, str]]:
-        return [t.toleration() for t in self.taints]
+        return tolerations(self.taints)
 
     def node_selector(self) -> dict[str, str]:
-        return {POOL_LABEL: self.pool_name, "nvidia.com/gpu.product": self.gpu.product_label}
+        return node_selector(self.pool_name, self.gpu)

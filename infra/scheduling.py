@@ -1,0 +1,99 @@
+"""Node labels, taints and the pod side that matches them, as pure functions.
+
+`NodePool`/`GpuNodePool` put these on nodes; service specs (Anyscale,
+KubeRay) derive their node selectors and tolerations from the same
+functions, and `schedulable` checks a pod against a pool, so a model can
+only be placed where its pods can actually run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from infra.catalog import Gpu
+
+POOL_LABEL = "llm-serving-stacks/node-pool"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+TAINT_EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$")
+LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"
+
+    def __post_init__(self):
+        if not LABEL_KEY.match(self.key):
+            raise ValueError(f"taint key {self.key!r} is not a valid Kubernetes key")
+        if not LABEL_VALUE.match(self.value):
+            raise ValueError(f"taint value {self.value!r} is not a valid Kubernetes value")
+        if self.effect not in TAINT_EFFECTS:
+            raise ValueError(f"taint effect {self.effect!r}: use one of {', '.join(TAINT_EFFECTS)}")
+
+    @property
+    def eks_effect(self) -> str:
+        return TAINT_EFFECTS[self.effect]
+
+    def toleration(self) -> dict[str, str]:
+        return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
+
+
+def node_labels(pool_name: str, extra: Mapping[str, str] | None = None, gpu: Gpu | None = None, gpus_per_node: int = 0) -> dict[str, str]:
+    labels = dict(extra or {})
+    if gpu is not None:
+        labels[GPU_PRODUCT_LABEL] = gpu.product_label
+        labels[GPU_COUNT_LABEL] = str(gpus_per_node)
+    labels[POOL_LABEL] = pool_name
+    return labels
+
+
+def node_taints(extra: Iterable[Taint] = (), *, gpu: bool = False, capacity_type: str = "ON_DEMAND") -> list[Taint]:
+    """The pool's taints: the caller's, then the ones the NVIDIA stack and the Anyscale operator expect."""
+    taints = list(extra)
+    if gpu:
+        taints += [
+            Taint("nvidia.com/gpu", "present"),
+            Taint("node.anyscale.com/accelerator-type", "GPU"),
+            Taint("node.anyscale.com/capacity-type", capacity_type),
+        ]
+    return taints
+
+
+def node_selector(pool_name: str, gpu: Gpu | None = None) -> dict[str, str]:
+    selector = {POOL_LABEL: pool_name}
+    if gpu is not None:
+        selector[GPU_PRODUCT_LABEL] = gpu.product_label
+    return selector
+
+
+def tolerations(taints: Iterable[Taint]) -> list[dict[str, str]]:
+    return [t.toleration() for t in taints]
+
+
+def schedulable(selector: Mapping[str, str], pod_tolerations: Iterable[Mapping[str, str]],
+                labels: Mapping[str, str], taints: Iterable[Taint]) -> list[str]:
+    """Why a pod with this selector and these tolerations cannot run on such a node ([] if it can)."""
+    problems = [f"node selector {k}={v} does not match the node label ({labels.get(k)!r})"
+                for k, v in selector.items() if labels.get(k) != v]
+    pod_tolerations = list(pod_tolerations)
+    for taint in taints:
+        if taint.effect == "PreferNoSchedule":
+            continue
+        if not any(_tolerates(t, taint) for t in pod_tolerations):
+            problems.append(f"taint {taint.key}={taint.value}:{taint.effect} is not tolerated")
+    return problems
+
+
+def _tolerates(toleration: Mapping[str, str], taint: Taint) -> bool:
+    if toleration.get("effect") not in (None, "", taint.effect):
+        return False
+    if toleration.get("operator") == "Exists":
+        return toleration.get("key") in (None, "", taint.key)
+    return toleration.get("key") == taint.key and toleration.get("value", "") == taint.value
