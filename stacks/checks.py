@@ -6,6 +6,7 @@ Each problem names the field a user has to change, in the file's own terms
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from infra.catalog import INSTANCE_TYPES, gpu_instance
@@ -129,7 +130,7 @@ def _models(env: Environment) -> list[Problem]:
 
 
 def _pool_capacity(env: Environment) -> list[Problem]:
-    """Every model at max replicas must fit its pool at max size."""
+    """Every model at max replicas, plus rollout surge, must fit its pool at max size."""
     problems = []
     for i, pool in enumerate(env.node_pools):
         per_node = gpus_per_node(pool)
@@ -137,13 +138,15 @@ def _pool_capacity(env: Environment) -> list[Problem]:
             continue
         users = [m for m in env.models if m.node_pool == pool.name and m.gpus_per_replica <= per_node]
         # Replicas of one model do not share GPUs; count whole nodes per model.
-        nodes = sum(-(-m.replicas.max // (per_node // m.gpus_per_replica)) for m in users)
-        if nodes > pool.max_size:
+        nodes = sum(math.ceil(m.replicas.max / (per_node // m.gpus_per_replica)) for m in users)
+        surge = math.ceil(nodes * env.serving.rollout_surge_percent / 100)
+        if nodes + surge > pool.max_size:
             detail = ", ".join(f"{m.id}: {m.replicas.max} x {m.gpus_per_replica} GPU" for m in users)
             problems.append(Problem(
                 f"node_pools[{i}].max_size",
                 f"models on pool {pool.name!r} need up to {nodes} nodes at max replicas ({detail}; "
-                f"{per_node} GPUs per node) but max_size is {pool.max_size}",
+                f"{per_node} GPUs per node) plus {surge} for rollouts (serving.rollout_surge_percent), "
+                f"but max_size is {pool.max_size}",
             ))
     return problems
 

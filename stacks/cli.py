@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from stacks.environment import Environment
@@ -36,15 +37,33 @@ def _environments(args: argparse.Namespace) -> tuple[list[tuple[Environment, str
     return loaded, everything
 
 
+def check_specs(env: Environment, source: str) -> list[str]:
+    """Render the environment's service specs and validate them; returns the validators that ran."""
+    from stacks.service_spec import render, scheduling_problems, vendor_problems  # noqa: PLC0415
+
+    documents = render(env)
+    problems, ran = vendor_problems(documents)
+    problems += scheduling_problems(env, documents)
+    if problems:
+        raise ConfigError(source, "serving", problems[0], more=len(problems) - 1)
+    return ran
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     envs, everything = _environments(args)
-    from stacks.summary import summarize  # noqa: PLC0415
-    from stacks.synth import synthesize  # noqa: PLC0415  (loads cdktf: only for good input)
+    # The specs are validated (Ray's and Anyscale's schemas take ~3 s to import)
+    # while cdktf loads the provider bindings; nothing is written unless both pass.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        checked = pool.submit(lambda: [check_specs(env, source) for env, source in envs])
+        from stacks.summary import summarize  # noqa: PLC0415
+        from stacks.synth import synthesize  # noqa: PLC0415  (loads cdktf: only for good input)
 
-    files = synthesize(envs, Path(args.outdir), replace_all=everything)
+        files = synthesize(envs, Path(args.outdir), replace_all=everything, before_install=checked.result)
+    validators = checked.result()[0] if envs else []
     for env, _ in envs:
         print(summarize(env, files[env.name]))
-    print(f"synthesized {len(envs)} stack(s) into {args.outdir}")
+    print(f"synthesized {len(envs)} stack(s) and their service specs into {args.outdir} "
+          f"(specs checked: {', '.join([*validators, 'scheduling'])})")
     return 0
 
 

@@ -265,6 +265,10 @@ class Anyscale(Strict):
     cloud: Annotated[str, Field(min_length=1)] | None = None  # Anyscale cloud name; default: the org's default cloud
     project: Annotated[str, Field(min_length=1)] | None = None
     service_name: Name | None = None  # default: <prefix>-<environment>
+    image_uri: Annotated[str, Field(min_length=1)] = "anyscale/ray-llm:2.60.0-py311-cu128"
+    # Anyscale instance type per node pool, where the operator's names differ
+    # from the pool's EC2 instance type (the default).
+    instance_types: dict[Name, Annotated[str, Field(min_length=1)]] = {}
 
 
 class KubeRay(Strict):
@@ -275,6 +279,8 @@ class Serving(Strict):
     """Where the Ray Serve application runs and the pods' Kubernetes identity."""
 
     target: Literal["anyscale", "kuberay"] = "anyscale"
+    # Extra nodes each GPU pool must hold during a rollout, as a share of its nodes at max replicas.
+    rollout_surge_percent: Annotated[int, Field(ge=0, le=100)] = 20
     namespace: Name = "llm-serving"
     service_account: Name = "ray-serving"
     anyscale: Anyscale = Anyscale()

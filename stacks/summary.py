@@ -61,4 +61,6 @@ def summarize(env: Environment, stack_file: Path) -> str:
         )
     else:
         lines.append("  models: none")
+    specs = stack_file.parent.parent.parent / "specs" / names.stack
+    lines.append(f"  service specs ({env.serving.target} target): {specs}/{{anyscale-service,serve-config,rayservice}}.yaml")
     return "\n".join(lines)

@@ -11,22 +11,32 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from infra import node_runtime  # noqa: F401  (before cdktf: picks the Node runtime)
 from cdktf import App
 
 from stacks.environment import Environment
+from stacks.service_spec import render, to_yaml
 from stacks.serving_stack import ServingStack
 
 MANIFEST = "manifest.json"
 
 
-def synthesize(envs: list[tuple[Environment, str]], outdir: Path, *, replace_all: bool) -> dict[str, Path]:
+def synthesize(
+    envs: list[tuple[Environment, str]],
+    outdir: Path,
+    *,
+    replace_all: bool,
+    before_install: Callable[[], object] | None = None,
+) -> dict[str, Path]:
     """Synthesize `(environment, source file)` pairs; returns stack name -> cdk.tf.json.
 
-    With `replace_all` the output directory becomes exactly these stacks;
-    otherwise they replace their own previous versions and the rest stays.
+    With `replace_all` the output directory becomes exactly these stacks and
+    their specs; otherwise they replace their own previous versions and the
+    rest stays. `before_install` runs last before anything is moved into
+    place; if it raises, nothing is.
     """
     outdir = Path(outdir).absolute()
     outdir.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +45,11 @@ def synthesize(envs: list[tuple[Environment, str]], outdir: Path, *, replace_all
         app = App(outdir=str(staging))
         stacks = [ServingStack(app, env, source=source) for env, source in envs]
         app.synth()
+        for env, _ in envs:
+            write_specs(env, staging / "specs" / env.name)
         names = [stack.names.stack for stack in stacks]
+        if before_install is not None:
+            before_install()
         if replace_all or not outdir.exists():
             _swap_directory(staging, outdir)
         else:
@@ -43,6 +57,16 @@ def synthesize(envs: list[tuple[Environment, str]], outdir: Path, *, replace_all
         return {name: outdir / "stacks" / name / "cdk.tf.json" for name in names}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_specs(env: Environment, directory: Path) -> dict[str, Path]:
+    """The environment's service specs, as cdktf.out/specs/<env>/*.yaml."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, document in render(env).items():
+        paths[name] = directory / name
+        paths[name].write_text(to_yaml(document))
+    return paths
 
 
 def _swap_directory(new: Path, target: Path) -> None:
@@ -56,12 +80,13 @@ def _swap_directory(new: Path, target: Path) -> None:
 
 
 def _merge_stacks(staging: Path, outdir: Path, names: list[str]) -> None:
-    (outdir / "stacks").mkdir(parents=True, exist_ok=True)
-    for name in names:
-        target = outdir / "stacks" / name
-        if target.exists():
-            os.rename(target, staging / f"previous-{name}")
-        os.rename(staging / "stacks" / name, target)
+    for kind in ("stacks", "specs"):
+        (outdir / kind).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            target = outdir / kind / name
+            if target.exists():
+                os.rename(target, staging / f"previous-{kind}-{name}")
+            os.rename(staging / kind / name, target)
     manifest = json.loads((staging / MANIFEST).read_text())
     try:
         current = json.loads((outdir / MANIFEST).read_text())
