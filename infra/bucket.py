@@ -7,6 +7,7 @@ from constructs import Construct
 from infra import node_runtime  # noqa: F401  (before cdktf)
 from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.s3_bucket import S3Bucket
+from cdktf_cdktf_provider_aws.s3_object import S3Object
 from cdktf_cdktf_provider_aws.s3_bucket_lifecycle_configuration import (
     S3BucketLifecycleConfiguration,
     S3BucketLifecycleConfigurationRule,
@@ -146,6 +147,16 @@ class ModelBucket(Construct):
 
     def objects_arn(self, prefix: str) -> str:
         return f"{self.bucket_arn}/{_prefix(prefix)}/*"
+
+    def add_object(self, id: str, key: str, content: str, content_type: str = "text/plain") -> S3Object:
+        """An object whose content is known at synth time (e.g. a service spec), encrypted with the key."""
+        if not key or key.startswith("/") or key.endswith("/"):
+            raise ValueError(f"key {key!r}: give an object key such as 'specs/dev/serve-config.yaml'")
+        return S3Object(
+            self, id, bucket=self.bucket.id, key=key, content=content, content_type=content_type,
+            server_side_encryption="aws:kms", kms_key_id=self._key_arn, bucket_key_enabled=True,
+            checksum_algorithm="SHA256",
+        )
 
     def grant_read(self, identity: Identity, prefix: str) -> None:
         """GetObject under `prefix/`, listing limited to it, and decrypting through S3."""

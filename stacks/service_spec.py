@@ -8,6 +8,7 @@ functions that put labels and taints on the nodes (`infra.scheduling`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ SERVE_PORT = 8000
 # Ray only auto-detects "A100" on A100 nodes; the sized names need a declared resource.
 DECLARED_ACCELERATORS = {"A100-40G", "A100-80G"}
 ANYSCALE_FILE, SERVE_FILE, RAYSERVICE_FILE = "anyscale-service.yaml", "serve-config.yaml", "rayservice.yaml"
+# Where the stack publishes specs, in the LoRA bucket: specs/<env>/<version>/<file>.
+SPECS_PREFIX = "specs"
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,14 @@ def render(env: Environment) -> dict[str, dict]:
 
 def to_yaml(document: dict) -> str:
     return yaml.safe_dump(document, sort_keys=False, width=120)
+
+
+def spec_version(texts: dict[str, str]) -> str:
+    """A short content hash of all spec files: the same specs, the same version."""
+    digest = hashlib.sha256()
+    for name in sorted(texts):
+        digest.update(name.encode() + b"\0" + texts[name].encode() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def scheduling_problems(env: Environment, documents: dict[str, dict]) -> list[str]:

@@ -26,6 +26,7 @@ from stacks.checks import check_environment
 from stacks.environment import Bucket, Environment
 from stacks.loader import ConfigError
 from stacks.names import ADAPTERS_PREFIX, WEIGHTS_PREFIX, Names
+from stacks.service_spec import ANYSCALE_FILE, RAYSERVICE_FILE, SERVE_FILE, SPECS_PREFIX, render, spec_version, to_yaml
 
 MANAGED_BY = "llm-serving-stacks"
 
@@ -182,6 +183,14 @@ class ServingStack(TerraformStack):
             bucket.grant_write(self.writer_identity, prefix)
             bucket.grant_delete(self.writer_identity, prefix)
 
+        # The service specs, content-addressed: a pull request shows the exact
+        # spec, a deploy publishes a new prefix, and older ones stay readable.
+        documents = {name: to_yaml(doc) for name, doc in render(env).items()}
+        self.spec_prefix = f"{SPECS_PREFIX}/{env.name}/{spec_version(documents)}"
+        for name in (ANYSCALE_FILE, SERVE_FILE, RAYSERVICE_FILE):
+            self.lora.add_object(f"spec-{name.removesuffix('.yaml')}", f"{self.spec_prefix}/{name}",
+                                 documents[name], content_type="application/yaml")
+
         outputs = {
             "weights_bucket": self.weights.bucket_name,
             "lora_bucket": self.lora.bucket_name,
@@ -189,6 +198,7 @@ class ServingStack(TerraformStack):
             "cluster_name": self.cluster.name,
             "serving_role_arn": self.serving_identity.role_arn,
             "writer_role_arn": self.writer_identity.role_arn,
+            "spec_prefix": f"s3://{names.lora_bucket}/{self.spec_prefix}",
             "node_groups": json.dumps({name: p.node_group_name for name, p in self.pools.items()}, sort_keys=True),
         }
         for name, value in outputs.items():

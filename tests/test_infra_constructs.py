@@ -376,6 +376,7 @@ INVALID = [
     ("cluster-public-no-cidrs", _cluster(endpoint_public_access=True), "public_access_cidrs"),
     ("cluster-cidrs-not-public", _cluster(public_access_cidrs=["203.0.113.0/24"]), "endpoint_public_access"),
     ("cluster-bad-cidr", _cluster(endpoint_public_access=True, public_access_cidrs=["everyone"]), "not a CIDR"),
+    ("object-key", lambda s: _bucket()(s).add_object("o", "/abs", "x"), "key"),
     ("grant-empty-prefix", lambda s: _bucket()(s).grant_read(None, ""), "prefix"),
     ("grant-absolute-prefix", lambda s: _bucket()(s).grant_read(None, "/models"), "prefix"),
     ("grant-wildcard-prefix", lambda s: _bucket()(s).grant_read(None, "mod*"), "prefix"),

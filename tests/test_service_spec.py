@@ -158,3 +158,29 @@ def test_a_spec_that_breaks_scheduling_stops_synth_and_keeps_the_old_output(tmp_
     assert "serving: models[0] (llama-3.1-8b-instruct) on pool 'l40s': kuberay: taint" in capsys.readouterr().err
     assert tree(out) == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_stack_publishes_the_exact_specs_under_a_content_versioned_prefix(synthesized, synth_dir, shipped_environments, env):
+    from conftest import resources
+    from stacks.names import Names
+
+    objects = {o["key"]: o for o in resources(synthesized[env], "aws_s3_object").values()}
+    files = spec_files(synth_dir, env)
+    (prefix,) = {key.rsplit("/", 1)[0] for key in objects}
+    assert prefix.startswith(f"specs/{env}/") and len(prefix.split("/")[-1]) == 16
+    for name, path in files.items():
+        obj = objects[f"{prefix}/{name}"]
+        assert obj["content"] == path.read_text()
+        assert obj["bucket"].startswith("${aws_s3_bucket.lora_bucket_")
+        assert (obj["server_side_encryption"], obj["checksum_algorithm"]) == ("aws:kms", "SHA256")
+    assert synthesized[env]["output"]["spec_prefix"]["value"] == f"s3://{Names(shipped_environments[env]).lora_bucket}/{prefix}"
+
+
+def test_spec_version_changes_with_content_only(shipped_environments):
+    from stacks.service_spec import spec_version, to_yaml
+
+    texts = {name: to_yaml(doc) for name, doc in render(shipped_environments["dev"]).items()}
+    assert spec_version(texts) == spec_version(dict(reversed(list(texts.items()))))
+    changed = {**texts, SERVE_FILE: texts[SERVE_FILE].replace("max_model_len: 8192", "max_model_len: 4096")}
+    assert spec_version(changed) != spec_version(texts)
