@@ -67,6 +67,51 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_environment(args: argparse.Namespace) -> tuple[Environment, str]:
+    path = Path(args.config) if args.config else find_environment(args.env, Path(args.env_dir))
+    env = load_environment(path)
+    check_specs(env, str(path))
+    return env, str(path)
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from stacks.publish import RolloutOptions, publish  # noqa: PLC0415
+
+    env, source = _one_environment(args)
+    options = RolloutOptions(in_place=args.in_place, canary_percent=args.canary_percent, max_surge_percent=args.max_surge_percent)
+    print(publish(env, source, options, dry_run=args.dry_run, outdir=Path(args.outdir)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from stacks.publish import status  # noqa: PLC0415
+
+    print(status(*_one_environment(args)))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from stacks.publish import rollback  # noqa: PLC0415
+
+    env, source = _one_environment(args)
+    print(rollback(env, source, args.max_surge_percent))
+    return 0
+
+
+def _percent(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value} is not a percentage (0-100)")
+    return value
+
+
+def _add_environment(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--env", metavar="NAME", help="environment name")
+    which.add_argument("--config", metavar="PATH", help="environment file")
+    parser.add_argument("--env-dir", default=str(ENVIRONMENTS_DIR), metavar="DIR", help="where --env names are looked up")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmstacks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--env-dir", default=str(ENVIRONMENTS_DIR), metavar="DIR", help="where --env names are looked up")
     synth.add_argument("--outdir", default="cdktf.out", metavar="DIR", help="output directory (default: cdktf.out)")
     synth.set_defaults(func=cmd_synth)
+
+    publish = commands.add_parser("publish", help="deploy the environment's service (Anyscale) or write its RayService")
+    _add_environment(publish)
+    publish.add_argument("--dry-run", action="store_true", help="print what would be deployed; needs no credentials")
+    publish.add_argument("--in-place", action="store_true", help="update the running cluster instead of a new one")
+    publish.add_argument("--canary-percent", type=_percent, metavar="N", help="traffic share for the new version first")
+    publish.add_argument("--max-surge-percent", type=_percent, metavar="N", help="extra capacity during the rollout")
+    publish.add_argument("--outdir", default="cdktf.out", metavar="DIR", help="where the RayService is written (kuberay)")
+    publish.set_defaults(func=cmd_publish)
+
+    status = commands.add_parser("status", help="show the environment's Anyscale service status")
+    _add_environment(status)
+    status.set_defaults(func=cmd_status)
+
+    rollback = commands.add_parser("rollback", help="roll the Anyscale service back to its previous version")
+    _add_environment(rollback)
+    rollback.add_argument("--max-surge-percent", type=_percent, metavar="N")
+    rollback.set_defaults(func=cmd_rollback)
     return parser
 
 

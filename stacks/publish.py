@@ -1,0 +1,103 @@
+"""Deploy, inspect and roll back an environment's service.
+
+Anyscale target: the rendered service config goes to `anyscale.service.deploy`
+(rollouts, canaries and rollback are the SDK's). KubeRay target: the
+RayService manifest is written and the `kubectl apply` line printed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from stacks.environment import Environment
+from stacks.loader import ConfigError
+from stacks.names import Names
+from stacks.service_spec import ANYSCALE_FILE, RAYSERVICE_FILE, render, to_yaml
+
+TOKEN_ENV = "ANYSCALE_CLI_TOKEN"
+CREDENTIALS_FILE = Path("~/.anyscale/credentials.json")
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    in_place: bool = False
+    canary_percent: int | None = None
+    max_surge_percent: int | None = None
+
+
+def anyscale_sdk():
+    """The SDK's service client; None means the SDK's default (the real API)."""
+    return None
+
+
+def _require_credentials(source: str) -> None:
+    if os.environ.get(TOKEN_ENV) or CREDENTIALS_FILE.expanduser().is_file():
+        return
+    raise ConfigError(source, TOKEN_ENV, "not set and no ~/.anyscale/credentials.json; create a token with `anyscale login` "
+                      "or in the Anyscale console, or use --dry-run")
+
+
+def _service_config(env: Environment):
+    from anyscale.service.models import ServiceConfig  # noqa: PLC0415  (serving extra)
+
+    return ServiceConfig(**render(env)[ANYSCALE_FILE])
+
+
+def publish(env: Environment, source: str, options: RolloutOptions, *, dry_run: bool, outdir: Path) -> str:
+    """Deploy the environment's service; returns what to tell the user."""
+    if env.serving.target == "kuberay":
+        manifest = outdir / "specs" / env.name / RAYSERVICE_FILE
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(to_yaml(render(env)[RAYSERVICE_FILE]))
+        return f"wrote {manifest}\nkubectl apply -n {env.serving.namespace} -f {manifest}"
+    config = _service_config(env)
+    if dry_run:
+        settings = ", ".join(f"{k}={v}" for k, v in vars(options).items() if v not in (None, False)) or "defaults"
+        return f"would deploy Anyscale service {config.name!r} ({settings}):\n{to_yaml(render(env)[ANYSCALE_FILE])}"
+    sdk = anyscale_sdk()
+    if sdk is None:
+        _require_credentials(source)
+    import anyscale  # noqa: PLC0415
+
+    service_id = anyscale.service.deploy(
+        config,
+        in_place=options.in_place,
+        canary_percent=options.canary_percent,
+        max_surge_percent=options.max_surge_percent,
+        _private_sdk=sdk,
+    )
+    return f"deployed Anyscale service {config.name!r} (id {service_id})"
+
+
+def status(env: Environment, source: str) -> str:
+    import anyscale  # noqa: PLC0415
+
+    sdk = _anyscale_only(env, source)
+    result = anyscale.service.status(Names(env).service, cloud=env.serving.anyscale.cloud,
+                                     project=env.serving.anyscale.project, _private_sdk=sdk)
+    lines = [f"service {result.name}: {result.state}"]
+    for label, version in (("primary", result.primary_version), ("canary", result.canary_version)):
+        if version is not None:
+            lines.append(f"  {label} version {version.name}: {version.state}, weight {version.weight}%")
+    return "\n".join(lines)
+
+
+def rollback(env: Environment, source: str, max_surge_percent: int | None) -> str:
+    import anyscale  # noqa: PLC0415
+
+    sdk = _anyscale_only(env, source)
+    anyscale.service.rollback(Names(env).service, cloud=env.serving.anyscale.cloud, project=env.serving.anyscale.project,
+                              max_surge_percent=max_surge_percent, _private_sdk=sdk)
+    return f"rolled back Anyscale service {Names(env).service!r} to its previous version"
+
+
+def _anyscale_only(env: Environment, source: str):
+    if env.serving.target != "anyscale":
+        raise ConfigError(source, "serving.target", f"{env.serving.target!r}: status and rollback are for the anyscale "
+                          "target; use kubectl for a RayService")
+    sdk = anyscale_sdk()
+    if sdk is None:
+        _require_credentials(source)
+    return sdk
