@@ -148,12 +148,17 @@ class ModelBucket(Construct):
     def objects_arn(self, prefix: str) -> str:
         return f"{self.bucket_arn}/{_prefix(prefix)}/*"
 
-    def add_object(self, id: str, key: str, content: str, content_type: str = "text/plain") -> S3Object:
-        """An object whose content is known at synth time (e.g. a service spec), encrypted with the key."""
+    def add_object(self, id: str, key: str, content: str, content_type: str = "text/plain",
+                   base64_content: bool = False) -> S3Object:
+        """An object whose content is known at synth time (e.g. a service spec), encrypted with the key.
+
+        `base64_content`: `content` is base64 (binary files such as a zip).
+        """
         if not key or key.startswith("/") or key.endswith("/"):
             raise ValueError(f"key {key!r}: give an object key such as 'specs/dev/serve-config.yaml'")
+        body = {"content_base64": content} if base64_content else {"content": content}
         return S3Object(
-            self, id, bucket=self.bucket.id, key=key, content=content, content_type=content_type,
+            self, id, bucket=self.bucket.id, key=key, content_type=content_type, **body,
             server_side_encryption="aws:kms", kms_key_id=self._key_arn, bucket_key_enabled=True,
             checksum_algorithm="SHA256",
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from stacks.environment import Environment
 from stacks.loader import ConfigError
+from stacks.app_package import APP_DIR
 from stacks.names import Names
 from stacks.service_spec import ANYSCALE_FILE, RAYSERVICE_FILE, render, to_yaml
 
@@ -42,7 +43,10 @@ def _require_credentials(source: str) -> None:
 def _service_config(env: Environment):
     from anyscale.service.models import ServiceConfig  # noqa: PLC0415  (serving extra)
 
-    return ServiceConfig(**render(env)[ANYSCALE_FILE])
+    document = render(env)[ANYSCALE_FILE]
+    # The SDK uploads local py_modules; an absolute path works from any directory.
+    document["py_modules"] = [str(APP_DIR)]
+    return ServiceConfig(**document)
 
 
 def publish(env: Environment, source: str, options: RolloutOptions, *, dry_run: bool, outdir: Path) -> str:

@@ -17,6 +17,7 @@ import yaml
 from infra.catalog import INSTANCE_TYPES, Gpu
 from infra.scheduling import Taint, node_labels, node_selector, node_taints, schedulable, tolerations
 from stacks.app_args import app_args
+from stacks.app_package import app_zip_key
 from stacks.environment import Environment, NodePool
 from stacks.names import Names
 
@@ -204,7 +205,9 @@ def rayservice(env: Environment) -> dict:
             "rayStartParams": start,
             "template": _pod_template(env, shape, _container("ray-worker", image, shape, head=False)),
         })
-    serve = {"applications": [{**application(env), "runtime_env": {"pip": ["boto3>=1.35"]}}]}
+    # Stock Ray image: the app comes from the zip the stack publishes, boto3 from pip.
+    code = f"s3://{names.lora_bucket}/{app_zip_key()}"
+    serve = {"applications": [{**application(env), "runtime_env": {"py_modules": [code], "pip": ["boto3>=1.35"]}}]}
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",

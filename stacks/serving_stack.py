@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 from constructs import Construct
@@ -22,6 +23,7 @@ from infra import (
     ServingIdentity,
     Taint,
 )
+from stacks.app_package import CODE_PREFIX, app_zip, app_zip_key
 from stacks.checks import check_environment
 from stacks.environment import Bucket, Environment
 from stacks.loader import ConfigError
@@ -165,6 +167,8 @@ class ServingStack(TerraformStack):
         )
         self.weights.grant_read(self.serving_identity, WEIGHTS_PREFIX)
         self.lora.grant_read(self.serving_identity, ADAPTERS_PREFIX)
+        # KubeRay pods download the app's code zip (Ray py_modules) from here.
+        self.lora.grant_read(self.serving_identity, CODE_PREFIX)
         # Gated Hugging Face models: the app reads the token at start-up on the cluster.
         for secret in sorted({m.weights.hf_token_secret for m in env.models if m.weights.hf_token_secret}):
             self.serving_identity.grant_read_secret(secret, region=region, account_id=account, partition=partition)
@@ -187,6 +191,8 @@ class ServingStack(TerraformStack):
         # spec, a deploy publishes a new prefix, and older ones stay readable.
         documents = {name: to_yaml(doc) for name, doc in render(env).items()}
         self.spec_prefix = f"{SPECS_PREFIX}/{env.name}/{spec_version(documents)}"
+        self.lora.add_object("app-code", app_zip_key(), base64.b64encode(app_zip()).decode(), content_type="application/zip",
+                             base64_content=True)
         for name in (ANYSCALE_FILE, SERVE_FILE, RAYSERVICE_FILE):
             self.lora.add_object(f"spec-{name.removesuffix('.yaml')}", f"{self.spec_prefix}/{name}",
                                  documents[name], content_type="application/yaml")

@@ -25,7 +25,6 @@ def fake(monkeypatch):
     client = FakeAnyscaleClient()
     client.register_project_by_name("llm-serving")  # prod's project
     monkeypatch.setattr(stacks.publish, "anyscale_sdk", lambda: PrivateServiceSDK(client=client))
-    monkeypatch.chdir(stacks.publish.Path(__file__).resolve().parent.parent)  # py_modules: app
     return client
 
 

@@ -165,7 +165,7 @@ def test_stack_publishes_the_exact_specs_under_a_content_versioned_prefix(synthe
     from conftest import resources
     from stacks.names import Names
 
-    objects = {o["key"]: o for o in resources(synthesized[env], "aws_s3_object").values()}
+    objects = {o["key"]: o for o in resources(synthesized[env], "aws_s3_object").values() if o["key"].startswith("specs/")}
     files = spec_files(synth_dir, env)
     (prefix,) = {key.rsplit("/", 1)[0] for key in objects}
     assert prefix.startswith(f"specs/{env}/") and len(prefix.split("/")[-1]) == 16
@@ -184,3 +184,22 @@ def test_spec_version_changes_with_content_only(shipped_environments):
     assert spec_version(texts) == spec_version(dict(reversed(list(texts.items()))))
     changed = {**texts, SERVE_FILE: texts[SERVE_FILE].replace("max_model_len: 8192", "max_model_len: 4096")}
     assert spec_version(changed) != spec_version(texts)
+
+
+def test_kuberay_pods_get_the_app_code_the_stack_publishes(synthesized, shipped_environments):
+    import base64
+    import io
+    import zipfile
+
+    from conftest import resources
+    from stacks.app_package import app_zip, app_zip_key
+
+    env = shipped_environments["staging"]
+    serve_v2 = yaml.safe_load(render(env)[RAYSERVICE_FILE]["spec"]["serveConfigV2"])
+    (code,) = serve_v2["applications"][0]["runtime_env"]["py_modules"]
+    assert code == f"s3://llm-staging-lora-222222222222/{app_zip_key()}"
+    objects = {o["key"]: o for o in resources(synthesized["staging"], "aws_s3_object").values()}
+    published = base64.b64decode(objects[app_zip_key()]["content_base64"])
+    assert published == app_zip() == app_zip()  # deterministic
+    names = zipfile.ZipFile(io.BytesIO(published)).namelist()
+    assert {"app/serving.py", "app/spec.py", "app/gated_server.py"} <= set(names)

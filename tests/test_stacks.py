@@ -134,6 +134,7 @@ def test_serving_identity_reads_and_never_writes(synthesized, shipped_environmen
     assert object_arns == {
         f"arn:aws:s3:::{names.weights_bucket}/models/*",
         f"arn:aws:s3:::{names.lora_bucket}/adapters/*",
+        f"arn:aws:s3:::{names.lora_bucket}/code/*",  # the app's code for KubeRay pods
     }
 
 
