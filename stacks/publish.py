@@ -53,9 +53,13 @@ def publish(env: Environment, source: str, options: RolloutOptions, *, dry_run: 
     """Deploy the environment's service; returns what to tell the user."""
     if env.serving.target == "kuberay":
         manifest = outdir / "specs" / env.name / RAYSERVICE_FILE
+        text = to_yaml(render(env)[RAYSERVICE_FILE])
+        apply = f"kubectl apply -n {env.serving.namespace} -f {manifest}"
+        if dry_run:
+            return f"would write {manifest} and run: {apply}\n{text}"
         manifest.parent.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(to_yaml(render(env)[RAYSERVICE_FILE]))
-        return f"wrote {manifest}\nkubectl apply -n {env.serving.namespace} -f {manifest}"
+        manifest.write_text(text)
+        return f"wrote {manifest}\n{apply}"
     config = _service_config(env)
     if dry_run:
         settings = ", ".join(f"{k}={v}" for k, v in vars(options).items() if v not in (None, False)) or "defaults"

@@ -37,6 +37,15 @@ def test_dry_run_needs_no_credentials_and_prints_a_valid_service_config(no_crede
     assert config.name == "llm-dev" and config.query_auth_token_enabled
 
 
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_dry_run_works_for_every_environment_without_writing(no_credentials, tmp_path, capsys, env):
+    assert main(["publish", "--env", env, "--dry-run", "--outdir", str(tmp_path / "out")]) == 0
+    header, _, body = capsys.readouterr().out.partition("\n")
+    assert header.startswith("would ")
+    assert yaml.safe_load(body)["applications" if env != "staging" else "kind"]
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_a_token_publish_is_one_line_and_exit_2(no_credentials, capsys):
     assert main(["publish", "--env", "prod"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
