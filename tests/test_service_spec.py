@@ -203,3 +203,15 @@ def test_kuberay_pods_get_the_app_code_the_stack_publishes(synthesized, shipped_
     assert published == app_zip() == app_zip()  # deterministic
     names = zipfile.ZipFile(io.BytesIO(published)).namelist()
     assert {"app/serving.py", "app/spec.py", "app/gated_server.py"} <= set(names)
+
+
+def test_without_the_serving_extra_the_app_contract_still_runs(shipped_environments, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray.serve.schema", None)  # import fails as if not installed
+    monkeypatch.setitem(sys.modules, "anyscale.service.models", None)
+    documents = render(shipped_environments["dev"])
+    assert vendor_problems(documents) == ([], ["app contract"])
+    documents[SERVE_FILE]["applications"][0]["args"]["models"][0]["max_model_len"] = 1
+    problems, _ = vendor_problems(documents)
+    assert problems == ["serve-config.yaml: application 'llm' args: Input should be greater than or equal to 16"]
