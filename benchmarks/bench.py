@@ -69,7 +69,7 @@ def with_models(count: int, directory: Path) -> Path:
         models.append(model)
     data["models"] = models
     gpu_pool = next(p for p in data["node_pools"] if p.get("accelerator"))
-    gpu_pool["max_size"] = max(gpu_pool["max_size"], count)
+    gpu_pool["max_size"] = 2 * count  # room for every replica plus rollout surge
     path = directory / f"m{count}" / "dev.yaml"
     path.parent.mkdir()
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -80,7 +80,9 @@ def best_of(repeat: int, command: list[str]) -> float:
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode:
+            sys.exit(f"bench: {' '.join(command)} failed:\n{done.stderr}")
         times.append(time.perf_counter() - start)
     return min(times)
 
