@@ -189,7 +189,7 @@ class ServingStack(TerraformStack):
 
         # The service specs, content-addressed: a pull request shows the exact
         # spec, a deploy publishes a new prefix, and older ones stay readable.
-        documents = {name: to_yaml(doc) for name, doc in render(env).items()}
+        self.spec_texts = documents = {name: to_yaml(doc) for name, doc in render(env).items()}
         self.spec_prefix = f"{SPECS_PREFIX}/{env.name}/{spec_version(documents)}"
         self.lora.add_object("app-code", app_zip_key(), base64.b64encode(app_zip()).decode(), content_type="application/zip",
                              base64_content=True)

@@ -18,7 +18,6 @@ from infra import node_runtime  # noqa: F401  (before cdktf: picks the Node runt
 from cdktf import App
 
 from stacks.environment import Environment
-from stacks.service_spec import render, to_yaml
 from stacks.serving_stack import ServingStack
 
 MANIFEST = "manifest.json"
@@ -45,8 +44,8 @@ def synthesize(
         app = App(outdir=str(staging))
         stacks = [ServingStack(app, env, source=source) for env, source in envs]
         app.synth()
-        for env, _ in envs:
-            write_specs(env, staging / "specs" / env.name)
+        for stack in stacks:
+            write_specs(stack.spec_texts, staging / "specs" / stack.names.stack)
         names = [stack.names.stack for stack in stacks]
         if before_install is not None:
             before_install()
@@ -59,14 +58,11 @@ def synthesize(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_specs(env: Environment, directory: Path) -> dict[str, Path]:
-    """The environment's service specs, as cdktf.out/specs/<env>/*.yaml."""
+def write_specs(texts: dict[str, str], directory: Path) -> None:
+    """An environment's service specs, as cdktf.out/specs/<env>/*.yaml."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name, document in render(env).items():
-        paths[name] = directory / name
-        paths[name].write_text(to_yaml(document))
-    return paths
+    for name, text in texts.items():
+        (directory / name).write_text(text)
 
 
 def _swap_directory(new: Path, target: Path) -> None:
