@@ -40,7 +40,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed-base
 $(VENV)/.installed-serving: $(VENV)/.installed-dev
 	$(PIP) -e '.[serving,dev]' 2>&1 | $(PIP_FILTER)
 	$(PY) -m pip uninstall --quiet --yes torchvision torchaudio 2>&1 | $(PIP_FILTER)
-	$(PY) -c "import ray.serve.llm" 2>/dev/null || { echo "ray.serve.llm does not import" >&2; exit 1; }
+	$(PY) -c "import ray.serve.llm" >/dev/null 2>&1 || { echo "ray.serve.llm does not import" >&2; exit 1; }
 	touch $@
 
 install: $(VENV)/.installed-serving
