@@ -98,6 +98,51 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_target(args: argparse.Namespace):
+    """(environment, s3 client, weights bucket) for a model of the environment that lives in the bucket."""
+    from stacks.artifacts import s3_client  # noqa: PLC0415
+    from stacks.names import Names  # noqa: PLC0415
+
+    path = Path(args.config) if args.config else find_environment(args.env, Path(args.env_dir))
+    env = load_environment(path)
+    model = next((m for m in env.models if m.id == args.model), None)
+    if model is None:
+        raise ConfigError(path, "--model", f"{args.model!r} is not a model of {env.name} (models: {', '.join(m.id for m in env.models) or 'none'})")
+    if model.weights.source != "bucket":
+        raise ConfigError(path, "--model", f"{args.model!r} takes its weights from {model.weights.source}, not the weights bucket")
+    return env, s3_client(env), Names(env).weights_bucket
+
+
+def cmd_upload_model(args: argparse.Namespace) -> int:
+    from app.model_artifacts import Progress, upload_model  # noqa: PLC0415
+    from stacks.artifacts import transfer_config, translate_aws_errors  # noqa: PLC0415
+
+    env, s3, bucket = _weights_target(args)
+    directory = Path(getattr(args, "from"))
+    with translate_aws_errors():
+        from app.model_artifacts import scan_model_dir  # noqa: PLC0415
+
+        progress = Progress(sum(f.size for f in scan_model_dir(directory)))
+        report = upload_model(s3, bucket, args.model, directory, transfer_config=transfer_config(), progress=progress)
+        progress.close()
+    print(f"published {args.model} to s3://{bucket}/{report.manifest_key.rsplit('/', 1)[0]}/ "
+          f"({len(report.uploaded)} uploaded, {len(report.skipped)} already there; snapshot {report.snapshot[:12]})")
+    return 0
+
+
+def cmd_verify_model(args: argparse.Namespace) -> int:
+    from app.model_artifacts import verify_model  # noqa: PLC0415
+    from stacks.artifacts import translate_aws_errors  # noqa: PLC0415
+
+    env, s3, bucket = _weights_target(args)
+    with translate_aws_errors():
+        problems = verify_model(s3, bucket, args.model, deep=args.deep)
+    for problem in problems:
+        print(problem)
+    print(f"{args.model}: {'OK' if not problems else f'{len(problems)} object(s) differ from the manifest'}")
+    return 0 if not problems else 1
+
+
 def _percent(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 100:
@@ -140,6 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_environment(rollback)
     rollback.add_argument("--max-surge-percent", type=_percent, metavar="N")
     rollback.set_defaults(func=cmd_rollback)
+
+    upload = commands.add_parser("upload-model", help="publish a model directory to the weights bucket")
+    _add_environment(upload)
+    upload.add_argument("--model", required=True, metavar="ID", help="model id from the environment file")
+    upload.add_argument("--from", required=True, metavar="DIR", help="the model directory (config.json, *.safetensors, tokenizer)")
+    upload.set_defaults(func=cmd_upload_model)
+
+    verify = commands.add_parser("verify-model", help="check a published model against its manifest")
+    _add_environment(verify)
+    verify.add_argument("--model", required=True, metavar="ID")
+    verify.add_argument("--deep", action="store_true", help="re-read every byte instead of trusting recorded digests")
+    verify.set_defaults(func=cmd_verify_model)
     return parser
 
 
@@ -148,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception as exc:
+        from app.model_artifacts import ArtifactError  # noqa: PLC0415
+
+        if not isinstance(exc, ArtifactError):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
 
