@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 from constructs import Construct
 
 from infra import node_runtime  # noqa: F401  (before cdktf)
@@ -33,8 +36,10 @@ from cdktf_cdktf_provider_aws.s3_bucket_versioning import (
 )
 
 from infra.identity import Identity
-from infra.policy import Statement, dns_suffix, policy_document
+from infra.policy import Statement, check_arn, check_region, dns_suffix, policy_document
 from infra.s3_names import bucket_name_problem
+
+POLICY_NAME_LIMIT = 128  # IAM inline policy names
 
 
 class ModelBucket(Construct):
@@ -61,6 +66,10 @@ class ModelBucket(Construct):
         super().__init__(scope, id)
         if problem := bucket_name_problem(bucket_name):
             raise ValueError(f"bucket_name: {problem}")
+        check_region(region, partition)
+        # A key ARN, not an alias: IAM grants on an alias ARN do not cover the key.
+        check_arn("kms_key_arn", kms_key_arn, partition, r"kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+",
+                  "a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<id>)")
         if noncurrent_version_expiration_days < 1:
             raise ValueError("noncurrent_version_expiration_days must be at least 1")
         if abort_incomplete_multipart_upload_days < 1:
@@ -199,11 +208,16 @@ class ModelBucket(Construct):
         }})
 
     def _policy_name(self, verb: str, prefix: str) -> str:
-        return f"{verb}-{self.node.id}-{prefix.replace('/', '-')}"
+        name = re.sub(r"[^\w+=,.@-]", "-", f"{verb}-{self.node.id}-{prefix}")
+        if len(name) > POLICY_NAME_LIMIT:
+            digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+            name = f"{name[:POLICY_NAME_LIMIT - 9]}-{digest}"
+        return name
 
 
 def _prefix(prefix: str) -> str:
-    p = prefix.strip("/") if prefix else ""
-    if not p or prefix.startswith("/") or "*" in p:
-        raise ValueError(f"prefix {prefix!r}: give a key prefix such as 'models' (no leading '/', no '*')")
+    """`models/` -> `models`. Wildcards and `$` would widen the grant (IAM reads `*`, `?` and `${...}`)."""
+    p = prefix.rstrip("/") if prefix else ""
+    if not p or p.startswith("/") or any(c in p for c in "*?$"):
+        raise ValueError(f"prefix {prefix!r}: give a key prefix such as 'models' (no leading '/', no '*', '?' or '$')")
     return p

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import re
 from collections.abc import Sequence
 
 from constructs import Construct
@@ -26,10 +28,19 @@ from cdktf_cdktf_provider_aws.eks_cluster import (
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 
-from infra.policy import managed_policy_arn, service_trust
+from infra.policy import check_account_id, check_arn, check_partition, is_token, managed_policy_arn, service_trust
 
 POD_IDENTITY_AGENT = "eks-pod-identity-agent"
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
+CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
+VERSION = re.compile(r"^1\.\d{2}$")
+# The values CloudWatch Logs accepts for retention_in_days (0 would mean "never expire").
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+
+
+def _check_name(name: str) -> None:
+    if not CLUSTER_NAME.match(name):
+        raise ValueError(f"name {name!r} is not an EKS cluster name (1-100 letters, digits, '-' and '_', starting with a letter or digit)")
 
 
 class _Cluster(Construct):
@@ -51,6 +62,7 @@ class ExistingCluster(_Cluster):
 
     def __init__(self, scope: Construct, id: str, *, name: str, install_pod_identity_agent: bool = False):
         super().__init__(scope, id)
+        _check_name(name)
         self._name = name
         self.cluster = DataAwsEksCluster(self, "cluster", name=name)
         if install_pod_identity_agent:
@@ -85,8 +97,19 @@ class EksCluster(_Cluster):
         log_retention_days: int = 365,
     ):
         super().__init__(scope, id)
-        if len(subnet_ids) < 2:
+        _check_name(name)
+        check_partition(partition)
+        check_account_id(account_id)
+        if not VERSION.match(version):
+            raise ValueError(f"version {version!r}: give a Kubernetes minor version such as '1.33'")
+        # A token list (subnets from another resource) cannot be counted here.
+        if len(subnet_ids) < 2 and not any(is_token(s) for s in subnet_ids):
             raise ValueError("subnet_ids: EKS needs subnets in at least two availability zones")
+        check_arn("kms_key_arn", kms_key_arn, partition, r"kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+", "a KMS key ARN")
+        for arn in admin_principal_arns:
+            check_arn("admin_principal_arns", arn, partition, r"iam::\d{12}:(role|user)/[\w+=,.@/-]+", "an IAM role or user ARN")
+        if log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(f"log_retention_days {log_retention_days}: CloudWatch Logs allows {', '.join(map(str, LOG_RETENTION_DAYS))}")
         if endpoint_public_access and not public_access_cidrs:
             raise ValueError("public_access_cidrs: required with endpoint_public_access (0.0.0.0/0 only if listed explicitly)")
         if public_access_cidrs and not endpoint_public_access:
@@ -98,7 +121,8 @@ class EksCluster(_Cluster):
                 raise ValueError(f"public_access_cidrs: {cidr!r} is not a CIDR block") from None
 
         self.role = IamRole(
-            self, "role", name=f"{name}-cluster",
+            self, "role", name=_cluster_role_name(name),
+            # eks.amazonaws.com in every partition: China rejects eks.amazonaws.com.cn.
             assume_role_policy=service_trust("eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")),
             description=f"EKS control plane of {name}",
         )
@@ -152,3 +176,11 @@ class EksCluster(_Cluster):
     @property
     def subnet_ids(self) -> list[str]:
         return self._subnet_ids
+
+
+def _cluster_role_name(cluster: str) -> str:
+    """`<cluster>-cluster`, shortened with a stable hash when IAM's 64 characters would not hold it."""
+    name = f"{cluster}-cluster"
+    if len(name) <= 64:
+        return name
+    return f"{cluster[:47]}-{hashlib.sha256(cluster.encode()).hexdigest()[:8]}-cluster"

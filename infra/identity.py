@@ -17,11 +17,16 @@ from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentity
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 
-from infra.policy import Statement, policy_document
+from infra.policy import Statement, check_account_id, check_arn, check_partition, check_region, check_role_name, policy_document
 
-ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
-ROLE_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
+ROLE_ARN_PATTERN = r"iam::\d{12}:role/[\w+=,.@/-]{1,512}"
 SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
+# Kubernetes names: a namespace is a DNS label, a service account a DNS subdomain.
+NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+SERVICE_ACCOUNT = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# repo:<owner>/<repo>:<context>; the owner may not be a wildcard, so no other org's workflows match.
+GITHUB_SUBJECT = re.compile(r"^repo:[A-Za-z0-9_.-]+/[A-Za-z0-9_.*-]+:\S+$")
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 SESSION_SECONDS = 3600
 
@@ -31,8 +36,7 @@ class Identity(Construct):
 
     def __init__(self, scope: Construct, id: str, *, role_name: str, assume_role_policy: str, description: str):
         super().__init__(scope, id)
-        if not ROLE_NAME.match(role_name):
-            raise ValueError(f"role_name {role_name!r} is not a valid IAM role name (1-64 of letters, digits, +=,.@_-)")
+        check_role_name(role_name)
         self.role = IamRole(
             self,
             "role",
@@ -41,17 +45,26 @@ class Identity(Construct):
             assume_role_policy=assume_role_policy,
             max_session_duration=SESSION_SECONDS,
         )
+        self._role_name = role_name
         self._policies: dict[str, tuple[Statement, ...]] = {}
+        self._policy_resources: dict[str, IamRolePolicy] = {}
 
-    def add_policy(self, name: str, statements: Sequence[Statement]) -> None:
+    def add_policy(self, name: str, statements: Sequence[Statement]) -> IamRolePolicy:
         """Attach `statements` as the inline policy `name`; the same grant twice is one policy."""
         statements = tuple(statements)
+        if not POLICY_NAME.match(name):
+            raise ValueError(f"policy name {name!r}: use 1-128 letters, digits and +=,.@_-")
+        if not statements:
+            raise ValueError(f"policy {name!r} has no statements")
         if name in self._policies:
             if self._policies[name] != statements:
-                raise ValueError(f"policy {name!r} is already attached to {self.role_name} with other statements")
-            return
+                raise ValueError(f"policy {name!r} is already attached to {self._role_name} with other statements")
+            return self._policy_resources[name]
         self._policies[name] = statements
-        IamRolePolicy(self, f"policy-{name}", name=name, role=self.role.name, policy=policy_document(statements))
+        self._policy_resources[name] = IamRolePolicy(
+            self, f"policy-{name}", name=name, role=self.role.name, policy=policy_document(statements)
+        )
+        return self._policy_resources[name]
 
     def grant_read_secret(self, secret_name: str, *, region: str, account_id: str, partition: str = "aws") -> None:
         """GetSecretValue on one Secrets Manager secret (e.g. a Hugging Face token), by name.
@@ -63,6 +76,8 @@ class Identity(Construct):
         """
         if not SECRET_NAME.match(secret_name):
             raise ValueError(f"secret_name {secret_name!r} is not a valid Secrets Manager name")
+        check_region(region, partition)
+        check_account_id(account_id)
         arn = f"arn:{partition}:secretsmanager:{region}:{account_id}:secret:{secret_name}-??????"
         slug = re.sub(r"[^A-Za-z0-9_.-]", "-", secret_name)
         self.add_policy(f"read-secret-{slug}", [Statement("ReadSecret", ("secretsmanager:GetSecretValue",), (arn,))])
@@ -95,11 +110,26 @@ class ServingIdentity(Identity):
         account_id: str,
         partition: str = "aws",
     ):
+        check_partition(partition)
+        check_account_id(account_id)
+        if not NAMESPACE.match(namespace):
+            raise ValueError(f"namespace {namespace!r} is not a Kubernetes namespace name (lowercase DNS label)")
+        if not SERVICE_ACCOUNT.match(service_account):
+            raise ValueError(f"service_account {service_account!r} is not a Kubernetes service account name")
+        # EKS Pod Identity tags its AssumeRole call with the association's cluster,
+        # namespace and service account (EKS User Guide, pod-id-role and pod-id-abac):
+        # matching them means no other association in the account can use this role.
+        # The principal is the same in every partition.
         trust = policy_document([Statement(
             "EksPodIdentity",
             ("sts:AssumeRole", "sts:TagSession"),
             principals={"Service": "pods.eks.amazonaws.com"},
-            conditions={"StringEquals": {"aws:SourceAccount": account_id}},
+            conditions={"StringEquals": {
+                "aws:SourceAccount": account_id,
+                "aws:RequestTag/eks-cluster-name": cluster_name,
+                "aws:RequestTag/kubernetes-namespace": namespace,
+                "aws:RequestTag/kubernetes-service-account": service_account,
+            }},
         )])
         super().__init__(
             scope, id, role_name=role_name, assume_role_policy=trust,
@@ -131,29 +161,39 @@ class ArtifactWriterIdentity(Identity):
         github_oidc_provider_arn: str | None = None,
         trusted_role_arns: Sequence[str] = (),
     ):
+        check_partition(partition)
+        check_account_id(account_id)
+        github_subjects, trusted_role_arns = list(github_subjects), list(trusted_role_arns)
         if not github_subjects and not trusted_role_arns:
             raise ValueError("ArtifactWriterIdentity needs github_subjects or trusted_role_arns: nobody could assume it")
         for subject in github_subjects:
-            if not subject.startswith("repo:") or subject.split(":", 1)[1].startswith("*"):
-                raise ValueError(f"github_subjects: {subject!r} must name a repository, e.g. 'repo:org/repo:ref:refs/heads/main'")
+            if not GITHUB_SUBJECT.match(subject):
+                raise ValueError(
+                    f"github_subjects: {subject!r} must name one owner's repository and a context, "
+                    "e.g. 'repo:org/repo:ref:refs/heads/main' (no wildcard owner)"
+                )
+        if github_oidc_provider_arn is not None:
+            check_arn("github_oidc_provider_arn", github_oidc_provider_arn, partition,
+                      rf"iam::\d{{12}}:oidc-provider/{re.escape(GITHUB_OIDC_HOST)}",
+                      "the GitHub Actions OIDC provider ARN")
         for arn in trusted_role_arns:
-            if not ROLE_ARN.match(arn):
-                raise ValueError(f"trusted_role_arns: {arn!r} is not an IAM role ARN")
+            check_arn("trusted_role_arns", arn, partition, ROLE_ARN_PATTERN, "an IAM role ARN")
         statements = []
         if github_subjects:
             provider = github_oidc_provider_arn or f"arn:{partition}:iam::{account_id}:oidc-provider/{GITHUB_OIDC_HOST}"
+            # The audience GitHub's aws-actions/configure-aws-credentials requests by default.
             statements.append(Statement(
                 "GitHubActions",
                 ("sts:AssumeRoleWithWebIdentity",),
                 principals={"Federated": provider},
                 conditions={
                     "StringEquals": {f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com"},
-                    "StringLike": {f"{GITHUB_OIDC_HOST}:sub": list(github_subjects)},
+                    "StringLike": {f"{GITHUB_OIDC_HOST}:sub": github_subjects},
                 },
             ))
         if trusted_role_arns:
             statements.append(Statement(
-                "TrustedRoles", ("sts:AssumeRole",), principals={"AWS": list(trusted_role_arns)}
+                "TrustedRoles", ("sts:AssumeRole",), principals={"AWS": trusted_role_arns}
             ))
         super().__init__(
             scope, id, role_name=role_name, assume_role_policy=policy_document(statements),

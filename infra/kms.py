@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from constructs import Construct
 
 from infra import node_runtime  # noqa: F401  (before cdktf)
@@ -9,7 +11,10 @@ from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.kms_alias import KmsAlias
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 
-from infra.policy import Statement, dns_suffix, policy_document
+from infra.policy import Statement, check_account_id, check_region, dns_suffix, policy_document
+
+# KMS alias names: letters, digits, '/', '_' and '-'; 'alias/' is added here.
+ALIAS = re.compile(r"^[A-Za-z0-9/_-]{1,250}$")
 
 
 class EncryptionKey(Construct):
@@ -34,10 +39,17 @@ class EncryptionKey(Construct):
         allow_cloudwatch_logs: bool = False,
     ):
         super().__init__(scope, id)
+        check_region(region, partition)
+        check_account_id(account_id)
         if not 7 <= deletion_window_days <= 30:
             raise ValueError(f"deletion_window_days must be 7..30, got {deletion_window_days}")
-        if alias.startswith("alias/") or alias.startswith("aws"):
-            raise ValueError(f"alias {alias!r}: give the name without 'alias/'; names starting with 'aws' are reserved")
+        if alias.startswith("alias/"):
+            raise ValueError(f"alias {alias!r}: give the name without 'alias/' (it is added for you)")
+        if alias.startswith("aws/") or not ALIAS.match(alias):
+            raise ValueError(
+                f"alias {alias!r}: use letters, digits, '/', '_' and '-', "
+                "not starting with 'aws/' (reserved for AWS managed keys)"
+            )
         statements = [
             Statement(
                 "AccountAdministers",

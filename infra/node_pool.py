@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from constructs import Construct
@@ -26,7 +27,7 @@ from cdktf_cdktf_provider_aws.launch_template import (
 )
 
 from infra.catalog import Gpu, InstanceType, gpu_instance
-from infra.policy import managed_policy_arn, service_trust
+from infra.policy import check_partition, check_role_name, dns_suffix, managed_policy_arn, service_trust
 from infra.scheduling import LABEL_KEY, LABEL_VALUE, POOL_LABEL, Taint, node_labels, node_selector, node_taints, tolerations
 
 __all__ = ["POOL_LABEL", "GpuNodePool", "NodePool", "NodeRole", "Taint"]
@@ -35,6 +36,7 @@ CAPACITY_TYPES = ("ON_DEMAND", "SPOT")
 CPU_AMI_TYPES = ("AL2023_x86_64_STANDARD", "AL2023_ARM_64_STANDARD", "BOTTLEROCKET_x86_64", "BOTTLEROCKET_ARM_64")
 GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA")
 BOTTLEROCKET_OS_VOLUME_GIB = 4
+NODE_GROUP_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,62}$")
 
 
 class NodeRole(Construct):
@@ -42,7 +44,10 @@ class NodeRole(Construct):
 
     def __init__(self, scope: Construct, id: str, *, role_name: str, partition: str = "aws", enable_ssm: bool = False):
         super().__init__(scope, id)
-        self.role = IamRole(self, "role", name=role_name, assume_role_policy=service_trust("ec2.amazonaws.com"),
+        check_partition(partition)
+        check_role_name(role_name)
+        # The EC2 principal follows the partition's DNS suffix (ec2.amazonaws.com.cn in China).
+        self.role = IamRole(self, "role", name=role_name, assume_role_policy=service_trust(f"ec2.{dns_suffix(partition)}"),
                             description="EKS managed node group instances")
         policies = ["AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy"]
         if enable_ssm:
@@ -64,7 +69,6 @@ class NodeRole(Construct):
 class NodePool(Construct):
     """A managed node group with a hardened launch template (the CPU pool for the Ray head and ingress)."""
 
-    DEFAULT_AMI = "AL2023_x86_64_STANDARD"
     ALLOWED_AMIS: tuple[str, ...] = CPU_AMI_TYPES
 
     def __init__(
@@ -82,7 +86,7 @@ class NodePool(Construct):
         min_size: int = 1,
         max_size: int = 3,
         desired_size: int | None = None,
-        ami_type: str | None = None,
+        ami_type: str = "AL2023_x86_64_STANDARD",
         root_volume_gib: int = 50,
         labels: Mapping[str, str] | None = None,
         taints: Sequence[Taint] = (),
@@ -91,8 +95,11 @@ class NodePool(Construct):
         tags: Mapping[str, str] | None = None,
     ):
         super().__init__(scope, id)
-        ami_type = ami_type or self.DEFAULT_AMI
         desired_size = min_size if desired_size is None else desired_size
+        if not NODE_GROUP_NAME.match(node_group_name):
+            raise ValueError(f"node_group_name {node_group_name!r}: 1-63 letters, digits, '-' and '_', starting with a letter or digit")
+        if not pool_name or not LABEL_VALUE.match(pool_name):
+            raise ValueError(f"pool_name {pool_name!r} must be a valid Kubernetes label value (it labels the nodes)")
         if not instance_types:
             raise ValueError("instance_types: give at least one instance type")
         if capacity_type not in CAPACITY_TYPES:
@@ -100,7 +107,10 @@ class NodePool(Construct):
         if ami_type not in self.ALLOWED_AMIS:
             raise ValueError(f"ami_type {ami_type!r}: {type(self).__name__} allows {', '.join(self.ALLOWED_AMIS)}")
         if not (0 <= min_size <= desired_size <= max_size and max_size >= 1):
-            raise ValueError(f"sizes must satisfy 0 <= min_size <= desired_size <= max_size, max_size >= 1 (got {min_size}, {desired_size}, {max_size})")
+            raise ValueError(
+                "min_size/desired_size/max_size must satisfy 0 <= min_size <= desired_size <= max_size and max_size >= 1 "
+                f"(got {min_size}/{desired_size}/{max_size})"
+            )
         if http_put_response_hop_limit not in (1, 2):
             raise ValueError("http_put_response_hop_limit must be 1 (pods cannot reach the node's credentials) or 2")
         if root_volume_gib < 20:
@@ -111,11 +121,20 @@ class NodePool(Construct):
         self.instance_types, self.capacity_type = list(instance_types), capacity_type
         self.min_size, self.max_size = min_size, max_size
         gpu = getattr(self, "gpu", None)
+        labels = dict(labels or {})
+        derived = node_labels(pool_name, None, gpu, getattr(self, "gpus_per_node", 0))
+        if clash := sorted(k for k in labels if k in derived and labels[k] != derived[k]):
+            raise ValueError(f"labels: {', '.join(clash)} are set by the pool itself")
+        for key, value in labels.items():
+            if not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
+                raise ValueError(f"labels: {key}={value!r} is not valid Kubernetes syntax")
         self.labels = node_labels(pool_name, labels, gpu, getattr(self, "gpus_per_node", 0))
         self.taints = node_taints(taints, gpu=gpu is not None, capacity_type=capacity_type)
-        for key, value in self.labels.items():
-            if not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
-                raise ValueError(f"label {key}={value!r} is not valid Kubernetes syntax")
+        seen: set[tuple[str, str]] = set()
+        for taint in self.taints:
+            if (taint.key, taint.effect) in seen:
+                raise ValueError(f"taints: {taint.key}:{taint.effect} appears twice (GPU pools add their own taints)")
+            seen.add((taint.key, taint.effect))
 
         tags = dict(tags or {})
         self.launch_template = LaunchTemplate(
@@ -182,8 +201,7 @@ class GpuNodePool(NodePool):
     KubeRay pods match; `tolerations()` and `node_selector()` give the pod side.
     """
 
-    # Bottlerocket's NVIDIA variant ships the Kubernetes device plugin.
-    DEFAULT_AMI = "BOTTLEROCKET_x86_64_NVIDIA"
+    # The default AMI, Bottlerocket's NVIDIA variant, ships the Kubernetes device plugin.
     ALLOWED_AMIS = GPU_AMI_TYPES
 
     def __init__(
@@ -191,11 +209,23 @@ class GpuNodePool(NodePool):
         scope: Construct,
         id: str,
         *,
+        cluster_name: str,
+        node_group_name: str,
+        pool_name: str,
+        node_role: NodeRole,
+        subnet_ids: Sequence[str],
         instance_types: Sequence[str],
+        capacity_type: str = "ON_DEMAND",
         min_size: int = 0,
         max_size: int = 1,
+        desired_size: int | None = None,
+        ami_type: str = "BOTTLEROCKET_x86_64_NVIDIA",
         root_volume_gib: int = 200,
-        **props,
+        labels: Mapping[str, str] | None = None,
+        taints: Sequence[Taint] = (),
+        http_put_response_hop_limit: int = 1,
+        max_unavailable: int = 1,
+        tags: Mapping[str, str] | None = None,
     ):
         entries = [self._entry(t) for t in instance_types]
         if entries:
@@ -209,8 +239,11 @@ class GpuNodePool(NodePool):
             self.gpu: Gpu = first.gpu
             self.gpus_per_node: int = first.gpus
         super().__init__(
-            scope, id, instance_types=instance_types, min_size=min_size, max_size=max_size,
-            root_volume_gib=root_volume_gib, **props,
+            scope, id, cluster_name=cluster_name, node_group_name=node_group_name, pool_name=pool_name,
+            node_role=node_role, subnet_ids=subnet_ids, instance_types=instance_types, capacity_type=capacity_type,
+            min_size=min_size, max_size=max_size, desired_size=desired_size, ami_type=ami_type,
+            root_volume_gib=root_volume_gib, labels=labels, taints=taints,
+            http_put_response_hop_limit=http_put_response_hop_limit, max_unavailable=max_unavailable, tags=tags,
         )
 
     @staticmethod
