@@ -7,6 +7,8 @@ an encrypted bucket that only the serving pods may read. Run it with
 
 from __future__ import annotations
 
+import os
+
 # infra first: it points jsii at a supported Node.js before cdktf starts it.
 from infra import EncryptionKey, ExistingCluster, GpuNodePool, ModelBucket, NodePool, NodeRole, ServingIdentity
 
@@ -51,6 +53,7 @@ def build(app: App) -> TerraformStack:
 
 
 if __name__ == "__main__":
-    app = App()
+    # `cdktf synth` passes its output directory in CDKTF_OUTDIR.
+    app = App(outdir=os.environ.get("CDKTF_OUTDIR", "cdktf.out"))
     build(app)
     app.synth()
