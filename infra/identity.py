@@ -119,13 +119,14 @@ class ServingIdentity(Identity):
         # EKS Pod Identity tags its AssumeRole call with the association's cluster,
         # namespace and service account (EKS User Guide, pod-id-role and pod-id-abac):
         # matching them means no other association in the account can use this role.
+        # (No aws:SourceAccount: the User Guide does not list it for Pod Identity, and
+        # a condition the service does not send would lock every pod out.)
         # The principal is the same in every partition.
         trust = policy_document([Statement(
             "EksPodIdentity",
             ("sts:AssumeRole", "sts:TagSession"),
             principals={"Service": "pods.eks.amazonaws.com"},
             conditions={"StringEquals": {
-                "aws:SourceAccount": account_id,
                 "aws:RequestTag/eks-cluster-name": cluster_name,
                 "aws:RequestTag/kubernetes-namespace": namespace,
                 "aws:RequestTag/kubernetes-service-account": service_account,

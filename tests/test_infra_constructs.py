@@ -318,7 +318,6 @@ def test_serving_identity_trusts_only_its_pod_identity_association(built):
     conditions = trust["Condition"]["StringEquals"]
     assert conditions.pop("aws:RequestTag/eks-cluster-name").startswith("${aws_eks_cluster.")
     assert conditions == {
-        "aws:SourceAccount": ACCOUNT,
         "aws:RequestTag/kubernetes-namespace": "llm",
         "aws:RequestTag/kubernetes-service-account": "ray",
     }
