@@ -12,6 +12,18 @@ from stacks.loader import environment_files, load_environment
 
 
 @pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API (moto) on 127.0.0.1, reachable from other processes (Ray replicas, the CLI)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def shipped_environments():
     return {p.stem: load_environment(p) for p in environment_files()}
 

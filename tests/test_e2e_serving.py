@@ -50,18 +50,7 @@ def write_fixture_files(root: Path) -> tuple[Path, dict[str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def served(s3_server, tmp_path_factory):
+def served(s3_endpoint, tmp_path_factory):
     import ray
     from openai import OpenAI
     from ray import serve
@@ -70,7 +59,7 @@ def served(s3_server, tmp_path_factory):
 
     env = {
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL_S3": s3_server,
+        "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL_S3": s3_endpoint,
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -97,7 +86,7 @@ def served(s3_server, tmp_path_factory):
         "region": REGION,
         "weights_bucket": WEIGHTS,
         "lora_bucket": LORA,
-        "s3_endpoint_url": s3_server,
+        "s3_endpoint_url": s3_endpoint,
         "models": [{
             "id": MODEL,
             "max_model_len": 2048,
