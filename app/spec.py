@@ -6,6 +6,7 @@ It also owns the bucket layout both sides rely on:
 
     s3://<weights bucket>/models/<model id>/     weights (config.json, *.safetensors, tokenizer)
     s3://<lora bucket>/adapters/<model id>/<adapter>/   adapter_config.json + weights
+    s3://<lora bucket>/staging/...                      uploads in progress (never read by Ray)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 WEIGHTS_PREFIX = "models"
 ADAPTERS_PREFIX = "adapters"
+STAGING_PREFIX = "staging"
 
 # What the OpenAI API calls a model. No ":" (Ray splits "<model>:<adapter>" at
 # the first colon) and no "/" (an S3 key level).

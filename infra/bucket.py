@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 
 from constructs import Construct
 
@@ -47,7 +48,8 @@ class ModelBucket(Construct):
 
     Not configurable, on purpose: public access, ACLs, plain-HTTP access and
     `force_destroy`. Configurable: how long noncurrent versions (overwritten
-    or deleted objects) are kept, and whether Terraform may destroy the bucket.
+    or deleted objects) are kept, prefixes whose objects expire (scratch
+    areas), and whether Terraform may destroy the bucket.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class ModelBucket(Construct):
         noncurrent_version_expiration_days: int = 30,
         abort_incomplete_multipart_upload_days: int = 7,
         prevent_destroy: bool = False,
+        expire_prefixes: Mapping[str, int] | None = None,
     ):
         super().__init__(scope, id)
         if problem := bucket_name_problem(bucket_name):
@@ -74,6 +77,12 @@ class ModelBucket(Construct):
             raise ValueError("noncurrent_version_expiration_days must be at least 1")
         if abort_incomplete_multipart_upload_days < 1:
             raise ValueError("abort_incomplete_multipart_upload_days must be at least 1")
+        try:
+            expire_prefixes = {_prefix(p): days for p, days in (expire_prefixes or {}).items()}
+        except ValueError as exc:
+            raise ValueError(f"expire_prefixes: {exc}") from None
+        if any(days < 1 for days in expire_prefixes.values()):
+            raise ValueError("expire_prefixes: days must be at least 1")
         self._name, self._key_arn, self._region, self._partition = bucket_name, kms_key_arn, region, partition
 
         self.bucket = S3Bucket(
@@ -128,6 +137,12 @@ class ModelBucket(Construct):
                     )],
                     expiration=[S3BucketLifecycleConfigurationRuleExpiration(expired_object_delete_marker=True)],
                 ),
+                # Scratch areas (staged uploads an interrupted publish left behind).
+                *(S3BucketLifecycleConfigurationRule(
+                    id=f"expire-{prefix.replace('/', '-')}", status="Enabled",
+                    filter=[S3BucketLifecycleConfigurationRuleFilter(prefix=f"{prefix}/")],
+                    expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=days)],
+                ) for prefix, days in sorted(expire_prefixes.items())),
             ],
             # Lifecycle rules on noncurrent versions need versioning in place first.
             depends_on=[versioning],

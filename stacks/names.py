@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.spec import ADAPTERS_PREFIX, WEIGHTS_PREFIX, adapters_uri, weights_uri
+from app.spec import ADAPTERS_PREFIX, STAGING_PREFIX, WEIGHTS_PREFIX, adapters_uri, weights_uri
 from stacks.environment import Environment
 
-__all__ = ["ADAPTERS_PREFIX", "WEIGHTS_PREFIX", "Names"]
+__all__ = ["ADAPTERS_PREFIX", "STAGING_PREFIX", "WEIGHTS_PREFIX", "Names"]
 
 
 @dataclass(frozen=True)

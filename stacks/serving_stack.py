@@ -27,10 +27,11 @@ from stacks.app_package import CODE_PREFIX, app_zip, app_zip_key
 from stacks.checks import check_environment
 from stacks.environment import Bucket, Environment
 from stacks.loader import ConfigError
-from stacks.names import ADAPTERS_PREFIX, WEIGHTS_PREFIX, Names
+from stacks.names import ADAPTERS_PREFIX, STAGING_PREFIX, WEIGHTS_PREFIX, Names
 from stacks.service_spec import ANYSCALE_FILE, RAYSERVICE_FILE, SERVE_FILE, SPECS_PREFIX, render, spec_version, to_yaml
 
 MANAGED_BY = "llm-serving-stacks"
+STAGING_EXPIRATION_DAYS = 7
 
 
 class ServingStack(TerraformStack):
@@ -88,7 +89,7 @@ class ServingStack(TerraformStack):
             )
             key_arn = self.key.key_arn
 
-        def data_bucket(id: str, name: str, settings: Bucket) -> ModelBucket:
+        def data_bucket(id: str, name: str, settings: Bucket, expire_prefixes: dict[str, int] | None = None) -> ModelBucket:
             return ModelBucket(
                 self,
                 id,
@@ -99,10 +100,12 @@ class ServingStack(TerraformStack):
                 noncurrent_version_expiration_days=settings.noncurrent_version_retention_days,
                 abort_incomplete_multipart_upload_days=settings.abort_incomplete_uploads_days,
                 prevent_destroy=env.buckets.prevent_destroy,
+                expire_prefixes=expire_prefixes,
             )
 
         self.weights = data_bucket("weights", names.weights_bucket, env.buckets.weights)
-        self.lora = data_bucket("lora", names.lora_bucket, env.buckets.lora)
+        # upload-adapter stages there first; what an interrupted upload leaves stays resumable this long.
+        self.lora = data_bucket("lora", names.lora_bucket, env.buckets.lora, {STAGING_PREFIX: STAGING_EXPIRATION_DAYS})
 
         if env.cluster.existing is not None:
             existing = env.cluster.existing
@@ -182,7 +185,7 @@ class ServingStack(TerraformStack):
             github_subjects=env.writer.github_subjects,
             trusted_role_arns=env.writer.role_arns,
         )
-        for bucket, prefix in ((self.weights, WEIGHTS_PREFIX), (self.lora, ADAPTERS_PREFIX)):
+        for bucket, prefix in ((self.weights, WEIGHTS_PREFIX), (self.lora, ADAPTERS_PREFIX), (self.lora, STAGING_PREFIX)):
             bucket.grant_read(self.writer_identity, prefix)
             bucket.grant_write(self.writer_identity, prefix)
             bucket.grant_delete(self.writer_identity, prefix)

@@ -55,7 +55,7 @@ def built():
     weights = ModelBucket(stack, "weights", bucket_name=WEIGHTS, kms_key_arn=key.key_arn,
                           region=REGION, noncurrent_version_expiration_days=45, abort_incomplete_multipart_upload_days=3)
     lora = ModelBucket(stack, "lora", bucket_name="test-lora-123456789012", kms_key_arn=key.key_arn,
-                       region=REGION, prevent_destroy=True)
+                       region=REGION, prevent_destroy=True, expire_prefixes={"staging/": 2})
     cluster = EksCluster(stack, "cluster", name="test", version="1.33", subnet_ids=SUBNETS, kms_key_arn=key.key_arn,
                          account_id=ACCOUNT, endpoint_public_access=True, public_access_cidrs=["203.0.113.0/24"],
                          admin_principal_arns=[f"arn:aws:iam::{ACCOUNT}:role/admin"])
@@ -190,6 +190,8 @@ def test_bucket_lifecycle_aborts_uploads_and_expires_old_versions(built):
     days = {r["id"]: r for r in defaults["rule"]}
     assert days["abort-incomplete-multipart-uploads"]["abort_incomplete_multipart_upload"][0]["days_after_initiation"] == 7
     assert days["expire-noncurrent-versions"]["noncurrent_version_expiration"][0]["noncurrent_days"] == 30
+    scratch = days["expire-staging"]
+    assert scratch["filter"] == [{"prefix": "staging/"}] and scratch["expiration"] == [{"days": 2}]
 
 
 def test_prevent_destroy_only_where_asked(built, other):
@@ -594,6 +596,8 @@ INVALID = [
     ("bucket-s3alias-suffix", _bucket(bucket_name="models-s3alias"), "bucket_name.*reserved suffix"),
     ("bucket-ol-suffix", _bucket(bucket_name="models--ol-s3"), "bucket_name.*reserved suffix"),
     ("bucket-noncurrent-days", _bucket(noncurrent_version_expiration_days=0), "noncurrent_version_expiration_days"),
+    ("bucket-expire-days", _bucket(expire_prefixes={"staging": 0}), "expire_prefixes"),
+    ("bucket-expire-wildcard", _bucket(expire_prefixes={"st*": 1}), "expire_prefixes: prefix"),
     ("bucket-abort-days", _bucket(abort_incomplete_multipart_upload_days=0), "abort_incomplete_multipart_upload_days"),
     ("bucket-key-alias", _bucket(kms_key_arn=f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/data"), "kms_key_arn"),
     ("bucket-key-partition", _bucket(kms_key_arn=KEY.replace("arn:aws:", "arn:aws-cn:")), "kms_key_arn"),

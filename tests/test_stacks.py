@@ -147,17 +147,30 @@ def test_serving_identity_reads_only_the_gated_models_token(synthesized, shipped
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_writer_identity_publishes_to_both_prefixes(synthesized, shipped_environments, env):
+def test_writer_identity_publishes_models_and_adapters_through_staging(synthesized, shipped_environments, env):
     names = Names(shipped_environments[env])
     statements = statements_for(synthesized[env], names.writer_role)
     assert {"s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject", "kms:GenerateDataKey"} <= actions(statements)
     assert "s3:DeleteObjectVersion" not in actions(statements)  # deletes stay recoverable
-    put = [s for s in statements if "s3:PutObject" in s["Action"]]
-    put_resources = {r for s in put for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
-    assert put_resources == {
+    published = {
         f"arn:aws:s3:::{names.weights_bucket}/models/*",
         f"arn:aws:s3:::{names.lora_bucket}/adapters/*",
+        f"arn:aws:s3:::{names.lora_bucket}/staging/*",  # upload-adapter stages, then copies into adapters/
     }
+    for action in ("s3:PutObject", "s3:GetObject", "s3:DeleteObject"):
+        granted = [s for s in statements if action in s["Action"]]
+        assert {r for s in granted for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])} == published
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_staged_uploads_expire_in_the_lora_bucket_only(synthesized, env):
+    rules = {}
+    for lifecycle in resources(synthesized[env], "aws_s3_bucket_lifecycle_configuration").values():
+        bucket = "lora" if "lora" in lifecycle["bucket"] else "weights"
+        rules[bucket] = {r["id"]: r for r in lifecycle["rule"]}
+    staging = rules["lora"]["expire-staging"]
+    assert staging["filter"] == [{"prefix": "staging/"}] and staging["expiration"] == [{"days": 7}]
+    assert "expire-staging" not in rules["weights"]
 
 
 def test_serving_pods_are_bound_to_the_serving_role(synthesized, shipped_environments):
