@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from app.model_artifacts import ArtifactError
+from app.artifact_files import ArtifactError
 from stacks.environment import Environment
 
 MiB = 1024 * 1024

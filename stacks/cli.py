@@ -114,15 +114,14 @@ def _weights_target(args: argparse.Namespace):
 
 
 def cmd_upload_model(args: argparse.Namespace) -> int:
-    from app.model_artifacts import Progress, upload_model  # noqa: PLC0415
+    from app.artifact_files import Progress, local_files  # noqa: PLC0415
+    from app.model_artifacts import upload_model  # noqa: PLC0415
     from stacks.artifacts import transfer_config, translate_aws_errors  # noqa: PLC0415
 
     env, s3, bucket = _weights_target(args)
     directory = Path(getattr(args, "from"))
     with translate_aws_errors():
-        from app.model_artifacts import scan_model_dir  # noqa: PLC0415
-
-        progress = Progress(sum(f.size for f in scan_model_dir(directory)))
+        progress = Progress(sum(f.size for f in local_files(directory)))
         report = upload_model(s3, bucket, args.model, directory, transfer_config=transfer_config(), progress=progress)
         progress.close()
     print(f"published {args.model} to s3://{bucket}/{report.manifest_key.rsplit('/', 1)[0]}/ "
@@ -141,6 +140,111 @@ def cmd_verify_model(args: argparse.Namespace) -> int:
         print(problem)
     print(f"{args.model}: {'OK' if not problems else f'{len(problems)} object(s) differ from the manifest'}")
     return 0 if not problems else 1
+
+
+def _lora_target(args: argparse.Namespace, *, upload: bool = True):
+    """(environment, s3 client, LoRA bucket, AdapterTarget or None) for --model.
+
+    Uploads need a model of the environment that serves LoRA; listing and
+    deleting also reach adapters of models since removed from the file.
+    """
+    from app.adapter_artifacts import AdapterTarget  # noqa: PLC0415
+    from app.spec import model_id_problem  # noqa: PLC0415
+    from stacks.artifacts import s3_client  # noqa: PLC0415
+    from stacks.names import Names  # noqa: PLC0415
+
+    path = Path(args.config) if args.config else find_environment(args.env, Path(args.env_dir))
+    env = load_environment(path)
+    target = None
+    if args.model is not None:
+        index = next((i for i, m in enumerate(env.models) if m.id == args.model), None)
+        if index is None and not upload:
+            if problem := model_id_problem(args.model):
+                raise ConfigError(path, "--model", problem)
+            return env, s3_client(env), Names(env).lora_bucket, None
+        if index is None:
+            raise ConfigError(path, "--model", f"{args.model!r} is not a model of {env.name} (models: {', '.join(m.id for m in env.models) or 'none'})")
+        model = env.models[index]
+        if upload and not model.lora.enabled:
+            raise ConfigError(path, "--model", f"{args.model!r} does not serve LoRA adapters (set models[{index}].lora.enabled)")
+        accepted = [model.id, model.weights.hf_id, model.lora.base_model]
+        target = AdapterTarget(model.id, model.lora.max_rank, tuple(dict.fromkeys(n for n in accepted if n)),
+                               where=f"{path}: models[{index}]")
+    return env, s3_client(env), Names(env).lora_bucket, target
+
+
+def cmd_upload_adapter(args: argparse.Namespace) -> int:
+    from app.adapter_artifacts import upload_adapter  # noqa: PLC0415
+    from app.artifact_files import Progress, local_files  # noqa: PLC0415
+    from stacks.artifacts import transfer_config, translate_aws_errors  # noqa: PLC0415
+
+    env, s3, bucket, target = _lora_target(args)
+    directory = Path(getattr(args, "from"))
+    with translate_aws_errors():
+        progress = Progress(sum(f.size for f in local_files(directory)))
+        report = upload_adapter(s3, bucket, target, args.adapter, directory, transfer_config=transfer_config(), progress=progress)
+        progress.close()
+    where = f"s3://{bucket}/{report.prefix}"
+    if report.already_published:
+        print(f"{target.model_id}:{args.adapter} is already published with this content at {where}")
+    else:
+        print(f"published {target.model_id}:{args.adapter} to {where} "
+              f"({len(report.uploaded)} uploaded, {len(report.skipped)} already staged)")
+    return 0
+
+
+def cmd_list_adapters(args: argparse.Namespace) -> int:
+    from app.adapter_artifacts import list_adapters  # noqa: PLC0415
+    from stacks.artifacts import translate_aws_errors  # noqa: PLC0415
+
+    env, s3, bucket, _ = _lora_target(args, upload=False)
+    with translate_aws_errors():
+        adapters = list_adapters(s3, bucket, [args.model] if args.model else None)
+    known = {m.id for m in env.models}
+    if args.json:
+        import json  # noqa: PLC0415
+
+        print(json.dumps([{
+            "model": a.model_id, "adapter": a.name, "request_model": f"{a.model_id}:{a.name}", "ready": a.ready,
+            "rank": a.rank, "base_model": a.base_model, "files": a.files, "bytes": a.size,
+            "modified": a.modified.isoformat() if a.modified else None,
+        } for a in adapters], indent=2))
+        return 0
+    if not adapters:
+        print(f"no adapters in s3://{bucket}/adapters/")
+        return 0
+    rows = [("MODEL", "RANK", "SIZE", "STATE", "BASE MODEL")]
+    for a in adapters:
+        state = "ready" if a.ready else "incomplete (not served; rerun its upload or delete it)"
+        if a.model_id not in known:
+            state += f", model not in {env.name}"
+        rows.append((f"{a.model_id}:{a.name}", str(a.rank or "-"), _size(a.size), state, a.base_model or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
+    return 0
+
+
+def cmd_delete_adapter(args: argparse.Namespace) -> int:
+    from app.adapter_artifacts import delete_adapter  # noqa: PLC0415
+    from stacks.artifacts import translate_aws_errors  # noqa: PLC0415
+
+    env, s3, bucket, _ = _lora_target(args, upload=False)
+    with translate_aws_errors():
+        removed = delete_adapter(s3, bucket, args.model, args.adapter)
+    days = env.buckets.lora.noncurrent_version_retention_days
+    print(f"deleted {args.model}:{args.adapter} ({removed} object(s)); new requests for it get 404, replicas that "
+          f"loaded it drop it when they evict or restart. Recoverable for {days} days from the bucket's "
+          "versions (README: 'Recovering a deleted adapter').")
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def _percent(text: str) -> int:
@@ -197,6 +301,25 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--model", required=True, metavar="ID")
     verify.add_argument("--deep", action="store_true", help="re-read every byte instead of trusting recorded digests")
     verify.set_defaults(func=cmd_verify_model)
+
+    upload_adapter = commands.add_parser("upload-adapter", help="publish a LoRA adapter directory to the LoRA bucket")
+    _add_environment(upload_adapter)
+    upload_adapter.add_argument("--model", required=True, metavar="ID", help="the base model's id from the environment file")
+    upload_adapter.add_argument("--adapter", required=True, metavar="NAME", help="served as <model id>:<NAME>")
+    upload_adapter.add_argument("--from", required=True, metavar="DIR", help="the PEFT adapter directory (adapter_config.json, adapter_model.safetensors)")
+    upload_adapter.set_defaults(func=cmd_upload_adapter)
+
+    list_adapters = commands.add_parser("list-adapters", help="list the LoRA adapters in the LoRA bucket")
+    _add_environment(list_adapters)
+    list_adapters.add_argument("--model", metavar="ID", help="only this model's adapters")
+    list_adapters.add_argument("--json", action="store_true", help="one JSON array, for tools")
+    list_adapters.set_defaults(func=cmd_list_adapters)
+
+    delete_adapter = commands.add_parser("delete-adapter", help="remove a LoRA adapter (recoverable through bucket versioning)")
+    _add_environment(delete_adapter)
+    delete_adapter.add_argument("--model", required=True, metavar="ID")
+    delete_adapter.add_argument("--adapter", required=True, metavar="NAME")
+    delete_adapter.set_defaults(func=cmd_delete_adapter)
     return parser
 
 
@@ -208,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as exc:
-        from app.model_artifacts import ArtifactError  # noqa: PLC0415
+        from app.artifact_files import ArtifactError  # noqa: PLC0415
 
         if not isinstance(exc, ArtifactError):
             raise

@@ -235,6 +235,9 @@ class Lora(Strict):
     enabled: bool = False
     max_adapters_per_replica: Annotated[int, Field(ge=1, le=256)] = 16
     max_rank: int = 16
+    # What adapters trained on this model give as base_model_name_or_path (e.g. the
+    # Hugging Face id it came from); upload-adapter also accepts the model id and hf_id.
+    base_model: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s]+$")] | None = None
 
     @field_validator("max_rank")
     @classmethod

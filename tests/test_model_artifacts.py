@@ -13,7 +13,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from app.model_artifacts import ArtifactError, upload_model
+from app.artifact_files import ArtifactError
+from app.model_artifacts import upload_model
+from artifact_fixtures import model_dir, write_safetensors
 from stacks.cli import main
 
 LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
@@ -34,17 +36,6 @@ def s3(s3_endpoint, monkeypatch):
     for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         client.delete_object(Bucket=BUCKET, Key=obj["Key"])
     return client
-
-
-def model_dir(root: Path, shards: int = 2, shard_bytes: int = 4096) -> Path:
-    directory = root / "model"
-    directory.mkdir()
-    (directory / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64}))
-    (directory / "tokenizer.json").write_text("{}")
-    (directory / "tokenizer_config.json").write_text("{}")
-    for i in range(shards):
-        (directory / f"model-{i:05d}-of-{shards:05d}.safetensors").write_bytes(os.urandom(shard_bytes))
-    return directory
 
 
 def keys(s3) -> set[str]:
@@ -79,7 +70,7 @@ def test_rerun_skips_what_is_there_and_reuploads_what_changed(s3, tmp_path, caps
     assert upload(directory) == 0
     assert upload(directory) == 0
     assert "(0 uploaded, 5 already there" in capsys.readouterr().out.splitlines()[-1]
-    (directory / "model-00001-of-00002.safetensors").write_bytes(os.urandom(4096))
+    write_safetensors(directory / "model-00001-of-00002.safetensors", {"w": ("U8", [4096])})
     assert upload(directory) == 0
     assert "(1 uploaded, 4 already there" in capsys.readouterr().out
 
@@ -104,7 +95,7 @@ class FailingClient:
 def test_an_interrupted_upload_leaves_no_manifest_and_a_rerun_completes(s3, tmp_path, capsys, fail_at):
     directory = model_dir(tmp_path)
     assert upload(directory) == 0  # a published version exists
-    (directory / "model-00000-of-00002.safetensors").write_bytes(os.urandom(4096))
+    write_safetensors(directory / "model-00000-of-00002.safetensors", {"w": ("U8", [4096])})
     (directory / "tokenizer.json").write_text('{"v": 2}')
     s3.delete_object(Bucket=BUCKET, Key=PREFIX + "config.json")
     with pytest.raises(ConnectionError):
@@ -145,19 +136,24 @@ def test_verify_catches_a_changed_object(s3, tmp_path, capsys):
     directory = model_dir(tmp_path)
     assert upload(directory) == 0
     shard = PREFIX + "model-00001-of-00002.safetensors"
-    original = s3.head_object(Bucket=BUCKET, Key=shard)["Metadata"]
+    original = s3.head_object(Bucket=BUCKET, Key=shard)
+    size = original["ContentLength"]
     # Same size, digest metadata copied: only a deep verify can tell.
-    s3.put_object(Bucket=BUCKET, Key=shard, Body=os.urandom(4096), Metadata=original)
+    s3.put_object(Bucket=BUCKET, Key=shard, Body=os.urandom(size), Metadata=original["Metadata"])
     capsys.readouterr()
     assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 0
     assert main(["verify-model", "--env", "dev", "--model", MODEL, "--deep"]) == 1
     assert f"{shard}: SHA-256" in capsys.readouterr().out
     s3.put_object(Bucket=BUCKET, Key=shard, Body=b"short")
     assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 1
-    assert f"{shard}: 5 bytes, manifest says 4096" in capsys.readouterr().out
+    assert f"{shard}: 5 bytes, manifest says {size}" in capsys.readouterr().out
     s3.delete_object(Bucket=BUCKET, Key=shard)
     assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 1
     assert f"{shard}: missing" in capsys.readouterr().out
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-100])
 
 
 def _link_outside(d: Path) -> None:
@@ -174,6 +170,8 @@ BAD = [
     ("pickled-weights", lambda d: (d / "pytorch_model.bin").write_bytes(b"x"), "pickled weights are not published"),
     ("no-tokenizer", lambda d: [(d / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")], "no tokenizer"),
     ("empty-shard", lambda d: (d / "model-00000-of-00002.safetensors").write_bytes(b""), "empty weights file"),
+    ("not-safetensors", lambda d: (d / "model-00000-of-00002.safetensors").write_bytes(os.urandom(4096)), "not a safetensors file"),
+    ("truncated-shard", lambda d: _truncate(d / "model-00001-of-00002.safetensors"), "truncated or padded"),
     ("reserved-name", lambda d: (d / "manifest.json").write_text("{}"), "reserved"),
     ("link-outside", _link_outside, "links outside"),
     ("empty-directory", lambda d: [p.unlink() for p in d.iterdir()], "empty directory"),

@@ -1,0 +1,64 @@
+"""Model and adapter directories as a user would publish them: real safetensors files, random weights."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+DTYPE_BYTES = {"F32": 4, "F16": 2, "BF16": 2, "U8": 1}
+
+
+def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> Path:
+    """A valid safetensors file: 8-byte header length, JSON header, then the tensors' bytes."""
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        size = DTYPE_BYTES[dtype]
+        for dim in shape:
+            size *= dim
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with path.open("wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        f.write(os.urandom(offset))
+    return path
+
+
+def model_dir(root: Path, shards: int = 2, shard_bytes: int = 4096, model_type: str = "qwen2", name: str = "model") -> Path:
+    directory = root / name
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps({"model_type": model_type, "hidden_size": 64}))
+    (directory / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {}}}))
+    (directory / "tokenizer_config.json").write_text("{}")
+    for i in range(shards):
+        write_safetensors(directory / f"model-{i:05d}-of-{shards:05d}.safetensors",
+                          {f"model.layers.{i}.weight": ("U8", [shard_bytes])})
+    return directory
+
+
+def adapter_dir(root: Path, name: str, *, rank: int = 8, base_model: str = "Qwen/Qwen2.5-7B-Instruct",
+                hidden: int = 64, layers: int = 2, extra_bytes: int = 0, tokenizer_bytes: int = 0) -> Path:
+    """A PEFT LoRA adapter for q_proj and v_proj. `extra_bytes` and `tokenizer_bytes` make its
+    weights and its tokenizer large (for uploads slow enough to interrupt)."""
+    directory = root / name
+    directory.mkdir(parents=True)
+    (directory / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "base_model_name_or_path": base_model,
+        "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM",
+    }))
+    tensors = {}
+    for layer in range(layers):
+        for module in ("q_proj", "v_proj"):
+            stem = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            tensors[f"{stem}.lora_A.weight"] = ("F16", [rank, hidden])
+            tensors[f"{stem}.lora_B.weight"] = ("F16", [hidden, rank])
+    if extra_bytes:
+        tensors["base_model.model.lm_head.lora_embedding_padding"] = ("U8", [extra_bytes])
+    write_safetensors(directory / "adapter_model.safetensors", tensors)
+    (directory / "README.md").write_text(f"# {name}\n")
+    if tokenizer_bytes:
+        (directory / "tokenizer.json").write_text(json.dumps({"padding": "x" * tokenizer_bytes}))
+    return directory
