@@ -6,7 +6,6 @@ echo engine in `tests/cpu_engine.py`.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -16,11 +15,15 @@ from pathlib import Path
 import boto3
 import pytest
 
+from artifact_fixtures import adapter_dir, model_dir
+from stacks.app_args import app_args
+from stacks.loader import load_environment
+from stacks.names import Names
+
 TESTS = Path(__file__).resolve().parent
 MODEL = "tiny-chat"
 ADAPTERS = {"support": 8, "legal": 16}
 REGION = "us-west-2"
-WEIGHTS, LORA = "e2e-weights", "e2e-lora"
 
 
 def free_port() -> int:
@@ -29,75 +32,87 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_fixture_files(root: Path) -> tuple[Path, dict[str, Path]]:
-    """A small model directory and two LoRA adapters, as a user would publish them."""
-    model = root / "model"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({"model_type": "tiny-test", "architectures": ["TinyForCausalLM"]}))
-    (model / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {}}}))
-    (model / "model.safetensors").write_bytes(os.urandom(4096))
-    adapters = {}
+ENV_FILE = f"""
+name: e2e
+aws: {{account_id: "123456789012", region: {REGION}}}
+state: {{bucket: e2e-tfstate}}
+cluster: {{existing: {{name: e2e}}}}
+node_pools:
+  - {{name: system, instance_types: [m7i.xlarge]}}
+  - {{name: l4, accelerator: L4, instance_types: [g6.2xlarge], max_size: 2}}
+models:
+  - id: {MODEL}
+    node_pool: l4
+    max_model_len: 2048
+    lora: {{enabled: true, max_adapters_per_replica: 4, max_rank: 16}}
+writer: {{role_arns: ["arn:aws:iam::123456789012:role/ci"]}}
+"""
+
+
+def publish_fixtures(root: Path, env_file: Path) -> None:
+    """A small model and two LoRA adapters, published as a user would: with the llmstacks commands."""
+    from stacks.cli import main
+
+    model = model_dir(root, shards=1, model_type="tiny-test")
+    assert main(["upload-model", "--config", str(env_file), "--model", MODEL, "--from", str(model)]) == 0
     for name, rank in ADAPTERS.items():
-        adapter = root / name
-        adapter.mkdir()
-        (adapter / "adapter_config.json").write_text(json.dumps({
-            "peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "base_model_name_or_path": MODEL,
-            "target_modules": ["q_proj", "v_proj"],
-        }))
-        (adapter / "adapter_model.safetensors").write_bytes(os.urandom(1024))
-        adapters[name] = adapter
-    return model, adapters
+        adapter = adapter_dir(root, name, rank=rank, base_model=MODEL)
+        assert main(["upload-adapter", "--config", str(env_file), "--model", MODEL, "--adapter", name, "--from", str(adapter)]) == 0
+
+
+E2E_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+}
 
 
 @pytest.fixture(scope="module")
-def served(s3_endpoint, tmp_path_factory):
+def aws_env(s3_endpoint):
+    env = {**E2E_ENV, "AWS_ENDPOINT_URL_S3": s3_endpoint}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def env_file(aws_env, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fixtures")
+    path = root / "e2e.yaml"
+    path.write_text(ENV_FILE)
+    names = Names(load_environment(path))
+    s3 = boto3.client("s3", region_name=REGION)
+    for bucket in (names.weights_bucket, names.lora_bucket):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    publish_fixtures(root, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(aws_env, env_file, s3_endpoint):
     import ray
     from openai import OpenAI
     from ray import serve
 
     from app.serving import build_app
 
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL_S3": s3_endpoint,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-
-    s3 = boto3.client("s3", region_name=REGION)
-    for bucket in (WEIGHTS, LORA):
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    model_dir, adapters = write_fixture_files(tmp_path_factory.mktemp("fixtures"))
-    for f in model_dir.iterdir():
-        s3.upload_file(str(f), WEIGHTS, f"models/{MODEL}/{f.name}")
-    for name, adapter in adapters.items():
-        for f in adapter.iterdir():
-            s3.upload_file(str(f), LORA, f"adapters/{MODEL}/{name}/{f.name}")
-
     ray.init(
         num_cpus=8,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {**env, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}},
+        runtime_env={"env_vars": {**aws_env, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}},
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {
-        "region": REGION,
-        "weights_bucket": WEIGHTS,
-        "lora_bucket": LORA,
-        "s3_endpoint_url": s3_endpoint,
-        "models": [{
-            "id": MODEL,
-            "max_model_len": 2048,
-            "min_replicas": 1,
-            "max_replicas": 1,
-            "target_ongoing_requests": 16,
-            "max_ongoing_requests": 32,
-            "lora": {"max_adapters_per_replica": 4, "max_rank": 16},
-            "server_cls": "cpu_engine:CpuLLMServer",
-        }],
-    }
+    # The app's args as the service spec renders them from the environment file; only the
+    # engine (CPU stand-in), the S3 endpoint and the load targets differ.
+    args = app_args(load_environment(env_file)).model_dump()
+    args["s3_endpoint_url"] = s3_endpoint
+    args["models"][0].update(server_cls="cpu_engine:CpuLLMServer", accelerator_type=None,
+                             target_ongoing_requests=16, max_ongoing_requests=32)
     serve.run(build_app(args), name="llm", route_prefix="/", blocking=False)
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0, timeout=60)
     try:
@@ -105,11 +120,6 @@ def served(s3_endpoint, tmp_path_factory):
     finally:
         serve.shutdown()
         ray.shutdown()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_models_lists_the_base_model_and_the_adapters_read_from_s3(served):
@@ -159,3 +169,13 @@ def test_twenty_concurrent_streams_all_complete(served):
     with ThreadPoolExecutor(max_workers=20) as pool:
         texts = list(pool.map(one, range(20)))
     assert all(text.endswith(f"echo=n{i}") for i, text in enumerate(texts))
+
+
+def test_an_adapter_published_while_serving_is_listed_and_served(served, env_file, tmp_path):
+    from stacks.cli import main
+
+    adapter = adapter_dir(tmp_path, "billing", rank=16, base_model=MODEL)
+    assert main(["upload-adapter", "--config", str(env_file), "--model", MODEL, "--adapter", "billing", "--from", str(adapter)]) == 0
+    assert f"{MODEL}:billing" in {m.id for m in served.models.list().data}
+    reply = served.chat.completions.create(model=f"{MODEL}:billing", messages=[{"role": "user", "content": "new"}])
+    assert reply.choices[0].message.content == f"model={MODEL}:billing base=tiny-test rank=16 echo=new"
