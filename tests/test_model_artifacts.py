@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -223,3 +224,27 @@ def test_library_rejects_before_touching_s3(tmp_path):
 
     with pytest.raises(ArtifactError, match="empty directory"):
         upload_model(NoS3(), BUCKET, MODEL, tmp_path)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_one_updating_line_on_a_terminal_and_silent_otherwise(s3, tmp_path):
+    from app.artifact_files import Progress
+
+    directory = model_dir(tmp_path, shards=2, shard_bytes=3 * 2**20)
+    total = sum(p.stat().st_size for p in directory.iterdir())
+    terminal = Terminal()
+    progress = Progress(total, stream=terminal)
+    upload_model(s3, BUCKET, MODEL, directory, progress=progress)
+    progress.close()
+    updates = terminal.getvalue().split("\r")[1:]
+    assert len(updates) >= 2 and updates[-1] == "6 / 6 MiB (100%)\n"
+    assert "\n" not in "".join(updates[:-1])  # one line, rewritten in place
+    piped = io.StringIO()
+    quiet = Progress(total, stream=piped)
+    upload_model(s3, BUCKET, MODEL, directory, progress=quiet)  # all skipped: still counted
+    quiet.close()
+    assert piped.getvalue() == "" and quiet.done == total
