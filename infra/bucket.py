@@ -12,6 +12,7 @@ from infra import node_runtime  # noqa: F401  (before cdktf)
 from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.s3_bucket import S3Bucket
 from cdktf_cdktf_provider_aws.s3_object import S3Object
+from cdktf_cdktf_provider_aws.s3_bucket_notification import S3BucketNotification
 from cdktf_cdktf_provider_aws.s3_bucket_lifecycle_configuration import (
     S3BucketLifecycleConfiguration,
     S3BucketLifecycleConfigurationRule,
@@ -114,6 +115,9 @@ class ModelBucket(Construct):
                 bucket_key_enabled=True,
             )],
         )
+        # Object events go to EventBridge (free without rules): a platform can react to a
+        # newly published model or adapter (warm caches, notify, audit) without a change here.
+        S3BucketNotification(self, "events", bucket=self.bucket.id, eventbridge=True)
         S3BucketPolicy(
             self, "policy", bucket=self.bucket.id,
             policy=policy_document(self._deny_insecure_transport()),

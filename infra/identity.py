@@ -29,12 +29,15 @@ SERVICE_ACCOUNT = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-
 GITHUB_SUBJECT = re.compile(r"^repo:[A-Za-z0-9_.-]+/[A-Za-z0-9_.*-]+:\S+$")
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 SESSION_SECONDS = 3600
+# Tags each role with what it is for, so policy checks and audits need no naming convention.
+IDENTITY_TAG = "llm-serving-stacks:identity"
 
 
 class Identity(Construct):
     """An IAM role that grants attach to."""
 
-    def __init__(self, scope: Construct, id: str, *, role_name: str, assume_role_policy: str, description: str):
+    def __init__(self, scope: Construct, id: str, *, role_name: str, assume_role_policy: str, description: str,
+                 kind: str = "custom"):
         super().__init__(scope, id)
         check_role_name(role_name)
         self.role = IamRole(
@@ -44,6 +47,7 @@ class Identity(Construct):
             description=description,
             assume_role_policy=assume_role_policy,
             max_session_duration=SESSION_SECONDS,
+            tags={IDENTITY_TAG: kind},
         )
         self._role_name = role_name
         self._policies: dict[str, tuple[Statement, ...]] = {}
@@ -135,6 +139,7 @@ class ServingIdentity(Identity):
         super().__init__(
             scope, id, role_name=role_name, assume_role_policy=trust,
             description=f"Ray Serve pods ({namespace}/{service_account}): read model weights and adapters",
+            kind="serving",
         )
         self.namespace, self.service_account = namespace, service_account
         self.association = EksPodIdentityAssociation(
@@ -199,4 +204,5 @@ class ArtifactWriterIdentity(Identity):
         super().__init__(
             scope, id, role_name=role_name, assume_role_policy=policy_document(statements),
             description="Publishes model weights and LoRA adapters",
+            kind="artifact-writer",
         )

@@ -27,6 +27,7 @@ from cdktf_cdktf_provider_aws.launch_template import (
 )
 
 from infra.catalog import Gpu, InstanceType, gpu_instance
+from infra.identity import IDENTITY_TAG
 from infra.policy import check_partition, check_role_name, dns_suffix, managed_policy_arn, service_trust
 from infra.scheduling import LABEL_KEY, LABEL_VALUE, POOL_LABEL, Taint, node_labels, node_selector, node_taints, tolerations
 
@@ -48,7 +49,7 @@ class NodeRole(Construct):
         check_role_name(role_name)
         # The EC2 principal follows the partition's DNS suffix (ec2.amazonaws.com.cn in China).
         self.role = IamRole(self, "role", name=role_name, assume_role_policy=service_trust(f"ec2.{dns_suffix(partition)}"),
-                            description="EKS managed node group instances")
+                            description="EKS managed node group instances", tags={IDENTITY_TAG: "node"})
         policies = ["AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy"]
         if enable_ssm:
             policies.append("AmazonSSMManagedInstanceCore")

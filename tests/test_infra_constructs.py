@@ -706,3 +706,12 @@ def test_tokens_pass_validation_for_plan_time_values():
     EksCluster(stack, "c", name="c", version="1.33", subnet_ids=existing.subnet_ids, kms_key_arn=key.key_arn,
                account_id=ACCOUNT, admin_principal_arns=[role.role_arn])
     ArtifactWriterIdentity(stack, "w", role_name="w", account_id=ACCOUNT, trusted_role_arns=[role.role_arn])
+
+
+def test_roles_say_what_they_are_for_and_buckets_publish_events(built):
+    tf = built["tf"]
+    kinds = {r["name"]: r.get("tags", {}).get("llm-serving-stacks:identity") for r in resources(tf, "aws_iam_role").values()}
+    assert kinds["test-serving"] == "serving" and kinds["test-writer"] == "artifact-writer"
+    assert "node" in kinds.values()
+    for name in (WEIGHTS, "test-lora-123456789012"):
+        assert one(tf, "aws_s3_bucket_notification", bucket=bucket_ref(tf, name))["eventbridge"] is True
