@@ -13,11 +13,15 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 CDKTF_CLI := cdktf-cli@0.21.0
+# checkov pins boto3 and packaging older than the serving stack needs: its own venv.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
 
-.PHONY: help install synth test bench clean deploy
+.PHONY: help install synth check test bench clean deploy
 
 help:
 	@echo "make synth              synthesize every environment into cdktf.out/ (offline)"
+	@echo "make check              synthesize, then run the policy gate (checkov + policies/) on every environment"
 	@echo "make test               run the test suite"
 	@echo "make bench              measure synth speed"
 	@echo "make deploy ENV=dev     cdktf deploy one environment (needs Terraform and AWS credentials)"
@@ -43,12 +47,20 @@ $(VENV)/.installed-serving: $(VENV)/.installed-dev
 	$(PY) -c "import ray.serve.llm" >/dev/null 2>&1 || { echo "ray.serve.llm does not import" >&2; exit 1; }
 	touch $@
 
-install: $(VENV)/.installed-serving
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION) 2>&1 | $(PIP_FILTER)
+	touch $@
+
+install: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
 synth: $(VENV)/.installed-base
 	$(VENV)/bin/llmstacks synth
 
-test: $(VENV)/.installed-serving
+check: $(VENV)/.installed-base $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+	$(VENV)/bin/llmstacks check
+
+test: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed-dev

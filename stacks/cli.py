@@ -50,6 +50,11 @@ def check_specs(env: Environment, source: str) -> list[str]:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    _synth(args)
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> list[Environment]:
     envs, everything = _environments(args)
     # The specs are validated (Ray's and Anyscale's schemas take ~3 s to import)
     # while cdktf loads the provider bindings; nothing is written unless both pass.
@@ -64,7 +69,20 @@ def cmd_synth(args: argparse.Namespace) -> int:
         print(summarize(env, files[env.name]))
     print(f"synthesized {len(envs)} stack(s) and their service specs into {args.outdir} "
           f"(specs checked: {', '.join([*validators, 'scheduling'])})")
-    return 0
+    return [env for env, _ in envs]
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from stacks.policy_gate import BASELINE_FILE, find_checkov, load_baseline, run_gate  # noqa: PLC0415
+
+    baseline = Path(args.baseline) if args.baseline else BASELINE_FILE
+    load_baseline(baseline)  # a bad baseline or a missing checkov stops the gate before synth
+    checkov = find_checkov()
+    envs = _synth(args)
+    report = run_gate(Path(args.outdir), [env.name for env in envs], Path(args.report_dir) if args.report_dir else None,
+                      baseline_file=baseline, checkov=checkov)
+    print(report.summary())
+    return 0 if report.ok else 1
 
 
 def _one_environment(args: argparse.Namespace) -> tuple[Environment, str]:
@@ -271,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--env-dir", default=str(ENVIRONMENTS_DIR), metavar="DIR", help="where --env names are looked up")
     synth.add_argument("--outdir", default="cdktf.out", metavar="DIR", help="output directory (default: cdktf.out)")
     synth.set_defaults(func=cmd_synth)
+
+    check = commands.add_parser("check", help="synthesize, then run the policy gate (checkov + our policies) on stacks and specs")
+    check.add_argument("--env", action="append", metavar="NAME", help="environment name (repeatable; default: all)")
+    check.add_argument("--config", action="append", metavar="PATH", help="environment file (repeatable)")
+    check.add_argument("--env-dir", default=str(ENVIRONMENTS_DIR), metavar="DIR", help="where --env names are looked up")
+    check.add_argument("--outdir", default="cdktf.out", metavar="DIR", help="output directory (default: cdktf.out)")
+    check.add_argument("--report-dir", metavar="DIR", help="where JSON and SARIF results go (default: <outdir>/policy)")
+    check.add_argument("--baseline", metavar="PATH", help="baseline of skipped checks (default: policies/baseline.yaml)")
+    check.set_defaults(func=cmd_check)
 
     publish = commands.add_parser("publish", help="deploy the environment's service (Anyscale) or write its RayService")
     _add_environment(publish)
