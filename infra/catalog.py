@@ -11,11 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# On-demand Linux prices, USD per hour, us-east-1, from AWS's public price list on this date
+# (after the June 2025 P4/P5 price cuts). Other regions and Spot differ: treat as estimates.
+PRICES_AS_OF = "2025-06-10"
+
+
 @dataclass(frozen=True)
 class Gpu:
     name: str  # Ray accelerator type, e.g. "A10G"
     memory_gib: int  # nominal device memory
     product_label: str  # nvidia.com/gpu.product
+    # What CUDA reports as total memory (torch.cuda.mem_get_info), which vLLM's
+    # gpu_memory_utilization multiplies; ECC and the driver take the rest.
+    usable_gib: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -25,64 +33,60 @@ class InstanceType:
     gpus: int
     vcpus: int
     memory_gib: int
+    price_per_hour: float = 0.0  # on-demand, USD, see PRICES_AS_OF
 
 
 GPUS: dict[str, Gpu] = {
     g.name: g
     for g in (
-        Gpu("A10G", 24, "NVIDIA-A10G"),
-        Gpu("L4", 24, "NVIDIA-L4"),
-        Gpu("L40S", 48, "NVIDIA-L40S"),
-        Gpu("A100-40G", 40, "NVIDIA-A100-SXM4-40GB"),
-        Gpu("A100-80G", 80, "NVIDIA-A100-SXM4-80GB"),
-        Gpu("H100", 80, "NVIDIA-H100-80GB-HBM3"),
-        Gpu("H200", 141, "NVIDIA-H200"),
-        Gpu("B200", 180, "NVIDIA-B200"),
+        Gpu("A10G", 24, "NVIDIA-A10G", 22.07),
+        Gpu("L4", 24, "NVIDIA-L4", 22.05),
+        Gpu("L40S", 48, "NVIDIA-L40S", 44.39),
+        Gpu("A100-40G", 40, "NVIDIA-A100-SXM4-40GB", 39.39),
+        Gpu("A100-80G", 80, "NVIDIA-A100-SXM4-80GB", 79.15),
+        Gpu("H100", 80, "NVIDIA-H100-80GB-HBM3", 79.19),
+        Gpu("H200", 141, "NVIDIA-H200", 139.81),
+        Gpu("B200", 180, "NVIDIA-B200", 178.36),
     )
 }
 
 
-def _family(prefix: str, gpu: str, sizes: dict[str, tuple[int, int, int]]) -> list[InstanceType]:
+def _family(prefix: str, gpu: str, sizes: dict[str, tuple[int, int, int, float]]) -> list[InstanceType]:
     return [
-        InstanceType(f"{prefix}.{size}", GPUS[gpu], gpus, vcpus, mem)
-        for size, (gpus, vcpus, mem) in sizes.items()
+        InstanceType(f"{prefix}.{size}", GPUS[gpu], gpus, vcpus, mem, price)
+        for size, (gpus, vcpus, mem, price) in sizes.items()
     ]
 
 
-# size: (GPUs, vCPUs, memory GiB)
-_G5_G6 = {
-    "xlarge": (1, 4, 16),
-    "2xlarge": (1, 8, 32),
-    "4xlarge": (1, 16, 64),
-    "8xlarge": (1, 32, 128),
-    "16xlarge": (1, 64, 256),
-    "12xlarge": (4, 48, 192),
-    "24xlarge": (4, 96, 384),
-    "48xlarge": (8, 192, 768),
+# size: (GPUs, vCPUs, memory GiB, on-demand USD/hour)
+_G5 = {
+    "xlarge": (1, 4, 16, 1.006), "2xlarge": (1, 8, 32, 1.212), "4xlarge": (1, 16, 64, 1.624),
+    "8xlarge": (1, 32, 128, 2.448), "16xlarge": (1, 64, 256, 4.096),
+    "12xlarge": (4, 48, 192, 5.672), "24xlarge": (4, 96, 384, 8.144), "48xlarge": (8, 192, 768, 16.288),
+}
+_G6 = {
+    "xlarge": (1, 4, 16, 0.8048), "2xlarge": (1, 8, 32, 0.9776), "4xlarge": (1, 16, 64, 1.3232),
+    "8xlarge": (1, 32, 128, 2.0144), "16xlarge": (1, 64, 256, 3.3968),
+    "12xlarge": (4, 48, 192, 4.6016), "24xlarge": (4, 96, 384, 6.6752), "48xlarge": (8, 192, 768, 13.3504),
 }
 _G6E = {
-    "xlarge": (1, 4, 32),
-    "2xlarge": (1, 8, 64),
-    "4xlarge": (1, 16, 128),
-    "8xlarge": (1, 32, 256),
-    "16xlarge": (1, 64, 512),
-    "12xlarge": (4, 48, 384),
-    "24xlarge": (4, 96, 768),
-    "48xlarge": (8, 192, 1536),
+    "xlarge": (1, 4, 32, 1.861), "2xlarge": (1, 8, 64, 2.24208), "4xlarge": (1, 16, 128, 3.00424),
+    "8xlarge": (1, 32, 256, 4.52856), "16xlarge": (1, 64, 512, 7.57719),
+    "12xlarge": (4, 48, 384, 10.49264), "24xlarge": (4, 96, 768, 15.06559), "48xlarge": (8, 192, 1536, 30.13118),
 }
 
 INSTANCE_TYPES: dict[str, InstanceType] = {
     t.name: t
     for t in (
-        *_family("g5", "A10G", _G5_G6),
-        *_family("g6", "L4", _G5_G6),
+        *_family("g5", "A10G", _G5),
+        *_family("g6", "L4", _G6),
         *_family("g6e", "L40S", _G6E),
-        *_family("p4d", "A100-40G", {"24xlarge": (8, 96, 1152)}),
-        *_family("p4de", "A100-80G", {"24xlarge": (8, 96, 1152)}),
-        *_family("p5", "H100", {"4xlarge": (1, 16, 256), "48xlarge": (8, 192, 2048)}),
-        *_family("p5e", "H200", {"48xlarge": (8, 192, 2048)}),
-        *_family("p5en", "H200", {"48xlarge": (8, 192, 2048)}),
-        *_family("p6-b200", "B200", {"48xlarge": (8, 192, 2048)}),
+        *_family("p4d", "A100-40G", {"24xlarge": (8, 96, 1152, 21.96)}),
+        *_family("p4de", "A100-80G", {"24xlarge": (8, 96, 1152, 27.45)}),
+        *_family("p5", "H100", {"4xlarge": (1, 16, 256, 6.88), "48xlarge": (8, 192, 2048, 55.04)}),
+        *_family("p5e", "H200", {"48xlarge": (8, 192, 2048, 60.00)}),
+        *_family("p5en", "H200", {"48xlarge": (8, 192, 2048, 63.30)}),
+        *_family("p6-b200", "B200", {"48xlarge": (8, 192, 2048, 113.93)}),
     )
 }
 
