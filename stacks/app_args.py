@@ -7,8 +7,24 @@ the service spec, the capacity planner and the preview agree on what runs.
 from __future__ import annotations
 
 from app.spec import AppArgs, LoraSpec, ModelSpec
-from stacks.environment import Environment
+from infra.catalog import GPUS
+from stacks.capacity import load_targets, plan_model
+from stacks.environment import Environment, Model
 from stacks.names import Names
+
+
+def model_load_targets(env: Environment, model: Model) -> tuple[float, int]:
+    """(target_ongoing_requests, max_ongoing_requests): the environment's, else from the planner."""
+    pool = env.node_pool(model.node_pool)
+    capacity = plan_model(model, GPUS[pool.accelerator]) if pool and pool.accelerator else None
+    target, maximum = load_targets(capacity) if capacity and capacity.fits else (32.0, 64)
+    if model.max_ongoing_requests is not None:
+        maximum = model.max_ongoing_requests
+        target = min(target, maximum)
+    if model.target_ongoing_requests is not None:
+        target = model.target_ongoing_requests
+        maximum = max(maximum, int(target + 0.999))
+    return target, maximum
 
 
 def app_args(env: Environment) -> AppArgs:
@@ -16,6 +32,7 @@ def app_args(env: Environment) -> AppArgs:
     models = []
     for model in env.models:
         pool = env.node_pool(model.node_pool)
+        target, maximum = model_load_targets(env, model)
         models.append(ModelSpec(
             id=model.id,
             weights=model.weights.source,
@@ -27,6 +44,8 @@ def app_args(env: Environment) -> AppArgs:
             max_model_len=model.max_model_len,
             min_replicas=model.replicas.min,
             max_replicas=model.replicas.max,
+            target_ongoing_requests=target,
+            max_ongoing_requests=maximum,
             lora=LoraSpec(max_adapters_per_replica=model.lora.max_adapters_per_replica, max_rank=model.lora.max_rank)
             if model.lora.enabled else None,
             engine_kwargs=model.engine_kwargs,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from infra.catalog import INSTANCE_TYPES, gpu_instance
+from infra.catalog import GPUS, INSTANCE_TYPES, gpu_instance
 from infra.s3_names import bucket_name_problem
 from stacks.environment import RESERVED_ENGINE_KWARGS, Environment, NodePool
 from stacks.names import Names
@@ -39,6 +39,7 @@ def check_environment(env: Environment) -> list[Problem]:
     problems += _node_pools(env)
     problems += _models(env)
     problems += _pool_capacity(env)
+    problems += _capacity(env)
     problems += _names(env)
     if len(env.tags) > USER_TAGS_MAX:
         problems.append(Problem("tags", f"{len(env.tags)} tags; at most {USER_TAGS_MAX} (AWS allows 50 per resource, the stack adds its own)"))
@@ -125,6 +126,39 @@ def _models(env: Environment) -> list[Problem]:
                 f"tensor_parallel_size {model.tensor_parallel_size} x pipeline_parallel_size {model.pipeline_parallel_size} "
                 f"= {model.gpus_per_replica} GPUs does not fit a node of pool {pool.name!r} ({per_node} x {pool.accelerator}); "
                 "lower the parallelism or use a larger instance type",
+            ))
+    return problems
+
+
+def _capacity(env: Environment) -> list[Problem]:
+    """Every model fits its GPU with room for at least one request of max_model_len (the planner)."""
+    from stacks.capacity import architecture_of, options, plan_model  # noqa: PLC0415
+    from stacks.model_catalog import CATALOG  # noqa: PLC0415
+
+    problems = []
+    for i, model in enumerate(env.models):
+        pool = env.node_pool(model.node_pool)
+        if pool is None or pool.accelerator is None:
+            continue  # reported by _models
+        where = f"models[{i}]"
+        try:
+            capacity = plan_model(model, GPUS[pool.accelerator])
+        except (OSError, ValueError) as exc:
+            problems.append(Problem(f"{where}.architecture", f"cannot read {model.architecture}: {exc}"))
+            continue
+        if capacity is None:
+            problems.append(Problem(
+                f"{where}.architecture",
+                f"no architecture known for {model.id!r}: set architecture to a catalog model "
+                f"(e.g. {next(iter(CATALOG.values())).hf_id}; `llmstacks plan-capacity --list`) or a config.json path",
+            ))
+            continue
+        if not capacity.fits:
+            arch = architecture_of(model)
+            problems.append(Problem(
+                where,
+                f"{model.id} does not fit {pool.accelerator} (tp {model.tensor_parallel_size} x pp {model.pipeline_parallel_size}, "
+                f"max_model_len {model.max_model_len:,}): {capacity.problems[0]}. Options: {options(arch, GPUS[pool.accelerator], capacity)}",
             ))
     return problems
 

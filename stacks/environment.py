@@ -258,6 +258,20 @@ class Model(Strict):
     lora: Lora = Lora()
     # Passed to vLLM as is (quantization, prefix caching, reasoning parser, ...).
     engine_kwargs: dict[str, Any] = {}
+    # For the capacity planner: a catalog model (Hugging Face id) or a config.json path.
+    # Default: weights.hf_id, lora.base_model, or the catalog model whose name is the id.
+    architecture: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    # Ray Serve load targets per replica; default: derived from the planned KV-cache concurrency.
+    target_ongoing_requests: Annotated[float, Field(gt=0)] | None = None
+    max_ongoing_requests: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _load_targets(self) -> Model:
+        if (self.target_ongoing_requests is not None and self.max_ongoing_requests is not None
+                and self.target_ongoing_requests > self.max_ongoing_requests):
+            raise ValueError(f"target_ongoing_requests {self.target_ongoing_requests} exceeds max_ongoing_requests "
+                             f"{self.max_ongoing_requests}: replicas could never reach the scale-up target")
+        return self
 
     @property
     def gpus_per_replica(self) -> int:

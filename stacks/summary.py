@@ -6,9 +6,28 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import math
+
+from infra.catalog import GPUS, INSTANCE_TYPES, PRICES_AS_OF
+from stacks.app_args import model_load_targets
+from stacks.capacity import plan_model
 from stacks.checks import gpus_per_node
 from stacks.environment import Environment
 from stacks.names import Names
+
+
+def gpu_cost_per_hour(env: Environment, at: str) -> float:
+    """On-demand cost of the GPU nodes the models need with every model at its `min` or `max` replicas."""
+    total = 0.0
+    for pool in env.node_pools:
+        per_node = gpus_per_node(pool)
+        instance = INSTANCE_TYPES.get(pool.instance_types[0])
+        if not per_node or instance is None:
+            continue
+        users = [m for m in env.models if m.node_pool == pool.name and m.gpus_per_replica <= per_node]
+        nodes = sum(math.ceil(getattr(m.replicas, at) / (per_node // m.gpus_per_replica)) for m in users)
+        total += max(nodes, pool.min_size) * instance.price_per_hour
+    return total
 
 
 def resource_counts(tf_json: dict) -> Counter[str]:
@@ -45,7 +64,7 @@ def summarize(env: Environment, stack_file: Path) -> str:
     if env.models:
         lines.append("  models:")
         lines += _table(
-            ["ID", "POOL", "GPUS/REPLICA", "REPLICAS", "MAX LEN", "LORA", "WEIGHTS"],
+            ["ID", "POOL", "GPUS/REPLICA", "REPLICAS", "MAX LEN", "KV CACHE", "CONCURRENCY", "LOAD TARGET", "LORA", "WEIGHTS"],
             [
                 [
                     m.id,
@@ -53,14 +72,26 @@ def summarize(env: Environment, stack_file: Path) -> str:
                     f"{m.gpus_per_replica} (tp {m.tensor_parallel_size} x pp {m.pipeline_parallel_size})",
                     f"{m.replicas.min}-{m.replicas.max}",
                     str(m.max_model_len),
+                    *_capacity_cells(env, m),
                     f"up to {m.lora.max_adapters_per_replica}, rank <= {m.lora.max_rank}" if m.lora.enabled else "off",
                     names.model_weights_uri(m.id) if m.weights.source == "bucket" else f"hf:{m.weights.hf_id}",
                 ]
                 for m in env.models
             ],
         )
+        lines.append(f"  GPU cost: ${gpu_cost_per_hour(env, 'min'):,.2f}/h at min replicas, "
+                     f"${gpu_cost_per_hour(env, 'max'):,.2f}/h at max (on-demand, us-east-1 prices of {PRICES_AS_OF})")
     else:
         lines.append("  models: none")
     specs = stack_file.parent.parent.parent / "specs" / names.stack
     lines.append(f"  service specs ({env.serving.target} target): {specs}/{{anyscale-service,serve-config,rayservice}}.yaml")
     return "\n".join(lines)
+
+
+def _capacity_cells(env: Environment, model) -> list[str]:
+    pool = env.node_pool(model.node_pool)
+    capacity = plan_model(model, GPUS[pool.accelerator]) if pool and pool.accelerator else None
+    target, maximum = model_load_targets(env, model)
+    if capacity is None:
+        return ["?", "?", f"{target:g} / {maximum}"]
+    return [f"{capacity.kv_cache_tokens:,} tok", f"{capacity.max_concurrency:.1f}x", f"{target:g} / {maximum}"]

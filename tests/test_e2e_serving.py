@@ -44,6 +44,7 @@ models:
   - id: {MODEL}
     node_pool: l4
     max_model_len: 2048
+    architecture: Qwen/Qwen3-0.6B  # sized as a small model; the CPU engine stands in for it
     lora: {{enabled: true, max_adapters_per_replica: 4, max_rank: 16}}
 writer: {{role_arns: ["arn:aws:iam::123456789012:role/ci"]}}
 """
