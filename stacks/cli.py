@@ -323,6 +323,18 @@ def cmd_plan_capacity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(args: argparse.Namespace) -> int:
+    from stacks.preview import preview, to_json, to_markdown  # noqa: PLC0415
+
+    result = preview(args.base, env_dir=Path(args.env_dir), policy=not args.no_policy)
+    text = to_json(result) if args.format == "json" else to_markdown(result)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    return 0 if result.policy_ok else 1
+
+
 def _utilization(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
@@ -435,6 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
     capacity.add_argument("--json", action="store_true", help="one JSON object")
     capacity.add_argument("--list", action="store_true", help="list the catalog's models and GPUs")
     capacity.set_defaults(func=cmd_plan_capacity)
+
+    preview = commands.add_parser("preview", help="what this change does to every environment, offline (for pull requests)")
+    preview.add_argument("--base", required=True, metavar="REF", help="the git revision to compare with (e.g. origin/main)")
+    preview.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    preview.add_argument("--output", metavar="FILE", help="write the preview here instead of standard output")
+    preview.add_argument("--env-dir", default=str(ENVIRONMENTS_DIR), metavar="DIR")
+    preview.add_argument("--no-policy", action="store_true", help="skip the policy gate (faster; no checkov needed)")
+    preview.set_defaults(func=cmd_preview)
     return parser
 
 
