@@ -63,7 +63,7 @@ check: $(VENV)/.installed-base $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 test: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(PY) -m pytest
 
-bench: $(VENV)/.installed-dev
+bench: $(VENV)/.installed-dev $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(PY) benchmarks/bench.py
 
 clean:

@@ -8,7 +8,10 @@ Prints (and writes to bench-results/bench.json):
 - `llmstacks synth` of one environment with 2 and with 50 models (target:
   50 models <= 1.2x the 2-model time);
 - the same synths in one warm process, without the import, to show where
-  the time goes.
+  the time goes;
+- `llmstacks preview --base HEAD` (base synth in a worktree plus this tree's
+  synth and policy gate) and its ratio to a synth of all environments
+  (target <= 2.2), also without the policy gate.
 
 Each figure is the best of --repeat runs (default 2). No assertions: the
 numbers are for people and the closing note, not a pass/fail gate.
@@ -101,6 +104,9 @@ def main() -> int:
             "synth_all_s": best_of(args.repeat, [*synth, str(tmp_path / "all")]),
             "synth_2_models_s": best_of(args.repeat, [*synth, str(tmp_path / "o2"), "--config", str(two)]),
             "synth_50_models_s": best_of(args.repeat, [*synth, str(tmp_path / "o50"), "--config", str(fifty)]),
+            "preview_s": best_of(args.repeat, [LLMSTACKS, "preview", "--base", "HEAD", "--output", str(tmp_path / "p.md")]),
+            "preview_no_policy_s": best_of(args.repeat, [LLMSTACKS, "preview", "--base", "HEAD", "--no-policy",
+                                                         "--output", str(tmp_path / "p.md")]),
         }
         warm_runs = [
             json.loads(subprocess.run(
@@ -115,6 +121,7 @@ def main() -> int:
         **cold,
         "synth_all_over_import": cold["synth_all_s"] / cold["import_provider_s"],
         "models_50_over_2": cold["synth_50_models_s"] / cold["synth_2_models_s"],
+        "preview_over_synth_all": cold["preview_s"] / cold["synth_all_s"],
         **warm,
     }
     rows = [
@@ -124,6 +131,9 @@ def main() -> int:
         ("llmstacks synth, 2 models", f"{results['synth_2_models_s']:.2f} s", ""),
         ("llmstacks synth, 50 models", f"{results['synth_50_models_s']:.2f} s", ""),
         ("  ratio 50 / 2 models", f"{results['models_50_over_2']:.2f}", "target <= 1.20"),
+        ("llmstacks preview --base HEAD (with policy gate)", f"{results['preview_s']:.2f} s", ""),
+        ("  ratio preview / synth-all", f"{results['preview_over_synth_all']:.2f}", "target <= 2.20"),
+        ("llmstacks preview --no-policy", f"{results['preview_no_policy_s']:.2f} s", ""),
         ("warm process: synth all environments", f"{results['warm_all_s']:.2f} s", "import excluded"),
         ("warm process: synth 2 models", f"{results['warm_models_2_s']:.2f} s", ""),
         ("warm process: synth 50 models", f"{results['warm_models_50_s']:.2f} s", ""),
