@@ -155,3 +155,38 @@ def test_resource_diff_names_nested_attributes():
     changes = diff_resources(base, head)
     assert [(c.address, c.action) for c in changes] == [("aws_x.b", "added"), ("aws_x.a", "changed")]
     assert changes[1].attributes == ["tags.k: 1 -> 2"]
+
+
+def test_an_invalid_working_tree_environment_is_exit_2_before_any_checkout(repo, tmp_path, capsys):
+    envs = tmp_path / "envs"
+    shutil.copytree(repo / "stacks" / "environments", envs)
+    (envs / "dev.yaml").write_text((envs / "dev.yaml").read_text().replace("max_model_len: 8192", "max_model_len: many"))
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        assert main(["preview", "--base", "base", "--env-dir", str(envs), "--no-policy"]) == 2
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dev.yaml: models[0].max_model_len" in err[0]
+    assert len(git(repo, "worktree", "list").splitlines()) == 1  # nothing checked out
+
+
+def test_a_base_that_does_not_synthesize_is_reported_not_fatal(tmp_path):
+    repo = tmp_path / "repo"
+    for name in git(ROOT, "ls-files").splitlines():
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    staging = repo / "stacks" / "environments" / "staging.yaml"
+    good = staging.read_text()
+    staging.write_text(good + "unknown_key: 1\n")
+    git(repo, "init", "--quiet", "--initial-branch", "base")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", "--all")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet", "-m", "broken base")
+    staging.write_text(good)
+    result = preview("base", repo=repo, env_dir=repo / "stacks" / "environments", policy=False)
+    assert result.base_error.startswith("the base revision does not synthesize: error: ")
+    assert "unknown_key" in result.base_error
+    assert {e.name: e.status for e in result.environments}["staging"] == "added"
+    assert "> ⚠️ the base revision does not synthesize" in to_markdown(result)
