@@ -17,11 +17,12 @@ CDKTF_CLI := cdktf-cli@0.21.0
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: help install synth check test bench clean deploy
+.PHONY: help install synth check preview test bench clean deploy
 
 help:
 	@echo "make synth              synthesize every environment into cdktf.out/ (offline)"
 	@echo "make check              synthesize, then run the policy gate (checkov + policies/) on every environment"
+	@echo "make preview BASE=ref   what this change does per environment, against a git revision (writes preview.md)"
 	@echo "make test               run the test suite"
 	@echo "make bench              measure synth speed"
 	@echo "make deploy ENV=dev     cdktf deploy one environment (needs Terraform and AWS credentials)"
@@ -59,6 +60,10 @@ synth: $(VENV)/.installed-base
 
 check: $(VENV)/.installed-base $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(VENV)/bin/llmstacks check
+
+preview: $(VENV)/.installed-base $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+	@test -n "$(BASE)" || { echo "usage: make preview BASE=<git revision>" >&2; exit 2; }
+	$(VENV)/bin/llmstacks preview --base "$(BASE)" --output preview.md
 
 test: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(PY) -m pytest

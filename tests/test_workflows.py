@@ -42,7 +42,7 @@ def test_pull_requests_run_the_tests_the_gate_and_the_preview():
     runs = [step.get("run", "") for step in jobs["test"]["steps"]]
     assert "make test" in runs and "make check" in runs
     preview = "\n".join(step.get("run", "") for step in jobs["preview"]["steps"])
-    assert 'llmstacks preview --base "origin/${BASE_REF}"' in preview
+    assert 'make preview BASE="origin/${BASE_REF}"' in preview
     assert jobs["preview"]["steps"][0].get("with", {}).get("fetch-depth") == 0  # the base revision must be there
     assert jobs["plan"]["strategy"]["matrix"]["stack"] == ["dev", "staging", "prod"]
     assert jobs["plan"]["permissions"]["id-token"] == "write"
@@ -57,3 +57,10 @@ def test_main_deploys_dev_then_staging_then_prod_behind_environments():
     runs = [step.get("run", "") for step in deploy["steps"]]
     order = [i for i, r in enumerate(runs) if "llmstacks check" in r or "make deploy" in r or "llmstacks publish" in r]
     assert len(order) == 3 and order == sorted(order)  # gate, deploy, then publish
+
+
+def test_the_make_preview_target_installs_the_gate_and_needs_a_base():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "preview: $(VENV)/.installed-base $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)" in makefile
+    result = subprocess.run(["make", "-s", "preview"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and "usage: make preview BASE=<git revision>" in result.stderr
