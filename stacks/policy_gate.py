@@ -158,12 +158,20 @@ def run_checkov(stacks_dir: Path, report_dir: Path, checkov: str | None = None) 
     return report[0] if isinstance(report, list) else report
 
 
-def findings_from(report: dict, baseline: dict[str, str]) -> list[Finding]:
-    findings = []
+def findings_from(report: dict, baseline: dict[str, str], stacks_dir: Path | None = None) -> list[Finding]:
+    findings, types = [], {}
     for kind, passed in (("passed_checks", True), ("failed_checks", False)):
         for result in report.get("results", {}).get(kind, []):
             env = result["file_path"].lstrip("/").split("/", 1)[0]
-            findings.append(Finding(result["check_id"], result["check_name"], env, result["resource"], passed,
+            resource = result["resource"]
+            if resource.startswith("resource.") and stacks_dir is not None:
+                # checkov names external checks' resources "resource.<name>": put the type back.
+                if env not in types:
+                    document = json.loads((stacks_dir / result["file_path"].lstrip("/")).read_text())
+                    types[env] = {name: kind_ for kind_, items in document.get("resource", {}).items() for name in items}
+                name = resource.removeprefix("resource.")
+                resource = f"{types[env].get(name, 'resource')}.{name}"
+            findings.append(Finding(result["check_id"], result["check_name"], env, resource, passed,
                                     baselined=not passed and result["check_id"] in baseline))
     return findings
 
@@ -181,7 +189,7 @@ def run_gate(outdir: Path, environments: list[str], report_dir: Path | None = No
     for env in environments:
         shutil.copytree(stacks_dir / env, selected / env)
     raw = run_checkov(selected, report_dir, checkov)
-    report = GateReport(findings=findings_from(raw, baseline))
+    report = GateReport(findings=findings_from(raw, baseline, selected))
     ran = {f.check for f in report.findings}
     report.missing_checks = [c for c in custom_check_ids() if c not in ran]
     failing = {f.check for f in report.findings if not f.passed}

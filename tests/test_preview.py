@@ -93,7 +93,7 @@ def test_terraform_resources_added_removed_and_changed_with_attributes(result):
 
 def test_the_policy_verdict_is_the_working_trees(result):
     prod, staging = by_name(result, "prod"), by_name(result, "staging")
-    assert not prod.policy_ok and "CKV_LLM_11" in prod.policy
+    assert not prod.policy_ok and "CKV_LLM_11 aws_s3_bucket.lora_bucket_" in prod.policy
     assert any(r.address.startswith("aws_s3_bucket.") and "lifecycle.prevent_destroy: true -> (none)" in r.attributes
                for r in prod.resources)
     assert staging.status == "unchanged" and staging.policy_ok and not staging.resources
