@@ -27,14 +27,15 @@ from app.artifact_files import (
     ArtifactError,
     LocalFile,
     delete_keys,
+    has_objects,
     head,
     holds,
     list_folders,
     list_keys,
     local_files,
-    put_file,
     read_json_object,
     safetensors_header,
+    upload_missing,
     with_digests,
 )
 from app.spec import ADAPTERS_PREFIX, STAGING_PREFIX, model_id_problem
@@ -159,7 +160,7 @@ def upload_adapter(s3, bucket: str, target: AdapterTarget, name: str, directory:
     files, _ = scan_adapter_dir(directory, target)
     final = adapter_prefix(target.model_id, name)
     for model_id in list_folders(s3, bucket, f"{ADAPTERS_PREFIX}/"):
-        if model_id != target.model_id and list_keys(s3, bucket, adapter_prefix(model_id, name)):
+        if model_id != target.model_id and has_objects(s3, bucket, adapter_prefix(model_id, name)):
             raise ArtifactError(
                 f"--adapter: {name!r} is already published for model {model_id!r}; Ray caches adapters by name "
                 "alone, so an adapter name must be unique across models: pick another name"
@@ -175,15 +176,7 @@ def upload_adapter(s3, bucket: str, target: AdapterTarget, name: str, directory:
         )
 
     staging = f"{staging_root(target.model_id, name)}{content_digest(files)[:16]}/"
-    uploaded, skipped = [], []
-    for f in files:
-        if holds(head(s3, bucket, staging + f.name), f):
-            skipped.append(f.name)
-            if progress:
-                progress(f.size)
-            continue
-        put_file(s3, bucket, staging + f.name, f, transfer_config=transfer_config, progress=progress)
-        uploaded.append(f.name)
+    uploaded, skipped = upload_missing(s3, bucket, staging, files, transfer_config=transfer_config, progress=progress)
 
     # Leftovers of an interrupted upload or delete: without adapter_config.json Ray ignores them.
     wanted = {f.name for f in files}

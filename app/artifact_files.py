@@ -138,6 +138,22 @@ def put_file(s3, bucket: str, key: str, f: LocalFile, *, transfer_config=None,
     )
 
 
+def upload_missing(s3, bucket: str, prefix: str, files: list[LocalFile], *, transfer_config=None,
+                   progress: Callable[[int], None] | None = None) -> tuple[list[str], list[str]]:
+    """Upload each file to `prefix` + its name unless an object there already holds it (a rerun
+    resumes); returns the names (uploaded, skipped)."""
+    uploaded, skipped = [], []
+    for f in files:
+        if holds(head(s3, bucket, prefix + f.name), f):
+            skipped.append(f.name)
+            if progress:
+                progress(f.size)
+            continue
+        put_file(s3, bucket, prefix + f.name, f, transfer_config=transfer_config, progress=progress)
+        uploaded.append(f.name)
+    return uploaded, skipped
+
+
 def head(s3, bucket: str, key: str) -> dict | None:
     from botocore.exceptions import ClientError  # noqa: PLC0415
 
@@ -168,6 +184,10 @@ def list_keys(s3, bucket: str, prefix: str) -> list[dict]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         objects += page.get("Contents", [])
     return objects
+
+
+def has_objects(s3, bucket: str, prefix: str) -> bool:
+    return s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0) > 0
 
 
 def list_folders(s3, bucket: str, prefix: str) -> list[str]:

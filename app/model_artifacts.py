@@ -20,12 +20,11 @@ from app.artifact_files import (
     ArtifactError,
     LocalFile,
     head,
-    holds,
     local_files,
-    put_file,
     read_json_object,
     safetensors_header,
     stream_sha256,
+    upload_missing,
     with_digests,
 )
 from app.spec import WEIGHTS_PREFIX
@@ -85,16 +84,7 @@ def upload_model(s3, bucket: str, model_id: str, directory: Path, *,
     prefix = model_prefix(model_id)
     # Unpublish first: from here until the new manifest, readers see no model.
     s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
-    uploaded, skipped = [], []
-    for f in files:
-        key = prefix + f.name
-        if holds(head(s3, bucket, key), f):
-            skipped.append(f.name)
-            if progress:
-                progress(f.size)
-            continue
-        put_file(s3, bucket, key, f, transfer_config=transfer_config, progress=progress)
-        uploaded.append(f.name)
+    uploaded, skipped = upload_missing(s3, bucket, prefix, files, transfer_config=transfer_config, progress=progress)
     manifest = manifest_for(model_id, files)
     snapshot = manifest_digest(manifest)[:40]
     s3.put_object(Bucket=bucket, Key=prefix + HASH_OBJECT, Body=snapshot.encode(), ChecksumAlgorithm="SHA256")

@@ -185,6 +185,19 @@ def test_base_model_may_be_named_by_id_hf_id_or_training_path():
         assert not base_model_matches(declared, names), declared
 
 
+def test_list_and_delete_reach_models_no_longer_in_the_environment(s3, tmp_path, capsys):
+    assert main(["list-adapters", "--env", "dev"]) == 0
+    assert capsys.readouterr().out.strip() == f"no adapters in s3://{BUCKET}/adapters/"
+    s3.put_object(Bucket=BUCKET, Key="adapters/retired-model/old/adapter_config.json", Body=b'{"r": 8}')
+    assert main(["list-adapters", "--env", "dev"]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("retired-model:old ")]
+    assert " 8 " in line and "ready, model not in dev" in line
+    assert main(["delete-adapter", "--env", "dev", "--model", "retired-model", "--adapter", "old"]) == 0
+    assert keys(s3) == set()
+    assert main(["delete-adapter", "--env", "dev", "--model", "bad/model", "--adapter", "old"]) == 2
+    assert "--model: model id 'bad/model' is not valid" in capsys.readouterr().err
+
+
 def test_list_adapters_shows_ready_and_incomplete(s3, tmp_path, capsys):
     assert upload(adapter_dir(tmp_path, "support", rank=16), "support") == 0
     # What a killed delete leaves: weights without adapter_config.json.
