@@ -7,17 +7,17 @@ the service spec, the capacity planner and the preview agree on what runs.
 from __future__ import annotations
 
 from app.spec import AppArgs, LoraSpec, ModelSpec
-from infra.catalog import GPUS
-from stacks.capacity import load_targets, plan_model
+from stacks.capacity import CapacityPlan, load_targets, plan_for
 from stacks.environment import Environment, Model
 from stacks.names import Names
 
+# The app's own defaults, for a model the planner cannot size.
+DEFAULT_TARGETS = (ModelSpec.model_fields["target_ongoing_requests"].default, ModelSpec.model_fields["max_ongoing_requests"].default)
 
-def model_load_targets(env: Environment, model: Model) -> tuple[float, int]:
+
+def model_load_targets(model: Model, capacity: CapacityPlan | None) -> tuple[float, int]:
     """(target_ongoing_requests, max_ongoing_requests): the environment's, else from the planner."""
-    pool = env.node_pool(model.node_pool)
-    capacity = plan_model(model, GPUS[pool.accelerator]) if pool and pool.accelerator else None
-    target, maximum = load_targets(capacity) if capacity and capacity.fits else (32.0, 64)
+    target, maximum = load_targets(capacity) if capacity and capacity.fits else DEFAULT_TARGETS
     if model.max_ongoing_requests is not None:
         maximum = model.max_ongoing_requests
         target = min(target, maximum)
@@ -32,7 +32,7 @@ def app_args(env: Environment) -> AppArgs:
     models = []
     for model in env.models:
         pool = env.node_pool(model.node_pool)
-        target, maximum = model_load_targets(env, model)
+        target, maximum = model_load_targets(model, plan_for(env, model))
         models.append(ModelSpec(
             id=model.id,
             weights=model.weights.source,

@@ -88,18 +88,17 @@ def plan(arch: Architecture, gpu: Gpu, *, tensor_parallel: int = 1, pipeline_par
     tokens = max_num_batched_tokens or default_tokens
     seqs = max_num_seqs or default_seqs
 
-    weight_bytes_per_param = QUANTIZATION_BYTES.get(quantization or "", WEIGHT_DTYPE_BYTES.get(dtype) or arch.weight_bytes_per_param)
-    if quantization and quantization not in QUANTIZATION_BYTES:
+    quantized = quantization in QUANTIZATION_BYTES
+    if quantization and not quantized:
         notes.append(f"quantization {quantization!r} is not modelled: weights are taken at the checkpoint's size")
+    bytes_per_param = QUANTIZATION_BYTES[quantization] if quantized else WEIGHT_DTYPE_BYTES.get(dtype) or arch.weight_bytes_per_param
+    # Quantized checkpoints keep embeddings and the LM head in 16 bits.
+    embedding_bytes = arch.embedding_params * (2.0 if quantized else bytes_per_param)
     if arch.weights_gib is not None and not quantization and dtype == "auto":
         total_weights = arch.weight_bytes
         notes.append("weights from the published checkpoint size (mixed-precision format)")
     else:
-        total_weights = arch.params * weight_bytes_per_param
-    # Quantized checkpoints keep embeddings and the LM head in 16 bits.
-    embedding_bytes = arch.embedding_params * (2.0 if quantization in QUANTIZATION_BYTES else weight_bytes_per_param)
-    if quantization in QUANTIZATION_BYTES:
-        total_weights = (arch.params - arch.embedding_params) * weight_bytes_per_param + embedding_bytes
+        total_weights = (arch.params - arch.embedding_params) * bytes_per_param + embedding_bytes
     # Each pipeline stage holds its share of the layers; embeddings sit on the first and last stage.
     weights = ((total_weights - embedding_bytes) / pp + embedding_bytes) / tp
 
@@ -208,15 +207,19 @@ def architecture_of(model) -> Architecture | None:
     return None
 
 
-def plan_model(model, gpu: Gpu) -> CapacityPlan | None:
-    """The capacity of one environment model on its pool's GPU (None: architecture unknown)."""
-    arch = architecture_of(model)
+def plan_for(env, model) -> CapacityPlan | None:
+    """The capacity of one model of an environment on its pool's GPU, with the engine settings
+    its engine_kwargs give. None: no GPU pool, or the architecture is unknown."""
+    from infra.catalog import GPUS  # noqa: PLC0415
+
+    pool = env.node_pool(model.node_pool)
+    arch = architecture_of(model) if pool is not None and pool.accelerator else None
     if arch is None:
         return None
     kwargs = model.engine_kwargs
     return plan(
-        arch, gpu, tensor_parallel=model.tensor_parallel_size, pipeline_parallel=model.pipeline_parallel_size,
-        max_model_len=model.max_model_len,
+        arch, GPUS[pool.accelerator], tensor_parallel=model.tensor_parallel_size,
+        pipeline_parallel=model.pipeline_parallel_size, max_model_len=model.max_model_len,
         gpu_memory_utilization=float(kwargs.get("gpu_memory_utilization", DEFAULT_UTILIZATION)),
         dtype=str(kwargs.get("dtype", "auto")), kv_cache_dtype=str(kwargs.get("kv_cache_dtype", "auto")),
         quantization=kwargs.get("quantization"), max_num_batched_tokens=kwargs.get("max_num_batched_tokens"),

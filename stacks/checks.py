@@ -33,6 +33,21 @@ def gpus_per_node(pool: NodePool) -> int:
     return min(INSTANCE_TYPES[t].gpus for t in pool.instance_types if t in INSTANCE_TYPES)
 
 
+def pool_models(env: Environment, pool: NodePool) -> list:
+    """The models on `pool` whose replicas fit one of its nodes."""
+    per_node = gpus_per_node(pool)
+    return [m for m in env.models if m.node_pool == pool.name and per_node and m.gpus_per_replica <= per_node]
+
+
+def nodes_needed(env: Environment, pool: NodePool, at: str = "max") -> int:
+    """Nodes of `pool` its models need with each at its `min` or `max` replicas.
+
+    Replicas of one model do not share GPUs; count whole nodes per model.
+    """
+    per_node = gpus_per_node(pool)
+    return sum(math.ceil(getattr(m.replicas, at) / (per_node // m.gpus_per_replica)) for m in pool_models(env, pool))
+
+
 def check_environment(env: Environment) -> list[Problem]:
     problems: list[Problem] = []
     problems += _unique(env)
@@ -132,7 +147,7 @@ def _models(env: Environment) -> list[Problem]:
 
 def _capacity(env: Environment) -> list[Problem]:
     """Every model fits its GPU with room for at least one request of max_model_len (the planner)."""
-    from stacks.capacity import architecture_of, options, plan_model  # noqa: PLC0415
+    from stacks.capacity import architecture_of, options, plan_for  # noqa: PLC0415
     from stacks.model_catalog import CATALOG  # noqa: PLC0415
 
     problems = []
@@ -142,7 +157,7 @@ def _capacity(env: Environment) -> list[Problem]:
             continue  # reported by _models
         where = f"models[{i}]"
         try:
-            capacity = plan_model(model, GPUS[pool.accelerator])
+            capacity = plan_for(env, model)
         except (OSError, ValueError) as exc:
             problems.append(Problem(f"{where}.architecture", f"cannot read {model.architecture}: {exc}"))
             continue
@@ -170,9 +185,8 @@ def _pool_capacity(env: Environment) -> list[Problem]:
         per_node = gpus_per_node(pool)
         if not per_node:
             continue
-        users = [m for m in env.models if m.node_pool == pool.name and m.gpus_per_replica <= per_node]
-        # Replicas of one model do not share GPUs; count whole nodes per model.
-        nodes = sum(math.ceil(m.replicas.max / (per_node // m.gpus_per_replica)) for m in users)
+        users = pool_models(env, pool)
+        nodes = nodes_needed(env, pool, "max")
         surge = math.ceil(nodes * env.serving.rollout_surge_percent / 100)
         if nodes + surge > pool.max_size:
             detail = ", ".join(f"{m.id}: {m.replicas.max} x {m.gpus_per_replica} GPU" for m in users)

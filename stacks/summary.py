@@ -6,12 +6,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import math
-
-from infra.catalog import GPUS, INSTANCE_TYPES, PRICES_AS_OF
+from infra.catalog import INSTANCE_TYPES, PRICES_AS_OF
 from stacks.app_args import model_load_targets
-from stacks.capacity import plan_model
-from stacks.checks import gpus_per_node
+from stacks.capacity import plan_for
+from stacks.checks import gpus_per_node, nodes_needed
 from stacks.environment import Environment
 from stacks.names import Names
 
@@ -20,13 +18,9 @@ def gpu_cost_per_hour(env: Environment, at: str) -> float:
     """On-demand cost of the GPU nodes the models need with every model at its `min` or `max` replicas."""
     total = 0.0
     for pool in env.node_pools:
-        per_node = gpus_per_node(pool)
         instance = INSTANCE_TYPES.get(pool.instance_types[0])
-        if not per_node or instance is None:
-            continue
-        users = [m for m in env.models if m.node_pool == pool.name and m.gpus_per_replica <= per_node]
-        nodes = sum(math.ceil(getattr(m.replicas, at) / (per_node // m.gpus_per_replica)) for m in users)
-        total += max(nodes, pool.min_size) * instance.price_per_hour
+        if gpus_per_node(pool) and instance is not None:
+            total += max(nodes_needed(env, pool, at), pool.min_size) * instance.price_per_hour
     return total
 
 
@@ -89,9 +83,8 @@ def summarize(env: Environment, stack_file: Path) -> str:
 
 
 def _capacity_cells(env: Environment, model) -> list[str]:
-    pool = env.node_pool(model.node_pool)
-    capacity = plan_model(model, GPUS[pool.accelerator]) if pool and pool.accelerator else None
-    target, maximum = model_load_targets(env, model)
+    capacity = plan_for(env, model)
+    target, maximum = model_load_targets(model, capacity)
     if capacity is None:
         return ["?", "?", f"{target:g} / {maximum}"]
     return [f"{capacity.kv_cache_tokens:,} tok", f"{capacity.max_concurrency:.1f}x", f"{target:g} / {maximum}"]
