@@ -54,17 +54,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _synth(args: argparse.Namespace) -> list[Environment]:
-    envs, everything = _environments(args)
-    # The specs are validated (Ray's and Anyscale's schemas take ~3 s to import)
-    # while cdktf loads the provider bindings; nothing is written unless both pass.
+def synthesize_checked(envs: list[tuple[Environment, str]], outdir: Path, *, replace_all: bool) -> tuple[dict[str, Path], list[str]]:
+    """Synthesize `envs` into `outdir`; (stack files, the spec validators that ran).
+
+    The specs are validated (Ray's and Anyscale's schemas take ~3 s to import)
+    while cdktf loads the provider bindings; nothing is written unless both pass.
+    """
     with ThreadPoolExecutor(max_workers=1) as pool:
         checked = pool.submit(lambda: [check_specs(env, source) for env, source in envs])
-        from stacks.summary import summarize  # noqa: PLC0415
         from stacks.synth import synthesize  # noqa: PLC0415  (loads cdktf: only for good input)
 
-        files = synthesize(envs, Path(args.outdir), replace_all=everything, before_install=checked.result)
-    validators = checked.result()[0] if envs else []
+        files = synthesize(envs, outdir, replace_all=replace_all, before_install=checked.result)
+    return files, (checked.result()[0] if envs else [])
+
+
+def _synth(args: argparse.Namespace) -> list[Environment]:
+    from stacks.summary import summarize  # noqa: PLC0415
+
+    envs, everything = _environments(args)
+    files, validators = synthesize_checked(envs, Path(args.outdir), replace_all=everything)
     for env, _ in envs:
         print(summarize(env, files[env.name]))
     print(f"synthesized {len(envs)} stack(s) and their service specs into {args.outdir} "
@@ -116,6 +124,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_index(env: Environment, path: Path, model_id: str) -> int:
+    """The position of --model in the environment file."""
+    index = next((i for i, m in enumerate(env.models) if m.id == model_id), None)
+    if index is None:
+        raise ConfigError(path, "--model", f"{model_id!r} is not a model of {env.name} (models: {', '.join(m.id for m in env.models) or 'none'})")
+    return index
+
+
 def _weights_target(args: argparse.Namespace):
     """(environment, s3 client, weights bucket) for a model of the environment that lives in the bucket."""
     from stacks.artifacts import s3_client  # noqa: PLC0415
@@ -123,9 +139,7 @@ def _weights_target(args: argparse.Namespace):
 
     path = Path(args.config) if args.config else find_environment(args.env, Path(args.env_dir))
     env = load_environment(path)
-    model = next((m for m in env.models if m.id == args.model), None)
-    if model is None:
-        raise ConfigError(path, "--model", f"{args.model!r} is not a model of {env.name} (models: {', '.join(m.id for m in env.models) or 'none'})")
+    model = env.models[_model_index(env, path, args.model)]
     if model.weights.source != "bucket":
         raise ConfigError(path, "--model", f"{args.model!r} takes its weights from {model.weights.source}, not the weights bucket")
     return env, s3_client(env), Names(env).weights_bucket
@@ -175,13 +189,11 @@ def _lora_target(args: argparse.Namespace, *, upload: bool = True):
     env = load_environment(path)
     target = None
     if args.model is not None:
-        index = next((i for i, m in enumerate(env.models) if m.id == args.model), None)
-        if index is None and not upload:
+        if not upload and all(m.id != args.model for m in env.models):
             if problem := model_id_problem(args.model):
                 raise ConfigError(path, "--model", problem)
             return env, s3_client(env), Names(env).lora_bucket, None
-        if index is None:
-            raise ConfigError(path, "--model", f"{args.model!r} is not a model of {env.name} (models: {', '.join(m.id for m in env.models) or 'none'})")
+        index = _model_index(env, path, args.model)
         model = env.models[index]
         if upload and not model.lora.enabled:
             raise ConfigError(path, "--model", f"{args.model!r} does not serve LoRA adapters (set models[{index}].lora.enabled)")
@@ -257,12 +269,14 @@ def cmd_delete_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return str(n)
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def cmd_plan_capacity(args: argparse.Namespace) -> int:

@@ -125,13 +125,14 @@ def diff_resources(base: dict | None, head: dict | None) -> list[ResourceChange]
 
 def _model_facts(env: Environment) -> dict[str, dict[str, Any]]:
     from stacks.app_args import model_load_targets  # noqa: PLC0415
+    from stacks.capacity import plan_for  # noqa: PLC0415
     from stacks.names import Names  # noqa: PLC0415
 
     names = Names(env)
     facts = {}
     for m in env.models:
         pool = env.node_pool(m.node_pool)
-        target, maximum = model_load_targets(env, m)
+        target, maximum = model_load_targets(m, plan_for(env, m))
         facts[m.id] = {
             "node pool": m.node_pool,
             "GPUs per replica": f"{m.gpus_per_replica} x {pool.accelerator if pool else '?'}",
@@ -174,19 +175,11 @@ def _compare(kind: str, before: dict[str, dict], after: dict[str, dict]) -> list
 
 
 def _capacity_rows(base: Environment | None, head: Environment | None) -> list[dict[str, Any]]:
-    from infra.catalog import GPUS  # noqa: PLC0415
-    from stacks.capacity import plan_model  # noqa: PLC0415
+    from stacks.capacity import plan_for  # noqa: PLC0415
 
     def planned(env: Environment | None) -> dict[str, Any]:
-        out = {}
-        for m in env.models if env else []:
-            pool = env.node_pool(m.node_pool)
-            try:
-                capacity = plan_model(m, GPUS[pool.accelerator]) if pool and pool.accelerator else None
-            except (OSError, ValueError):
-                capacity = None
-            out[m.id] = capacity
-        return out
+        # Loaded environments passed their checks, so every architecture is readable.
+        return {m.id: plan_for(env, m) for m in env.models} if env else {}
 
     before, after = planned(base), planned(head)
     rows = []
@@ -220,8 +213,8 @@ def _load_all(directory: Path) -> tuple[dict[str, Environment], list[str]]:
     return envs, problems
 
 
-def _start_base_synth(repo: Path, ref: str, workdir: Path) -> tuple[subprocess.Popen | None, Path, str | None]:
-    """Check out `ref` in a worktree and start its own synth; (process, its worktree, error)."""
+def _start_base_synth(repo: Path, ref: str, workdir: Path) -> tuple[subprocess.Popen, Path]:
+    """Check out `ref` in a worktree and start its own synth; (process, its worktree)."""
     tree = workdir / "base"
     result = subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "--quiet", str(tree), ref],
                             capture_output=True, text=True)
@@ -231,7 +224,7 @@ def _start_base_synth(repo: Path, ref: str, workdir: Path) -> tuple[subprocess.P
     env = {**os.environ, "PYTHONPATH": str(tree), "CDKTF_OUTDIR": str(workdir / "base.out")}
     process = subprocess.Popen([sys.executable, "-m", "stacks"], cwd=tree, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    return process, tree, None
+    return process, tree
 
 
 def _read_out(outdir: Path, env: str) -> tuple[dict | None, dict[str, str]]:
@@ -254,7 +247,7 @@ def _spec_diff(before: dict[str, str], after: dict[str, str]) -> str:
 
 def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = None, policy: bool = True) -> Preview:
     """Compare `base_ref` with the working tree of `repo` (default: the current directory's repository)."""
-    from stacks.cli import check_specs  # noqa: PLC0415
+    from stacks.cli import synthesize_checked  # noqa: PLC0415
     from stacks.loader import ENVIRONMENTS_DIR  # noqa: PLC0415
 
     repo = Path(repo or Path.cwd()).resolve()
@@ -269,16 +262,12 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
 
     with tempfile.TemporaryDirectory(prefix="llmstacks-preview-") as tmp:
         workdir = Path(tmp)
-        process, tree, _ = _start_base_synth(repo, base_ref, workdir)
+        process, tree = _start_base_synth(repo, base_ref, workdir)
         try:
             # This revision, in this process, while the base synthesizes in another.
-            from stacks.synth import synthesize  # noqa: PLC0415
-
             head_out = workdir / "head.out"
             ordered = sorted(head_envs.values(), key=lambda e: e.name)
-            for env in ordered:
-                check_specs(env, env.name)
-            synthesize([(env, env.name) for env in ordered], head_out, replace_all=True)
+            synthesize_checked([(env, env.name) for env in ordered], head_out, replace_all=True)
             verdicts: dict[str, tuple[bool, str]] = {}
             if policy and ordered:
                 from stacks.policy_gate import run_gate  # noqa: PLC0415

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -87,7 +88,6 @@ def test_terraform_resources_added_removed_and_changed_with_attributes(result):
     changed = {r.address: r.attributes for r in dev.resources if r.action == "changed"}
     l4 = next(attrs for address, attrs in changed.items() if address.startswith("aws_eks_node_group.pool-l4"))
     assert "scaling_config.max_size: 4 -> 6" in l4
-    assert "replicas" in dev.spec_diff or "max_replicas: 3" in dev.spec_diff
     assert "+      max_replicas: 3" in dev.spec_diff and "+    - id: qwen3-0.6b" in dev.spec_diff
 
 
@@ -100,10 +100,16 @@ def test_the_policy_verdict_is_the_working_trees(result):
     assert not result.policy_ok
 
 
+def _without_content_hashes(text: str) -> str:
+    """Spec versions and the app zip are named by content hashes that change with any edit to app/."""
+    text = re.sub(r"(specs/[a-z0-9-]+/)[0-9a-f]{16}/", r"\1<version>/", text)
+    return re.sub(r"app-[0-9a-f]{16}\.zip", "app-<hash>.zip", text)
+
+
 def test_markdown_matches_its_snapshot(result):
-    text = to_markdown(result)
+    text = _without_content_hashes(to_markdown(result))
     assert text.startswith(MARKER)
-    if os.environ.get("UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
+    if os.environ.get("UPDATE_SNAPSHOTS"):
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(text)
     assert text == SNAPSHOT.read_text()
