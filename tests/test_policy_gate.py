@@ -342,3 +342,22 @@ def test_a_custom_check_checkov_cannot_load_fails_the_gate(synth_dir, tmp_path, 
     report = run_gate(out, ["dev"])
     assert report.missing_checks == ["CKV_LLM_99"] and not report.ok
     assert "error: custom check CKV_LLM_99 did not run" in report.summary()
+
+
+def test_no_checkov_anywhere_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    import stacks.policy_gate as gate_module
+
+    monkeypatch.delenv("LLMSTACKS_CHECKOV", raising=False)
+    monkeypatch.setattr(gate_module, "LOCAL_CHECKOV", tmp_path / "none" / "checkov")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["check", "--env", "dev", "--outdir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkov: not installed: `make check` installs checkov==3.3.30 into .venv-checkov" in err[0]
+
+
+def test_a_checkov_that_crashes_is_reported_not_taken_for_a_pass(synth_dir, tmp_path):
+    fake = tmp_path / "checkov"
+    fake.write_text("#!/bin/sh\necho 'boom: no such framework' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(RuntimeError, match=r"checkov failed \(exit 3\): boom: no such framework"):
+        run_gate(synth_dir, ["dev"], tmp_path / "report", checkov=str(fake))
