@@ -24,7 +24,7 @@ help:
 	@echo "make check              synthesize, then run the policy gate (checkov + policies/) on every environment"
 	@echo "make preview BASE=ref   what this change does per environment, against a git revision (writes preview.md)"
 	@echo "make test               run the test suite"
-	@echo "make bench              measure synth speed"
+	@echo "make bench              measure synth and preview speed"
 	@echo "make deploy ENV=dev     cdktf deploy one environment (needs Terraform and AWS credentials)"
 	@echo "make clean              remove build outputs"
 
