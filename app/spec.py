@@ -30,8 +30,9 @@ SERVER_CLS_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 # vLLM accepts only these values for max_lora_rank.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
-# Engine settings derived from typed fields; passing them through
-# engine_kwargs would silently disagree with the node pool or LoRA config.
+# Engine settings derived from typed fields (engine setting -> the field it comes
+# from); passing them through engine_kwargs would silently disagree with the node
+# pool or the LoRA config.
 RESERVED_ENGINE_KWARGS = {
     "tensor_parallel_size": "tensor_parallel_size",
     "pipeline_parallel_size": "pipeline_parallel_size",
@@ -39,9 +40,29 @@ RESERVED_ENGINE_KWARGS = {
     "enable_lora": "lora",
     "max_lora_rank": "lora.max_rank",
     "max_loras": "lora.max_adapters_per_replica",
-    "model": "id / weights",
+    "model": "weights",
     "served_model_name": "id",
 }
+# Engine settings that change how many GPUs or nodes a replica uses (vLLM 0.29's
+# ParallelConfig: world size = tensor x pipeline x prefill-context parallel;
+# data parallelism runs more engines). GPUs, node pools and specs are sized from
+# the typed fields, so these are refused rather than silently miscounted.
+GPU_COUNT_ENGINE_KWARGS = (
+    "prefill_context_parallel_size", "data_parallel_size", "data_parallel_size_local", "data_parallel_rank",
+    "data_parallel_rank_local", "data_parallel_backend", "data_parallel_external_lb", "data_parallel_hybrid_lb",
+    "data_parallel_address", "data_parallel_rpc_port", "data_parallel_start_rank", "distributed_executor_backend",
+    "nnodes", "node_rank",
+)
+
+
+def engine_kwarg_problem(key: str) -> str | None:
+    """Why `key` may not be passed through engine_kwargs, or None."""
+    if key in RESERVED_ENGINE_KWARGS:
+        return f"set from the model's {RESERVED_ENGINE_KWARGS[key]!r} field; remove it from engine_kwargs"
+    if key in GPU_COUNT_ENGINE_KWARGS:
+        return ("changes the GPUs or nodes a replica uses, which node pools and specs are sized from; "
+                "use tensor_parallel_size and pipeline_parallel_size, and remove it from engine_kwargs")
+    return None
 
 
 def weights_uri(bucket: str, model_id: str) -> str:
@@ -53,12 +74,22 @@ def adapters_uri(bucket: str, model_id: str) -> str:
 
 
 def model_id_problem(value: str, what: str = "model id") -> str | None:
-    if re.fullmatch(MODEL_ID_PATTERN, value) is None:
+    if not isinstance(value, str) or re.fullmatch(MODEL_ID_PATTERN, value) is None:
         return (
             f"{what} {value!r} is not valid: letters, digits, '.', '_' and '-', 1-63 characters, "
             "starting with a letter or digit (no ':' or '/')"
         )
     return None
+
+
+def adapter_name_problem(name: str) -> str | None:
+    """Why `name` cannot be a LoRA adapter name, or None.
+
+    Requests address an adapter as "<model id>:<adapter>", it is an S3 key
+    level, and Ray caches adapters by name under one directory: the rules are
+    the model id's.
+    """
+    return model_id_problem(name, "adapter name")
 
 
 class Strict(BaseModel):
@@ -106,8 +137,8 @@ class ModelSpec(Strict):
                 f"{self.max_ongoing_requests}: replicas could never reach the scale-up target"
             )
         for key in self.engine_kwargs:
-            if key in RESERVED_ENGINE_KWARGS:
-                raise ValueError(f"engine_kwargs.{key} is set from {RESERVED_ENGINE_KWARGS[key]!r}; remove it")
+            if problem := engine_kwarg_problem(key):
+                raise ValueError(f"engine_kwargs.{key}: {problem}")
         return self
 
 

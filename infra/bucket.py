@@ -37,9 +37,11 @@ from cdktf_cdktf_provider_aws.s3_bucket_versioning import (
     S3BucketVersioningVersioningConfiguration,
 )
 
+from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
+
 from infra.identity import Identity
-from infra.policy import Statement, check_arn, check_region, dns_suffix, policy_document
-from infra.s3_names import bucket_name_problem
+from infra.policy import Statement, dns_suffix, policy_document
+from infra.rules import bucket_name_problem, kms_key_arn_problem, partition_problem, region_problem, require
 
 POLICY_NAME_LIMIT = 128  # IAM inline policy names
 
@@ -47,10 +49,26 @@ POLICY_NAME_LIMIT = 128  # IAM inline policy names
 class ModelBucket(Construct):
     """A versioned, SSE-KMS, private, TLS-only bucket with grants scoped to key prefixes.
 
-    Not configurable, on purpose: public access, ACLs, plain-HTTP access and
-    `force_destroy`. Configurable: how long noncurrent versions (overwritten
-    or deleted objects) are kept, prefixes whose objects expire (scratch
-    areas), and whether Terraform may destroy the bucket.
+    Not configurable, on purpose: public access (all four blocks on), ACLs
+    (`BucketOwnerEnforced`), plain-HTTP or TLS < 1.2 access (denied by the
+    bucket policy), unencrypted objects (SSE-KMS with a bucket key) and
+    `force_destroy` (off). Object events go to EventBridge.
+
+    Props:
+        bucket_name: the S3 bucket name (S3's naming rules are checked here).
+        kms_key_arn: the key ARN (not an alias) every object is encrypted with.
+        region: the bucket's region (grants scope KMS use to S3 in this region).
+        partition: `aws` (default), `aws-cn` or `aws-us-gov`.
+        noncurrent_version_expiration_days: how long overwritten or deleted objects stay
+            recoverable. Default 30.
+        abort_incomplete_multipart_upload_days: when an interrupted upload's parts are
+            removed. Default 7.
+        prevent_destroy: Terraform refuses to destroy the bucket. Default False.
+        expire_prefixes: prefix -> days, for scratch areas whose objects expire
+            (e.g. `{"staging": 7}`). Default none.
+
+    Grants (`grant_read`, `grant_write`, `grant_delete`) attach one inline policy
+    per intent to an `Identity` and return it.
     """
 
     def __init__(
@@ -68,12 +86,10 @@ class ModelBucket(Construct):
         expire_prefixes: Mapping[str, int] | None = None,
     ):
         super().__init__(scope, id)
-        if problem := bucket_name_problem(bucket_name):
-            raise ValueError(f"bucket_name: {problem}")
-        check_region(region, partition)
-        # A key ARN, not an alias: IAM grants on an alias ARN do not cover the key.
-        check_arn("kms_key_arn", kms_key_arn, partition, r"kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+",
-                  "a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<id>)")
+        require("bucket_name", bucket_name_problem(bucket_name))
+        require("partition", partition_problem(partition))
+        require("region", region_problem(region, partition))
+        require("kms_key_arn", kms_key_arn_problem(kms_key_arn, partition))
         if noncurrent_version_expiration_days < 1:
             raise ValueError("noncurrent_version_expiration_days must be at least 1")
         if abort_incomplete_multipart_upload_days < 1:
@@ -191,20 +207,20 @@ class ModelBucket(Construct):
             checksum_algorithm="SHA256",
         )
 
-    def grant_read(self, identity: Identity, prefix: str) -> None:
-        """GetObject under `prefix/`, listing limited to it, and decrypting through S3."""
+    def grant_read(self, identity: Identity, prefix: str) -> IamRolePolicy:
+        """GetObject under `prefix/`, listing limited to it, and decrypting through S3; returns the policy."""
         p = _prefix(prefix)
-        identity.add_policy(self._policy_name("read", p), [
+        return identity.add_policy(self._policy_name("read", p), [
             Statement("ReadObjects", ("s3:GetObject",), (self.objects_arn(p),)),
             Statement("ListPrefix", ("s3:ListBucket",), (self.bucket_arn,),
                       conditions={"StringLike": {"s3:prefix": [p, f"{p}/*"]}}),
             self._key_statement("DecryptObjects", ("kms:Decrypt",)),
         ])
 
-    def grant_write(self, identity: Identity, prefix: str) -> None:
-        """PutObject (multipart included) under `prefix/`; no read, no delete."""
+    def grant_write(self, identity: Identity, prefix: str) -> IamRolePolicy:
+        """PutObject (multipart included) under `prefix/`; no read, no delete. Returns the policy."""
         p = _prefix(prefix)
-        identity.add_policy(self._policy_name("write", p), [
+        return identity.add_policy(self._policy_name("write", p), [
             Statement("WriteObjects", ("s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"),
                       (self.objects_arn(p),)),
             Statement("ListUploads", ("s3:ListBucketMultipartUploads",), (self.bucket_arn,)),
@@ -212,10 +228,10 @@ class ModelBucket(Construct):
             self._key_statement("EncryptObjects", ("kms:GenerateDataKey", "kms:Decrypt")),
         ])
 
-    def grant_delete(self, identity: Identity, prefix: str) -> None:
-        """DeleteObject under `prefix/`: adds a delete marker; versions stay recoverable."""
+    def grant_delete(self, identity: Identity, prefix: str) -> IamRolePolicy:
+        """DeleteObject under `prefix/`: adds a delete marker; versions stay recoverable. Returns the policy."""
         p = _prefix(prefix)
-        identity.add_policy(self._policy_name("delete", p), [
+        return identity.add_policy(self._policy_name("delete", p), [
             Statement("DeleteObjects", ("s3:DeleteObject",), (self.objects_arn(p),)),
         ])
 

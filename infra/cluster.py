@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-import re
 from collections.abc import Sequence
 
 from constructs import Construct
@@ -28,25 +26,41 @@ from cdktf_cdktf_provider_aws.eks_cluster import (
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 
-from infra.policy import check_account_id, check_arn, check_partition, is_token, managed_policy_arn, service_trust
+from infra.policy import managed_policy_arn, service_trust
+from infra.rules import (
+    account_id_problem,
+    cidr_problem,
+    cluster_name_problem,
+    cluster_subnets_problem,
+    eks_version_problem,
+    kms_key_arn_problem,
+    log_retention_problem,
+    partition_problem,
+    principal_arn_problem,
+    public_endpoint_problem,
+    require,
+)
 
 POD_IDENTITY_AGENT = "eks-pod-identity-agent"
 CONTROL_PLANE_LOGS = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
-CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
-VERSION = re.compile(r"^1\.\d{2}$")
-# The values CloudWatch Logs accepts for retention_in_days (0 would mean "never expire").
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
 
 
-def _check_name(name: str) -> None:
-    if not CLUSTER_NAME.match(name):
-        raise ValueError(f"name {name!r} is not an EKS cluster name (1-100 letters, digits, '-' and '_', starting with a letter or digit)")
+class Cluster(Construct):
+    """What node pools and identities need of an EKS cluster, whether created here or looked up.
 
-
-class _Cluster(Construct):
-    """What node pools and identities need of a cluster, created or looked up."""
+    `name` (a reference where the cluster is created, so dependents wait for it),
+    `subnet_ids`, `arn` and `version`.
+    """
 
     cluster: DataAwsEksCluster | EksClusterResource
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def subnet_ids(self) -> list[str]:
+        raise NotImplementedError
 
     @property
     def arn(self) -> str:
@@ -57,12 +71,18 @@ class _Cluster(Construct):
         return self.cluster.version
 
 
-class ExistingCluster(_Cluster):
-    """An EKS cluster managed elsewhere, looked up by name at plan time."""
+class ExistingCluster(Cluster):
+    """An EKS cluster managed elsewhere, looked up by name at plan time.
+
+    Props:
+        name: the cluster's name.
+        install_pod_identity_agent: install the `eks-pod-identity-agent` add-on (needed once per
+            cluster for EKS Pod Identity). Default False: the cluster's owner usually manages add-ons.
+    """
 
     def __init__(self, scope: Construct, id: str, *, name: str, install_pod_identity_agent: bool = False):
         super().__init__(scope, id)
-        _check_name(name)
+        require("name", cluster_name_problem(name))
         self._name = name
         self.cluster = DataAwsEksCluster(self, "cluster", name=name)
         if install_pod_identity_agent:
@@ -77,8 +97,28 @@ class ExistingCluster(_Cluster):
         return self.cluster.vpc_config.get(0).subnet_ids
 
 
-class EksCluster(_Cluster):
-    """A private EKS cluster: KMS-encrypted secrets, all control-plane logs, API access entries."""
+class EksCluster(Cluster):
+    """A private EKS cluster: KMS-encrypted secrets, all control-plane logs, API access entries.
+
+    Secure by default: a private API endpoint only, Kubernetes secrets encrypted
+    with `kms_key_arn`, every control-plane log type in an encrypted log group
+    created first (so EKS never creates an unencrypted one), authentication by
+    access entries only, and the Pod Identity agent add-on.
+
+    Props:
+        name: the cluster's name.
+        version: the Kubernetes minor version, e.g. "1.34".
+        subnet_ids: at least two subnets, in different availability zones.
+        kms_key_arn: the key for secrets and logs (its policy must allow CloudWatch Logs:
+            `EncryptionKey(allow_cloudwatch_logs=True)`).
+        account_id: the owning account (12 digits).
+        partition: `aws` (default), `aws-cn` or `aws-us-gov`.
+        endpoint_public_access: also expose the API endpoint publicly. Default False.
+        public_access_cidrs: the networks allowed to the public endpoint; required with it.
+        admin_principal_arns: IAM roles or users given cluster admin through access entries.
+            Default none: then the creator keeps admin access.
+        log_retention_days: a value CloudWatch Logs accepts; default 365.
+    """
 
     def __init__(
         self,
@@ -97,28 +137,18 @@ class EksCluster(_Cluster):
         log_retention_days: int = 365,
     ):
         super().__init__(scope, id)
-        _check_name(name)
-        check_partition(partition)
-        check_account_id(account_id)
-        if not VERSION.match(version):
-            raise ValueError(f"version {version!r}: give a Kubernetes minor version such as '1.33'")
-        # A token list (subnets from another resource) cannot be counted here.
-        if len(subnet_ids) < 2 and not any(is_token(s) for s in subnet_ids):
-            raise ValueError("subnet_ids: EKS needs subnets in at least two availability zones")
-        check_arn("kms_key_arn", kms_key_arn, partition, r"kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+", "a KMS key ARN")
+        require("name", cluster_name_problem(name))
+        require("partition", partition_problem(partition))
+        require("account_id", account_id_problem(account_id))
+        require("version", eks_version_problem(version))
+        require("subnet_ids", cluster_subnets_problem(subnet_ids))
+        require("kms_key_arn", kms_key_arn_problem(kms_key_arn, partition))
         for arn in admin_principal_arns:
-            check_arn("admin_principal_arns", arn, partition, r"iam::\d{12}:(role|user)/[\w+=,.@/-]+", "an IAM role or user ARN")
-        if log_retention_days not in LOG_RETENTION_DAYS:
-            raise ValueError(f"log_retention_days {log_retention_days}: CloudWatch Logs allows {', '.join(map(str, LOG_RETENTION_DAYS))}")
-        if endpoint_public_access and not public_access_cidrs:
-            raise ValueError("public_access_cidrs: required with endpoint_public_access (0.0.0.0/0 only if listed explicitly)")
-        if public_access_cidrs and not endpoint_public_access:
-            raise ValueError("public_access_cidrs: set endpoint_public_access=True to use them")
+            require("admin_principal_arns", principal_arn_problem(arn, partition))
+        require("log_retention_days", log_retention_problem(log_retention_days))
+        require("public_access_cidrs", public_endpoint_problem(endpoint_public_access, public_access_cidrs))
         for cidr in public_access_cidrs:
-            try:
-                ipaddress.ip_network(cidr)
-            except ValueError:
-                raise ValueError(f"public_access_cidrs: {cidr!r} is not a CIDR block") from None
+            require("public_access_cidrs", cidr_problem(cidr))
 
         self.role = IamRole(
             self, "role", name=_cluster_role_name(name),

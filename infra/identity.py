@@ -17,29 +17,45 @@ from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentity
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 
-from infra.policy import Statement, check_account_id, check_arn, check_partition, check_region, check_role_name, policy_document
+from infra.policy import Statement, policy_document
+from infra.rules import (
+    GITHUB_OIDC_HOST,
+    account_id_problem,
+    arn_problem,
+    github_subject_problem,
+    namespace_problem,
+    partition_problem,
+    region_problem,
+    require,
+    role_arn_problem,
+    role_name_problem,
+    secret_name_problem,
+    service_account_problem,
+)
 
-POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
-ROLE_ARN_PATTERN = r"iam::\d{12}:role/[\w+=,.@/-]{1,512}"
-SECRET_NAME = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
-# Kubernetes names: a namespace is a DNS label, a service account a DNS subdomain.
-NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-SERVICE_ACCOUNT = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-# repo:<owner>/<repo>:<context>; the owner may not be a wildcard, so no other org's workflows match.
-GITHUB_SUBJECT = re.compile(r"^repo:[A-Za-z0-9_.-]+/[A-Za-z0-9_.*-]+:\S+$")
-GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+POLICY_NAME = re.compile(r"[\w+=,.@-]{1,128}")
 SESSION_SECONDS = 3600
 # Tags each role with what it is for, so policy checks and audits need no naming convention.
 IDENTITY_TAG = "llm-serving-stacks:identity"
 
 
 class Identity(Construct):
-    """An IAM role that grants attach to."""
+    """An IAM role that grants attach to: one inline policy per grant, named for its intent.
+
+    Props:
+        role_name: the IAM role name (1-64 of letters, digits, +=,.@_-).
+        assume_role_policy: the trust policy, as JSON (see `infra.policy.policy_document`).
+        description: shown in the IAM console.
+        kind: the `llm-serving-stacks:identity` tag value, so policy checks and audits can
+            tell what the role is for. Default "custom".
+
+    Sessions last at most an hour.
+    """
 
     def __init__(self, scope: Construct, id: str, *, role_name: str, assume_role_policy: str, description: str,
                  kind: str = "custom"):
         super().__init__(scope, id)
-        check_role_name(role_name)
+        require("role_name", role_name_problem(role_name))
         self.role = IamRole(
             self,
             "role",
@@ -56,7 +72,7 @@ class Identity(Construct):
     def add_policy(self, name: str, statements: Sequence[Statement]) -> IamRolePolicy:
         """Attach `statements` as the inline policy `name`; the same grant twice is one policy."""
         statements = tuple(statements)
-        if not POLICY_NAME.match(name):
+        if not POLICY_NAME.fullmatch(name):
             raise ValueError(f"policy name {name!r}: use 1-128 letters, digits and +=,.@_-")
         if not statements:
             raise ValueError(f"policy {name!r} has no statements")
@@ -70,21 +86,21 @@ class Identity(Construct):
         )
         return self._policy_resources[name]
 
-    def grant_read_secret(self, secret_name: str, *, region: str, account_id: str, partition: str = "aws") -> None:
+    def grant_read_secret(self, secret_name: str, *, region: str, account_id: str, partition: str = "aws") -> IamRolePolicy:
         """GetSecretValue on one Secrets Manager secret (e.g. a Hugging Face token), by name.
 
         The `-??????` suffix matches the random characters Secrets Manager adds
         to the ARN, and nothing longer, so a secret named `<name>-more` is not
         included. Secrets encrypted with the default `aws/secretsmanager` key
-        need no KMS grant.
+        need no KMS grant. Returns the policy.
         """
-        if not SECRET_NAME.match(secret_name):
-            raise ValueError(f"secret_name {secret_name!r} is not a valid Secrets Manager name")
-        check_region(region, partition)
-        check_account_id(account_id)
+        require("secret_name", secret_name_problem(secret_name))
+        require("partition", partition_problem(partition))
+        require("region", region_problem(region, partition))
+        require("account_id", account_id_problem(account_id))
         arn = f"arn:{partition}:secretsmanager:{region}:{account_id}:secret:{secret_name}-??????"
         slug = re.sub(r"[^A-Za-z0-9_.-]", "-", secret_name)
-        self.add_policy(f"read-secret-{slug}", [Statement("ReadSecret", ("secretsmanager:GetSecretValue",), (arn,))])
+        return self.add_policy(f"read-secret-{slug}", [Statement("ReadSecret", ("secretsmanager:GetSecretValue",), (arn,))])
 
     @property
     def policies(self) -> dict[str, tuple[Statement, ...]]:
@@ -100,7 +116,21 @@ class Identity(Construct):
 
 
 class ServingIdentity(Identity):
-    """The role of the Ray pods' Kubernetes service account, through EKS Pod Identity."""
+    """The role of the Ray pods' Kubernetes service account, through EKS Pod Identity.
+
+    Trusted only by EKS Pod Identity for this cluster, namespace and service
+    account (the session tags the agent sets), with the association that binds
+    them. It holds no permission until a resource grants one
+    (`ModelBucket.grant_read(identity, "models")`).
+
+    Props:
+        role_name: the IAM role name.
+        cluster_name: the EKS cluster (a reference to a created cluster is fine).
+        namespace: the pods' Kubernetes namespace (a DNS label).
+        service_account: the pods' service account (a DNS subdomain).
+        account_id: the owning account (12 digits).
+        partition: `aws` (default), `aws-cn` or `aws-us-gov`.
+    """
 
     def __init__(
         self,
@@ -114,12 +144,10 @@ class ServingIdentity(Identity):
         account_id: str,
         partition: str = "aws",
     ):
-        check_partition(partition)
-        check_account_id(account_id)
-        if not NAMESPACE.match(namespace):
-            raise ValueError(f"namespace {namespace!r} is not a Kubernetes namespace name (lowercase DNS label)")
-        if not SERVICE_ACCOUNT.match(service_account):
-            raise ValueError(f"service_account {service_account!r} is not a Kubernetes service account name")
+        require("partition", partition_problem(partition))
+        require("account_id", account_id_problem(account_id))
+        require("namespace", namespace_problem(namespace))
+        require("service_account", service_account_problem(service_account))
         # EKS Pod Identity tags its AssumeRole call with the association's cluster,
         # namespace and service account (EKS User Guide, pod-id-role and pod-id-abac):
         # matching them means no other association in the account can use this role.
@@ -153,7 +181,21 @@ class ServingIdentity(Identity):
 
 
 class ArtifactWriterIdentity(Identity):
-    """The role CI or training jobs assume to publish weights and adapters."""
+    """The role CI or training jobs assume to publish weights and adapters.
+
+    Trusted by exactly the GitHub Actions subjects and IAM roles listed (at least
+    one of them); it holds no permission until a bucket grants one.
+
+    Props:
+        role_name: the IAM role name.
+        account_id: the owning account (12 digits).
+        partition: `aws` (default), `aws-cn` or `aws-us-gov`.
+        github_subjects: GitHub Actions OIDC subjects, each one repository and one context
+            (`repo:org/repo:ref:refs/heads/main`, `repo:org/repo:environment:prod`); no wildcards.
+        github_oidc_provider_arn: the account's GitHub OIDC provider. Default: the one named
+            `token.actions.githubusercontent.com` in `account_id`.
+        trusted_role_arns: IAM roles (e.g. a training pipeline's) that may assume this one.
+    """
 
     def __init__(
         self,
@@ -167,23 +209,19 @@ class ArtifactWriterIdentity(Identity):
         github_oidc_provider_arn: str | None = None,
         trusted_role_arns: Sequence[str] = (),
     ):
-        check_partition(partition)
-        check_account_id(account_id)
+        require("partition", partition_problem(partition))
+        require("account_id", account_id_problem(account_id))
         github_subjects, trusted_role_arns = list(github_subjects), list(trusted_role_arns)
         if not github_subjects and not trusted_role_arns:
             raise ValueError("ArtifactWriterIdentity needs github_subjects or trusted_role_arns: nobody could assume it")
         for subject in github_subjects:
-            if not GITHUB_SUBJECT.match(subject):
-                raise ValueError(
-                    f"github_subjects: {subject!r} must name one owner's repository and a context, "
-                    "e.g. 'repo:org/repo:ref:refs/heads/main' (no wildcard owner)"
-                )
+            require("github_subjects", github_subject_problem(subject))
         if github_oidc_provider_arn is not None:
-            check_arn("github_oidc_provider_arn", github_oidc_provider_arn, partition,
-                      rf"iam::\d{{12}}:oidc-provider/{re.escape(GITHUB_OIDC_HOST)}",
-                      "the GitHub Actions OIDC provider ARN")
+            require("github_oidc_provider_arn", arn_problem(
+                github_oidc_provider_arn, partition, rf"iam::\d{{12}}:oidc-provider/{re.escape(GITHUB_OIDC_HOST)}",
+                "the GitHub Actions OIDC provider ARN"))
         for arn in trusted_role_arns:
-            check_arn("trusted_role_arns", arn, partition, ROLE_ARN_PATTERN, "an IAM role ARN")
+            require("trusted_role_arns", role_arn_problem(arn, partition))
         statements = []
         if github_subjects:
             provider = github_oidc_provider_arn or f"arn:{partition}:iam::{account_id}:oidc-provider/{GITHUB_OIDC_HOST}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from constructs import Construct
 
 from infra import node_runtime  # noqa: F401  (before cdktf)
@@ -11,17 +9,28 @@ from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.kms_alias import KmsAlias
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 
-from infra.policy import Statement, check_account_id, check_region, dns_suffix, policy_document
-
-# KMS alias names: letters, digits, '/', '_' and '-'; 'alias/' is added here.
-ALIAS = re.compile(r"^[A-Za-z0-9/_-]{1,250}$")
+from infra.policy import Statement, dns_suffix, policy_document
+from infra.rules import account_id_problem, kms_alias_problem, partition_problem, region_problem, require
 
 
 class EncryptionKey(Construct):
     """A symmetric KMS key for data at rest (buckets, cluster secrets, logs).
 
-    The key policy delegates to IAM in the owning account (AWS's default),
-    so access is granted by identity policies such as `ModelBucket.grant_read`.
+    Secure by default: automatic yearly rotation, the longest deletion window,
+    and a key policy that delegates to IAM in the owning account only (AWS's
+    default), so access is granted by identity policies such as
+    `ModelBucket.grant_read`, never by the key policy.
+
+    Props:
+        alias: the alias name without `alias/` (letters, digits, `/`, `_`, `-`; not `aws/...`).
+        description: shown in the KMS console.
+        account_id: the owning account (12 digits), the only principal of the key policy.
+        region: the key's region; with `allow_cloudwatch_logs` the logs service of this region may use it.
+        partition: `aws` (default), `aws-cn` or `aws-us-gov`.
+        deletion_window_days: 7-30; default 30 (the longest undo window after a scheduled deletion).
+        prevent_destroy: Terraform refuses to destroy the key. Default False.
+        allow_cloudwatch_logs: let CloudWatch Logs encrypt this account's log groups in `region`
+            (EKS control-plane logs). Default False.
     """
 
     def __init__(
@@ -39,17 +48,12 @@ class EncryptionKey(Construct):
         allow_cloudwatch_logs: bool = False,
     ):
         super().__init__(scope, id)
-        check_region(region, partition)
-        check_account_id(account_id)
+        require("partition", partition_problem(partition))
+        require("region", region_problem(region, partition))
+        require("account_id", account_id_problem(account_id))
+        require("alias", kms_alias_problem(alias))
         if not 7 <= deletion_window_days <= 30:
             raise ValueError(f"deletion_window_days must be 7..30, got {deletion_window_days}")
-        if alias.startswith("alias/"):
-            raise ValueError(f"alias {alias!r}: give the name without 'alias/' (it is added for you)")
-        if alias.startswith("aws/") or not ALIAS.match(alias):
-            raise ValueError(
-                f"alias {alias!r}: use letters, digits, '/', '_' and '-', "
-                "not starting with 'aws/' (reserved for AWS managed keys)"
-            )
         statements = [
             Statement(
                 "AccountAdministers",

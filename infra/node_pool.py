@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
+from typing import ClassVar, TypedDict, Unpack
 
 from constructs import Construct
 
@@ -28,25 +28,80 @@ from cdktf_cdktf_provider_aws.launch_template import (
 
 from infra.catalog import Gpu, InstanceType, gpu_instance
 from infra.identity import IDENTITY_TAG
-from infra.policy import check_partition, check_role_name, dns_suffix, managed_policy_arn, service_trust
-from infra.scheduling import LABEL_KEY, LABEL_VALUE, POOL_LABEL, Taint, node_labels, node_selector, node_taints, tolerations
+from infra.policy import dns_suffix, managed_policy_arn, service_trust
+from infra.rules import (
+    ami_type_problem,
+    capacity_type_problem,
+    label_value_problem,
+    node_group_name_problem,
+    partition_problem,
+    pool_size_problem,
+    require,
+    role_name_problem,
+    root_volume_problem,
+)
+from infra.scheduling import (
+    POOL_LABEL,
+    Taint,
+    node_labels,
+    node_selector,
+    node_taints,
+    pool_labels_problem,
+    pool_taints_problem,
+    tolerations,
+)
 
-__all__ = ["POOL_LABEL", "GpuNodePool", "NodePool", "NodeRole", "Taint"]
+__all__ = ["POOL_LABEL", "GpuNodePool", "NodePool", "NodePoolOptions", "NodeRole", "Taint"]
 
-CAPACITY_TYPES = ("ON_DEMAND", "SPOT")
-CPU_AMI_TYPES = ("AL2023_x86_64_STANDARD", "AL2023_ARM_64_STANDARD", "BOTTLEROCKET_x86_64", "BOTTLEROCKET_ARM_64")
-GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA")
 BOTTLEROCKET_OS_VOLUME_GIB = 4
-NODE_GROUP_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,62}$")
+
+
+class NodePoolOptions(TypedDict, total=False):
+    """Settings shared by `NodePool` and `GpuNodePool`; each class states its own defaults.
+
+    capacity_type: ON_DEMAND or SPOT.
+    min_size, max_size: the node group's bounds (autoscalers move within them).
+    desired_size: the initial size; default min_size. Later drift is ignored, so autoscalers own it.
+    ami_type: an EKS AMI type for the pool's kind (CPU or NVIDIA).
+    root_volume_gib: the data volume (Bottlerocket) or root volume (AL2023), at least 20 GiB;
+        encrypted gp3 either way.
+    labels: extra Kubernetes node labels (the pool sets its own: pool name, GPU product and count).
+    taints: extra taints (GPU pools add nvidia.com/gpu and node.anyscale.com taints themselves).
+    http_put_response_hop_limit: IMDSv2 hop limit: 1 (default; pods cannot reach the node's
+        credentials) or 2.
+    max_unavailable: nodes replaced at once during an update; default 1.
+    tags: tags on the node group, its instances and volumes.
+    """
+
+    capacity_type: str
+    min_size: int
+    max_size: int
+    desired_size: int | None
+    ami_type: str
+    root_volume_gib: int
+    labels: Mapping[str, str]
+    taints: Sequence[Taint]
+    http_put_response_hop_limit: int
+    max_unavailable: int
+    tags: Mapping[str, str]
 
 
 class NodeRole(Construct):
-    """The EC2 role of managed node group instances (shared by an environment's pools)."""
+    """The EC2 role of managed node group instances (shared by an environment's pools).
+
+    Holds only the three policies EKS nodes need (worker node, CNI, pulling
+    images); pods do not use it (node pools cap the metadata hop limit at 1).
+
+    Props:
+        role_name: the IAM role name.
+        partition: `aws` (default), `aws-cn` or `aws-us-gov`.
+        enable_ssm: also attach AmazonSSMManagedInstanceCore (Session Manager access). Default False.
+    """
 
     def __init__(self, scope: Construct, id: str, *, role_name: str, partition: str = "aws", enable_ssm: bool = False):
         super().__init__(scope, id)
-        check_partition(partition)
-        check_role_name(role_name)
+        require("partition", partition_problem(partition))
+        require("role_name", role_name_problem(role_name))
         # The EC2 principal follows the partition's DNS suffix (ec2.amazonaws.com.cn in China).
         self.role = IamRole(self, "role", name=role_name, assume_role_policy=service_trust(f"ec2.{dns_suffix(partition)}"),
                             description="EKS managed node group instances", tags={IDENTITY_TAG: "node"})
@@ -68,9 +123,28 @@ class NodeRole(Construct):
 
 
 class NodePool(Construct):
-    """A managed node group with a hardened launch template (the CPU pool for the Ray head and ingress)."""
+    """A managed node group with a hardened launch template (the CPU pool for the Ray head and ingress).
 
-    ALLOWED_AMIS: tuple[str, ...] = CPU_AMI_TYPES
+    Secure by default: IMDSv2 required with a hop limit of 1, encrypted gp3
+    volumes, and `desired_size` left to autoscalers after creation.
+
+    Props:
+        cluster_name: the EKS cluster (a reference to a created cluster is fine).
+        node_group_name: the EKS node group name (1-63 letters, digits, '-', '_').
+        pool_name: the pool's name, put on every node as the `llm-serving-stacks/node-pool` label.
+        node_role: the instances' `NodeRole`.
+        subnet_ids: where nodes launch.
+        instance_types: EC2 instance types, in order of preference.
+        **options: `NodePoolOptions`; defaults in `DEFAULTS`.
+    """
+
+    DEFAULTS: ClassVar[NodePoolOptions] = {
+        "capacity_type": "ON_DEMAND", "min_size": 1, "max_size": 3, "desired_size": None,
+        "ami_type": "AL2023_x86_64_STANDARD", "root_volume_gib": 50, "labels": {}, "taints": (),
+        "http_put_response_hop_limit": 1, "max_unavailable": 1, "tags": {},
+    }
+    gpu: Gpu | None = None
+    gpus_per_node: int = 0
 
     def __init__(
         self,
@@ -83,61 +157,36 @@ class NodePool(Construct):
         node_role: NodeRole,
         subnet_ids: Sequence[str],
         instance_types: Sequence[str],
-        capacity_type: str = "ON_DEMAND",
-        min_size: int = 1,
-        max_size: int = 3,
-        desired_size: int | None = None,
-        ami_type: str = "AL2023_x86_64_STANDARD",
-        root_volume_gib: int = 50,
-        labels: Mapping[str, str] | None = None,
-        taints: Sequence[Taint] = (),
-        http_put_response_hop_limit: int = 1,
-        max_unavailable: int = 1,
-        tags: Mapping[str, str] | None = None,
+        **options: Unpack[NodePoolOptions],
     ):
         super().__init__(scope, id)
-        desired_size = min_size if desired_size is None else desired_size
-        if not NODE_GROUP_NAME.match(node_group_name):
-            raise ValueError(f"node_group_name {node_group_name!r}: 1-63 letters, digits, '-' and '_', starting with a letter or digit")
-        if not pool_name or not LABEL_VALUE.match(pool_name):
-            raise ValueError(f"pool_name {pool_name!r} must be a valid Kubernetes label value (it labels the nodes)")
+        if unknown := sorted(set(options) - set(NodePoolOptions.__annotations__)):
+            raise TypeError(f"{type(self).__name__}: unknown option(s) {', '.join(unknown)}")
+        o: NodePoolOptions = {**self.DEFAULTS, **options}
+        gpu = self.gpu is not None
+        require("node_group_name", node_group_name_problem(node_group_name))
+        require("pool_name", label_value_problem(pool_name) if pool_name else "give the pool a name")
         if not instance_types:
             raise ValueError("instance_types: give at least one instance type")
-        if capacity_type not in CAPACITY_TYPES:
-            raise ValueError(f"capacity_type {capacity_type!r}: use ON_DEMAND or SPOT")
-        if ami_type not in self.ALLOWED_AMIS:
-            raise ValueError(f"ami_type {ami_type!r}: {type(self).__name__} allows {', '.join(self.ALLOWED_AMIS)}")
-        if not (0 <= min_size <= desired_size <= max_size and max_size >= 1):
-            raise ValueError(
-                "min_size/desired_size/max_size must satisfy 0 <= min_size <= desired_size <= max_size and max_size >= 1 "
-                f"(got {min_size}/{desired_size}/{max_size})"
-            )
-        if http_put_response_hop_limit not in (1, 2):
+        require("capacity_type", capacity_type_problem(o["capacity_type"]))
+        require("ami_type", ami_type_problem(o["ami_type"], gpu=gpu))
+        require("min_size/desired_size/max_size", pool_size_problem(o["min_size"], o["desired_size"], o["max_size"]))
+        if o["http_put_response_hop_limit"] not in (1, 2):
             raise ValueError("http_put_response_hop_limit must be 1 (pods cannot reach the node's credentials) or 2")
-        if root_volume_gib < 20:
-            raise ValueError("root_volume_gib must be at least 20")
-        if max_unavailable < 1:
+        require("root_volume_gib", root_volume_problem(o["root_volume_gib"]))
+        if o["max_unavailable"] < 1:
             raise ValueError("max_unavailable must be at least 1")
+        derived = node_labels(pool_name, None, self.gpu, self.gpus_per_node)
+        require("labels", pool_labels_problem(dict(o["labels"]), derived))
+        self.labels = node_labels(pool_name, o["labels"], self.gpu, self.gpus_per_node)
+        self.taints = node_taints(o["taints"], gpu=gpu, capacity_type=o["capacity_type"])
+        require("taints", pool_taints_problem(self.taints))
         self.pool_name, self.node_group_name = pool_name, node_group_name
-        self.instance_types, self.capacity_type = list(instance_types), capacity_type
-        self.min_size, self.max_size = min_size, max_size
-        gpu = getattr(self, "gpu", None)
-        labels = dict(labels or {})
-        derived = node_labels(pool_name, None, gpu, getattr(self, "gpus_per_node", 0))
-        if clash := sorted(k for k in labels if k in derived and labels[k] != derived[k]):
-            raise ValueError(f"labels: {', '.join(clash)} are set by the pool itself")
-        for key, value in labels.items():
-            if not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
-                raise ValueError(f"labels: {key}={value!r} is not valid Kubernetes syntax")
-        self.labels = node_labels(pool_name, labels, gpu, getattr(self, "gpus_per_node", 0))
-        self.taints = node_taints(taints, gpu=gpu is not None, capacity_type=capacity_type)
-        seen: set[tuple[str, str]] = set()
-        for taint in self.taints:
-            if (taint.key, taint.effect) in seen:
-                raise ValueError(f"taints: {taint.key}:{taint.effect} appears twice (GPU pools add their own taints)")
-            seen.add((taint.key, taint.effect))
+        self.instance_types, self.capacity_type = list(instance_types), o["capacity_type"]
+        self.min_size, self.max_size = o["min_size"], o["max_size"]
+        desired_size = o["min_size"] if o["desired_size"] is None else o["desired_size"]
 
-        tags = dict(tags or {})
+        tags = dict(o["tags"])
         self.launch_template = LaunchTemplate(
             self,
             "launch-template",
@@ -146,9 +195,9 @@ class NodePool(Construct):
             metadata_options=LaunchTemplateMetadataOptions(
                 http_endpoint="enabled",
                 http_tokens="required",  # IMDSv2 only
-                http_put_response_hop_limit=http_put_response_hop_limit,
+                http_put_response_hop_limit=o["http_put_response_hop_limit"],
             ),
-            block_device_mappings=self._volumes(ami_type, root_volume_gib),
+            block_device_mappings=self._volumes(o["ami_type"], o["root_volume_gib"]),
             tag_specifications=[
                 LaunchTemplateTagSpecifications(resource_type=kind, tags={**tags, "Name": node_group_name})
                 for kind in ("instance", "volume")
@@ -161,11 +210,11 @@ class NodePool(Construct):
             node_group_name=node_group_name,
             node_role_arn=node_role.role_arn,
             subnet_ids=subnet_ids,
-            ami_type=ami_type,
-            capacity_type=capacity_type,
+            ami_type=o["ami_type"],
+            capacity_type=o["capacity_type"],
             instance_types=self.instance_types,
-            scaling_config=EksNodeGroupScalingConfig(min_size=min_size, max_size=max_size, desired_size=desired_size),
-            update_config=EksNodeGroupUpdateConfig(max_unavailable=max_unavailable),
+            scaling_config=EksNodeGroupScalingConfig(min_size=o["min_size"], max_size=o["max_size"], desired_size=desired_size),
+            update_config=EksNodeGroupUpdateConfig(max_unavailable=o["max_unavailable"]),
             labels=self.labels,
             taint=[EksNodeGroupTaint(key=t.key, value=t.value or None, effect=t.eks_effect) for t in self.taints] or None,
             launch_template=EksNodeGroupLaunchTemplate(
@@ -200,10 +249,15 @@ class GpuNodePool(NodePool):
 
     The labels and taints are the ones both the Anyscale operator on EKS and
     KubeRay pods match; `tolerations()` and `node_selector()` give the pod side.
+    Every instance type must be in `infra.catalog` with the same GPU model and
+    count, so every replica fits every node. Same props as `NodePool`; the
+    defaults (`DEFAULTS`) differ: min_size 0, max_size 1, the Bottlerocket NVIDIA
+    AMI (it ships the Kubernetes device plugin) and a 200 GiB data volume.
     """
 
-    # The default AMI, Bottlerocket's NVIDIA variant, ships the Kubernetes device plugin.
-    ALLOWED_AMIS = GPU_AMI_TYPES
+    DEFAULTS: ClassVar[NodePoolOptions] = {
+        **NodePool.DEFAULTS, "min_size": 0, "max_size": 1, "ami_type": "BOTTLEROCKET_x86_64_NVIDIA", "root_volume_gib": 200,
+    }
 
     def __init__(
         self,
@@ -216,17 +270,7 @@ class GpuNodePool(NodePool):
         node_role: NodeRole,
         subnet_ids: Sequence[str],
         instance_types: Sequence[str],
-        capacity_type: str = "ON_DEMAND",
-        min_size: int = 0,
-        max_size: int = 1,
-        desired_size: int | None = None,
-        ami_type: str = "BOTTLEROCKET_x86_64_NVIDIA",
-        root_volume_gib: int = 200,
-        labels: Mapping[str, str] | None = None,
-        taints: Sequence[Taint] = (),
-        http_put_response_hop_limit: int = 1,
-        max_unavailable: int = 1,
-        tags: Mapping[str, str] | None = None,
+        **options: Unpack[NodePoolOptions],
     ):
         entries = [self._entry(t) for t in instance_types]
         if entries:
@@ -241,10 +285,7 @@ class GpuNodePool(NodePool):
             self.gpus_per_node: int = first.gpus
         super().__init__(
             scope, id, cluster_name=cluster_name, node_group_name=node_group_name, pool_name=pool_name,
-            node_role=node_role, subnet_ids=subnet_ids, instance_types=instance_types, capacity_type=capacity_type,
-            min_size=min_size, max_size=max_size, desired_size=desired_size, ami_type=ami_type,
-            root_volume_gib=root_volume_gib, labels=labels, taints=taints,
-            http_put_response_hop_limit=http_put_response_hop_limit, max_unavailable=max_unavailable, tags=tags,
+            node_role=node_role, subnet_ids=subnet_ids, instance_types=instance_types, **options,
         )
 
     @staticmethod

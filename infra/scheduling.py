@@ -8,19 +8,16 @@ only be placed where its pods can actually run.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from infra.catalog import Gpu
+from infra.rules import label_key_problem, label_value_problem, labels_problem, require, taint_effect_problem
 
 POOL_LABEL = "llm-serving-stacks/node-pool"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_COUNT_LABEL = "nvidia.com/gpu.count"
-TAINT_EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
-_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-LABEL_KEY = re.compile(rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$")
-LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+EKS_TAINT_EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
 
 
 @dataclass(frozen=True)
@@ -30,16 +27,13 @@ class Taint:
     effect: str = "NoSchedule"
 
     def __post_init__(self):
-        if not LABEL_KEY.match(self.key):
-            raise ValueError(f"taint key {self.key!r} is not a valid Kubernetes key")
-        if not LABEL_VALUE.match(self.value):
-            raise ValueError(f"taint value {self.value!r} is not a valid Kubernetes value")
-        if self.effect not in TAINT_EFFECTS:
-            raise ValueError(f"taint effect {self.effect!r}: use one of {', '.join(TAINT_EFFECTS)}")
+        require("taint key", label_key_problem(self.key))
+        require("taint value", label_value_problem(self.value))
+        require("taint effect", taint_effect_problem(self.effect))
 
     @property
     def eks_effect(self) -> str:
-        return TAINT_EFFECTS[self.effect]
+        return EKS_TAINT_EFFECTS[self.effect]
 
     def toleration(self) -> dict[str, str]:
         return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
@@ -64,6 +58,23 @@ def node_taints(extra: Iterable[Taint] = (), *, gpu: bool = False, capacity_type
             Taint("node.anyscale.com/capacity-type", capacity_type),
         ]
     return taints
+
+
+def pool_labels_problem(labels: Mapping[str, str], derived: Mapping[str, str]) -> str | None:
+    """The caller's node labels: valid Kubernetes syntax, and none of the ones the pool sets itself."""
+    if clash := sorted(k for k in labels if k in derived and labels[k] != derived[k]):
+        return f"{', '.join(clash)} {'is' if len(clash) == 1 else 'are'} set by the pool itself"
+    return labels_problem(labels)
+
+
+def pool_taints_problem(taints: Iterable[Taint]) -> str | None:
+    """A pool's taints (the caller's and its own): one per key and effect."""
+    seen: set[tuple[str, str]] = set()
+    for taint in taints:
+        if (taint.key, taint.effect) in seen:
+            return f"{taint.key}:{taint.effect} appears twice (GPU pools add nvidia.com/gpu and node.anyscale.com taints themselves)"
+        seen.add((taint.key, taint.effect))
+    return None
 
 
 def node_selector(pool_name: str, gpu: Gpu | None = None) -> dict[str, str]:

@@ -13,7 +13,10 @@ from typing import Any
 
 import yaml
 
-ANYSCALE, SERVE, RAYSERVICE = "anyscale-service.yaml", "serve-config.yaml", "rayservice.yaml"
+from infra.scheduling import GPU_PRODUCT_LABEL
+from stacks.specs.render import ANYSCALE_FILE as ANYSCALE
+from stacks.specs.render import RAYSERVICE_FILE as RAYSERVICE
+from stacks.specs.render import SERVE_FILE as SERVE
 
 # Credential formats, wherever they appear in a spec.
 SECRET_VALUES = {
@@ -28,7 +31,6 @@ SECRET_NAMES = re.compile(
     r"ANYSCALE_CLI_TOKEN|OPENAI_API_KEY|.*_PASSWORD|.*_API_KEY)$",
     re.IGNORECASE,
 )
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 
 
 @dataclass(frozen=True)

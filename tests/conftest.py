@@ -1,4 +1,4 @@
-"""Shared fixtures. The AWS provider bindings take ~15 s to load: every test
+"""Shared fixtures. The AWS provider bindings take ~12 s to load: every test
 that needs synthesized Terraform shares the one synth below, in this process."""
 
 from __future__ import annotations
@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from stacks.loader import environment_files, load_environment
+from stacks.config.loader import environment_files
+from stacks.planning.plan import plan_file
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 
 
 @pytest.fixture(scope="session")
@@ -24,16 +28,22 @@ def s3_endpoint():
 
 
 @pytest.fixture(scope="session")
-def shipped_environments():
-    return {p.stem: load_environment(p) for p in environment_files()}
+def shipped_plans():
+    """Environment name -> the plan of each shipped environment file."""
+    return {p.stem: plan_file(p) for p in environment_files()}
 
 
 @pytest.fixture(scope="session")
-def synth_dir(tmp_path_factory, shipped_environments) -> Path:
-    from stacks.synth import synthesize
+def shipped_environments(shipped_plans):
+    return {name: plan.env for name, plan in shipped_plans.items()}
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory, shipped_plans) -> Path:
+    from stacks.synth.run import synthesize
 
     out = tmp_path_factory.mktemp("synth") / "cdktf.out"
-    synthesize([(env, name) for name, env in shipped_environments.items()], out, replace_all=True)
+    synthesize(list(shipped_plans.values()), out, replace_all=True)
     return out
 
 

@@ -1,0 +1,225 @@
+"""The policy gate: checkov's built-in checks plus ours over every synthesized stack, and our
+policies over the rendered specs.
+
+checkov runs from its own virtualenv (it pins packages the serving stack
+needs newer), offline, once over `<outdir>/stacks`. Failures listed in
+`policies/baseline.yaml` are reported as baselined; any other failure, a
+custom check that did not run, or a spec policy problem fails the gate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from policies.specs import POLICIES, load_specs
+from stacks.errors import ConfigError, ToolError
+
+POLICIES_DIR = Path(__file__).resolve().parent
+ROOT = POLICIES_DIR.parent
+CHECKS_DIR = POLICIES_DIR / "checks"
+BASELINE_FILE = POLICIES_DIR / "baseline.yaml"
+CHECKOV_VERSION = "3.3.30"
+CHECKOV_ENV = "LLMSTACKS_CHECKOV"
+LOCAL_CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
+CUSTOM_ID = re.compile(r'id="(CKV_LLM_\d+)"')
+
+
+class BaselineEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    check: Annotated[str, Field(pattern=r"^CKV2?_[A-Z]+_\d+$")]
+    reason: Annotated[str, Field(min_length=20)]
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    name: str
+    environment: str
+    resource: str
+    passed: bool
+    baselined: bool = False
+
+
+@dataclass
+class GateReport:
+    findings: list[Finding] = field(default_factory=list)
+    spec_problems: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # env -> (policy id, problem)
+    spec_passed: Counter = field(default_factory=Counter)
+    missing_checks: list[str] = field(default_factory=list)
+    stale_baseline: list[str] = field(default_factory=list)
+    sarif: Path | None = None
+    json: Path | None = None
+
+    @property
+    def failures(self) -> list[Finding]:
+        return [f for f in self.findings if not f.passed and not f.baselined]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.missing_checks and not any(self.spec_problems.values())
+
+    def summary(self) -> str:
+        lines = []
+        for env in sorted({f.environment for f in self.findings} | set(self.spec_problems)):
+            mine = [f for f in self.findings if f.environment == env]
+            passed = sum(f.passed for f in mine)
+            failed = [f for f in mine if not f.passed and not f.baselined]
+            baselined = Counter(f.check for f in mine if f.baselined)
+            specs_failed = self.spec_problems.get(env, [])
+            line = f"{env}: {passed} passed, {len(failed)} failed"
+            if baselined:
+                line += f", {sum(baselined.values())} baselined ({', '.join(sorted(baselined))})"
+            line += f"; specs: {self.spec_passed[env]} passed, {len(specs_failed)} failed"
+            lines.append(line)
+            lines += [f"  FAILED {f.check} {f.resource}: {f.name}" for f in failed]
+            lines += [f"  FAILED {policy} {problem}" for policy, problem in specs_failed]
+        lines += [f"error: custom check {c} did not run (checkov could not load it; run checkov on policies/checks to see why)"
+                  for c in self.missing_checks]
+        lines += [f"note: baseline entry {c} matches no failure any more; remove it from {BASELINE_FILE.name}"
+                  for c in self.stale_baseline]
+        if self.sarif:
+            lines.append(f"results: {self.json} (JSON), {self.sarif} (SARIF)")
+        lines.append("policy gate: " + ("passed" if self.ok else "FAILED"))
+        return "\n".join(lines)
+
+
+def load_baseline(path: Path = BASELINE_FILE) -> dict[str, str]:
+    try:
+        data = yaml.safe_load(path.read_text()) or []
+    except FileNotFoundError:
+        raise ConfigError(path, "", "no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, "", f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        entries = TypeAdapter(list[BaselineEntry]).validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        if first["loc"][-1] == "reason" and first["type"] == "string_too_short":
+            message = "give the reason this check is skipped (at least 20 characters)"
+        raise ConfigError(path, where, message) from None
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        if entry.check in seen:
+            raise ConfigError(path, f"[{i}].check", f"{entry.check} is listed twice")
+        seen.add(entry.check)
+    return {e.check: e.reason for e in entries}
+
+
+def custom_check_ids() -> list[str]:
+    return sorted({m for p in CHECKS_DIR.glob("*.py") for m in CUSTOM_ID.findall(p.read_text())}, key=_numeric)
+
+
+def find_checkov() -> str:
+    """$LLMSTACKS_CHECKOV, else the project's .venv-checkov, else checkov on PATH."""
+    configured = os.environ.get(CHECKOV_ENV)
+    if configured:
+        if not (Path(configured).is_file() and os.access(configured, os.X_OK)):
+            raise ToolError(f"{CHECKOV_ENV}: {configured} is not an executable checkov")
+        return configured
+    if LOCAL_CHECKOV.is_file():
+        return str(LOCAL_CHECKOV)
+    found = shutil.which("checkov")
+    if found is None:
+        raise ToolError(f"checkov: not installed: `make check` installs checkov=={CHECKOV_VERSION} into .venv-checkov "
+                        f"(or set {CHECKOV_ENV} to a checkov in its own virtualenv)")
+    return found
+
+
+def run_checkov(stacks_dir: Path, report_dir: Path, checkov: str | None = None) -> dict:
+    """checkov's JSON report for every stack under `stacks_dir`; also leaves its SARIF in `report_dir`."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        checkov or find_checkov(), "--directory", str(stacks_dir), "--framework", "terraform_json",
+        "--external-checks-dir", str(CHECKS_DIR), "--skip-download", "--soft-fail",
+        "--output", "json", "--output", "sarif", "--output-file-path", str(report_dir),
+    ]
+    # Offline: no vendor API mapping, no guideline download.
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "LLMSTACKS_POLICY_ROOT": str(stacks_dir.resolve())}
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ToolError(f"checkov could not run: {exc}") from None
+    output = report_dir / "results_json.json"
+    if result.returncode != 0 or not output.is_file():
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ToolError(f"checkov failed (exit {result.returncode}): {tail[0]}")
+    try:
+        report = json.loads(output.read_text())
+    except ValueError as exc:
+        raise ToolError(f"checkov wrote an unreadable report ({exc})") from None
+    return report[0] if isinstance(report, list) else report
+
+
+def findings_from(report: dict, baseline: dict[str, str], stacks_dir: Path | None = None) -> list[Finding]:
+    findings, types = [], {}
+    for kind, passed in (("passed_checks", True), ("failed_checks", False)):
+        for result in report.get("results", {}).get(kind, []):
+            env = result["file_path"].lstrip("/").split("/", 1)[0]
+            resource = result["resource"]
+            if resource.startswith("resource.") and stacks_dir is not None:
+                # checkov names external checks' resources "resource.<name>": put the type back.
+                if env not in types:
+                    document = json.loads((stacks_dir / result["file_path"].lstrip("/")).read_text())
+                    types[env] = {name: kind_ for kind_, items in document.get("resource", {}).items() for name in items}
+                name = resource.removeprefix("resource.")
+                resource = f"{types[env].get(name, 'resource')}.{name}"
+            findings.append(Finding(result["check_id"], result["check_name"], env, resource, passed,
+                                    baselined=not passed and result["check_id"] in baseline))
+    return findings
+
+
+def run_gate(outdir: Path, environments: list[str], report_dir: Path | None = None, *,
+             baseline_file: Path = BASELINE_FILE, checkov: str | None = None) -> GateReport:
+    """Gate the synthesized `environments` in `outdir` (cdktf.out)."""
+    baseline = load_baseline(baseline_file)
+    report_dir = report_dir or outdir / "policy"
+    stacks_dir = outdir / "stacks"
+    # Only the selected environments: checkov scans a directory, so point it at one that holds just them.
+    selected = report_dir / "stacks"
+    if selected.exists():
+        shutil.rmtree(selected)
+    for env in environments:
+        shutil.copytree(stacks_dir / env, selected / env)
+    raw = run_checkov(selected, report_dir, checkov)
+    report = GateReport(findings=findings_from(raw, baseline, selected))
+    ran = {f.check for f in report.findings}
+    report.missing_checks = [c for c in custom_check_ids() if c not in ran]
+    failing = {f.check for f in report.findings if not f.passed}
+    report.stale_baseline = sorted(c for c in baseline if c not in failing)
+    for env in environments:
+        documents = load_specs(outdir / "specs" / env)
+        report.spec_problems[env] = []
+        for policy in POLICIES:
+            problems = policy.check(documents)
+            report.spec_problems[env] += [(policy.id, p) for p in problems]
+            report.spec_passed[env] += not problems
+    report.sarif = report_dir / "results_sarif.sarif"
+    report.json = report_dir / "report.json"
+    report.json.write_text(json.dumps({
+        "passed": report.ok,
+        "findings": [f.__dict__ for f in report.findings],
+        "spec_problems": {env: [{"policy": p, "problem": m} for p, m in problems] for env, problems in report.spec_problems.items()},
+        "missing_checks": report.missing_checks,
+        "baseline": baseline,
+    }, indent=2))
+    shutil.rmtree(selected)
+    return report
+
+
+def _numeric(check_id: str) -> int:
+    return int(check_id.rsplit("_", 1)[1])
+

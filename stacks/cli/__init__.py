@@ -1,0 +1,44 @@
+"""`llmstacks`: the command line of llm-serving-stacks.
+
+One module per command group registers its subcommands (`COMMAND_GROUPS`);
+`main` runs one and maps what it raises to an exit status (`EXIT_STATUS`),
+printing a single line: no traceback for anything a user or a dependency did.
+cdktf and the AWS provider are imported only once the input is known to be good.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from stacks.cli import artifacts, capacity, preview, service, synth
+from stacks.errors import ToolError, UserError
+
+COMMAND_GROUPS = (synth, service, artifacts, capacity, preview)
+
+# 0: done. 1: a check found problems (policy gate, verify-model). Then, by what was raised:
+EXIT_STATUS: dict[type[Exception], int] = {
+    UserError: 2,  # bad input: an environment file, a flag, a model directory, credentials
+    ToolError: 3,  # a program we run is missing or failed: checkov, git
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmstacks", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except tuple(EXIT_STATUS) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return next(status for kind, status in EXIT_STATUS.items() if isinstance(exc, kind))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

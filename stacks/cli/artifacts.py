@@ -1,0 +1,197 @@
+"""`llmstacks upload-model`, `verify-model`, `upload-adapter`, `list-adapters`, `delete-adapter`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from app.spec import model_id_problem
+from stacks.cli.arguments import add_environment, environment_file
+from stacks.errors import ConfigError
+from stacks.planning.plan import EnvironmentPlan, ModelPlan, plan_file
+
+
+def register(commands) -> None:
+    upload = commands.add_parser("upload-model", help="publish a model directory to the weights bucket")
+    add_environment(upload)
+    upload.add_argument("--model", required=True, metavar="ID", help="model id from the environment file")
+    upload.add_argument("--from", required=True, metavar="DIR", help="the model directory (config.json, *.safetensors, tokenizer)")
+    upload.set_defaults(func=cmd_upload_model)
+
+    verify = commands.add_parser("verify-model", help="check a published model against its manifest")
+    add_environment(verify)
+    verify.add_argument("--model", required=True, metavar="ID")
+    verify.add_argument("--deep", action="store_true", help="re-read every byte instead of trusting recorded digests")
+    verify.set_defaults(func=cmd_verify_model)
+
+    upload_adapter = commands.add_parser("upload-adapter", help="publish a LoRA adapter directory to the LoRA bucket")
+    add_environment(upload_adapter)
+    upload_adapter.add_argument("--model", required=True, metavar="ID", help="the base model's id from the environment file")
+    upload_adapter.add_argument("--adapter", required=True, metavar="NAME", help="served as <model id>:<NAME>")
+    upload_adapter.add_argument("--from", required=True, metavar="DIR",
+                                help="the PEFT adapter directory (adapter_config.json, adapter_model.safetensors)")
+    upload_adapter.set_defaults(func=cmd_upload_adapter)
+
+    list_adapters = commands.add_parser("list-adapters", help="list the LoRA adapters in the LoRA bucket")
+    add_environment(list_adapters)
+    list_adapters.add_argument("--model", metavar="ID", help="only this model's adapters")
+    list_adapters.add_argument("--json", action="store_true", help="one JSON array, for tools")
+    list_adapters.set_defaults(func=cmd_list_adapters)
+
+    delete_adapter = commands.add_parser("delete-adapter", help="remove a LoRA adapter (recoverable through bucket versioning)")
+    add_environment(delete_adapter)
+    delete_adapter.add_argument("--model", required=True, metavar="ID")
+    delete_adapter.add_argument("--adapter", required=True, metavar="NAME")
+    delete_adapter.set_defaults(func=cmd_delete_adapter)
+
+
+def _model(plan: EnvironmentPlan, model_id: str) -> ModelPlan:
+    """--model, a model of the environment."""
+    found = next((m for m in plan.models if m.id == model_id), None)
+    if found is None:
+        known = ", ".join(m.id for m in plan.models) or "none"
+        raise ConfigError(plan.source, "--model", f"{model_id!r} is not a model of {plan.env.name} (models: {known})")
+    return found
+
+
+def _s3(plan: EnvironmentPlan):
+    from stacks.publishing.aws import s3_client  # noqa: PLC0415
+
+    return s3_client(plan.env.aws.region)
+
+
+def _weights_target(args: argparse.Namespace) -> tuple[EnvironmentPlan, str]:
+    """(plan, weights bucket) for --model, which must take its weights from the bucket."""
+    plan = plan_file(environment_file(args))
+    model = _model(plan, args.model).config
+    if model.weights.source != "bucket":
+        raise ConfigError(plan.source, "--model", f"{args.model!r} takes its weights from {model.weights.source}, not the weights bucket")
+    return plan, plan.names.weights_bucket
+
+
+def cmd_upload_model(args: argparse.Namespace) -> int:
+    from stacks.publishing.aws import transfer_config, translate_aws_errors  # noqa: PLC0415
+    from stacks.publishing.files import Progress, local_files  # noqa: PLC0415
+    from stacks.publishing.models import upload_model  # noqa: PLC0415
+
+    plan, bucket = _weights_target(args)
+    directory = Path(getattr(args, "from"))
+    with translate_aws_errors():
+        progress = Progress(sum(f.size for f in local_files(directory)))
+        report = upload_model(_s3(plan), bucket, args.model, directory, transfer_config=transfer_config(), progress=progress)
+        progress.close()
+    print(f"published {args.model} to s3://{bucket}/{report.manifest_key.rsplit('/', 1)[0]}/ "
+          f"({len(report.uploaded)} uploaded, {len(report.skipped)} already there; snapshot {report.snapshot[:12]})")
+    return 0
+
+
+def cmd_verify_model(args: argparse.Namespace) -> int:
+    from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
+    from stacks.publishing.models import verify_model  # noqa: PLC0415
+
+    plan, bucket = _weights_target(args)
+    with translate_aws_errors():
+        problems = verify_model(_s3(plan), bucket, args.model, deep=args.deep)
+    for problem in problems:
+        print(problem)
+    print(f"{args.model}: {'OK' if not problems else f'{len(problems)} object(s) differ from the manifest'}")
+    return 0 if not problems else 1
+
+
+def _adapter_target(plan: EnvironmentPlan, model_id: str):
+    """What upload-adapter checks an adapter against: a model of the environment that serves LoRA."""
+    from stacks.publishing.adapters import AdapterTarget  # noqa: PLC0415
+
+    model = _model(plan, model_id)
+    config = model.config
+    if not config.lora.enabled:
+        raise ConfigError(plan.source, "--model", f"{model_id!r} does not serve LoRA adapters (set models[{model.index}].lora.enabled)")
+    accepted = [config.id, config.weights.hf_id, config.lora.base_model]
+    return AdapterTarget(config.id, config.lora.max_rank, tuple(dict.fromkeys(n for n in accepted if n)),
+                         where=f"{plan.source}: models[{model.index}]")
+
+
+def _any_model(plan: EnvironmentPlan, model_id: str | None) -> None:
+    """Listing and deleting also reach adapters of models since removed from the file: any valid id."""
+    if model_id is not None and (problem := model_id_problem(model_id)):
+        raise ConfigError(plan.source, "--model", problem)
+
+
+def cmd_upload_adapter(args: argparse.Namespace) -> int:
+    from stacks.publishing.adapters import upload_adapter  # noqa: PLC0415
+    from stacks.publishing.aws import transfer_config, translate_aws_errors  # noqa: PLC0415
+    from stacks.publishing.files import Progress, local_files  # noqa: PLC0415
+
+    plan = plan_file(environment_file(args))
+    target = _adapter_target(plan, args.model)
+    bucket = plan.names.lora_bucket
+    directory = Path(getattr(args, "from"))
+    with translate_aws_errors():
+        progress = Progress(sum(f.size for f in local_files(directory)))
+        report = upload_adapter(_s3(plan), bucket, target, args.adapter, directory, transfer_config=transfer_config(), progress=progress)
+        progress.close()
+    where = f"s3://{bucket}/{report.prefix}"
+    if report.already_published:
+        print(f"{target.model_id}:{args.adapter} is already published with this content at {where}")
+    else:
+        print(f"published {target.model_id}:{args.adapter} to {where} "
+              f"({len(report.uploaded)} uploaded, {len(report.skipped)} already staged)")
+    return 0
+
+
+def cmd_list_adapters(args: argparse.Namespace) -> int:
+    from stacks.publishing.adapters import list_adapters  # noqa: PLC0415
+    from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
+
+    plan = plan_file(environment_file(args))
+    _any_model(plan, args.model)
+    bucket = plan.names.lora_bucket
+    with translate_aws_errors():
+        adapters = list_adapters(_s3(plan), bucket, [args.model] if args.model else None)
+    if args.json:
+        print(json.dumps([{
+            "model": a.model_id, "adapter": a.name, "request_model": f"{a.model_id}:{a.name}", "ready": a.ready,
+            "rank": a.rank, "base_model": a.base_model, "files": a.files, "bytes": a.size,
+            "modified": a.modified.isoformat() if a.modified else None,
+        } for a in adapters], indent=2))
+        return 0
+    if not adapters:
+        print(f"no adapters in s3://{bucket}/adapters/")
+        return 0
+    known = {m.id for m in plan.models}
+    rows = [("MODEL", "RANK", "SIZE", "STATE", "BASE MODEL")]
+    for a in adapters:
+        state = "ready" if a.ready else "incomplete (not served; rerun its upload or delete it)"
+        if a.model_id not in known:
+            state += f", model not in {plan.env.name}"
+        rows.append((f"{a.model_id}:{a.name}", str(a.rank or "-"), _size(a.size), state, a.base_model or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
+    return 0
+
+
+def cmd_delete_adapter(args: argparse.Namespace) -> int:
+    from stacks.publishing.adapters import delete_adapter  # noqa: PLC0415
+    from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
+
+    plan = plan_file(environment_file(args))
+    _any_model(plan, args.model)
+    with translate_aws_errors():
+        removed = delete_adapter(_s3(plan), plan.names.lora_bucket, args.model, args.adapter)
+    days = plan.env.buckets.lora.noncurrent_version_retention_days
+    print(f"deleted {args.model}:{args.adapter} ({removed} object(s)); new requests for it get 404, replicas that "
+          f"loaded it drop it when they evict or restart. Recoverable for {days} days from the bucket's "
+          "versions (README: 'Recovering a deleted adapter').")
+    return 0
+
+
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        n /= 1024
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"

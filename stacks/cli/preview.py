@@ -1,0 +1,30 @@
+"""`llmstacks preview`: what this change does to every environment, against a git revision."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stacks.config.loader import ENVIRONMENTS_DIR
+
+
+def register(commands) -> None:
+    preview = commands.add_parser("preview", help="what this change does to every environment, offline (for pull requests)")
+    preview.add_argument("--base", required=True, metavar="REF", help="the git revision to compare with (e.g. origin/main)")
+    preview.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    preview.add_argument("--output", metavar="FILE", help="write the preview here instead of standard output")
+    preview.add_argument("--env-dir", default=str(ENVIRONMENTS_DIR), metavar="DIR")
+    preview.add_argument("--no-policy", action="store_true", help="skip the policy gate (faster; no checkov needed)")
+    preview.set_defaults(func=cmd_preview)
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    import stacks.preview as previews  # noqa: PLC0415  (loads cdktf through synth)
+
+    result = previews.preview(args.base, env_dir=Path(args.env_dir), policy=not args.no_policy)
+    text = previews.to_json(result) if args.format == "json" else previews.to_markdown(result)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text, end="")
+    return 0 if result.policy_ok else 1

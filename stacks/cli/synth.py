@@ -1,0 +1,54 @@
+"""`llmstacks synth` and `llmstacks check`: environments to Terraform JSON and specs, and the policy gate."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stacks.cli.arguments import add_selection, selected_files
+from stacks.planning.plan import EnvironmentPlan, plan_files
+
+
+def register(commands) -> None:
+    synth = commands.add_parser("synth", help="synthesize environments into Terraform JSON")
+    add_selection(synth)
+    synth.set_defaults(func=cmd_synth)
+
+    check = commands.add_parser("check", help="synthesize, then run the policy gate (checkov + our policies) on stacks and specs")
+    add_selection(check)
+    check.add_argument("--report-dir", metavar="DIR", help="where JSON and SARIF results go (default: <outdir>/policy)")
+    check.add_argument("--baseline", metavar="PATH", help="baseline of skipped checks (default: policies/baseline.yaml)")
+    check.set_defaults(func=cmd_check)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    synth(args)
+    return 0
+
+
+def synth(args: argparse.Namespace) -> list[EnvironmentPlan]:
+    """Plan the selected environments (no cdktf yet: bad input fails fast), synthesize, print the summaries."""
+    from stacks.synth.run import synthesize  # noqa: PLC0415  (loads cdktf: only for good input)
+    from stacks.synth.summary import summarize  # noqa: PLC0415
+
+    paths, everything = selected_files(args)
+    plans = plan_files(paths)
+    result = synthesize(plans, Path(args.outdir), replace_all=everything)
+    for plan in plans:
+        print(summarize(plan, result.stack_files[plan.env.name]))
+    print(f"synthesized {len(plans)} stack(s) and their service specs into {args.outdir} "
+          f"(specs checked: {', '.join(result.validators)})")
+    return plans
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from policies.gate import BASELINE_FILE, find_checkov, load_baseline, run_gate  # noqa: PLC0415
+
+    baseline = Path(args.baseline) if args.baseline else BASELINE_FILE
+    load_baseline(baseline)  # a bad baseline or a missing checkov stops the gate before synth
+    checkov = find_checkov()
+    plans = synth(args)
+    report = run_gate(Path(args.outdir), [p.env.name for p in plans], Path(args.report_dir) if args.report_dir else None,
+                      baseline_file=baseline, checkov=checkov)
+    print(report.summary())
+    return 0 if report.ok else 1

@@ -1,0 +1,190 @@
+"""Capacity planner: what vLLM 0.29 will report at start-up, computed before anything is deployed.
+
+It follows `Worker.determine_available_memory` and `kv_cache_utils`:
+
+    requested   = total GPU memory x gpu_memory_utilization
+    KV cache    = requested - weights - activation peak - non-torch memory - CUDA graphs
+    blocks      = KV cache // (16 tokens x KV bytes per token)
+    concurrency = blocks / ceil(max_model_len / 16)        ("Maximum concurrency for N tokens")
+
+Weights, KV bytes per token and block arithmetic are exact for the catalog's
+architectures. The activation peak (a profile run of max_num_batched_tokens
+tokens and a sampler pass of max_num_seqs), non-torch memory (CUDA context,
+NCCL buffers) and CUDA graph memory are estimated; README documents the method
+and its expected error. Sliding-window layers need only their window
+(+ a batch of new tokens) per request; MLA models keep one latent per token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from infra.catalog import GPUS, Gpu
+from stacks.planning.model_catalog import GIB, Architecture
+
+BLOCK_SIZE = 16
+# KV-cache dtypes the planner models (others count as 16 bits: fewer tokens, never more).
+KV_DTYPE_BYTES = {"auto": None, "bfloat16": 2.0, "float16": 2.0, "fp8": 1.0, "fp8_e4m3": 1.0, "fp8_e5m2": 1.0}
+WEIGHT_DTYPE_BYTES = {"auto": None, "bfloat16": 2.0, "float16": 2.0, "half": 2.0, "float32": 4.0, "float": 4.0}
+QUANTIZATION_BYTES = {"fp8": 1.0, "awq": 0.5, "gptq": 0.5, "bitsandbytes": 0.5}
+DEFAULT_UTILIZATION = 0.9
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    model: str
+    gpu: str
+    tensor_parallel: int
+    pipeline_parallel: int
+    max_model_len: int
+    gpu_memory_utilization: float
+    max_num_batched_tokens: int
+    max_num_seqs: int
+    dtype: str
+    kv_cache_dtype: str
+    quantization: str | None
+    requested_gib_per_gpu: float
+    weights_gib_per_gpu: float
+    activation_gib_per_gpu: float
+    non_torch_gib_per_gpu: float
+    cuda_graph_gib_per_gpu: float
+    kv_cache_gib_per_gpu: float
+    kv_bytes_per_token: int  # per GPU, across its layers
+    kv_cache_tokens: int
+    max_concurrency: float  # requests of max_model_len tokens, as vLLM logs it
+    fits: bool
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["problems"], data["notes"] = list(self.problems), list(self.notes)
+        for key, value in data.items():
+            if isinstance(value, float):
+                data[key] = round(value, 3)
+        return data
+
+
+def batch_defaults(gpu: Gpu) -> tuple[int, int]:
+    """vLLM's defaults for an OpenAI server (max_num_batched_tokens, max_num_seqs) on this GPU."""
+    if gpu.usable_gib >= 160:
+        return 16384, 1024
+    if gpu.usable_gib >= 70 and not gpu.name.startswith("A100"):
+        return 8192, 1024
+    return 2048, 256
+
+
+def plan(arch: Architecture, gpu: Gpu, *, tensor_parallel: int = 1, pipeline_parallel: int = 1, max_model_len: int,
+         gpu_memory_utilization: float = DEFAULT_UTILIZATION, dtype: str = "auto", kv_cache_dtype: str = "auto",
+         quantization: str | None = None, max_num_batched_tokens: int | None = None,
+         max_num_seqs: int | None = None) -> CapacityPlan:
+    tp, pp = tensor_parallel, pipeline_parallel
+    problems, notes = [], []
+    if arch.heads % tp:
+        problems.append(f"{arch.heads} attention heads do not divide by tensor_parallel_size {tp} (vLLM requires it)")
+    if pp > arch.layers:
+        problems.append(f"pipeline_parallel_size {pp} exceeds the model's {arch.layers} layers")
+    default_tokens, default_seqs = batch_defaults(gpu)
+    tokens = max_num_batched_tokens or default_tokens
+    seqs = max_num_seqs or default_seqs
+
+    quantized = quantization in QUANTIZATION_BYTES
+    if quantization and not quantized:
+        notes.append(f"quantization {quantization!r} is not modelled: weights are taken at the checkpoint's size")
+    bytes_per_param = QUANTIZATION_BYTES[quantization] if quantized else WEIGHT_DTYPE_BYTES.get(dtype) or arch.weight_bytes_per_param
+    # Quantized checkpoints keep embeddings and the LM head in 16 bits.
+    embedding_bytes = arch.embedding_params * (2.0 if quantized else bytes_per_param)
+    if arch.weights_gib is not None and not quantization and dtype == "auto":
+        total_weights = arch.weight_bytes
+        notes.append("weights from the published checkpoint size (mixed-precision format)")
+    else:
+        total_weights = (arch.params - arch.embedding_params) * bytes_per_param + embedding_bytes
+    # Each pipeline stage holds its share of the layers; embeddings sit on the first and last stage.
+    weights = ((total_weights - embedding_bytes) / pp + embedding_bytes) / tp
+
+    act_bytes = 2.0
+    mlp_width = max(arch.intermediate, arch.moe_intermediate * min(arch.experts, 8) if arch.experts else 0)
+    per_token = (4 * arch.hidden + 2 * mlp_width / tp + 2 * (arch.heads * arch.dim_per_head) / tp) * act_bytes
+    # The sampler's profile pass: fp32 logits (and their softmax) for max_num_seqs requests.
+    activation = tokens * per_token + 2 * seqs * arch.vocab / tp * 4
+    non_torch = 0.45 * GIB + (0.35 * GIB if tp * pp > 1 else 0.0)
+    cuda_graphs = min(1.5 * GIB, (0.15 + 0.008 * math.ceil(arch.layers / pp)) * GIB)
+
+    requested = gpu.usable_gib * GIB * gpu_memory_utilization
+    kv_cache = requested - weights - activation - non_torch - cuda_graphs
+
+    kv_bytes = KV_DTYPE_BYTES.get(kv_cache_dtype) or 2.0
+    layers_per_gpu = math.ceil(arch.layers / pp)
+    sliding_per_gpu = math.ceil(arch.sliding_layers / pp) if arch.sliding_window else 0
+    per_layer = arch.kv_bytes_per_token_per_layer(kv_bytes, tp)
+    kv_per_token = per_layer * layers_per_gpu
+    full_blocks = math.ceil(max_model_len / BLOCK_SIZE)
+    if sliding_per_gpu:
+        # A sliding layer holds its window plus the tokens being added, never more than the request.
+        window_blocks = min(full_blocks, math.ceil((arch.sliding_window + tokens) / BLOCK_SIZE))
+        per_request = BLOCK_SIZE * per_layer * ((layers_per_gpu - sliding_per_gpu) * full_blocks + sliding_per_gpu * window_blocks)
+        concurrency = max(0.0, kv_cache) / per_request
+        cache_tokens = int(max(0.0, kv_cache) // (per_layer * (layers_per_gpu - sliding_per_gpu) or 1))
+        notes.append(f"{arch.sliding_layers} of {arch.layers} layers attend to a {arch.sliding_window}-token window")
+    else:
+        blocks = int(max(0.0, kv_cache) // (BLOCK_SIZE * kv_per_token))
+        concurrency = blocks / full_blocks
+        cache_tokens = blocks * BLOCK_SIZE
+    if arch.is_mla:
+        notes.append("MLA: one latent KV vector per token, replicated on every tensor-parallel rank")
+    if tp > arch.kv_heads and not arch.is_mla:
+        notes.append(f"{arch.kv_heads} KV heads on {tp} ranks: vLLM replicates them")
+
+    if kv_cache <= 0:
+        problems.append(f"the weights and runtime need {(requested - kv_cache) / GIB:.1f} GiB per GPU but "
+                        f"{gpu_memory_utilization:.2f} x {gpu.usable_gib} GiB = {requested / GIB:.1f} GiB is available: no room for a KV cache")
+    elif concurrency < 1:
+        problems.append(f"the KV cache holds {cache_tokens:,} tokens, less than one request of max_model_len {max_model_len:,}")
+    return CapacityPlan(
+        model=arch.hf_id, gpu=gpu.name, tensor_parallel=tp, pipeline_parallel=pp, max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization, max_num_batched_tokens=tokens, max_num_seqs=seqs,
+        dtype=dtype, kv_cache_dtype=kv_cache_dtype, quantization=quantization,
+        requested_gib_per_gpu=requested / GIB, weights_gib_per_gpu=weights / GIB, activation_gib_per_gpu=activation / GIB,
+        non_torch_gib_per_gpu=non_torch / GIB, cuda_graph_gib_per_gpu=cuda_graphs / GIB,
+        kv_cache_gib_per_gpu=kv_cache / GIB, kv_bytes_per_token=int(kv_per_token), kv_cache_tokens=cache_tokens,
+        max_concurrency=concurrency, fits=not problems, problems=tuple(problems), notes=tuple(notes),
+    )
+
+
+def load_targets(capacity: CapacityPlan) -> tuple[float, int]:
+    """(target_ongoing_requests, max_ongoing_requests) for Ray Serve autoscaling.
+
+    Scale up once a replica averages the number of full-length requests its KV
+    cache holds; admit up to twice that (most requests are far shorter than
+    max_model_len), never more than vLLM's max_num_seqs.
+    """
+    target = max(1, min(capacity.max_num_seqs, math.floor(capacity.max_concurrency)))
+    return float(target), max(target, min(capacity.max_num_seqs, 2 * target))
+
+
+def options(arch: Architecture, gpu: Gpu, capacity: CapacityPlan) -> str:
+    """Concrete changes that make a model fit, each checked with the planner."""
+    c = capacity
+
+    def fits(**change) -> bool:
+        settings = dict(tensor_parallel=c.tensor_parallel, pipeline_parallel=c.pipeline_parallel, max_model_len=c.max_model_len,
+                        gpu_memory_utilization=c.gpu_memory_utilization, dtype=c.dtype, kv_cache_dtype=c.kv_cache_dtype,
+                        quantization=c.quantization, max_num_batched_tokens=c.max_num_batched_tokens, max_num_seqs=c.max_num_seqs)
+        target = change.pop("gpu", gpu)
+        return plan(arch, target, **{**settings, **change}).fits
+
+    ways = []
+    tp = next((t for t in (2, 4, 8) if t > c.tensor_parallel and arch.heads % t == 0 and fits(tensor_parallel=t)), None)
+    if tp:
+        ways.append(f"tensor_parallel_size {tp} (a pool with {tp * c.pipeline_parallel} GPUs per node)")
+    larger = next((g for g in sorted(GPUS.values(), key=lambda g: g.usable_gib) if g.usable_gib > gpu.usable_gib and fits(gpu=g)), None)
+    if larger:
+        ways.append(f"a larger GPU ({larger.name}, {larger.usable_gib} GiB)")
+    if c.quantization is None and arch.weights_gib is None and arch.weight_bytes_per_param >= 2 and fits(quantization="fp8"):
+        ways.append("fp8 weights (engine_kwargs.quantization: fp8)")
+    if c.kv_cache_dtype == "auto" and fits(kv_cache_dtype="fp8"):
+        ways.append("an fp8 KV cache (engine_kwargs.kv_cache_dtype: fp8)")
+    if c.kv_cache_tokens >= BLOCK_SIZE:
+        ways.append(f"max_model_len at most {c.kv_cache_tokens:,}")
+    return "; ".join(ways) or "none alone: combine a larger GPU with more tensor parallelism"

@@ -1,0 +1,145 @@
+"""`llmstacks preview`: what a change does, in serving terms, offline.
+
+The base revision is checked out in a temporary git worktree and synthesized
+by its own code (a subprocess, in parallel with the working tree's synth in
+this process); then the two outputs are compared per environment: Terraform
+resources, models and node pools, capacity and cost (both sides planned by
+this revision's planner), the rendered specs, and the policy gate's verdict
+on the working tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from policies.gate import GateReport, run_gate
+from stacks.config.loader import ENVIRONMENTS_DIR, environment_files
+from stacks.errors import ConfigError, ToolError
+from stacks.planning.plan import EnvironmentPlan, plan_file
+from stacks.preview.diff import capacity_rows, compare, diff_resources, model_facts, pool_facts, spec_diff
+from stacks.preview.report import EnvironmentPreview, Preview
+from stacks.synth.run import synthesize
+
+BASE_SYNTH_TIMEOUT = 900
+
+
+def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = None, policy: bool = True) -> Preview:
+    """Compare `base_ref` with the working tree of `repo` (default: the current directory's repository)."""
+    repo = _toplevel(Path(repo or Path.cwd()).resolve())
+    env_dir = Path(env_dir or ENVIRONMENTS_DIR)
+    relative_env_dir = env_dir.resolve().relative_to(repo) if env_dir.resolve().is_relative_to(repo) else Path("stacks/environments")
+    # The working tree must be valid: its errors are the user's to fix (exit 2).
+    head_plans = {p.env.name: p for p in (plan_file(path) for path in environment_files(env_dir))}
+
+    with tempfile.TemporaryDirectory(prefix="llmstacks-preview-") as tmp:
+        workdir = Path(tmp)
+        process, tree = _start_base_synth(repo, base_ref, workdir)
+        try:
+            # This revision, in this process, while the base synthesizes in another.
+            head_out = workdir / "head.out"
+            ordered = [head_plans[name] for name in sorted(head_plans)]
+            synthesize(ordered, head_out, replace_all=True)
+            verdicts = _verdicts(run_gate(head_out, list(head_plans), workdir / "policy")) if policy and ordered else {}
+            try:
+                _, stderr = process.communicate(timeout=BASE_SYNTH_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise ToolError(f"the base revision's synth took over {BASE_SYNTH_TIMEOUT} s") from None
+            base_error = None
+            if process.returncode != 0:
+                base_error = f"the base revision does not synthesize: {(stderr.strip().splitlines() or ['no output'])[-1]}"
+            base_plans, base_problems = _plan_all(tree / relative_env_dir)
+            if base_problems and not base_error:
+                base_error = f"some base environment files do not load with this revision's schema: {base_problems[0]}"
+            environments = [
+                _environment(name, base_plans.get(name), head_plans.get(name), workdir / "base.out", head_out, verdicts)
+                for name in sorted(head_plans.keys() | base_plans.keys())
+            ]
+            return Preview(base_ref, environments, base_error)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], capture_output=True)
+
+
+def _environment(name: str, base: EnvironmentPlan | None, head: EnvironmentPlan | None, base_out: Path, head_out: Path,
+                 verdicts: dict[str, tuple[bool, str]]) -> EnvironmentPreview:
+    head_tf, head_specs = _read_out(head_out, name)
+    base_tf, base_specs = _read_out(base_out, name)
+    item = EnvironmentPreview(name, "added" if base_tf is None and base is None else "removed" if head is None else "changed")
+    item.resources = diff_resources(base_tf, head_tf)
+    item.serving = compare("model", model_facts(base), model_facts(head)) + compare("node pool", pool_facts(base), pool_facts(head))
+    item.capacity = capacity_rows(base, head)
+    item.cost = {at: {"before": round(base.cost_per_hour(at), 2) if base else None,
+                      "after": round(head.cost_per_hour(at), 2) if head else None} for at in ("min", "max")}
+    item.gpus = {"before": base.gpus_at_max if base else None, "after": head.gpus_at_max if head else None}
+    item.spec_diff = spec_diff(base_specs, head_specs)
+    if item.status == "changed" and not (item.resources or item.serving or item.spec_diff):
+        item.status = "unchanged"
+    item.policy_ok, item.policy = verdicts.get(name, (True, "n/a (removed)" if head is None else "not run"))
+    return item
+
+
+def _verdicts(report: GateReport) -> dict[str, tuple[bool, str]]:
+    """Per environment: (passed, what failed)."""
+    verdicts = {}
+    for env in report.spec_problems:
+        failed = [f for f in report.failures if f.environment == env]
+        specs = report.spec_problems.get(env, [])
+        ok = not failed and not specs and not report.missing_checks
+        text = "passed" if ok else "; ".join([f"{f.check} {f.resource}" for f in failed] + [f"{p} {m}" for p, m in specs]
+                                             + [f"{c} did not run" for c in report.missing_checks])
+        verdicts[env] = (ok, text)
+    return verdicts
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True)
+    except OSError as exc:
+        raise ToolError(f"git is needed to check out the base revision: {exc}") from None
+
+
+def _toplevel(path: Path) -> Path:
+    top = _git("-C", str(path), "rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        raise ConfigError(path, "", "not a git repository (preview compares a base revision with the working tree)")
+    return Path(top.stdout.strip())
+
+
+def _plan_all(directory: Path) -> tuple[dict[str, EnvironmentPlan], list[str]]:
+    """The base revision's environments, planned by this revision; and the ones that do not plan."""
+    plans, problems = {}, []
+    for path in environment_files(directory) if directory.is_dir() else []:
+        try:
+            plan = plan_file(path)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        plans[plan.env.name] = plan
+    return plans, problems
+
+
+def _start_base_synth(repo: Path, ref: str, workdir: Path) -> tuple[subprocess.Popen, Path]:
+    """Check out `ref` in a worktree and start its own synth; (process, its worktree)."""
+    tree = workdir / "base"
+    result = _git("-C", str(repo), "worktree", "add", "--detach", "--quiet", str(tree), ref)
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["git worktree failed"])[-1]
+        raise ConfigError("--base", "", f"cannot check out {ref!r}: {message}")
+    env = {**os.environ, "PYTHONPATH": str(tree), "CDKTF_OUTDIR": str(workdir / "base.out")}
+    process = subprocess.Popen([sys.executable, "-m", "stacks"], cwd=tree, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return process, tree
+
+
+def _read_out(outdir: Path, env: str) -> tuple[dict | None, dict[str, str]]:
+    stack = outdir / "stacks" / env / "cdk.tf.json"
+    tf = json.loads(stack.read_text()) if stack.is_file() else None
+    specs_dir = outdir / "specs" / env
+    specs = {p.name: p.read_text() for p in sorted(specs_dir.glob("*.yaml"))} if specs_dir.is_dir() else {}
+    return tf, specs

@@ -1,0 +1,111 @@
+"""Deploy, inspect and roll back an environment's service.
+
+Anyscale target: the rendered service config goes to `anyscale.service.deploy`
+(rollouts, canaries and rollback are the SDK's). KubeRay target: the
+RayService manifest is written and the `kubectl apply` line printed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from stacks.errors import ConfigError
+from stacks.planning.plan import EnvironmentPlan
+from stacks.specs.app_package import APP_DIR
+from stacks.specs.render import ANYSCALE_FILE, RAYSERVICE_FILE, ServiceSpecs
+
+TOKEN_ENV = "ANYSCALE_CLI_TOKEN"
+CREDENTIALS_FILE = Path("~/.anyscale/credentials.json")
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    in_place: bool = False
+    canary_percent: int | None = None
+    max_surge_percent: int | None = None
+
+
+def anyscale_sdk():
+    """The SDK's service client; None means the SDK's default (the real API)."""
+    return None
+
+
+def _require_credentials(source: str) -> None:
+    if os.environ.get(TOKEN_ENV) or CREDENTIALS_FILE.expanduser().is_file():
+        return
+    raise ConfigError(source, TOKEN_ENV, "not set and no ~/.anyscale/credentials.json; create a token with `anyscale login` "
+                      "or in the Anyscale console, or use --dry-run")
+
+
+def _service_config(specs: ServiceSpecs):
+    from anyscale.service.models import ServiceConfig  # noqa: PLC0415  (serving extra)
+
+    # The SDK uploads local py_modules; an absolute path works from any directory.
+    return ServiceConfig(**{**specs.documents[ANYSCALE_FILE], "py_modules": [str(APP_DIR)]})
+
+
+def publish(plan: EnvironmentPlan, specs: ServiceSpecs, options: RolloutOptions, *, dry_run: bool, outdir: Path) -> str:
+    """Deploy the environment's service; returns what to tell the user."""
+    env = plan.env
+    if env.serving.target == "kuberay":
+        manifest = outdir / "specs" / env.name / RAYSERVICE_FILE
+        text = specs.texts[RAYSERVICE_FILE]
+        apply = f"kubectl apply -n {env.serving.namespace} -f {manifest}"
+        if dry_run:
+            return f"would write {manifest} and run: {apply}\n{text}"
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(text)
+        return f"wrote {manifest}\n{apply}"
+    config = _service_config(specs)
+    if dry_run:
+        settings = ", ".join(f"{k}={v}" for k, v in vars(options).items() if v not in (None, False)) or "defaults"
+        return f"would deploy Anyscale service {config.name!r} ({settings}):\n{specs.texts[ANYSCALE_FILE]}"
+    sdk = anyscale_sdk()
+    if sdk is None:
+        _require_credentials(plan.source)
+    import anyscale  # noqa: PLC0415
+
+    service_id = anyscale.service.deploy(
+        config,
+        in_place=options.in_place,
+        canary_percent=options.canary_percent,
+        max_surge_percent=options.max_surge_percent,
+        _private_sdk=sdk,
+    )
+    return f"deployed Anyscale service {config.name!r} (id {service_id})"
+
+
+def status(plan: EnvironmentPlan) -> str:
+    import anyscale  # noqa: PLC0415
+
+    sdk = _anyscale_only(plan)
+    settings = plan.env.serving.anyscale
+    result = anyscale.service.status(plan.names.service, cloud=settings.cloud, project=settings.project, _private_sdk=sdk)
+    lines = [f"service {result.name}: {result.state}"]
+    for label, version in (("primary", result.primary_version), ("canary", result.canary_version)):
+        if version is not None:
+            lines.append(f"  {label} version {version.name}: {version.state}, weight {version.weight}%")
+    return "\n".join(lines)
+
+
+def rollback(plan: EnvironmentPlan, max_surge_percent: int | None) -> str:
+    import anyscale  # noqa: PLC0415
+
+    sdk = _anyscale_only(plan)
+    settings = plan.env.serving.anyscale
+    anyscale.service.rollback(plan.names.service, cloud=settings.cloud, project=settings.project,
+                              max_surge_percent=max_surge_percent, _private_sdk=sdk)
+    return f"rolled back Anyscale service {plan.names.service!r} to its previous version"
+
+
+def _anyscale_only(plan: EnvironmentPlan):
+    target = plan.env.serving.target
+    if target != "anyscale":
+        raise ConfigError(plan.source, "serving.target", f"{target!r}: status and rollback are for the anyscale "
+                          "target; use kubectl for a RayService")
+    sdk = anyscale_sdk()
+    if sdk is None:
+        _require_credentials(plan.source)
+    return sdk

@@ -1,0 +1,59 @@
+"""The KubeRay RayService: the application as `serveConfigV2`, the head on the CPU pool, one
+worker group per GPU pool in use. Pods run a stock Ray image; the application's code
+comes from the zip the stack publishes, through `runtime_env.py_modules`."""
+
+from __future__ import annotations
+
+import yaml
+
+from stacks.planning.plan import EnvironmentPlan
+from stacks.specs.app_package import app_zip_key
+from stacks.specs.application import RAY_VERSION, SERVE_PORT
+from stacks.specs.pods import container, declared_resources, pod_template
+
+HEAD_PORTS = [
+    {"containerPort": 6379, "name": "gcs-server"},
+    {"containerPort": 8265, "name": "dashboard"},
+    {"containerPort": 10001, "name": "client"},
+    {"containerPort": SERVE_PORT, "name": "serve"},
+]
+HEAD_RESOURCES = {"cpu": "2", "memory": "8Gi"}
+
+
+def rayservice(plan: EnvironmentPlan, application: dict) -> dict:
+    names, image = plan.names, plan.env.serving.kuberay.ray_image
+    head = {**container("ray-head", image, plan.head_pool), "ports": HEAD_PORTS,
+            "resources": {"requests": dict(HEAD_RESOURCES), "limits": dict(HEAD_RESOURCES)}}
+    groups = []
+    for pool in plan.serving_pools:
+        start = {}
+        if resources := declared_resources(pool):
+            start["resources"] = yaml.safe_dump(resources, default_flow_style=True).strip().replace("'", '"')
+        groups.append({
+            "groupName": pool.name,
+            "replicas": pool.nodes_at_min,
+            "minReplicas": pool.nodes_at_min,
+            "maxReplicas": pool.max_nodes,
+            "rayStartParams": start,
+            "template": pod_template(plan, pool, container("ray-worker", image, pool)),
+        })
+    # Stock Ray image: the app comes from the zip the stack publishes, boto3 from pip.
+    code = f"s3://{names.lora_bucket}/{app_zip_key()}"
+    serve = {"applications": [{**application, "runtime_env": {"py_modules": [code], "pip": ["boto3>=1.35"]}}]}
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": names.service, "namespace": plan.env.serving.namespace,
+                     "labels": {"app.kubernetes.io/managed-by": "llm-serving-stacks",
+                                "llm-serving-stacks/environment": plan.env.name}},
+        "spec": {
+            "serveConfigV2": yaml.safe_dump(serve, sort_keys=False),
+            "rayClusterConfig": {
+                "rayVersion": RAY_VERSION,
+                "enableInTreeAutoscaling": True,
+                # The head runs the controller and proxy, not model replicas.
+                "headGroupSpec": {"rayStartParams": {"num-cpus": "0"}, "template": pod_template(plan, plan.head_pool, head)},
+                "workerGroupSpecs": groups,
+            },
+        },
+    }

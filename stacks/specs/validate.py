@@ -1,0 +1,93 @@
+"""Checks of the rendered specs before anything is written: the vendors' own models and scheduling.
+
+Ray's `ServeDeploySchema` and the Anyscale SDK's `ServiceConfig` come with the
+`serving` extra; infrastructure-only installs still get the app contract and
+the scheduling check, and are told which validators ran.
+"""
+
+from __future__ import annotations
+
+import yaml
+from pydantic import ValidationError
+
+from app.spec import AppArgs
+from infra.scheduling import schedulable
+from stacks.errors import ConfigError
+from stacks.planning.plan import EnvironmentPlan
+from stacks.specs.render import ANYSCALE_FILE, RAYSERVICE_FILE, SERVE_FILE, ServiceSpecs
+
+SCHEDULING = "scheduling"
+
+
+def check_specs(plan: EnvironmentPlan, specs: ServiceSpecs) -> list[str]:
+    """Raise ConfigError (the environment's `serving`) if a spec is invalid or a model's pods could
+    not run on its pool; returns the names of the validators that ran."""
+    problems, ran = vendor_problems(specs.documents)
+    problems += scheduling_problems(plan, specs.documents)
+    if problems:
+        raise ConfigError(plan.source, "serving", problems[0], more=len(problems) - 1)
+    return [*ran, SCHEDULING]
+
+
+def scheduling_problems(plan: EnvironmentPlan, documents: dict[str, dict]) -> list[str]:
+    """Models whose pods could not run on their pool's nodes, in either target."""
+    problems = []
+    anyscale_groups = {g["name"]: g for g in documents[ANYSCALE_FILE]["compute_config"]["worker_nodes"]}
+    kuberay_groups = {g["groupName"]: g for g in documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    for model in plan.models:
+        pool = model.pool
+        where = f"models[{model.index}] ({model.id}) on pool {pool.name!r}"
+        targets = {
+            "anyscale": anyscale_groups.get(pool.name, {}).get("advanced_instance_config", {}).get("spec"),
+            "kuberay": kuberay_groups.get(pool.name, {}).get("template", {}).get("spec"),
+        }
+        for target, pod in targets.items():
+            if pod is None:
+                problems.append(f"{where}: {target} has no worker group for the pool")
+                continue
+            for why in schedulable(pod.get("nodeSelector", {}), pod.get("tolerations", []), pool.labels, pool.taints):
+                problems.append(f"{where}: {target}: {why}")
+        group = kuberay_groups.get(pool.name)
+        if group is not None:
+            limit = int(group["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
+            if limit < model.gpus_per_replica:
+                problems.append(f"{where}: kuberay: worker pods get {limit} GPUs, a replica needs {model.gpus_per_replica}")
+    return problems
+
+
+def vendor_problems(documents: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """Check the specs with the app's contract and, where installed, Ray's and Anyscale's own models.
+
+    Returns (problems, names of the validators that ran).
+    """
+    problems, ran = [], ["app contract"]
+    serve_v2 = yaml.safe_load(documents[RAYSERVICE_FILE]["spec"]["serveConfigV2"])
+    for name, doc in ((ANYSCALE_FILE, documents[ANYSCALE_FILE]), (SERVE_FILE, documents[SERVE_FILE]),
+                      (RAYSERVICE_FILE, serve_v2)):
+        for app in doc["applications"]:
+            try:
+                AppArgs.model_validate(app["args"])
+            except ValidationError as exc:
+                problems.append(f"{name}: application {app['name']!r} args: {exc.errors()[0]['msg']}")
+    try:
+        from ray.serve.schema import ServeDeploySchema  # noqa: PLC0415  (serving extra)
+    except ImportError:
+        ServeDeploySchema = None
+    if ServeDeploySchema is not None:
+        ran.append("Ray ServeDeploySchema")
+        for name, doc in ((SERVE_FILE, documents[SERVE_FILE]), (f"{RAYSERVICE_FILE} serveConfigV2", serve_v2)):
+            try:
+                ServeDeploySchema.model_validate(doc)
+            except ValidationError as exc:
+                problems.append(f"{name}: rejected by Ray ServeDeploySchema: {exc.errors()[0]['msg']}")
+    try:
+        from anyscale.service.models import ServiceConfig  # noqa: PLC0415  (serving extra)
+    except ImportError:
+        ServiceConfig = None
+    if ServiceConfig is not None:
+        ran.append("Anyscale ServiceConfig")
+        try:
+            ServiceConfig(**documents[ANYSCALE_FILE])
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{ANYSCALE_FILE}: rejected by Anyscale ServiceConfig: {exc}")
+    return problems, ran

@@ -1,0 +1,250 @@
+"""The per-environment AWS stack: composes the `infra` constructs, holds no resource details.
+
+It reads an environment's plan and its rendered specs (`stacks.planning`,
+`stacks.specs`); it neither re-checks nor re-renders them. One method per
+concern. The plan's checks apply the constructs' own rules, so no construct
+should refuse a planned value; if one still does, its ValueError is reported
+as a `ConfigError` naming the environment's field, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from constructs import Construct
+
+from infra import node_runtime  # noqa: F401  (before cdktf: picks the Node runtime)
+from cdktf import S3Backend, TerraformOutput, TerraformStack
+from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
+
+from app.spec import ADAPTERS_PREFIX, STAGING_PREFIX, WEIGHTS_PREFIX
+from infra import (
+    ArtifactWriterIdentity,
+    Cluster,
+    EksCluster,
+    EncryptionKey,
+    ExistingCluster,
+    GpuNodePool,
+    ModelBucket,
+    NodePool,
+    NodeRole,
+    ServingIdentity,
+    Taint,
+)
+from stacks.config.schema import Bucket
+from stacks.errors import ConfigError
+from stacks.planning.plan import EnvironmentPlan
+from stacks.specs.app_package import CODE_PREFIX, app_zip, app_zip_key
+from stacks.specs.render import ServiceSpecs
+
+MANAGED_BY = "llm-serving-stacks"
+STAGING_EXPIRATION_DAYS = 7
+
+
+class ServingStack(TerraformStack):
+    """Everything one environment needs on AWS to serve its models.
+
+    Build it from a plan and its specs:
+    `plan = plan_file(path); ServingStack(app, plan, render_specs(plan))`.
+    """
+
+    def __init__(self, scope: Construct, plan: EnvironmentPlan, specs: ServiceSpecs):
+        super().__init__(scope, plan.names.stack)
+        self.plan, self.specs, self.names = plan, specs, plan.names
+        env = plan.env
+        self.region, self.partition, self.account = env.aws.region, env.partition, env.aws.account_id
+        with self._field("aws"):
+            self._provider()
+        with self._field("state"):
+            self._backend()
+        with self._field("buckets"):
+            self.key_arn = self._encryption_key()
+            self.weights = self._bucket("weights", self.names.weights_bucket, env.buckets.weights)
+            # upload-adapter stages there first; what an interrupted upload leaves stays resumable this long.
+            self.lora = self._bucket("lora", self.names.lora_bucket, env.buckets.lora, {STAGING_PREFIX: STAGING_EXPIRATION_DAYS})
+        with self._field("cluster"):
+            self.cluster, subnet_ids = self._cluster()
+        self.pools = self._node_pools(subnet_ids)
+        with self._field("serving"):
+            self.serving_identity = self._serving_identity()
+        with self._field("writer"):
+            self.writer_identity = self._writer_identity()
+        with self._field("serving"):
+            self.spec_prefix = self._publish_specs()
+        self._outputs()
+
+    @contextmanager
+    def _field(self, field: str) -> Iterator[None]:
+        try:
+            yield
+        except ValueError as exc:
+            raise ConfigError(self.plan.source, field, str(exc)) from None
+
+    def _provider(self) -> None:
+        env = self.plan.env
+        AwsProvider(
+            self,
+            "aws",
+            region=self.region,
+            # A dev config can never touch another account's resources.
+            allowed_account_ids=[self.account],
+            default_tags=[AwsProviderDefaultTags(tags={
+                **env.tags,
+                "llm-serving-stacks:environment": env.name,
+                "managed-by": MANAGED_BY,
+            })],
+        )
+
+    def _backend(self) -> None:
+        state = self.plan.env.state
+        backend = S3Backend(self, bucket=state.bucket, key=self.names.state_key, region=state.region or self.region, encrypt=True)
+        # Native S3 state locking (Terraform >= 1.10); cdktf 0.21 has no typed field.
+        backend.add_override("use_lockfile", True)
+
+    def _encryption_key(self) -> str:
+        buckets = self.plan.env.buckets
+        if buckets.kms_key_arn:
+            self.key = None
+            return buckets.kms_key_arn
+        self.key = EncryptionKey(
+            self,
+            "data-key",
+            alias=self.names.kms_alias,
+            description=f"{self.names.base}: model weights, LoRA adapters and cluster secrets",
+            account_id=self.account,
+            region=self.region,
+            partition=self.partition,
+            prevent_destroy=buckets.prevent_destroy,
+            allow_cloudwatch_logs=self.plan.env.cluster.create is not None,
+        )
+        return self.key.key_arn
+
+    def _bucket(self, id: str, name: str, settings: Bucket, expire_prefixes: dict[str, int] | None = None) -> ModelBucket:
+        return ModelBucket(
+            self,
+            id,
+            bucket_name=name,
+            kms_key_arn=self.key_arn,
+            region=self.region,
+            partition=self.partition,
+            noncurrent_version_expiration_days=settings.noncurrent_version_retention_days,
+            abort_incomplete_multipart_upload_days=settings.abort_incomplete_uploads_days,
+            prevent_destroy=self.plan.env.buckets.prevent_destroy,
+            expire_prefixes=expire_prefixes,
+        )
+
+    def _cluster(self) -> tuple[Cluster, list[str]]:
+        config = self.plan.env.cluster
+        if config.existing is not None:
+            existing = config.existing
+            cluster = ExistingCluster(self, "cluster", name=existing.name, install_pod_identity_agent=existing.install_pod_identity_agent)
+            return cluster, existing.node_subnet_ids or cluster.subnet_ids
+        new = config.create
+        cluster = EksCluster(
+            self,
+            "cluster",
+            name=self.names.cluster,
+            version=new.version,
+            subnet_ids=new.subnet_ids,
+            kms_key_arn=self.key_arn,
+            account_id=self.account,
+            partition=self.partition,
+            endpoint_public_access=new.endpoint_public_access,
+            public_access_cidrs=new.public_access_cidrs,
+            admin_principal_arns=new.admin_principal_arns,
+            log_retention_days=new.log_retention_days,
+        )
+        return cluster, new.subnet_ids
+
+    def _node_pools(self, subnet_ids: list[str]) -> dict[str, NodePool]:
+        with self._field("prefix"):
+            node_role = NodeRole(self, "node-role", role_name=self.names.node_role, partition=self.partition)
+        pools: dict[str, NodePool] = {}
+        for i, pool in enumerate(self.plan.env.node_pools):
+            optional = {k: v for k, v in (("ami_type", pool.ami_type), ("root_volume_gib", pool.root_volume_gib),
+                                          ("desired_size", pool.desired_size)) if v is not None}
+            construct = GpuNodePool if pool.has_gpus else NodePool
+            with self._field(f"node_pools[{i}]"):
+                pools[pool.name] = construct(
+                    self,
+                    f"pool-{pool.name}",
+                    cluster_name=self.cluster.name,
+                    node_group_name=self.names.node_group(pool.name),
+                    pool_name=pool.name,
+                    node_role=node_role,
+                    subnet_ids=subnet_ids,
+                    instance_types=pool.instance_types,
+                    capacity_type=pool.capacity_type.upper(),
+                    min_size=pool.min_size,
+                    max_size=pool.max_size,
+                    labels=pool.labels,
+                    taints=[Taint(t.key, t.value, t.effect) for t in pool.taints],
+                    tags={"llm-serving-stacks:node-pool": pool.name},
+                    **optional,
+                )
+        return pools
+
+    def _serving_identity(self) -> ServingIdentity:
+        serving = self.plan.env.serving
+        identity = ServingIdentity(
+            self,
+            "serving",
+            role_name=self.names.serving_role,
+            cluster_name=self.cluster.name,
+            namespace=serving.namespace,
+            service_account=serving.service_account,
+            account_id=self.account,
+            partition=self.partition,
+        )
+        self.weights.grant_read(identity, WEIGHTS_PREFIX)
+        self.lora.grant_read(identity, ADAPTERS_PREFIX)
+        # KubeRay pods download the app's code zip (Ray py_modules) from here.
+        self.lora.grant_read(identity, CODE_PREFIX)
+        # Gated Hugging Face models: the app reads the token at start-up on the cluster.
+        for secret in sorted({m.config.weights.hf_token_secret for m in self.plan.models if m.config.weights.hf_token_secret}):
+            identity.grant_read_secret(secret, region=self.region, account_id=self.account, partition=self.partition)
+        return identity
+
+    def _writer_identity(self) -> ArtifactWriterIdentity:
+        writer = self.plan.env.writer
+        identity = ArtifactWriterIdentity(
+            self,
+            "writer",
+            role_name=self.names.writer_role,
+            account_id=self.account,
+            partition=self.partition,
+            github_subjects=writer.github_subjects,
+            trusted_role_arns=writer.role_arns,
+        )
+        for bucket, prefix in ((self.weights, WEIGHTS_PREFIX), (self.lora, ADAPTERS_PREFIX), (self.lora, STAGING_PREFIX)):
+            bucket.grant_read(identity, prefix)
+            bucket.grant_write(identity, prefix)
+            bucket.grant_delete(identity, prefix)
+        return identity
+
+    def _publish_specs(self) -> str:
+        """The specs at a content-addressed prefix: a pull request shows the exact spec, a deploy
+        publishes a new prefix, and older ones stay readable. Returns the prefix."""
+        prefix = self.specs.prefix(self.plan.env.name)
+        self.lora.add_object("app-code", app_zip_key(), base64.b64encode(app_zip()).decode(), content_type="application/zip",
+                             base64_content=True)
+        for name, text in self.specs.texts.items():
+            self.lora.add_object(f"spec-{name.removesuffix('.yaml')}", f"{prefix}/{name}", text, content_type="application/yaml")
+        return prefix
+
+    def _outputs(self) -> None:
+        outputs = {
+            "weights_bucket": self.weights.bucket_name,
+            "lora_bucket": self.lora.bucket_name,
+            "kms_key_arn": self.key_arn,
+            "cluster_name": self.cluster.name,
+            "serving_role_arn": self.serving_identity.role_arn,
+            "writer_role_arn": self.writer_identity.role_arn,
+            "spec_prefix": f"s3://{self.names.lora_bucket}/{self.spec_prefix}",
+            "node_groups": json.dumps({name: p.node_group_name for name, p in self.pools.items()}, sort_keys=True),
+        }
+        for name, value in outputs.items():
+            TerraformOutput(self, name, value=value)

@@ -1,0 +1,162 @@
+"""Bad input through the real `llmstacks` command: one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stacks.config.loader import ENVIRONMENTS_DIR
+
+LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
+DEV = yaml.safe_load((ENVIRONMENTS_DIR / "dev.yaml").read_text())
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LLMSTACKS, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def mutated(change) -> str:
+    data = copy.deepcopy(DEV)
+    change(data)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _set(path: str, value):
+    """A change that sets a dotted path (list indexes as numbers) in the dev file."""
+
+    def change(data):
+        *parents, last = path.split(".")
+        node = data
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[int(last) if last.isdigit() else last] = value
+
+    return change
+
+
+def _delete(path: str):
+    def change(data):
+        *parents, last = path.split(".")
+        node = data
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        del node[last]
+
+    return change
+
+
+# (case id, file text, field the message must name, a word the message must contain)
+CASES = [
+    ("malformed-yaml", "name: dev\naws: [unclosed\n", "", "invalid YAML at line"),
+    ("empty-file", "", "", "empty"),
+    ("list-not-mapping", "- name: dev\n", "", "found a list"),
+    ("duplicate-key", "name: dev\nname: prod\n", "", "duplicate key 'name'"),
+    ("unknown-key", mutated(_set("colour", "blue")), "colour", "unknown key"),
+    ("unknown-nested-key", mutated(_set("models.0.replica", 3)), "models[0].replica", "allowed: id"),
+    ("missing-field", mutated(_delete("writer")), "writer", "required"),
+    ("missing-node-pool", mutated(_set("models.0.node_pool", "a100")), "models[0].node_pool", "not defined"),
+    ("cpu-pool-for-model", mutated(_set("models.0.node_pool", "system")), "models[0].node_pool", "no GPUs"),
+    ("duplicate-model-id", mutated(_set("models.1.id", "qwen2.5-7b-instruct")), "models[1].id", "more than once"),
+    ("duplicate-pool-name", mutated(_set("node_pools.1.name", "system")), "node_pools[1].name", "more than once"),
+    ("model-id-with-colon", mutated(_set("models.0.id", "qwen:7b")), "models[0].id", "no ':'"),
+    ("model-id-with-slash", mutated(_set("models.0.id", "qwen/7b")), "models[0].id", "no ':' or '/'"),
+    ("short-account-id", mutated(_set("aws.account_id", "12345")), "aws.account_id", "12-digit"),
+    ("unquoted-account-id", mutated(_set("aws.account_id", 123456789012)), "aws.account_id", "quote"),
+    ("unknown-region", mutated(_set("aws.region", "us-west-9")), "aws.region", "unknown AWS region"),
+    ("parallelism-too-big", mutated(_set("models.0.tensor_parallel_size", 4)), "models[0].tensor_parallel_size", "does not fit"),
+    ("pipeline-too-big", mutated(_set("models.0.pipeline_parallel_size", 2)), "models[0].pipeline_parallel_size", "does not fit"),
+    ("pool-too-small", mutated(_set("models.0.replicas", {"min": 0, "max": 5})), "node_pools[1].max_size", "at max replicas"),
+    ("wrong-accelerator", mutated(_set("node_pools.1.accelerator", "A10G")), "node_pools[1].instance_types[0]", "not the pool's accelerator"),
+    ("gpu-instance-in-cpu-pool", mutated(_set("node_pools.0.instance_types", ["g5.xlarge"])), "node_pools[0].instance_types[0]", "set accelerator"),
+    ("min-above-max", mutated(_set("node_pools.1.min_size", 5)), "node_pools[1]", "greater than max_size"),
+    ("reserved-engine-kwarg", mutated(_set("models.0.engine_kwargs", {"max_model_len": 4096})), "models[0].engine_kwargs.max_model_len", "remove it"),
+    ("bad-lora-rank", mutated(_set("models.0.lora.max_rank", 48)), "models[0].lora.max_rank", "one of"),
+    ("bad-state-bucket", mutated(_set("state.bucket", "Tf_State")), "state.bucket", "lowercase"),
+    ("prefix-too-long-for-s3", mutated(_set("prefix", "a-very-long-prefix-xx")), "prefix", "expected"),
+    ("name-mismatch", mutated(_set("name", "prod")), "name", "does not match the file name"),
+    ("both-cluster-kinds", mutated(_set("cluster.create", {"version": "1.33", "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]})), "cluster", "exactly one"),
+    ("wrong-type", mutated(_set("models.0.max_model_len", "long")), "models[0].max_model_len", "valid integer"),
+    ("no-writer", mutated(_set("writer", {})), "writer", "at least one"),
+]
+
+
+@pytest.mark.parametrize(("text", "field", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_environment_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, text: str, field: str, needle: str):
+    config = tmp_path / "dev.yaml"
+    config.write_text(text)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    (outdir / "keep.txt").write_text("previous synth")
+    before = tree(tmp_path)
+
+    result = run("synth", "--config", str(config), "--outdir", str(outdir))
+
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert lines[0].startswith(f"error: {config}: {field}"), lines[0]
+    assert needle in lines[0]
+    assert result.stdout == ""
+    assert tree(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.yaml", "out"]
+
+
+def test_missing_file(tmp_path: Path):
+    result = run("synth", "--config", str(tmp_path / "nope.yaml"), "--outdir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'nope.yaml'}: no such file"
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_environment_name_lists_known_ones(tmp_path: Path):
+    result = run("synth", "--env", "qa", "--outdir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "--env: no environment 'qa' (known: dev, prod, staging)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_two_files_with_the_same_environment(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "dev.yaml").write_text((ENVIRONMENTS_DIR / "dev.yaml").read_text())
+    result = run("synth", "--env", "dev", "--config", str(tmp_path / "a" / "dev.yaml"), "--outdir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "name: environment 'dev' is also defined in" in result.stderr
+
+
+def test_one_bad_file_among_good_ones_writes_nothing(tmp_path: Path):
+    bad = tmp_path / "qa.yaml"
+    bad.write_text(mutated(_set("name", "qa")).replace("node_pool: l4", "node_pool: missing", 1))
+    result = run("synth", "--env", "dev", "--config", str(bad), "--outdir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert f"{bad}: models[0].node_pool" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_count_of_further_problems_is_reported(tmp_path: Path):
+    config = tmp_path / "dev.yaml"
+    config.write_text(mutated(lambda d: (d.update(colour="x", size=1))))
+    result = run("synth", "--config", str(config), "--outdir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "(and 1 more problem)" in result.stderr
+
+
+def test_bad_input_fails_fast_without_loading_cdktf(tmp_path: Path):
+    """Validation runs before cdktf is imported, so no Node process is ever started."""
+    config = tmp_path / "dev.yaml"
+    config.write_text(mutated(_set("aws.region", "mars-1")))
+    env = {**os.environ, "JSII_NODE": str(tmp_path / "no-node-here")}
+    result = subprocess.run([LLMSTACKS, "synth", "--config", str(config)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "aws.region" in result.stderr
+    assert not (tmp_path / "cdktf.out").exists()

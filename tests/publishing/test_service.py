@@ -1,0 +1,107 @@
+"""`llmstacks publish|status|rollback`: the real Anyscale SDK code path, against the SDK's own fake client."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from anyscale._private.anyscale_client.fake_anyscale_client import FakeAnyscaleClient
+from anyscale.service._private.service_sdk import PrivateServiceSDK
+from anyscale.service.models import ServiceConfig
+
+import stacks.publishing.service
+from stacks.cli import main
+from stacks.specs.app_args import app_args
+
+
+@pytest.fixture
+def no_credentials(monkeypatch, tmp_path):
+    monkeypatch.delenv("ANYSCALE_CLI_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """The SDK's fake client in place of the Anyscale API; everything above it is the real SDK."""
+    client = FakeAnyscaleClient()
+    client.register_project_by_name("llm-serving")  # prod's project
+    monkeypatch.setattr(stacks.publishing.service, "anyscale_sdk", lambda: PrivateServiceSDK(client=client))
+    return client
+
+
+def test_dry_run_needs_no_credentials_and_prints_a_valid_service_config(no_credentials, capsys):
+    assert main(["publish", "--env", "dev", "--dry-run", "--canary-percent", "10"]) == 0
+    out = capsys.readouterr().out
+    header, _, body = out.partition("\n")
+    assert header == "would deploy Anyscale service 'llm-dev' (canary_percent=10):"
+    config = ServiceConfig(**yaml.safe_load(body))
+    assert config.name == "llm-dev" and config.query_auth_token_enabled
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_dry_run_works_for_every_environment_without_writing(no_credentials, tmp_path, capsys, env):
+    assert main(["publish", "--env", env, "--dry-run", "--outdir", str(tmp_path / "out")]) == 0
+    header, _, body = capsys.readouterr().out.partition("\n")
+    assert header.startswith("would ")
+    assert yaml.safe_load(body)["applications" if env != "staging" else "kind"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_a_token_publish_is_one_line_and_exit_2(no_credentials, capsys):
+    assert main(["publish", "--env", "prod"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "ANYSCALE_CLI_TOKEN: not set" in err[0]
+
+
+def test_deploy_sends_the_rendered_service(fake, shipped_plans, capsys):
+    assert main(["publish", "--env", "prod"]) == 0
+    assert main(["publish", "--env", "prod", "--canary-percent", "10", "--max-surge-percent", "50"]) == 0
+    assert "deployed Anyscale service 'llm-prod'" in capsys.readouterr().out
+    sent = fake._rolled_out_model
+    assert (sent.name, sent.canary_percent, sent.max_surge_percent) == ("llm-prod", 10, 50)
+    (application,) = sent.ray_serve_config["applications"]
+    assert application["import_path"] == "app.serving:build_app"
+    assert application["args"] == app_args(shipped_plans["prod"]).model_dump(mode="json", exclude_none=True)
+    compute = fake.get_compute_config(sent.compute_config_id).config.to_dict()
+    (deployment,) = compute["deployment_configs"]
+    assert deployment["head_node_type"]["instance_type"] == "m7i.2xlarge"
+    workers = {w["name"]: w for w in deployment["worker_node_types"]}
+    assert set(workers) == {"l40s", "l40s-x4"}
+    assert (workers["l40s-x4"]["instance_type"], workers["l40s-x4"]["min_workers"], workers["l40s-x4"]["max_workers"]) == ("g6e.12xlarge", 1, 3)
+    selector = workers["l40s"]["advanced_configurations_json"]["spec"]["nodeSelector"]
+    assert selector == {"llm-serving-stacks/node-pool": "l40s", "nvidia.com/gpu.product": "NVIDIA-L40S"}
+
+
+def test_in_place_update(fake, capsys):
+    assert main(["publish", "--env", "dev"]) == 0
+    assert main(["publish", "--env", "dev", "--in-place"]) == 0
+    assert fake._rolled_out_model.rollout_strategy == "IN_PLACE"
+
+
+def test_status_and_rollback(fake, capsys):
+    assert main(["publish", "--env", "dev"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--env", "dev"]) == 0
+    status = capsys.readouterr().out
+    assert status.startswith("service llm-dev: ") and "primary version" in status
+    assert main(["rollback", "--env", "dev", "--max-surge-percent", "25"]) == 0
+    service_id, surge = fake.rolled_back_service
+    assert service_id.startswith("service-id-") and surge == 25
+
+
+def test_kuberay_publish_writes_the_manifest_and_the_apply_line(tmp_path, no_credentials, capsys):
+    assert main(["publish", "--env", "staging", "--outdir", str(tmp_path)]) == 0
+    manifest = tmp_path / "specs" / "staging" / "rayservice.yaml"
+    assert capsys.readouterr().out.splitlines() == [f"wrote {manifest}", f"kubectl apply -n llm-serving -f {manifest}"]
+    assert yaml.safe_load(manifest.read_text())["kind"] == "RayService"
+
+
+def test_status_and_rollback_are_for_the_anyscale_target(capsys):
+    assert main(["rollback", "--env", "staging"]) == 2
+    assert "serving.target: 'kuberay': status and rollback are for the anyscale target" in capsys.readouterr().err
+
+
+def test_percentages_are_checked(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["publish", "--env", "dev", "--canary-percent", "150"])
+    assert exit_.value.code == 2
+    assert "150 is not a percentage" in capsys.readouterr().err
