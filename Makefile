@@ -23,7 +23,7 @@ help:
 	@echo "make synth              synthesize every environment into cdktf.out/ (offline)"
 	@echo "make check              synthesize, then run the policy gate (checkov + policies/) on every environment"
 	@echo "make preview BASE=ref   what this change does per environment, against a git revision (writes preview.md)"
-	@echo "make test               run the test suite"
+	@echo "make test               check the layer contracts (lint-imports), then run the test suite"
 	@echo "make bench              measure synth and preview speed"
 	@echo "make deploy ENV=dev     cdktf deploy one environment (needs Terraform and AWS credentials)"
 	@echo "make clean              remove build outputs"
@@ -66,6 +66,7 @@ preview: $(VENV)/.installed-base $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(VENV)/bin/llmstacks preview --base "$(BASE)" --output preview.md
 
 test: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed-dev $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)

@@ -163,6 +163,8 @@ INVALID = [
     ("replica-bounds", lambda a: a["models"][0].update(min_replicas=4), "models[0] (qwen2.5-7b-instruct): min_replicas 4 is greater than max_replicas 3"),
     ("target-above-max-ongoing", lambda a: a["models"][0].update(target_ongoing_requests=100), "could never reach the scale-up target"),
     ("reserved-engine-kwarg", lambda a: a["models"][0]["engine_kwargs"].update(max_loras=4), "engine_kwargs.max_loras: set from the model's"),
+    ("gpu-count-engine-kwarg", lambda a: a["models"][0]["engine_kwargs"].update(data_parallel_size=2),
+     "engine_kwargs.data_parallel_size: changes the GPUs or nodes a replica uses"),
     ("hf-without-id", lambda a: a["models"][1].pop("hf_id"), "models[1] (llama-3.1-70b-instruct): weights 'huggingface' needs hf_id"),
     ("secret-on-bucket-model", lambda a: a["models"][0].update(hf_token_secret="s"), "apply only to weights 'huggingface'"),
     ("lora-rank", lambda a: a["models"][0]["lora"].update(max_rank=48), "models[0] (qwen2.5-7b-instruct).lora.max_rank"),

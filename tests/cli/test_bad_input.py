@@ -15,6 +15,7 @@ from stacks.config.loader import ENVIRONMENTS_DIR
 
 LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
 DEV = yaml.safe_load((ENVIRONMENTS_DIR / "dev.yaml").read_text())
+STAGING = yaml.safe_load((ENVIRONMENTS_DIR / "staging.yaml").read_text())  # creates its cluster
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,8 +26,8 @@ def tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def mutated(change) -> str:
-    data = copy.deepcopy(DEV)
+def mutated(change, base=DEV) -> str:
+    data = copy.deepcopy(base)
     change(data)
     return yaml.safe_dump(data, sort_keys=False)
 
@@ -90,9 +91,68 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "field", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_environment_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, text: str, field: str, needle: str):
-    config = tmp_path / "dev.yaml"
+# Values the constructs refused (a traceback, exit status 1) while the schema accepted them.
+# The checks now apply the constructs' own rules (infra.rules) to the file's values.
+CONSTRUCT_RULES = [
+    ("gpu-pool-cpu-ami", mutated(_set("node_pools.1.ami_type", "AL2023_x86_64_STANDARD")), "node_pools[1].ami_type",
+     "not an AMI type for a GPU pool"),
+    ("cpu-pool-unknown-ami", mutated(_set("node_pools.0.ami_type", "AL2_x86_64")), "node_pools[0].ami_type",
+     "not an AMI type for a CPU pool"),
+    ("label-the-gpu-pool-sets", mutated(_set("node_pools.1.labels", {"nvidia.com/gpu.count": "8"})), "node_pools[1].labels",
+     "set by the pool itself"),
+    ("label-the-pool-name-sets", mutated(_set("node_pools.0.labels", {"llm-serving-stacks/node-pool": "gpu"})),
+     "node_pools[0].labels", "set by the pool itself"),
+    ("taint-the-gpu-pool-sets", mutated(_set("node_pools.1.taints", [{"key": "nvidia.com/gpu", "value": "yes"}])),
+     "node_pools[1].taints", "appears twice"),
+    ("github-subject-with-a-space", mutated(_set("writer.github_subjects", ["repo:org/models:ref:refs/heads/main now"])),
+     "writer.github_subjects[0]", "one repository and one context"),
+    ("github-subject-any-repository", mutated(_set("writer.github_subjects", ["repo:org/*:*"])),
+     "writer.github_subjects[0]", "no wildcards"),
+    ("github-subject-trailing-newline", mutated(_set("writer.github_subjects", ["repo:org/models:ref:refs/heads/main\n"])),
+     "writer.github_subjects[0]", "one repository and one context"),
+    ("writer-role-in-another-partition", mutated(_set("writer.role_arns", ["arn:aws-cn:iam::111111111111:role/ci"])),
+     "writer.role_arns[0]", "in partition 'aws'"),
+    ("kms-key-in-another-partition",
+     mutated(_set("buckets", {"kms_key_arn": "arn:aws-us-gov:kms:us-gov-west-1:111111111111:key/abcd-1234"})),
+     "buckets.kms_key_arn", "in partition 'aws'"),
+    ("kms-alias-not-key", mutated(_set("buckets", {"kms_key_arn": "arn:aws:kms:us-west-2:111111111111:alias/data"})),
+     "buckets.kms_key_arn", "is not a KMS key ARN"),
+    ("cluster-name-trailing-newline", mutated(_set("cluster.existing.name", "ml-dev\n")), "cluster.existing.name",
+     "not an EKS cluster name"),
+    ("state-bucket-trailing-newline", mutated(_set("state.bucket", "llm-tfstate-111111111111\n")), "state.bucket",
+     "may use only lowercase letters"),
+    ("public-cidr-not-a-cidr", mutated(lambda d: d["cluster"]["create"].update(endpoint_public_access=True,
+                                                                             public_access_cidrs=["everyone"]), STAGING),
+     "cluster.create.public_access_cidrs[0]", "not a CIDR block"),
+    ("cidrs-without-public-endpoint", mutated(_set("cluster.create.public_access_cidrs", ["203.0.113.0/24"]), STAGING),
+     "cluster.create", "apply only with endpoint_public_access"),
+    ("admin-is-an-assumed-role-session",
+     mutated(_set("cluster.create.admin_principal_arns", ["arn:aws:sts::222222222222:assumed-role/admin/me"]), STAGING),
+     "cluster.create.admin_principal_arns[0]", "not an IAM role or user ARN"),
+    ("admin-in-another-partition",
+     mutated(_set("cluster.create.admin_principal_arns", ["arn:aws-cn:iam::222222222222:role/admin"]), STAGING),
+     "cluster.create.admin_principal_arns[0]", "in partition 'aws'"),
+    ("log-retention-cloudwatch-refuses", mutated(_set("cluster.create.log_retention_days", 10), STAGING),
+     "cluster.create.log_retention_days", "CloudWatch Logs allows"),
+    ("eks-patch-version", mutated(_set("cluster.create.version", "1.33.1"), STAGING), "cluster.create.version",
+     "minor version"),
+    ("one-subnet", mutated(_set("cluster.create.subnet_ids", ["subnet-0a1b2c3d4e5f60001"]), STAGING), "cluster.create.subnet_ids",
+     "two availability zones"),
+    # Engine settings the planner reads are typed; the ones that change GPUs per replica are refused.
+    ("gpu-memory-utilization-not-a-number", mutated(_set("models.0.engine_kwargs.gpu_memory_utilization", "lots")),
+     "models[0].engine_kwargs.gpu_memory_utilization", "valid number"),
+    ("gpu-memory-utilization-above-1", mutated(_set("models.0.engine_kwargs.gpu_memory_utilization", 1.5)),
+     "models[0].engine_kwargs.gpu_memory_utilization", "less than or equal to 1"),
+    ("kv-cache-dtype-unknown", mutated(_set("models.0.engine_kwargs.kv_cache_dtype", "fp7")),
+     "models[0].engine_kwargs.kv_cache_dtype", "Input should be"),
+    ("data-parallel-through-engine-kwargs", mutated(_set("models.0.engine_kwargs.data_parallel_size", 2)),
+     "models[0].engine_kwargs.data_parallel_size", "changes the GPUs or nodes a replica uses"),
+]
+
+
+def assert_refused(tmp_path: Path, name: str, text: str, field: str, needle: str) -> None:
+    """`llmstacks synth` of `text` as <name>.yaml: one line naming the file and field, exit 2, nothing written."""
+    config = tmp_path / f"{name}.yaml"
     config.write_text(text)
     outdir = tmp_path / "out"
     outdir.mkdir()
@@ -109,7 +169,18 @@ def test_bad_environment_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, t
     assert needle in lines[0]
     assert result.stdout == ""
     assert tree(tmp_path) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.yaml", "out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([config.name, "out"])
+
+
+@pytest.mark.parametrize(("text", "field", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_environment_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, text: str, field: str, needle: str):
+    assert_refused(tmp_path, "dev", text, field, needle)
+
+
+@pytest.mark.parametrize(("text", "field", "needle"), [c[1:] for c in CONSTRUCT_RULES], ids=[c[0] for c in CONSTRUCT_RULES])
+def test_a_value_a_construct_refuses_is_refused_with_its_field(tmp_path: Path, text: str, field: str, needle: str):
+    name = yaml.safe_load(text)["name"]
+    assert_refused(tmp_path, name, text, field, needle)
 
 
 def test_missing_file(tmp_path: Path):

@@ -196,3 +196,10 @@ def test_a_base_that_does_not_synthesize_is_reported_not_fatal(tmp_path):
     assert "unknown_key" in result.base_error
     assert {e.name: e.status for e in result.environments}["staging"] == "added"
     assert "> ⚠️ the base revision does not synthesize" in to_markdown(result)
+
+
+def test_without_git_the_preview_is_one_line_exit_3(monkeypatch, capsys):
+    monkeypatch.setenv("PATH", "")
+    assert main(["preview", "--base", "HEAD", "--no-policy"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: git is needed to check out the base revision")
