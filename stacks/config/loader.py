@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from stacks.config.schema import PATTERN_HELP, Environment
+from stacks.config.fields import PATTERN_HELP
+from stacks.config.schema import Environment
 from stacks.errors import ConfigError
 
 ENVIRONMENTS_DIR = Path(__file__).resolve().parents[1] / "environments"

@@ -21,7 +21,8 @@ from infra.catalog import GPUS
 from stacks.config.checks import Problem, check_environment
 from stacks.config.loader import load_environment
 from stacks.config.names import Names
-from stacks.config.schema import Environment, Model
+from stacks.config.models import Model
+from stacks.config.schema import Environment
 from stacks.errors import ConfigError
 from stacks.planning.capacity import DEFAULT_UTILIZATION, CapacityPlan, load_targets, options, plan
 from stacks.planning.model_catalog import CATALOG, Architecture, find, from_config

@@ -1,0 +1,67 @@
+"""The building blocks of the environment schema: strict models, value patterns with their
+help text, and field types checked by the constructs' own rules (`infra.rules`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from app.spec import HF_ID_PATTERN, MODEL_ID_PATTERN
+from infra import rules
+
+# Kubernetes-safe DNS label; also safe in S3 keys, IAM names and Ray model ids.
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+# AWS tag syntax; the "aws:" prefix is reserved.
+TAG_KEY_PATTERN = r"^(?!aws:)[\w .:/=+\-@]{1,128}$"
+TAG_VALUE_PATTERN = r"^[\w .:/=+\-@]{0,256}$"
+PREFIX_PATTERN = r"^[a-z][a-z0-9-]{0,18}[a-z0-9]$"
+INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
+
+# What each pattern means, for error messages.
+PATTERN_HELP = {
+    NAME_PATTERN: "lowercase letters, digits and '-', 1-32 characters, starting and ending with a letter or digit",
+    MODEL_ID_PATTERN: "letters, digits, '.', '_' and '-', 1-63 characters, starting with a letter or digit (no ':' or '/')",
+    PREFIX_PATTERN: "lowercase letters, digits and '-', 2-20 characters, starting with a letter",
+    HF_ID_PATTERN: "a Hugging Face repository id, e.g. meta-llama/Llama-3.1-8B-Instruct",
+    INSTANCE_TYPE_PATTERN: "an EC2 instance type, e.g. g6e.xlarge",
+    TAG_KEY_PATTERN: "an AWS tag key: up to 128 letters, digits, spaces and _.:/=+-@, not starting with 'aws:'",
+    TAG_VALUE_PATTERN: "an AWS tag value: up to 256 letters, digits, spaces and _.:/=+-@",
+}
+
+
+def rule(check: Callable[[Any], str | None]) -> AfterValidator:
+    """A field validator from an `infra.rules` function: its problem becomes the field's error."""
+
+    def validate(value: Any) -> Any:
+        if problem := check(value):
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(validate)
+
+
+class Strict(BaseModel):
+    # python-re: tag keys need a lookahead, which the default Rust engine lacks.
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
+
+
+def _no_number(value: Any) -> Any:
+    # YAML reads 012345678901 as a number and drops the leading zero.
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError("quote the account id (YAML reads an unquoted one as a number)")
+    return value
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Region = Annotated[str, rule(rules.known_region_problem)]
+AccountId = Annotated[str, BeforeValidator(_no_number), rule(rules.account_id_problem)]
+ClusterName = Annotated[str, rule(rules.cluster_name_problem)]
+SubnetId = Annotated[str, rule(rules.subnet_id_problem)]
+# ARNs are checked in form here and against the environment's partition in `checks`.
+RoleArn = Annotated[str, rule(rules.role_arn_problem)]
+PrincipalArn = Annotated[str, rule(rules.principal_arn_problem)]
+KmsKeyArn = Annotated[str, rule(rules.kms_key_arn_problem)]
+LabelKey = Annotated[str, rule(rules.label_key_problem)]
+LabelValue = Annotated[str, rule(rules.label_value_problem)]
