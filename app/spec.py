@@ -82,6 +82,22 @@ def model_id_problem(value: str, what: str = "model id") -> str | None:
     return None
 
 
+def weights_source_problem(source: str, hf_id: str | None, hf_token_secret: str | None) -> str | None:
+    """Hugging Face weights name their repository; bucket weights name none."""
+    if source == "huggingface" and hf_id is None:
+        return "'huggingface' weights need hf_id (e.g. meta-llama/Llama-3.1-8B-Instruct)"
+    if source == "bucket" and (hf_id or hf_token_secret):
+        return "hf_id and hf_token_secret apply only to 'huggingface' weights"
+    return None
+
+
+def load_targets_problem(target_ongoing_requests: float, max_ongoing_requests: int) -> str | None:
+    if target_ongoing_requests > max_ongoing_requests:
+        return (f"target_ongoing_requests {target_ongoing_requests} exceeds max_ongoing_requests "
+                f"{max_ongoing_requests}: replicas could never reach the scale-up target")
+    return None
+
+
 def adapter_name_problem(name: str) -> str | None:
     """Why `name` cannot be a LoRA adapter name, or None.
 
@@ -125,17 +141,12 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
-        if self.weights == "huggingface" and self.hf_id is None:
-            raise ValueError("weights 'huggingface' needs hf_id")
-        if self.weights == "bucket" and (self.hf_id or self.hf_token_secret):
-            raise ValueError("hf_id and hf_token_secret apply only to weights 'huggingface'")
+        if problem := weights_source_problem(self.weights, self.hf_id, self.hf_token_secret):
+            raise ValueError(problem)
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas {self.min_replicas} is greater than max_replicas {self.max_replicas}")
-        if self.target_ongoing_requests > self.max_ongoing_requests:
-            raise ValueError(
-                f"target_ongoing_requests {self.target_ongoing_requests} exceeds max_ongoing_requests "
-                f"{self.max_ongoing_requests}: replicas could never reach the scale-up target"
-            )
+        if problem := load_targets_problem(self.target_ongoing_requests, self.max_ongoing_requests):
+            raise ValueError(problem)
         for key in self.engine_kwargs:
             if problem := engine_kwarg_problem(key):
                 raise ValueError(f"engine_kwargs.{key}: {problem}")

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.spec import HF_ID_PATTERN, LORA_RANKS, MODEL_ID_PATTERN
+from app.spec import HF_ID_PATTERN, LORA_RANKS, MODEL_ID_PATTERN, load_targets_problem, weights_source_problem
 from infra import rules
 from stacks.config.fields import Name, Strict, rule
 
@@ -22,10 +22,8 @@ class Weights(Strict):
 
     @model_validator(mode="after")
     def _source_fields(self) -> Weights:
-        if self.source == "huggingface" and self.hf_id is None:
-            raise ValueError("source 'huggingface' needs hf_id (e.g. meta-llama/Llama-3.1-8B-Instruct)")
-        if self.source == "bucket" and (self.hf_id or self.hf_token_secret):
-            raise ValueError("hf_id and hf_token_secret apply only to source 'huggingface'")
+        if problem := weights_source_problem(self.source, self.hf_id, self.hf_token_secret):
+            raise ValueError(problem)
         return self
 
 
@@ -99,8 +97,7 @@ class Model(Strict):
 
     @model_validator(mode="after")
     def _load_targets(self) -> Model:
-        if (self.target_ongoing_requests is not None and self.max_ongoing_requests is not None
-                and self.target_ongoing_requests > self.max_ongoing_requests):
-            raise ValueError(f"target_ongoing_requests {self.target_ongoing_requests} exceeds max_ongoing_requests "
-                             f"{self.max_ongoing_requests}: replicas could never reach the scale-up target")
+        if self.target_ongoing_requests is not None and self.max_ongoing_requests is not None:
+            if problem := load_targets_problem(self.target_ongoing_requests, self.max_ongoing_requests):
+                raise ValueError(problem)
         return self

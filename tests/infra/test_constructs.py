@@ -715,3 +715,22 @@ def test_roles_say_what_they_are_for_and_buckets_publish_events(built):
     assert "node" in kinds.values()
     for name in (WEIGHTS, "test-lora-123456789012"):
         assert one(tf, "aws_s3_bucket_notification", bucket=bucket_ref(tf, name))["eventbridge"] is True
+
+
+def test_node_pools_share_one_options_type_and_refuse_unknown_options():
+    from infra import NodePoolOptions
+
+    assert set(GpuNodePool.DEFAULTS) == set(NodePool.DEFAULTS) == set(NodePoolOptions.__annotations__)
+    assert (GpuNodePool.DEFAULTS["min_size"], NodePool.DEFAULTS["min_size"]) == (0, 1)
+    with pytest.raises(TypeError, match="unknown option.*max_sise"):
+        _pool(GpuNodePool, max_sise=3)(new_stack())
+
+
+def test_grants_return_the_policy_they_attach():
+    stack = new_stack()
+    bucket, identity = _bucket()(stack), _serving()(stack)
+    read = bucket.grant_read(identity, "models")
+    assert read is bucket.grant_read(identity, "models/")  # the same grant: the same policy
+    assert read.name_input == "read-b-models"
+    secret = identity.grant_read_secret("hf", region=REGION, account_id=ACCOUNT)
+    assert set(identity.policies) == {"read-b-models", secret.name_input}
