@@ -46,6 +46,8 @@ def llm_config_dict(spec: AppArgs, model: ModelSpec) -> dict[str, Any]:
         "pipeline_parallel_size": model.pipeline_parallel_size,
         "max_model_len": model.max_model_len,
     }
+    if model.trust_remote_code:
+        engine_kwargs["trust_remote_code"] = True
     lora_config = None
     if model.lora is not None:
         # Ray loads adapters from S3 but leaves the engine's LoRA switches to us.

@@ -42,6 +42,7 @@ RESERVED_ENGINE_KWARGS = {
     "max_loras": "lora.max_adapters_per_replica",
     "model": "weights",
     "served_model_name": "id",
+    "trust_remote_code": "trust_remote_code",
 }
 # Engine settings that change how many GPUs or nodes a replica uses (vLLM 0.29's
 # ParallelConfig: world size = tensor x pipeline x prefill-context parallel;
@@ -136,6 +137,8 @@ class ModelSpec(Strict):
     max_ongoing_requests: Annotated[int, Field(ge=1)] = 64
     lora: LoraSpec | None = None
     engine_kwargs: dict[str, Any] = {}
+    # Run the Python code that ships with the model (auto_map); off unless the environment opts in.
+    trust_remote_code: bool = False
     # An LLMServer subclass, "module:Class", importable on the cluster.
     server_cls: Annotated[str, Field(pattern=SERVER_CLS_PATTERN)] | None = None
 

@@ -58,6 +58,15 @@ _ROLE_ARN = r"iam::\d{12}:role/[\w+=,.@/-]{1,512}"
 _PRINCIPAL_ARN = r"iam::\d{12}:(role|user)/[\w+=,.@/-]{1,512}"
 
 
+def quoted(value: object, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters with the full length said: safe to put in a one-line message."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    length = f"{len(value):,} characters" if isinstance(value, str) else f"{len(text):,} characters as text"
+    return f"{text[:limit]}... ({length})"
+
+
 def require(prop: str, problem: str | None) -> None:
     """Raise the ValueError a construct gives for a bad prop: `<prop>: <problem>`."""
     if problem:
@@ -82,7 +91,7 @@ def _matches(pattern: re.Pattern[str], value: object) -> bool:
 
 def partition_problem(partition: str) -> str | None:
     if partition not in PARTITIONS:
-        return f"{partition!r}: use one of {', '.join(PARTITIONS)}"
+        return f"{quoted(partition)}: use one of {', '.join(PARTITIONS)}"
     return None
 
 
@@ -91,22 +100,22 @@ def region_problem(region: str, partition: str | None = None) -> str | None:
     if is_token(region):
         return None
     if not _matches(_REGION, region):
-        return f"{region!r} is not an AWS region name such as 'us-west-2'"
+        return f"{quoted(region)} is not an AWS region name such as 'us-west-2'"
     if partition is not None and region in REGIONS and REGIONS[region] != partition:
-        return f"{region!r} is in partition {REGIONS[region]!r}, not partition {partition!r}"
+        return f"{quoted(region)} is in partition {REGIONS[region]!r}, not partition {quoted(partition)}"
     return None
 
 
 def known_region_problem(region: str) -> str | None:
     """A region the catalog knows (its partition decides every ARN)."""
     if region not in REGIONS:
-        return f"unknown AWS region {region!r}"
+        return f"unknown AWS region {quoted(region)}"
     return None
 
 
 def account_id_problem(account_id: str) -> str | None:
     if not is_token(account_id) and not _matches(_ACCOUNT_ID, account_id):
-        return f"{account_id!r} must be a 12-digit AWS account id"
+        return f"{quoted(account_id)} must be a 12-digit AWS account id"
     return None
 
 
@@ -116,8 +125,8 @@ def arn_problem(arn: str, partition: str | None, pattern: str, what: str) -> str
         return None
     partitions = PARTITIONS if partition is None else (partition,)
     if not isinstance(arn, str) or not any(re.fullmatch(rf"arn:{re.escape(p)}:{pattern}", arn) for p in partitions):
-        where = f" in partition {partition!r}" if partition else ""
-        return f"{arn!r} is not {what}{where}"
+        where = f" in partition {quoted(partition)}" if partition else ""
+        return f"{quoted(arn)} is not {what}{where}"
     return None
 
 
@@ -136,55 +145,55 @@ def principal_arn_problem(arn: str, partition: str | None = None) -> str | None:
 
 def role_name_problem(name: str) -> str | None:
     if not _matches(_ROLE_NAME, name):
-        return f"{name!r} is not a valid IAM role name (1-64 of letters, digits, +=,.@_-)"
+        return f"{quoted(name)} is not a valid IAM role name (1-64 of letters, digits, +=,.@_-)"
     return None
 
 
 def bucket_name_problem(name: str) -> str | None:
     """Why S3 would reject `name` as a general purpose bucket name."""
     if not isinstance(name, str) or not 3 <= len(name) <= 63:
-        return f"bucket name {name!r} is {len(name) if isinstance(name, str) else 0} characters; S3 allows 3 to 63"
+        return f"bucket name {quoted(name)} is {len(name) if isinstance(name, str) else 0} characters; S3 allows 3 to 63"
     if not _matches(_BUCKET, name):
-        return (f"bucket name {name!r} may use only lowercase letters, digits, '.' and '-', "
+        return (f"bucket name {quoted(name)} may use only lowercase letters, digits, '.' and '-', "
                 "and must start and end with a letter or digit")
     if ".." in name or ".-" in name or "-." in name:
-        return f"bucket name {name!r} has adjacent '.'/'-' characters"
+        return f"bucket name {quoted(name)} has adjacent '.'/'-' characters"
     if _matches(_IP_LIKE, name):
-        return f"bucket name {name!r} looks like an IP address"
+        return f"bucket name {quoted(name)} looks like an IP address"
     for prefix in _BUCKET_RESERVED_PREFIXES:
         if name.startswith(prefix):
-            return f"bucket name {name!r} starts with the reserved prefix {prefix!r}"
+            return f"bucket name {quoted(name)} starts with the reserved prefix {prefix!r}"
     for suffix in _BUCKET_RESERVED_SUFFIXES:
         if name.endswith(suffix):
-            return f"bucket name {name!r} ends with the reserved suffix {suffix!r}"
+            return f"bucket name {quoted(name)} ends with the reserved suffix {suffix!r}"
     return None
 
 
 def kms_alias_problem(alias: str) -> str | None:
     if alias.startswith("alias/"):
-        return f"{alias!r}: give the name without 'alias/' (it is added for you)"
+        return f"{quoted(alias)}: give the name without 'alias/' (it is added for you)"
     if alias.startswith("aws/") or not _matches(_KMS_ALIAS, alias):
-        return f"{alias!r}: use letters, digits, '/', '_' and '-', not starting with 'aws/' (reserved for AWS managed keys)"
+        return f"{quoted(alias)}: use letters, digits, '/', '_' and '-', not starting with 'aws/' (reserved for AWS managed keys)"
     return None
 
 
 def secret_name_problem(name: str) -> str | None:
     if not _matches(_SECRET_NAME, name):
-        return f"{name!r} is not a Secrets Manager secret name (1-512 of letters, digits and /_+=.@-)"
+        return f"{quoted(name)} is not a Secrets Manager secret name (1-512 of letters, digits and /_+=.@-)"
     return None
 
 
 def github_subject_problem(subject: str) -> str | None:
     """A GitHub Actions OIDC subject that one repository's one branch, tag, environment or PR context matches."""
     if not _matches(_GITHUB_SUBJECT, subject):
-        return (f"{subject!r} must name one repository and one context, e.g. 'repo:org/repo:ref:refs/heads/main' "
+        return (f"{quoted(subject)} must name one repository and one context, e.g. 'repo:org/repo:ref:refs/heads/main' "
                 "or 'repo:org/repo:environment:prod' (no wildcards: they would let other repositories or branches in)")
     return None
 
 
 def subnet_id_problem(subnet: str) -> str | None:
     if not is_token(subnet) and not _matches(_SUBNET, subnet):
-        return f"{subnet!r} is not a subnet id, e.g. subnet-0123456789abcdef0"
+        return f"{quoted(subnet)} is not a subnet id, e.g. subnet-0123456789abcdef0"
     return None
 
 
@@ -192,7 +201,7 @@ def cidr_problem(cidr: str) -> str | None:
     try:
         ipaddress.ip_network(cidr)
     except (ValueError, TypeError):
-        return f"{cidr!r} is not a CIDR block such as 203.0.113.0/24"
+        return f"{quoted(cidr)} is not a CIDR block such as 203.0.113.0/24"
     return None
 
 
@@ -201,13 +210,13 @@ def cidr_problem(cidr: str) -> str | None:
 
 def cluster_name_problem(name: str) -> str | None:
     if not _matches(_CLUSTER_NAME, name):
-        return f"{name!r} is not an EKS cluster name (1-100 letters, digits, '-' and '_', starting with a letter or digit)"
+        return f"{quoted(name)} is not an EKS cluster name (1-100 letters, digits, '-' and '_', starting with a letter or digit)"
     return None
 
 
 def eks_version_problem(version: str) -> str | None:
     if not _matches(_EKS_VERSION, version):
-        return f"{version!r}: give a Kubernetes minor version in quotes, such as \"1.33\""
+        return f"{quoted(version)}: give a Kubernetes minor version in quotes, such as \"1.33\""
     return None
 
 
@@ -235,20 +244,20 @@ def log_retention_problem(days: int) -> str | None:
 
 def node_group_name_problem(name: str) -> str | None:
     if not _matches(_NODE_GROUP_NAME, name):
-        return f"{name!r}: 1-63 letters, digits, '-' and '_', starting with a letter or digit"
+        return f"{quoted(name)}: 1-63 letters, digits, '-' and '_', starting with a letter or digit"
     return None
 
 
 def ami_type_problem(ami_type: str, *, gpu: bool) -> str | None:
     allowed = GPU_AMI_TYPES if gpu else CPU_AMI_TYPES
     if ami_type not in allowed:
-        return f"{ami_type!r} is not an AMI type for a {'GPU' if gpu else 'CPU'} pool; use one of {', '.join(allowed)}"
+        return f"{quoted(ami_type)} is not an AMI type for a {'GPU' if gpu else 'CPU'} pool; use one of {', '.join(allowed)}"
     return None
 
 
 def capacity_type_problem(capacity_type: str) -> str | None:
     if capacity_type not in CAPACITY_TYPES:
-        return f"{capacity_type!r}: use {' or '.join(CAPACITY_TYPES)}"
+        return f"{quoted(capacity_type)}: use {' or '.join(CAPACITY_TYPES)}"
     return None
 
 
@@ -276,13 +285,13 @@ def root_volume_problem(gib: int) -> str | None:
 
 def label_key_problem(key: str) -> str | None:
     if not _matches(_LABEL_KEY, key):
-        return f"{key!r} is not a Kubernetes label key, e.g. example.com/team"
+        return f"{quoted(key)} is not a Kubernetes label key, e.g. example.com/team"
     return None
 
 
 def label_value_problem(value: str) -> str | None:
     if not _matches(_LABEL_VALUE, value):
-        return f"{value!r} is not a Kubernetes label value (up to 63 letters, digits, '-', '_' or '.')"
+        return f"{quoted(value)} is not a Kubernetes label value (up to 63 letters, digits, '-', '_' or '.')"
     return None
 
 
@@ -295,17 +304,17 @@ def labels_problem(labels: Mapping[str, str]) -> str | None:
 
 def taint_effect_problem(effect: str) -> str | None:
     if effect not in TAINT_EFFECTS:
-        return f"{effect!r}: use one of {', '.join(TAINT_EFFECTS)}"
+        return f"{quoted(effect)}: use one of {', '.join(TAINT_EFFECTS)}"
     return None
 
 
 def namespace_problem(namespace: str) -> str | None:
     if not _matches(_NAMESPACE, namespace):
-        return f"{namespace!r} is not a Kubernetes namespace name (a lowercase DNS label)"
+        return f"{quoted(namespace)} is not a Kubernetes namespace name (a lowercase DNS label)"
     return None
 
 
 def service_account_problem(name: str) -> str | None:
     if not _matches(_SERVICE_ACCOUNT, name):
-        return f"{name!r} is not a Kubernetes service account name (a lowercase DNS subdomain)"
+        return f"{quoted(name)} is not a Kubernetes service account name (a lowercase DNS subdomain)"
     return None

@@ -15,9 +15,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from infra.rules import quoted
 from stacks.config.fields import PATTERN_HELP
 from stacks.config.schema import Environment
 from stacks.errors import ConfigError
+from stacks.inputs import YAML_MAX_BYTES, read_bounded, yaml_shape_problem
 
 ENVIRONMENTS_DIR = Path(__file__).resolve().parents[1] / "environments"
 
@@ -31,20 +33,22 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                    None, None, f"duplicate key {quoted(key)}", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """An environment file's mapping: at most 1 MiB, 32 levels deep and 100,000 values with
+    aliases expanded (`stacks.inputs`), so no file can make the loader hang or blow up."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot read the file ({exc.__class__.__name__}: {exc})") from None
+        text = read_bounded(path, YAML_MAX_BYTES, "an environment file").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
     try:
+        if problem := yaml_shape_problem(text, _UniqueKeyLoader):
+            raise ConfigError(path, "", problem)
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -88,7 +92,7 @@ def find_environment(name: str, directory: Path = ENVIRONMENTS_DIR) -> Path:
         if path.stem == name:
             return path
     known = ", ".join(p.stem for p in files) or "none"
-    raise ConfigError(directory, "--env", f"no environment {name!r} (known: {known})")
+    raise ConfigError(directory, "--env", f"no environment {quoted(name)} (known: {known})")
 
 
 def select_environments(names: list[str], files: list[str], directory: Path = ENVIRONMENTS_DIR) -> tuple[list[Path], bool]:
@@ -113,7 +117,7 @@ def field_path(loc: tuple[int | str, ...]) -> str:
         elif isinstance(part, str) and part.isidentifier():
             out += f".{part}" if out else part
         else:
-            out += f"[{part!r}]"
+            out += f"[{quoted(part, 40)}]"
     return out
 
 
@@ -126,7 +130,7 @@ def _message(error: dict[str, Any]) -> str:
         return "required field is missing"
     if kind == "string_pattern_mismatch":
         pattern = error["ctx"]["pattern"]
-        return f"{error['input']!r} is not valid: expected {PATTERN_HELP.get(pattern, 'a value matching ' + pattern)}"
+        return f"{quoted(error['input'])} is not valid: expected {PATTERN_HELP.get(pattern, 'a value matching ' + pattern)}"
     if kind in ("value_error", "assertion_error"):
         return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind == "model_type":
@@ -135,7 +139,7 @@ def _message(error: dict[str, Any]) -> str:
         return f"expected a list, found a {_yaml_type(error['input'])}"
     if kind == "dict_type":
         return f"expected a mapping, found a {_yaml_type(error['input'])}"
-    return f"{msg} (got {error['input']!r})" if "input" in error and not isinstance(error["input"], (dict, list)) else msg
+    return f"{msg} (got {quoted(error['input'])})" if "input" in error and not isinstance(error["input"], (dict, list)) else msg
 
 
 def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:

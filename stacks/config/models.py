@@ -91,6 +91,9 @@ class Model(Strict):
     # For the capacity planner: a catalog model (Hugging Face id) or a config.json path.
     # Default: weights.hf_id, lora.base_model, or the catalog model whose name is the id.
     architecture: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    # The model ships Python code (auto_map in config.json) that vLLM must run: off unless set here,
+    # and upload-model refuses such a directory unless asked with --trust-remote-code too.
+    trust_remote_code: bool = False
     # Ray Serve load targets per replica; default: derived from the planned KV-cache concurrency.
     target_ongoing_requests: Annotated[float, Field(gt=0)] | None = None
     max_ongoing_requests: Annotated[int, Field(ge=1)] | None = None

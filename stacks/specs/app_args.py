@@ -28,6 +28,7 @@ def model_spec(model: ModelPlan) -> ModelSpec:
         lora=LoraSpec(max_adapters_per_replica=m.lora.max_adapters_per_replica, max_rank=m.lora.max_rank)
         if m.lora.enabled else None,
         engine_kwargs=m.engine_kwargs.as_dict(),
+        trust_remote_code=m.trust_remote_code,
     )
 
 
