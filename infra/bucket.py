@@ -196,11 +196,14 @@ class ModelBucket(Construct):
                    base64_content: bool = False) -> S3Object:
         """An object whose content is known at synth time (e.g. a service spec), encrypted with the key.
 
-        `base64_content`: `content` is base64 (binary files such as a zip).
+        `content` is stored exactly as given: Terraform template sequences in it are escaped,
+        never evaluated. `base64_content`: `content` is base64 (binary files such as a zip).
         """
         if not key or key.startswith("/") or key.endswith("/"):
             raise ValueError(f"key {key!r}: give an object key such as 'specs/dev/serve-config.yaml'")
-        body = {"content_base64": content} if base64_content else {"content": content}
+        # Terraform reads "${" and "%{" in any string as a template to evaluate (file(), env
+        # reads...): content is literal, so they are escaped and the object holds exactly `content`.
+        body = {"content_base64": content} if base64_content else {"content": terraform_literal(content)}
         return S3Object(
             self, id, bucket=self.bucket.id, key=key, content_type=content_type, **body,
             server_side_encryption="aws:kms", kms_key_id=self._key_arn, bucket_key_enabled=True,
@@ -248,6 +251,11 @@ class ModelBucket(Construct):
             digest = hashlib.sha256(name.encode()).hexdigest()[:8]
             name = f"{name[:POLICY_NAME_LIMIT - 9]}-{digest}"
         return name
+
+
+def terraform_literal(text: str) -> str:
+    """`text` as a Terraform string that evaluates to exactly `text`: `${` and `%{` doubled."""
+    return text.replace("${", "$${").replace("%{", "%%{")
 
 
 def _prefix(prefix: str) -> str:

@@ -195,6 +195,9 @@ class ArtifactWriterIdentity(Identity):
         github_oidc_provider_arn: the account's GitHub OIDC provider. Default: the one named
             `token.actions.githubusercontent.com` in `account_id`.
         trusted_role_arns: IAM roles (e.g. a training pipeline's) that may assume this one.
+        allow_context_wildcards: let github_subjects use `*`/`?` in their context (e.g. every
+            release tag, `repo:org/repo:ref:refs/tags/v*`). Default False; the repository itself
+            can never be a wildcard.
     """
 
     def __init__(
@@ -208,6 +211,7 @@ class ArtifactWriterIdentity(Identity):
         github_subjects: Sequence[str] = (),
         github_oidc_provider_arn: str | None = None,
         trusted_role_arns: Sequence[str] = (),
+        allow_context_wildcards: bool = False,
     ):
         require("partition", partition_problem(partition))
         require("account_id", account_id_problem(account_id))
@@ -215,7 +219,7 @@ class ArtifactWriterIdentity(Identity):
         if not github_subjects and not trusted_role_arns:
             raise ValueError("ArtifactWriterIdentity needs github_subjects or trusted_role_arns: nobody could assume it")
         for subject in github_subjects:
-            require("github_subjects", github_subject_problem(subject))
+            require("github_subjects", github_subject_problem(subject, allow_context_wildcards=allow_context_wildcards))
         if github_oidc_provider_arn is not None:
             require("github_oidc_provider_arn", arn_problem(
                 github_oidc_provider_arn, partition, rf"iam::\d{{12}}:oidc-provider/{re.escape(GITHUB_OIDC_HOST)}",

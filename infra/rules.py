@@ -50,6 +50,8 @@ _GITHUB_SUBJECT = re.compile(
     r"repo:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:"
     r"(ref:refs/(heads|tags)/[A-Za-z0-9_./-]+|environment:[A-Za-z0-9_. -]+|pull_request)"
 )
+# With the explicit opt-in, the context (only) may use IAM's StringLike wildcards.
+_GITHUB_SUBJECT_WILDCARD_CONTEXT = re.compile(r"repo:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:[A-Za-z0-9_./ :*?-]+")
 _SECRET_NAME = re.compile(SECRET_NAME_PATTERN.removeprefix("^").removesuffix("$"))
 _KMS_ALIAS = re.compile(r"[A-Za-z0-9/_-]{1,250}")
 _KMS_KEY_ARN = r"kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]{1,64}"
@@ -183,12 +185,22 @@ def secret_name_problem(name: str) -> str | None:
     return None
 
 
-def github_subject_problem(subject: str) -> str | None:
-    """A GitHub Actions OIDC subject that one repository's one branch, tag, environment or PR context matches."""
-    if not _matches(_GITHUB_SUBJECT, subject):
-        return (f"{quoted(subject)} must name one repository and one context, e.g. 'repo:org/repo:ref:refs/heads/main' "
-                "or 'repo:org/repo:environment:prod' (no wildcards: they would let other repositories or branches in)")
-    return None
+def github_subject_problem(subject: str, *, allow_context_wildcards: bool = False) -> str | None:
+    """A GitHub Actions OIDC subject for one repository and one branch, tag, environment or PR context.
+
+    `allow_context_wildcards` (an explicit opt-in) lets the context use `*` and `?`
+    (`repo:org/repo:ref:refs/tags/v*`); the owner and repository never may.
+    """
+    if _matches(_GITHUB_SUBJECT, subject):
+        return None
+    if allow_context_wildcards and _matches(_GITHUB_SUBJECT_WILDCARD_CONTEXT, subject):
+        return None
+    if allow_context_wildcards:
+        return (f"{quoted(subject)} must name one repository, with no wildcard in its owner or name, and a context, "
+                "e.g. 'repo:org/repo:ref:refs/tags/v*'")
+    return (f"{quoted(subject)} must name one repository and one context, e.g. 'repo:org/repo:ref:refs/heads/main' "
+            "or 'repo:org/repo:environment:prod' (no wildcards: they would let other repositories or branches in; "
+            "wildcards in the context need writer.allow_context_wildcards)")
 
 
 def subnet_id_problem(subnet: str) -> str | None:

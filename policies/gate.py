@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from policies.specs import POLICIES, load_specs
 from stacks.errors import ConfigError, ToolError
+from stacks.inputs import read_bounded, yaml_shape_problem
 
 POLICIES_DIR = Path(__file__).resolve().parent
 ROOT = POLICIES_DIR.parent
@@ -32,6 +33,7 @@ BASELINE_FILE = POLICIES_DIR / "baseline.yaml"
 CHECKOV_VERSION = "3.3.30"
 CHECKOV_ENV = "LLMSTACKS_CHECKOV"
 LOCAL_CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
+BASELINE_MAX_BYTES = 64 * 1024
 CUSTOM_ID = re.compile(r'id="(CKV_LLM_\d+)"')
 
 
@@ -97,10 +99,11 @@ class GateReport:
 
 def load_baseline(path: Path = BASELINE_FILE) -> dict[str, str]:
     try:
-        data = yaml.safe_load(path.read_text()) or []
-    except FileNotFoundError:
-        raise ConfigError(path, "", "no such file") from None
-    except yaml.YAMLError as exc:
+        text = read_bounded(path, BASELINE_MAX_BYTES, "a baseline file").decode("utf-8")
+        if problem := yaml_shape_problem(text, yaml.SafeLoader):
+            raise ConfigError(path, "", problem)
+        data = yaml.safe_load(text) or []
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "", f"not valid YAML ({str(exc).splitlines()[0]})") from None
     try:
         entries = TypeAdapter(list[BaselineEntry]).validate_python(data)

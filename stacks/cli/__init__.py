@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except tuple(EXIT_STATUS) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line, whatever a dependency put in its message.
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return next(status for kind, status in EXIT_STATUS.items() if isinstance(exc, kind))
 
 

@@ -19,8 +19,6 @@ from infra.scheduling import Taint, node_labels, node_taints, pool_labels_proble
 from stacks.config.names import Names
 from stacks.config.schema import Environment, NodePool
 
-# AWS allows 50 tags per resource; the stack adds a few of its own.
-USER_TAGS_MAX = 40
 # What the constructs use when the file sets no ami_type.
 DEFAULT_AMI = {True: "BOTTLEROCKET_x86_64_NVIDIA", False: "AL2023_x86_64_STANDARD"}
 
@@ -37,9 +35,8 @@ def check_environment(env: Environment) -> list[Problem]:
     problems += _node_pools(env)
     problems += _models(env)
     problems += _partition(env)
+    problems += _writer(env)
     problems += _names(env)
-    if len(env.tags) > USER_TAGS_MAX:
-        problems.append(Problem("tags", f"{len(env.tags)} tags; at most {USER_TAGS_MAX} (AWS allows 50 per resource, the stack adds its own)"))
     return problems
 
 
@@ -140,6 +137,12 @@ def _partition(env: Environment) -> list[Problem]:
         if arn is not None and (problem := check(arn, partition)):
             problems.append(Problem(field, f"{problem} (aws.region {env.aws.region} is in partition {partition!r})"))
     return problems
+
+
+def _writer(env: Environment) -> list[Problem]:
+    wildcards = env.writer.allow_context_wildcards
+    return [Problem(f"writer.github_subjects[{i}]", problem) for i, subject in enumerate(env.writer.github_subjects)
+            if (problem := rules.github_subject_problem(subject, allow_context_wildcards=wildcards))]
 
 
 def _names(env: Environment) -> list[Problem]:

@@ -18,6 +18,11 @@ TAG_KEY_PATTERN = r"^(?!aws:)[\w .:/=+\-@]{1,128}$"
 TAG_VALUE_PATTERN = r"^[\w .:/=+\-@]{0,256}$"
 PREFIX_PATTERN = r"^[a-z][a-z0-9-]{0,18}[a-z0-9]$"
 INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
+# An engine setting's name, as vLLM's EngineArgs spell them.
+ENGINE_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+# Caps on what a free-form field may hold (YAML itself is capped in stacks.inputs).
+MAX_FREE_KEYS, MAX_FREE_VALUES, MAX_FREE_DEPTH, MAX_FREE_STRING = 64, 1_000, 8, 4_096
+MAX_LABELS = 32
 
 # What each pattern means, for error messages.
 PATTERN_HELP = {
@@ -28,6 +33,7 @@ PATTERN_HELP = {
     INSTANCE_TYPE_PATTERN: "an EC2 instance type, e.g. g6e.xlarge",
     TAG_KEY_PATTERN: "an AWS tag key: up to 128 letters, digits, spaces and _.:/=+-@, not starting with 'aws:'",
     TAG_VALUE_PATTERN: "an AWS tag value: up to 256 letters, digits, spaces and _.:/=+-@",
+    ENGINE_KEY_PATTERN: "a vLLM engine setting: lowercase letters, digits and '_', e.g. enable_prefix_caching",
 }
 
 
@@ -54,7 +60,51 @@ def _no_number(value: Any) -> Any:
     return value
 
 
+def _printable(value: str) -> str:
+    # Free-form strings end up in specs and messages: no newlines or control characters.
+    if not value.isprintable():
+        raise ValueError(f"{rules.quoted(value)} has a newline or other control character")
+    return value
+
+
+def _json_like(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
+    """A free-form value (engine settings): JSON types, at most 8 levels, 1,000 values, 4 KiB strings."""
+    budget = [MAX_FREE_VALUES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ValueError(f"more than {MAX_FREE_VALUES:,} values")
+    if depth > MAX_FREE_DEPTH:
+        raise ValueError(f"nested more than {MAX_FREE_DEPTH} levels deep")
+    if isinstance(value, str):
+        if len(value) > MAX_FREE_STRING:
+            raise ValueError(f"a string of {len(value):,} characters; at most {MAX_FREE_STRING:,}")
+    elif isinstance(value, list):
+        for item in value:
+            _json_like(item, depth + 1, budget)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _json_like(key, depth + 1, budget)
+            _json_like(item, depth + 1, budget)
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        raise ValueError(f"a {type(value).__name__}; use strings, numbers, booleans, lists and mappings")
+    return value
+
+
+def max_items(limit: int) -> BeforeValidator:
+    """A hard cap on a free-form mapping or list, checked before its items are."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, (dict, list)) and len(value) > limit:
+            raise ValueError(f"{len(value):,} entries; at most {limit}")
+        return value
+
+    return BeforeValidator(check)
+
+
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+# A free-form string (an image, a cloud or project name, a path): printable, bounded.
+Text = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_printable)]
+JsonLike = Annotated[Any, AfterValidator(_json_like)]
 Region = Annotated[str, rule(rules.known_region_problem)]
 AccountId = Annotated[str, BeforeValidator(_no_number), rule(rules.account_id_problem)]
 ClusterName = Annotated[str, rule(rules.cluster_name_problem)]

@@ -54,8 +54,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(path, "", f"invalid YAML{at}: {exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(path, "", f"invalid YAML: character {exc.character!r} at position {exc.position} is not allowed") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(path, "", f"invalid YAML: {exc}") from None
+        raise ConfigError(path, "", f"invalid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
         raise ConfigError(path, "", "the file is empty; expected a mapping with name, aws, state, cluster, node_pools, writer")
     if not isinstance(data, dict):

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.spec import HF_ID_PATTERN, LORA_RANKS, MODEL_ID_PATTERN, load_targets_problem, weights_source_problem
 from infra import rules
-from stacks.config.fields import Name, Strict, rule
+from stacks.config.fields import ENGINE_KEY_PATTERN, MAX_FREE_KEYS, JsonLike, Name, Strict, Text, max_items, rule
 
 
 class Weights(Strict):
@@ -59,6 +59,7 @@ class EngineKwargs(BaseModel):
     reads are typed (vLLM 0.29's names and values); any other key passes through."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[Annotated[str, Field(pattern=ENGINE_KEY_PATTERN)], JsonLike]
 
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | None = None
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
@@ -87,10 +88,10 @@ class Model(Strict):
     replicas: Replicas = Replicas()
     lora: Lora = Lora()
     # Passed to vLLM as is (quantization, prefix caching, reasoning parser, ...).
-    engine_kwargs: EngineKwargs = EngineKwargs()
+    engine_kwargs: Annotated[EngineKwargs, max_items(MAX_FREE_KEYS)] = EngineKwargs()
     # For the capacity planner: a catalog model (Hugging Face id) or a config.json path.
     # Default: weights.hf_id, lora.base_model, or the catalog model whose name is the id.
-    architecture: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    architecture: Text | None = None
     # The model ships Python code (auto_map in config.json) that vLLM must run: off unless set here,
     # and upload-model refuses such a directory unless asked with --trust-remote-code too.
     trust_remote_code: bool = False

@@ -18,6 +18,7 @@ from infra import rules
 from infra.catalog import GPUS, REGIONS
 from stacks.config.fields import (
     INSTANCE_TYPE_PATTERN,
+    MAX_LABELS,
     PREFIX_PATTERN,
     TAG_KEY_PATTERN,
     TAG_VALUE_PATTERN,
@@ -32,9 +33,14 @@ from stacks.config.fields import (
     RoleArn,
     Strict,
     SubnetId,
+    Text,
+    max_items,
     rule,
 )
 from stacks.config.models import Model
+
+# AWS allows 50 tags per resource; the stack adds a few of its own.
+USER_TAGS_MAX = 40
 
 class Aws(Strict):
     account_id: AccountId
@@ -103,8 +109,8 @@ class NodePool(Strict):
     # Default: Bottlerocket NVIDIA for GPU pools, AL2023 for CPU pools (the constructs' defaults).
     ami_type: str | None = None
     root_volume_gib: Annotated[int, Field(ge=rules.MIN_ROOT_VOLUME_GIB, le=16384)] | None = None
-    labels: dict[LabelKey, LabelValue] = {}
-    taints: list[Taint] = []
+    labels: Annotated[dict[LabelKey, LabelValue], max_items(MAX_LABELS)] = {}
+    taints: Annotated[list[Taint], max_items(MAX_LABELS)] = []
 
     @field_validator("accelerator")
     @classmethod
@@ -139,17 +145,17 @@ class Buckets(Strict):
 
 
 class Anyscale(Strict):
-    cloud: Annotated[str, Field(min_length=1)] | None = None  # Anyscale cloud name; default: the org's default cloud
-    project: Annotated[str, Field(min_length=1)] | None = None
+    cloud: Text | None = None  # Anyscale cloud name; default: the org's default cloud
+    project: Text | None = None
     service_name: Name | None = None  # default: <prefix>-<environment>
-    image_uri: Annotated[str, Field(min_length=1)] = "anyscale/ray-llm:2.60.0-py311-cu128"
+    image_uri: Text = "anyscale/ray-llm:2.60.0-py311-cu128"
     # Anyscale instance type per node pool, where the operator's names differ
     # from the pool's EC2 instance type (the default).
-    instance_types: dict[Name, Annotated[str, Field(min_length=1)]] = {}
+    instance_types: Annotated[dict[Name, Text], max_items(MAX_LABELS)] = {}
 
 
 class KubeRay(Strict):
-    ray_image: Annotated[str, Field(min_length=1)] = "rayproject/ray-llm:2.60.0-py311-cu128"
+    ray_image: Text = "rayproject/ray-llm:2.60.0-py311-cu128"
 
 
 class Serving(Strict):
@@ -167,9 +173,12 @@ class Serving(Strict):
 class Writer(Strict):
     """Who may publish weights and adapters (CI or training jobs)."""
 
-    # GitHub Actions OIDC subjects, e.g. "repo:acme/models:ref:refs/heads/main".
-    github_subjects: list[Annotated[str, rule(rules.github_subject_problem)]] = []
-    role_arns: list[RoleArn] = []
+    # GitHub Actions OIDC subjects, each one repository and one context,
+    # e.g. "repo:acme/models:ref:refs/heads/main" (checked in `checks`, which sees the opt-in below).
+    github_subjects: Annotated[list[Annotated[str, Field(min_length=1, max_length=256)]], max_items(MAX_LABELS)] = []
+    # Opt in to `*`/`?` in the subjects' context (every release tag: repo:org/repo:ref:refs/tags/v*).
+    allow_context_wildcards: bool = False
+    role_arns: Annotated[list[RoleArn], max_items(MAX_LABELS)] = []
 
     @model_validator(mode="after")
     def _someone(self) -> Writer:
@@ -182,7 +191,8 @@ class Environment(Strict):
     name: Name
     aws: Aws
     prefix: Annotated[str, Field(pattern=PREFIX_PATTERN)] = "llm"
-    tags: dict[Annotated[str, Field(pattern=TAG_KEY_PATTERN)], Annotated[str, Field(pattern=TAG_VALUE_PATTERN)]] = {}
+    tags: Annotated[dict[Annotated[str, Field(pattern=TAG_KEY_PATTERN)], Annotated[str, Field(pattern=TAG_VALUE_PATTERN)]],
+                    max_items(USER_TAGS_MAX)] = {}
     state: RemoteState
     cluster: Cluster
     node_pools: Annotated[list[NodePool], Field(min_length=1)]

@@ -8,9 +8,11 @@ entry: the planner computes parameters and memory from the architecture.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from infra.rules import quoted
+from stacks.inputs import loads_json, read_bounded
 
 GIB = 1024**3
 
@@ -157,44 +159,66 @@ def find(name: str) -> Architecture | None:
     return matches[0] if len(matches) == 1 else None
 
 
+CONFIG_MAX_BYTES = 1024 * 1024  # a config.json is a few KiB
+SIZE_MAX = 1 << 30  # any dimension or count beyond this is not a real model
+
+
 def from_config(path: Path) -> Architecture:
-    """An architecture from a Hugging Face config.json (ValueError names the missing field)."""
-    config = json.loads(Path(path).read_text())
-    config = config.get("text_config", config)  # multimodal wrappers
+    """An architecture from a Hugging Face config.json. ValueError names what is missing or
+    malformed; ConfigError if the file cannot be read or is not a bounded JSON document."""
+    text = read_bounded(Path(path), CONFIG_MAX_BYTES, "a config.json").decode("utf-8")
+    config = loads_json(text)
+    if isinstance(config, dict) and isinstance(config.get("text_config"), dict):
+        config = config["text_config"]  # multimodal wrappers
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: not a JSON object")
 
-    def need(*keys: str) -> int:
+    def number(*keys: str, default: int | None = None) -> int:
+        """The first of `keys` present, a positive int (0 allowed as a default only)."""
         for key in keys:
-            if isinstance(config.get(key), int):
-                return config[key]
-        raise ValueError(f"{path}: no {keys[0]}")
+            value = config.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= SIZE_MAX:
+                raise ValueError(f"{path}: {key} is {quoted(value)}, not a whole number")
+            return value
+        if default is None:
+            raise ValueError(f"{path}: no {keys[0]}")
+        return default
 
-    heads = need("num_attention_heads")
+    heads = number("num_attention_heads")
+    layers = number("num_hidden_layers", "n_layer")
+    if heads == 0 or layers == 0:
+        raise ValueError(f"{path}: num_attention_heads and num_hidden_layers must be positive")
     layer_types = config.get("layer_types") or []
+    if not isinstance(layer_types, list):
+        raise ValueError(f"{path}: layer_types is not a list")
     sliding = sum(1 for t in layer_types if t == "sliding_attention")
-    window = config.get("sliding_window") if (sliding or config.get("use_sliding_window", True)) else None
-    layers = need("num_hidden_layers", "n_layer")
+    use_sliding = config.get("use_sliding_window", True) is not False
+    window = number("sliding_window", default=0) if (sliding or use_sliding) else 0
     if window and not layer_types:
-        sliding = layers if config.get("use_sliding_window", True) and config.get("model_type") in ("mistral",) else 0
-    quantized = config.get("quantization_config") or {}
-    bits = {"awq": 0.5, "gptq": 0.5, "fp8": 1.0, "compressed-tensors": 1.0, "mxfp4": 0.53}.get(quantized.get("quant_method", ""), None)
-    dtype_bytes = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}.get(config.get("torch_dtype", "bfloat16"), 2.0)
+        sliding = layers if use_sliding and config.get("model_type") in ("mistral",) else 0
+    quantized = config.get("quantization_config") if isinstance(config.get("quantization_config"), dict) else {}
+    bits = {"awq": 0.5, "gptq": 0.5, "fp8": 1.0, "compressed-tensors": 1.0, "mxfp4": 0.53}.get(str(quantized.get("quant_method", "")))
+    dtype_bytes = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}.get(str(config.get("torch_dtype", "bfloat16")), 2.0)
+    intermediate = number("intermediate_size", default=0)
     return Architecture(
         hf_id=str(path),
         layers=layers,
-        hidden=need("hidden_size", "n_embd"),
-        intermediate=config.get("intermediate_size") or 0,
+        hidden=number("hidden_size", "n_embd"),
+        intermediate=intermediate,
         heads=heads,
-        kv_heads=config.get("num_key_value_heads") or heads,
-        vocab=need("vocab_size"),
-        head_dim=config.get("head_dim") or 0,
-        tied_embeddings=bool(config.get("tie_word_embeddings", False)),
-        qkv_bias=bool(config.get("attention_bias", False)),
-        experts=config.get("num_local_experts") or config.get("num_experts") or config.get("n_routed_experts") or 0,
-        moe_intermediate=config.get("moe_intermediate_size") or (config.get("intermediate_size") or 0),
-        shared_expert_intermediate=config.get("shared_expert_intermediate_size") or 0,
-        sliding_window=window if sliding else None,
+        kv_heads=number("num_key_value_heads", default=0) or heads,
+        vocab=number("vocab_size"),
+        head_dim=number("head_dim", default=0),
+        tied_embeddings=config.get("tie_word_embeddings") is True,
+        qkv_bias=config.get("attention_bias") is True,
+        experts=number("num_local_experts", "num_experts", "n_routed_experts", default=0),
+        moe_intermediate=number("moe_intermediate_size", default=0) or intermediate,
+        shared_expert_intermediate=number("shared_expert_intermediate_size", default=0),
+        sliding_window=window if sliding and window else None,
         sliding_layers=sliding if window else 0,
-        kv_lora_rank=config.get("kv_lora_rank") or 0,
-        qk_rope_head_dim=config.get("qk_rope_head_dim") or 0,
+        kv_lora_rank=number("kv_lora_rank", default=0),
+        qk_rope_head_dim=number("qk_rope_head_dim", default=0),
         weight_bytes_per_param=bits if bits is not None else dtype_bytes,
     )

@@ -170,8 +170,11 @@ def _size(model: Model, i: int, pool: PoolPlan, problems: list[Problem]) -> tupl
     where = f"models[{i}]"
     try:
         architecture = architecture_of(model)
-    except (OSError, ValueError) as exc:
-        problems.append(Problem(f"{where}.architecture", f"cannot read {model.architecture}: {exc}"))
+    except ConfigError as exc:  # unreadable, not a regular file, or too large
+        problems.append(Problem(f"{where}.architecture", f"cannot read {model.architecture!r}: {exc.message}"))
+        return None
+    except ValueError as exc:  # not a usable config.json
+        problems.append(Problem(f"{where}.architecture", f"cannot read {model.architecture!r}: {exc}"))
         return None
     if architecture is None:
         problems.append(Problem(

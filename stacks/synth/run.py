@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from stacks.errors import ConfigError
 from stacks.planning.plan import EnvironmentPlan
 from stacks.specs.render import ServiceSpecs, render_specs
 from stacks.specs.validate import check_specs
@@ -39,12 +40,25 @@ def synthesize(plans: list[EnvironmentPlan], outdir: Path, *, replace_all: bool)
     their specs; otherwise they replace their own previous versions and the
     rest stays.
     """
+    outdir = Path(outdir).absolute()
+    _check_outdir(outdir)
     specs = {plan.env.name: render_specs(plan) for plan in plans}
     with ThreadPoolExecutor(max_workers=1) as pool:
         checked = pool.submit(lambda: [check_specs(plan, specs[plan.env.name]) for plan in plans])
-        files = _synthesize_stacks(plans, specs, Path(outdir).absolute(), replace_all, before_install=checked.result)
+        files = _synthesize_stacks(plans, specs, outdir, replace_all, before_install=checked.result)
     validators = checked.result()
     return SynthResult(files, specs, validators[0] if validators else [])
+
+
+def _check_outdir(outdir: Path) -> None:
+    """Synth replaces its output directory: refuse one that is not a synth output (a file, `.`, a home directory)."""
+    if not outdir.exists():
+        return
+    if not outdir.is_dir() or outdir.is_symlink():
+        raise ConfigError("--outdir", "", f"{outdir} exists and is not a directory; give a new or a previous output directory")
+    if any(outdir.iterdir()) and not (outdir / MANIFEST).is_file():
+        raise ConfigError("--outdir", "", f"{outdir} is not empty and holds no {MANIFEST}: not a synth output, so it is not "
+                                          "replaced; give a new or a previous output directory")
 
 
 def _synthesize_stacks(plans, specs, outdir: Path, replace_all: bool, before_install) -> dict[str, Path]:

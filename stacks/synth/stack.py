@@ -218,6 +218,7 @@ class ServingStack(TerraformStack):
             partition=self.partition,
             github_subjects=writer.github_subjects,
             trusted_role_arns=writer.role_arns,
+            allow_context_wildcards=writer.allow_context_wildcards,
         )
         for bucket, prefix in ((self.weights, WEIGHTS_PREFIX), (self.lora, ADAPTERS_PREFIX), (self.lora, STAGING_PREFIX)):
             bucket.grant_read(identity, prefix)

@@ -734,3 +734,15 @@ def test_grants_return_the_policy_they_attach():
     assert read.name_input == "read-b-models"
     secret = identity.grant_read_secret("hf", region=REGION, account_id=ACCOUNT)
     assert set(identity.policies) == {"read-b-models", secret.name_input}
+
+
+def test_writer_context_wildcards_only_behind_the_opt_in():
+    tags = "repo:acme/models:ref:refs/tags/v*"
+    with pytest.raises(ValueError, match="github_subjects"):
+        _writer(github_subjects=[tags])(new_stack())
+    with pytest.raises(ValueError, match="no wildcard in its owner or name"):
+        _writer(github_subjects=["repo:acme/*:ref:refs/tags/v*"], allow_context_wildcards=True)(new_stack())
+    stack = new_stack()
+    _writer(github_subjects=[tags], allow_context_wildcards=True)(stack)
+    trust = trust_of(synth(stack), "w")
+    assert trust["GitHubActions"]["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"] == [tags]

@@ -272,3 +272,38 @@ def shipped_plans_source(env: str) -> str:
     from stacks.config.loader import find_environment
 
     return str(find_environment(env))
+
+
+def test_spec_objects_hold_the_spec_text_exactly_even_with_terraform_templates_in_it(tmp_path: Path):
+    """A pull request can put `${file(...)}` in a free-form value: Terraform must store it, not evaluate it."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from stacks.config.loader import ENVIRONMENTS_DIR
+
+    if shutil.which("terraform") is None:
+        pytest.skip("terraform is not on PATH")
+    data = yaml.safe_load((ENVIRONMENTS_DIR / "dev.yaml").read_text())
+    hostile = 'x ${file("/etc/hostname")} %{ if true }y%{ endif } $${kept} ${env}'
+    data["models"][0]["engine_kwargs"]["chat_template_kwargs"] = {"note": hostile}
+    config = tmp_path / "dev.yaml"
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    assert main(["synth", "--config", str(config), "--outdir", str(out)]) == 0
+    tf = json.loads((out / "stacks" / "dev" / "cdk.tf.json").read_text())
+    objects = {o["key"].rsplit("/", 1)[-1]: o["content"] for o in resources(tf, "aws_s3_object").values() if "content" in o}
+    # Evaluate each object's content as Terraform would, in a configuration of outputs only.
+    work = tmp_path / "tf"
+    work.mkdir()
+    (work / "main.tf.json").write_text(json.dumps({"output": {name.replace(".", "_"): {"value": text}
+                                                              for name, text in objects.items()}}))
+    for command in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
+        done = subprocess.run(["terraform", *command], cwd=work, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    shown = subprocess.run(["terraform", "output", "-json"], cwd=work, capture_output=True, text=True, timeout=60)
+    values = {name: output["value"] for name, output in json.loads(shown.stdout).items()}
+    for name, text in objects.items():
+        assert values[name.replace(".", "_")] == (out / "specs" / "dev" / name).read_text()
+    assert hostile in (out / "specs" / "dev" / "serve-config.yaml").read_text()
