@@ -17,7 +17,7 @@ CDKTF_CLI := cdktf-cli@0.21.0
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: help install synth check preview test bench clean deploy
+.PHONY: help install synth check preview test bench clean deploy deploy-local
 
 help:
 	@echo "make synth              synthesize every environment into cdktf.out/ (offline)"
@@ -25,6 +25,7 @@ help:
 	@echo "make preview BASE=ref   what this change does per environment, against a git revision (writes preview.md)"
 	@echo "make test               check the layer contracts (lint-imports), then run the test suite"
 	@echo "make bench              measure synth and preview speed"
+	@echo "make deploy-local ENV=dev  apply one environment with Terraform against a local AWS emulator (no account)"
 	@echo "make deploy ENV=dev     cdktf deploy one environment (needs Terraform and AWS credentials)"
 	@echo "make clean              remove build outputs"
 
@@ -72,8 +73,13 @@ test: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 bench: $(VENV)/.installed-dev $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(PY) benchmarks/bench.py
 
+# Terraform (>= 1.10, on PATH) applies the stack against moto on 127.0.0.1, with the AWS
+# provider from a local filesystem mirror: nothing is downloaded, no account is needed.
+deploy-local: $(VENV)/.installed-dev
+	$(VENV)/bin/llmstacks deploy-local --env $(or $(ENV),dev)
+
 clean:
-	rm -rf cdktf.out .cdktf.out.* .pytest_cache bench-results
+	rm -rf cdktf.out .cdktf.out.* .pytest_cache bench-results .llmstacks-local
 
 # The cdktf CLI runs `python -m stacks` (cdktf.json) and then Terraform; it
 # needs Terraform >= 1.10 on PATH and credentials for the environment's account.

@@ -48,6 +48,31 @@ def synth_dir(tmp_path_factory, shipped_plans) -> Path:
 
 
 @pytest.fixture(scope="session")
+def local_deployments(synth_dir, shipped_plans, tmp_path_factory):
+    """Every shipped environment applied with real Terraform against its own local AWS (moto
+    over TLS), all at once: the applies mostly wait on the provider, not on the CPU."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stacks.emulator.deploy import LocalDeployment
+    from stacks.errors import ToolError
+
+    root = tmp_path_factory.mktemp("local")
+    deployments: dict[str, LocalDeployment] = {}
+    try:
+        try:
+            for name, plan in shipped_plans.items():
+                deployments[name] = LocalDeployment.start(plan, synth_dir / "stacks" / name / "cdk.tf.json", root / name)
+            with ThreadPoolExecutor(len(deployments)) as pool:
+                list(pool.map(LocalDeployment.apply, deployments.values()))
+        except ToolError as exc:  # Terraform or the provider mirror missing: say which, in one line
+            pytest.fail(str(exc), pytrace=False)
+        yield deployments
+    finally:
+        for deployment in deployments.values():
+            deployment.close()
+
+
+@pytest.fixture(scope="session")
 def synthesized(synth_dir) -> dict[str, dict]:
     """Environment name -> its parsed cdk.tf.json."""
     return {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (synth_dir / "stacks").iterdir()}

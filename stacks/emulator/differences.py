@@ -1,0 +1,99 @@
+"""Every way the stack applied against the local AWS differs from the one users deploy: here
+and nowhere else, each with its reason. The harness prints them; the README lists them.
+
+What users get is never weakened to suit the emulator: these changes are made to a
+copy of the synthesized `cdk.tf.json`, in the emulator's working directory only.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+# AWS services the stacks call; the provider and the S3 backend reach them at the emulator.
+ENDPOINTS = ("eks", "ec2", "iam", "kms", "logs", "s3", "sts", "events")
+# Resources moto does not implement (its EKS backend has no add-ons, pod identity
+# associations or access entries); creating them fails with "not yet implemented".
+NOT_EMULATED = ("aws_eks_addon", "aws_eks_pod_identity_association", "aws_eks_access_entry",
+                "aws_eks_access_policy_association")
+# What moto invents or does not return, so that a second plan shows changes real AWS would not:
+# resource type -> (attributes whose difference is the emulator's, why). Only these are set aside.
+EMULATOR_NOISE = {
+    # moto does not return access_config, which forces a replacement.
+    "aws_eks_cluster": (("access_config",), "moto does not return access_config"),
+    # moto gives every node group an SSH key ("eksKeypair"), which forces a replacement,
+    # reads back a launch template by id only, and no update_config.
+    "aws_eks_node_group": (("remote_access", "launch_template", "update_config", "release_version", "version"),
+                           "moto invents remote_access and reads back other node group fields"),
+    # moto adds a "launch-template" tag specification and reports no default/latest version.
+    "aws_launch_template": (("tag_specifications", "default_version", "latest_version"),
+                            "moto reports tag specifications and versions differently"),
+    # moto stores EventBridge delivery but leaves it out of GetBucketNotificationConfiguration.
+    "aws_s3_bucket_notification": (("eventbridge",), "moto does not return eventbridge when it is read back"),
+}
+
+
+@dataclass(frozen=True)
+class Difference:
+    what: str
+    why: str
+
+
+def for_emulator(tf: dict, endpoint: str, provider_version: str) -> tuple[dict, list[Difference]]:
+    """A copy of a synthesized stack that applies against the emulator at `endpoint`, and the differences."""
+    tf = copy.deepcopy(tf)
+    differences = []
+    required = tf["terraform"]["required_providers"]["aws"]
+    if required.get("version") != provider_version:
+        differences.append(Difference(
+            f"AWS provider {provider_version} instead of {required.get('version')}",
+            "no registry is reachable offline; the local mirror holds this version (the stacks validate on both)"))
+        required["version"] = provider_version
+    for provider in tf["provider"]["aws"]:
+        provider.update(endpoints=[{name: endpoint for name in ENDPOINTS}], s3_use_path_style=True)
+    tf["terraform"]["backend"]["s3"].update(endpoints={"s3": endpoint, "sts": endpoint}, use_path_style=True)
+    differences.append(Difference(
+        "provider and S3 backend endpoints point at the emulator (path-style S3)",
+        "the emulator answers on 127.0.0.1 only; state stays in an encrypted, locked S3 backend there"))
+
+    resources = tf.get("resource", {})
+    dropped = {kind: sorted(resources.pop(kind)) for kind in NOT_EMULATED if kind in resources}
+    for kind, names in dropped.items():
+        differences.append(Difference(f"{kind} left out ({len(names)})", "moto does not implement it"))
+    _drop_references(tf, dropped)
+    if policies := resources.pop("aws_s3_bucket_policy", None):
+        differences.append(Difference(
+            f"aws_s3_bucket_policy left out ({len(policies)}: the TLS-only denies)",
+            "moto treats a Deny whose condition does not hold (aws:SecureTransport, s3:TlsVersion) as a deny "
+            "(moto/iam/access_control.py, _check_conditions), so the emulator would refuse every upload; the "
+            "synthesized policy is checked by the synth tests and the policy gate"))
+    return tf, differences
+
+
+def _drop_references(tf: dict, dropped: dict[str, list[str]]) -> None:
+    """`depends_on` entries that name a resource left out."""
+    gone = {f"{kind}.{name}" for kind, names in dropped.items() for name in names}
+    for items in tf.get("resource", {}).values():
+        for body in items.values():
+            if "depends_on" in body:
+                body["depends_on"] = [d for d in body["depends_on"] if d not in gone]
+
+
+def real_changes(changes: list[dict]) -> list[dict]:
+    """Plan changes once the emulator's own (`EMULATOR_NOISE`) are set aside: an update that only
+    touches those attributes, or a replacement forced only by them."""
+    kept = []
+    for change in changes:
+        noisy = set(EMULATOR_NOISE.get(change["type"], ((), ""))[0])
+        actions, detail = change["change"]["actions"], change["change"]
+        before, after = detail.get("before") or {}, detail.get("after") or {}
+        if noisy and actions == ["update"]:
+            differing = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+            if differing <= noisy:
+                continue
+        if noisy and sorted(actions) == ["create", "delete"]:
+            forced_by = {path[0] for path in detail.get("replace_paths") or []}
+            if forced_by and forced_by <= noisy:
+                continue
+        kept.append(change)
+    return kept
