@@ -1,7 +1,9 @@
-"""End to end on CPU: `build_app` on a local Ray, Ray Serve LLM's real OpenAI
-ingress, Ray's real S3 model and LoRA downloads from a moto S3 server on
-127.0.0.1, and the official `openai` client. Only vLLM is replaced, by the
-echo engine in `tests/cpu_engine.py`.
+"""End to end on CPU, on the infrastructure Terraform built: the shipped dev environment applied
+against a local AWS (moto over TLS, `local_deployments`), a model and two adapters published
+into its buckets with `upload-model`/`upload-adapter` as the writer role, then `build_app` on a
+local Ray reading them as the serving role: Ray Serve LLM's real OpenAI ingress, Ray's real S3
+model and LoRA downloads, and the official `openai` client. Only vLLM is replaced, by the echo
+engine in `tests/cpu_engine.py`.
 """
 
 from __future__ import annotations
@@ -10,19 +12,18 @@ import os
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import boto3
 import pytest
 
 from artifact_fixtures import adapter_dir, model_dir
+from conftest import TESTS
+from stacks.config.loader import ENVIRONMENTS_DIR
 from stacks.planning.plan import plan_file
 from stacks.specs.app_args import app_args
 
-TESTS = Path(__file__).resolve().parents[1]
-MODEL = "tiny-chat"
+ENV_FILE = ENVIRONMENTS_DIR / "dev.yaml"
+MODEL = "qwen2.5-7b-instruct"  # dev's LoRA model
 ADAPTERS = {"support": 8, "legal": 16}
-REGION = "us-west-2"
 
 
 def free_port() -> int:
@@ -31,43 +32,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-ENV_FILE = f"""
-name: e2e
-aws: {{account_id: "123456789012", region: {REGION}}}
-state: {{bucket: e2e-tfstate}}
-cluster: {{existing: {{name: e2e}}}}
-node_pools:
-  - {{name: system, instance_types: [m7i.xlarge]}}
-  - {{name: l4, accelerator: L4, instance_types: [g6.2xlarge], max_size: 2}}
-models:
-  - id: {MODEL}
-    node_pool: l4
-    max_model_len: 2048
-    architecture: Qwen/Qwen3-0.6B  # sized as a small model; the CPU engine stands in for it
-    lora: {{enabled: true, max_adapters_per_replica: 4, max_rank: 16}}
-writer: {{role_arns: ["arn:aws:iam::123456789012:role/ci"]}}
-"""
-
-
-def publish_fixtures(root: Path, env_file: Path) -> None:
-    """A small model and two LoRA adapters, published as a user would: with the llmstacks commands."""
-    from stacks.cli import main
-
-    model = model_dir(root, shards=1, model_type="tiny-test")
-    assert main(["upload-model", "--config", str(env_file), "--model", MODEL, "--from", str(model)]) == 0
-    for name, rank in ADAPTERS.items():
-        adapter = adapter_dir(root, name, rank=rank, base_model=MODEL)
-        assert main(["upload-adapter", "--config", str(env_file), "--model", MODEL, "--adapter", name, "--from", str(adapter)]) == 0
-
-
-E2E_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
-}
+def role_env(deployment, role_arn: str) -> dict[str, str]:
+    """The emulator's environment with the credentials of `role_arn`, assumed through STS."""
+    credentials = deployment.emulator.client("sts").assume_role(RoleArn=role_arn, RoleSessionName="e2e")["Credentials"]
+    return {**deployment.emulator.env, "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"], "AWS_SESSION_TOKEN": credentials["SessionToken"]}
 
 
 @pytest.fixture(scope="module")
-def aws_env(s3_endpoint):
-    env = {**E2E_ENV, "AWS_ENDPOINT_URL_S3": s3_endpoint}
+def dev(local_deployments):
+    return local_deployments["dev"]
+
+
+@pytest.fixture(scope="module")
+def writer_env(dev):
+    """This process (the llmstacks commands) as the artifact writer; restored afterwards."""
+    env = role_env(dev, dev.outputs["writer_role_arn"])
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env
@@ -79,38 +59,42 @@ def aws_env(s3_endpoint):
 
 
 @pytest.fixture(scope="module")
-def env_file(aws_env, tmp_path_factory) -> Path:
+def env_file(writer_env, tmp_path_factory):
+    """A small model and two LoRA adapters, published as a user would, into the buckets Terraform created."""
+    from stacks.cli import main
+
     root = tmp_path_factory.mktemp("fixtures")
-    path = root / "e2e.yaml"
-    path.write_text(ENV_FILE)
-    names = plan_file(path).names
-    s3 = boto3.client("s3", region_name=REGION)
-    for bucket in (names.weights_bucket, names.lora_bucket):
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    publish_fixtures(root, path)
-    return path
+    model = model_dir(root, shards=1, model_type="tiny-test")
+    assert main(["upload-model", "--config", str(ENV_FILE), "--model", MODEL, "--from", str(model)]) == 0
+    for name, rank in ADAPTERS.items():
+        adapter = adapter_dir(root, name, rank=rank, base_model=MODEL)
+        assert main(["upload-adapter", "--config", str(ENV_FILE), "--model", MODEL, "--adapter", name, "--from", str(adapter)]) == 0
+    return ENV_FILE
 
 
 @pytest.fixture(scope="module")
-def served(aws_env, env_file, s3_endpoint):
+def served(dev, env_file):
     import ray
     from openai import OpenAI
     from ray import serve
 
     from app.serving import build_app
 
+    serving_env = role_env(dev, dev.outputs["serving_role_arn"])
     ray.init(
         num_cpus=8,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {**aws_env, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}},
+        runtime_env={"env_vars": {**serving_env, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}},
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    # The app's args as the service spec renders them from the environment file; only the
-    # engine (CPU stand-in), the S3 endpoint and the load targets differ.
+    # The app's args as the service spec renders them from dev.yaml; only the engine (CPU stand-in),
+    # the S3 endpoint and the load targets differ, and only the model with published weights is served.
     args = app_args(plan_file(env_file)).model_dump()
-    args["s3_endpoint_url"] = s3_endpoint
+    assert (args["weights_bucket"], args["lora_bucket"]) == (dev.outputs["weights_bucket"], dev.outputs["lora_bucket"])
+    args["s3_endpoint_url"] = dev.emulator.endpoint
+    args["models"] = [m for m in args["models"] if m["id"] == MODEL]
     args["models"][0].update(server_cls="cpu_engine:CpuLLMServer", accelerator_type=None,
                              target_ongoing_requests=16, max_ongoing_requests=32)
     serve.run(build_app(args), name="llm", route_prefix="/", blocking=False)
