@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,8 +29,12 @@ from stacks.synth.run import synthesize
 BASE_SYNTH_TIMEOUT = 900
 
 
-def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = None, policy: bool = True) -> Preview:
-    """Compare `base_ref` with the working tree of `repo` (default: the current directory's repository)."""
+def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = None, policy: bool = True,
+            keep_outputs: Path | None = None) -> Preview:
+    """Compare `base_ref` with the working tree of `repo` (default: the current directory's repository).
+
+    `keep_outputs`: copy both synth outputs there (`base.out`, `head.out`), e.g. to apply them.
+    """
     repo = _toplevel(Path(repo or Path.cwd()).resolve())
     env_dir = Path(env_dir or ENVIRONMENTS_DIR)
     relative_env_dir = env_dir.resolve().relative_to(repo) if env_dir.resolve().is_relative_to(repo) else Path("stacks/environments")
@@ -59,6 +64,10 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
                 _environment(name, base_plans.get(name), head_plans.get(name), workdir / "base.out", head_out, verdicts)
                 for name in sorted(head_plans.keys() | base_plans.keys())
             ]
+            if keep_outputs is not None:
+                for out in ("base.out", "head.out"):
+                    if (workdir / out).is_dir():
+                        shutil.copytree(workdir / out, Path(keep_outputs) / out)
             return Preview(base_ref, environments, base_error)
         finally:
             if process.poll() is None:
