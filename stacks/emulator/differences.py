@@ -80,20 +80,19 @@ def _drop_references(tf: dict, dropped: dict[str, list[str]]) -> None:
 
 
 def real_changes(changes: list[dict]) -> list[dict]:
-    """Plan changes once the emulator's own (`EMULATOR_NOISE`) are set aside: an update that only
-    touches those attributes, or a replacement forced only by them."""
+    """Plan changes once the emulator's own (`EMULATOR_NOISE`) are set aside: an update, or a
+    replacement forced by one of those attributes, whose known differences are all among them."""
     kept = []
     for change in changes:
         noisy = set(EMULATOR_NOISE.get(change["type"], ((), ""))[0])
-        actions, detail = change["change"]["actions"], change["change"]
+        detail = change["change"]
         before, after = detail.get("before") or {}, detail.get("after") or {}
-        if noisy and actions == ["update"]:
-            differing = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-            if differing <= noisy:
-                continue
-        if noisy and sorted(actions) == ["create", "delete"]:
-            forced_by = {path[0] for path in detail.get("replace_paths") or []}
-            if forced_by and forced_by <= noisy:
-                continue
+        # Wholly computed after apply (`true`; a nested value means only parts are): not a difference of ours.
+        unknown = {k for k, v in (detail.get("after_unknown") or {}).items() if v is True}
+        differing = {k for k in before.keys() | after.keys() if k not in unknown and before.get(k) != after.get(k)}
+        forced_by = {path[0] for path in detail.get("replace_paths") or []}
+        if noisy and detail["actions"] in (["update"], ["delete", "create"], ["create", "delete"]) \
+                and differing <= noisy and forced_by <= noisy:
+            continue
         kept.append(change)
     return kept
