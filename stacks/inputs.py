@@ -25,8 +25,9 @@ YAML_MAX_BYTES = 1 * MIB  # an environment file; the shipped ones are ~2 KiB
 YAML_MAX_DEPTH = 32
 YAML_MAX_VALUES = 100_000  # after expanding aliases
 JSON_MAX_DEPTH = 64
-# A JSON string (skipped whole) or a bracket: enough to measure nesting without parsing.
-_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+# A JSON string (skipped whole; an unterminated one runs to the end, which keeps the scan
+# linear) or a bracket: enough to measure nesting without parsing.
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
 
 
 def read_bounded(path: Path, limit: int, what: str) -> bytes:

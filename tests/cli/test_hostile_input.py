@@ -128,6 +128,7 @@ FILES = [
     ("architecture-huge-json", json_file('{"pad": "' + "x" * 2_000_000 + '"}'), "models[1].architecture",
      "over 1,048,576 bytes"),
     ("architecture-json-list", json_file("[1, 2]"), "models[1].architecture", "not a JSON object"),
+    ("architecture-unterminated-string", json_file('"' + '\\"' * 400_000), "models[1].architecture", "Unterminated string"),
     ("architecture-string-size", json_file('{"num_attention_heads": 16, "num_hidden_layers": 24, "hidden_size": "big",'
                                            ' "vocab_size": 1000}'), "models[1].architecture", "hidden_size is 'big'"),
     ("architecture-bool-size", json_file('{"num_attention_heads": true, "num_hidden_layers": 24, "hidden_size": 8,'
