@@ -23,9 +23,11 @@ def register(commands) -> None:
 
 def cmd_deploy_local(args: argparse.Namespace) -> int:
     from stacks.emulator.deploy import LocalDeployment  # noqa: PLC0415
+    from stacks.emulator.terraform import find_mirror, terraform_binary  # noqa: PLC0415
     from stacks.synth.run import synthesize  # noqa: PLC0415  (loads cdktf: only for good input)
 
     plan = plan_file(environment_file(args))
+    terraform_binary(), find_mirror()  # what is missing is said before anything is synthesized
     workdir = Path(args.workdir).absolute() / plan.env.name
     if (workdir / "terraform").exists():
         shutil.rmtree(workdir / "terraform")  # each run starts a fresh emulator: the old state is gone

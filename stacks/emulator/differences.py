@@ -87,12 +87,32 @@ def real_changes(changes: list[dict]) -> list[dict]:
         noisy = set(EMULATOR_NOISE.get(change["type"], ((), ""))[0])
         detail = change["change"]
         before, after = detail.get("before") or {}, detail.get("after") or {}
-        # Wholly computed after apply (`true`; a nested value means only parts are): not a difference of ours.
-        unknown = {k for k, v in (detail.get("after_unknown") or {}).items() if v is True}
-        differing = {k for k in before.keys() | after.keys() if k not in unknown and before.get(k) != after.get(k)}
+        unknown = detail.get("after_unknown") or {}
+        differing = {k for k in before.keys() | after.keys() if _differs(before.get(k), after.get(k), unknown.get(k))}
         forced_by = {path[0] for path in detail.get("replace_paths") or []}
         if noisy and detail["actions"] in (["update"], ["delete", "create"], ["create", "delete"]) \
                 and differing <= noisy and forced_by <= noisy:
             continue
         kept.append(change)
     return kept
+
+
+def _differs(before, after, unknown) -> bool:
+    """Whether a planned value differs from the applied one in what is known before apply.
+
+    Parts Terraform computes only on apply (`after_unknown` true) are not differences, and an
+    unset value (null) equals an empty one.
+    """
+    if unknown is True:
+        return False
+    if isinstance(after, dict) and isinstance(before, dict):
+        parts = unknown if isinstance(unknown, dict) else {}
+        return any(_differs(before.get(k), after.get(k), parts.get(k)) for k in before.keys() | after.keys())
+    if isinstance(after, list) and isinstance(before, list):
+        parts = unknown if isinstance(unknown, list) else []
+        return len(before) != len(after) or any(
+            _differs(b, a, parts[i] if i < len(parts) else None) for i, (b, a) in enumerate(zip(before, after)))
+    empty = (None, "", [], {})
+    if before in empty and after in empty:
+        return False
+    return before != after
