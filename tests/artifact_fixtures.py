@@ -62,3 +62,26 @@ def adapter_dir(root: Path, name: str, *, rank: int = 8, base_model: str = "Qwen
     if tokenizer_bytes:
         (directory / "tokenizer.json").write_text(json.dumps({"padding": "x" * tokenizer_bytes}))
     return directory
+
+
+def write_raw_safetensors(path: Path, header: bytes | str, data: bytes = b"") -> Path:
+    """A file laid out as safetensors around any header bytes (for headers a writer would never produce)."""
+    raw = header.encode() if isinstance(header, str) else header
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+    return path
+
+
+def deep_json(depth: int) -> str:
+    """`depth` nested arrays: a few hundred KB that `json.loads` cannot take without recursing."""
+    return "[" * depth + "]" * depth
+
+
+def write_torch_zip(path: Path, member: str = "archive/data.pkl") -> Path:
+    """What `torch.save` writes since PyTorch 1.6: a ZIP archive holding a pickle."""
+    import pickle
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(member, pickle.dumps({"weight": [1.0, 2.0]}, protocol=2))
+        archive.writestr("archive/version", "3\n")
+    return path

@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from app.spec import model_id_problem
+from app.spec import adapter_name_problem, model_id_problem
+from infra.rules import quoted
 from stacks.cli.arguments import add_environment, environment_file
-from stacks.errors import ConfigError
+from stacks.errors import ArtifactError, ConfigError
 from stacks.planning.plan import EnvironmentPlan, ModelPlan, plan_file
 
 
@@ -17,12 +18,14 @@ def register(commands) -> None:
     add_environment(upload)
     upload.add_argument("--model", required=True, metavar="ID", help="model id from the environment file")
     upload.add_argument("--from", required=True, metavar="DIR", help="the model directory (config.json, *.safetensors, tokenizer)")
+    upload.add_argument("--trust-remote-code", action="store_true",
+                        help="publish a model that ships Python code (*.py, auto_map); its trust_remote_code must be true too")
     upload.set_defaults(func=cmd_upload_model)
 
     verify = commands.add_parser("verify-model", help="check a published model against its manifest")
     add_environment(verify)
     verify.add_argument("--model", required=True, metavar="ID")
-    verify.add_argument("--deep", action="store_true", help="re-read every byte instead of trusting recorded digests")
+    verify.add_argument("--deep", action="store_true", help="re-read every byte instead of comparing S3's checksums")
     verify.set_defaults(func=cmd_verify_model)
 
     upload_adapter = commands.add_parser("upload-adapter", help="publish a LoRA adapter directory to the LoRA bucket")
@@ -51,7 +54,7 @@ def _model(plan: EnvironmentPlan, model_id: str) -> ModelPlan:
     found = next((m for m in plan.models if m.id == model_id), None)
     if found is None:
         known = ", ".join(m.id for m in plan.models) or "none"
-        raise ConfigError(plan.source, "--model", f"{model_id!r} is not a model of {plan.env.name} (models: {known})")
+        raise ConfigError(plan.source, "--model", f"{quoted(model_id)} is not a model of {plan.env.name} (models: {known})")
     return found
 
 
@@ -61,25 +64,29 @@ def _s3(plan: EnvironmentPlan):
     return s3_client(plan.env.aws.region)
 
 
-def _weights_target(args: argparse.Namespace) -> tuple[EnvironmentPlan, str]:
-    """(plan, weights bucket) for --model, which must take its weights from the bucket."""
+def _weights_target(args: argparse.Namespace) -> tuple[EnvironmentPlan, ModelPlan, str]:
+    """(plan, model, weights bucket) for --model, which must take its weights from the bucket."""
     plan = plan_file(environment_file(args))
-    model = _model(plan, args.model).config
-    if model.weights.source != "bucket":
-        raise ConfigError(plan.source, "--model", f"{args.model!r} takes its weights from {model.weights.source}, not the weights bucket")
-    return plan, plan.names.weights_bucket
+    model = _model(plan, args.model)
+    if model.config.weights.source != "bucket":
+        raise ConfigError(plan.source, "--model", f"{args.model!r} takes its weights from {model.config.weights.source}, not the weights bucket")
+    return plan, model, plan.names.weights_bucket
 
 
 def cmd_upload_model(args: argparse.Namespace) -> int:
     from stacks.publishing.aws import transfer_config, translate_aws_errors  # noqa: PLC0415
-    from stacks.publishing.files import Progress, local_files  # noqa: PLC0415
-    from stacks.publishing.models import upload_model  # noqa: PLC0415
+    from stacks.publishing.files import Progress  # noqa: PLC0415
+    from stacks.publishing.models import RemoteCode, model_prefix, upload_model  # noqa: PLC0415
+    from stacks.publishing.scan import local_files  # noqa: PLC0415
 
-    plan, bucket = _weights_target(args)
+    plan, model, bucket = _weights_target(args)
     directory = Path(getattr(args, "from"))
+    remote_code = RemoteCode(flag=args.trust_remote_code, configured=model.config.trust_remote_code,
+                             where=f"{plan.source}: models[{model.index}]")
     with translate_aws_errors():
-        progress = Progress(sum(f.size for f in local_files(directory)))
-        report = upload_model(_s3(plan), bucket, args.model, directory, transfer_config=transfer_config(), progress=progress)
+        progress = Progress(sum(f.size for f in local_files(directory, model_prefix(args.model))))
+        report = upload_model(_s3(plan), bucket, args.model, directory, remote_code=remote_code,
+                              transfer_config=transfer_config(), progress=progress)
         progress.close()
     print(f"published {args.model} to s3://{bucket}/{report.manifest_key.rsplit('/', 1)[0]}/ "
           f"({len(report.uploaded)} uploaded, {len(report.skipped)} already there; snapshot {report.snapshot[:12]})")
@@ -90,7 +97,7 @@ def cmd_verify_model(args: argparse.Namespace) -> int:
     from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
     from stacks.publishing.models import verify_model  # noqa: PLC0415
 
-    plan, bucket = _weights_target(args)
+    plan, _, bucket = _weights_target(args)
     with translate_aws_errors():
         problems = verify_model(_s3(plan), bucket, args.model, deep=args.deep)
     for problem in problems:
@@ -101,7 +108,7 @@ def cmd_verify_model(args: argparse.Namespace) -> int:
 
 def _adapter_target(plan: EnvironmentPlan, model_id: str):
     """What upload-adapter checks an adapter against: a model of the environment that serves LoRA."""
-    from stacks.publishing.adapters import AdapterTarget  # noqa: PLC0415
+    from stacks.publishing.adapter_dirs import AdapterTarget  # noqa: PLC0415
 
     model = _model(plan, model_id)
     config = model.config
@@ -119,16 +126,19 @@ def _any_model(plan: EnvironmentPlan, model_id: str | None) -> None:
 
 
 def cmd_upload_adapter(args: argparse.Namespace) -> int:
-    from stacks.publishing.adapters import upload_adapter  # noqa: PLC0415
+    from stacks.publishing.adapters import longest_prefix, upload_adapter  # noqa: PLC0415
     from stacks.publishing.aws import transfer_config, translate_aws_errors  # noqa: PLC0415
-    from stacks.publishing.files import Progress, local_files  # noqa: PLC0415
+    from stacks.publishing.files import Progress  # noqa: PLC0415
+    from stacks.publishing.scan import local_files  # noqa: PLC0415
 
     plan = plan_file(environment_file(args))
     target = _adapter_target(plan, args.model)
+    if problem := adapter_name_problem(args.adapter):
+        raise ArtifactError(f"--adapter: {problem}")
     bucket = plan.names.lora_bucket
     directory = Path(getattr(args, "from"))
     with translate_aws_errors():
-        progress = Progress(sum(f.size for f in local_files(directory)))
+        progress = Progress(sum(f.size for f in local_files(directory, longest_prefix(target.model_id, args.adapter))))
         report = upload_adapter(_s3(plan), bucket, target, args.adapter, directory, transfer_config=transfer_config(), progress=progress)
         progress.close()
     where = f"s3://{bucket}/{report.prefix}"
@@ -180,8 +190,12 @@ def cmd_delete_adapter(args: argparse.Namespace) -> int:
     _any_model(plan, args.model)
     with translate_aws_errors():
         removed = delete_adapter(_s3(plan), plan.names.lora_bucket, args.model, args.adapter)
+    if not removed.published:
+        print(f"{args.model}:{args.adapter} was not published; removed the {removed.staged} object(s) an interrupted "
+              "upload of it left in staging (its staged files and its claim on the name)")
+        return 0
     days = plan.env.buckets.lora.noncurrent_version_retention_days
-    print(f"deleted {args.model}:{args.adapter} ({removed} object(s)); new requests for it get 404, replicas that "
+    print(f"deleted {args.model}:{args.adapter} ({removed.published} object(s)); new requests for it get 404, replicas that "
           f"loaded it drop it when they evict or restart. Recoverable for {days} days from the bucket's "
           "versions (README: 'Recovering a deleted adapter').")
     return 0

@@ -8,6 +8,15 @@ from contextlib import contextmanager
 from stacks.errors import ArtifactError
 
 MiB = 1024 * 1024
+# Files from this size up go as multipart uploads of this part size. S3's checksum of an
+# object depends on its parts, so the checksum we expect is computed with the same values.
+MULTIPART_THRESHOLD = 64 * MiB
+PART_SIZE = 64 * MiB
+NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+# A conditional write (If-None-Match: *) found the key taken; S3 answers 409 while another
+# conditional write to the key is in flight.
+PRECONDITION_FAILED = ("412", "PreconditionFailed")
+CONDITIONAL_CONFLICT = ("409", "ConditionalRequestConflict")
 
 
 def s3_client(region: str):
@@ -20,18 +29,33 @@ def s3_client(region: str):
 def transfer_config():
     from boto3.s3.transfer import TransferConfig  # noqa: PLC0415
 
-    # Large shards go up as concurrent multipart uploads.
-    return TransferConfig(multipart_threshold=64 * MiB, multipart_chunksize=64 * MiB, max_concurrency=8)
+    # Large shards go up as concurrent multipart uploads. "classic": the CRT client would
+    # pick its own part sizes and open files itself (see objects.put_file).
+    return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_SIZE, max_concurrency=8,
+                          preferred_transfer_client="classic")
+
+
+def error_code(exc: Exception) -> str:
+    """The S3 error code of a botocore ClientError ("" for anything else)."""
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
 @contextmanager
 def translate_aws_errors() -> Iterator[None]:
-    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError  # noqa: PLC0415
+    from boto3.exceptions import S3UploadFailedError  # noqa: PLC0415
+    from botocore.exceptions import (  # noqa: PLC0415
+        ClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
 
     try:
         yield
     except (NoCredentialsError, PartialCredentialsError):
         raise ArtifactError("no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)") from None
+    except S3UploadFailedError as exc:  # boto3 wraps what S3 said about an upload
+        raise ArtifactError(" ".join(str(exc).split())) from None
     except ClientError as exc:
         error = exc.response.get("Error", {})
         if error.get("Code") in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):

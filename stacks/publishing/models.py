@@ -1,10 +1,10 @@
 """Publishing model weights to the weights bucket: validated, checksummed, resumable.
 
 Layout under `models/<model id>/`: the model's files, then `hash` (the name
-Ray gives its local snapshot) and, last, `manifest.json` (every file's size
-and SHA-256). A model is published when, and only when, its manifest is
-there: an upload first removes the old manifest, and writes the new one
-after every file is in place.
+Ray gives its local snapshot) and, last, `manifest.json` (every file's size,
+SHA-256 and S3 checksum). A model is published when, and only when, its
+manifest is there: an upload first removes the old manifest, and writes the
+new one after every file is in place.
 """
 
 from __future__ import annotations
@@ -17,47 +17,75 @@ from pathlib import Path
 
 from app.spec import WEIGHTS_PREFIX
 from stacks.errors import ArtifactError
+from stacks.publishing.aws import transfer_config as default_transfer_config
 from stacks.publishing.files import (
-    SHA_METADATA,
-    LocalFile,
-    head,
-    local_files,
+    checksum_matches,
+    parse_json,
     read_json_object,
     safetensors_header,
-    stream_sha256,
-    upload_missing,
     with_digests,
 )
+from stacks.publishing.objects import head, read_object, stream_sha256, upload_missing
+from stacks.publishing.scan import LocalFile, local_files, shown
 
 MANIFEST = "manifest.json"
 HASH_OBJECT = "hash"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+# Gemma 3's tokenizer_config.json alone is over 1 MiB (thousands of added tokens).
+TOKENIZER_CONFIG_LIMIT = 16 * 1024 * 1024
+MANIFEST_LIMIT = 16 * 1024 * 1024  # ~80,000 entries
 
 
-def scan_model_dir(directory: Path) -> list[LocalFile]:
-    """The files to publish, after checking the directory is a complete, safe model."""
-    files = local_files(directory, reserved=(MANIFEST, HASH_OBJECT))
-    names = {f.name for f in files}
-    if "config.json" not in names:
-        raise ArtifactError(f"{directory}/config.json: missing (a Hugging Face model directory has one)")
-    if "model_type" not in read_json_object(directory / "config.json"):
-        raise ArtifactError(f"{directory}/config.json: no model_type")
+@dataclass(frozen=True)
+class RemoteCode:
+    """Consent to publish a model that ships Python code, which vLLM runs: it takes both."""
+
+    flag: bool = False  # upload-model --trust-remote-code
+    configured: bool = False  # the model's trust_remote_code: true in the environment file
+    where: str = "the environment file"  # that model, for messages: "envs/dev.yaml: models[0]"
+
+
+def scan_model_dir(directory: Path, *, key_prefix: str = "", remote_code: RemoteCode = RemoteCode(),
+                   transfer_config=None) -> list[LocalFile]:
+    """The files to publish with their digests, after checking the directory is a complete, safe model."""
+    files = local_files(directory, key_prefix, reserved=(MANIFEST, HASH_OBJECT))
+    by_name = {f.name: f for f in files}
+    if "config.json" not in by_name:
+        raise ArtifactError(f"{shown(directory)}/config.json: missing (a Hugging Face model directory has one)")
+    config = read_json_object(by_name["config.json"])
+    if "model_type" not in config:
+        raise ArtifactError(f"{shown(directory)}/config.json: no model_type")
+    tokenizer = read_json_object(by_name["tokenizer_config.json"], TOKENIZER_CONFIG_LIMIT) if "tokenizer_config.json" in by_name else {}
+    _check_remote_code(directory, files, config, tokenizer, remote_code)
     shards = [f for f in files if f.name.endswith(".safetensors")]
     if not shards:
-        raise ArtifactError(f"{directory}: no *.safetensors weights")
-    if not any(n.rsplit("/", 1)[-1] in TOKENIZER_FILES for n in names):
-        raise ArtifactError(f"{directory}: no tokenizer ({', '.join(TOKENIZER_FILES)})")
+        raise ArtifactError(f"{shown(directory)}: no *.safetensors weights")
+    if not any(n.rsplit("/", 1)[-1] in TOKENIZER_FILES for n in by_name):
+        raise ArtifactError(f"{shown(directory)}: no tokenizer ({', '.join(TOKENIZER_FILES)})")
     for shard in shards:
         if shard.size == 0:
-            raise ArtifactError(f"{shard.path}: empty weights file")
-        safetensors_header(shard.path)
-    return with_digests(files)
+            raise ArtifactError(f"{shown(shard.path)}: empty weights file")
+        safetensors_header(shard)
+    return with_digests(files, transfer_config or default_transfer_config())
+
+
+def _check_remote_code(directory: Path, files: list[LocalFile], config: dict, tokenizer: dict, consent: RemoteCode) -> None:
+    """Python files, or an `auto_map` (classes to import, possibly from another repository)."""
+    code = next((f"Python file {f.name!r}" for f in files if f.name.lower().endswith(".py")), None)
+    code = code or next((f"{name} has auto_map" for name, data in (("config.json", config), ("tokenizer_config.json", tokenizer))
+                         if "auto_map" in data), None)
+    if code is None or (consent.flag and consent.configured):
+        return
+    missing = [step for step, given in (("pass --trust-remote-code", consent.flag),
+                                        (f"set trust_remote_code: true in {consent.where}", consent.configured)) if not given]
+    raise ArtifactError(f"{shown(directory)}: ships code ({code}) that vLLM runs only with trust_remote_code; "
+                        f"to publish it, {' and '.join(missing)}")
 
 
 def manifest_for(model_id: str, files: list[LocalFile]) -> dict:
     return {
         "model_id": model_id,
-        "files": [{"path": f.name, "size": f.size, "sha256": f.sha256} for f in files],
+        "files": [{"path": f.name, "size": f.size, "sha256": f.sha256, "checksum_sha256": f.s3_checksum} for f in files],
     }
 
 
@@ -77,11 +105,12 @@ class UploadReport:
     snapshot: str
 
 
-def upload_model(s3, bucket: str, model_id: str, directory: Path, *,
+def upload_model(s3, bucket: str, model_id: str, directory: Path, *, remote_code: RemoteCode = RemoteCode(),
                  transfer_config=None, progress: Callable[[int], None] | None = None) -> UploadReport:
-    """Upload `directory` to models/<model_id>/; files already there with the same digest are skipped."""
-    files = scan_model_dir(directory)
+    """Upload `directory` to models/<model_id>/; objects S3 says already hold a file are skipped."""
+    transfer_config = transfer_config or default_transfer_config()
     prefix = model_prefix(model_id)
+    files = scan_model_dir(directory, key_prefix=prefix, remote_code=remote_code, transfer_config=transfer_config)
     # Unpublish first: from here until the new manifest, readers see no model.
     s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
     uploaded, skipped = upload_missing(s3, bucket, prefix, files, transfer_config=transfer_config, progress=progress)
@@ -94,32 +123,46 @@ def upload_model(s3, bucket: str, model_id: str, directory: Path, *,
 
 
 def verify_model(s3, bucket: str, model_id: str, *, deep: bool = False) -> list[str]:
-    """Every object against the manifest (size and digest; `deep` re-hashes the bytes). [] means intact."""
+    """Every object against the manifest: size and S3's checksum (`deep`: the bytes' SHA-256). [] means intact."""
     prefix = model_prefix(model_id)
-    manifest = read_manifest(s3, bucket, model_id)
     problems = []
-    for entry in manifest["files"]:
+    for entry in read_manifest(s3, bucket, model_id)["files"]:
         key = prefix + entry["path"]
         found = head(s3, bucket, key)
         if found is None:
             problems.append(f"{key}: missing")
-            continue
-        if found["ContentLength"] != entry["size"]:
+        elif found["ContentLength"] != entry["size"]:
             problems.append(f"{key}: {found['ContentLength']} bytes, manifest says {entry['size']}")
-            continue
-        digest = stream_sha256(s3, bucket, key) if deep else found.get("Metadata", {}).get(SHA_METADATA)
-        if digest != entry["sha256"]:
-            problems.append(f"{key}: SHA-256 {digest or 'unknown'} differs from the manifest")
+        elif deep:
+            if (digest := stream_sha256(s3, bucket, key)) != entry["sha256"]:
+                problems.append(f"{key}: SHA-256 {digest} differs from the manifest")
+        elif not entry.get("checksum_sha256"):
+            problems.append(f"{key}: the manifest records no S3 checksum (an older upload-model wrote it); "
+                            "rerun upload-model, or verify with --deep")
+        elif not checksum_matches(stored := found.get("ChecksumSHA256"), entry["checksum_sha256"]):
+            problems.append(f"{key}: S3 checksum {stored or 'none'} differs from the manifest's "
+                            f"{entry['checksum_sha256']} (the object was replaced)")
     return problems
 
 
 def read_manifest(s3, bucket: str, model_id: str) -> dict:
-    from botocore.exceptions import ClientError  # noqa: PLC0415
-
+    where = f"s3://{bucket}/{model_prefix(model_id)}{MANIFEST}"
+    body = read_object(s3, bucket, model_prefix(model_id) + MANIFEST, MANIFEST_LIMIT)
+    if body is None:
+        raise ArtifactError(f"model {model_id!r} is not published in s3://{bucket}/{model_prefix(model_id)} (no manifest)")
     try:
-        body = s3.get_object(Bucket=bucket, Key=model_prefix(model_id) + MANIFEST)["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            raise ArtifactError(f"model {model_id!r} is not published in s3://{bucket}/{model_prefix(model_id)} (no manifest)") from None
-        raise
-    return json.loads(body)
+        manifest = parse_json(body)
+    except (ValueError, UnicodeDecodeError):
+        manifest = None
+    if not _manifest_shape(manifest):
+        raise ArtifactError(f"{where}: not a manifest upload-model writes; rerun upload-model")
+    return manifest
+
+
+def _manifest_shape(manifest: object) -> bool:
+    def entry_ok(e: object) -> bool:
+        return (isinstance(e, dict) and isinstance(e.get("path"), str) and e["path"].isprintable()
+                and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)
+                and isinstance(e.get("checksum_sha256", ""), str))
+
+    return isinstance(manifest, dict) and isinstance(manifest.get("files"), list) and all(entry_ok(e) for e in manifest["files"])

@@ -18,7 +18,8 @@ import boto3
 import pytest
 import yaml
 
-from stacks.publishing.adapters import AdapterTarget, base_model_matches, upload_adapter
+from stacks.publishing.adapter_dirs import AdapterTarget, base_model_matches
+from stacks.publishing.adapters import upload_adapter
 from stacks.errors import ArtifactError
 from artifact_fixtures import adapter_dir, write_safetensors
 from stacks.cli import main
@@ -169,11 +170,11 @@ def test_rerun_is_a_no_op_and_other_content_under_the_same_name_is_refused(s3, t
 
 def test_resume_after_an_interrupted_upload_reuses_what_was_staged(s3, tmp_path, capsys):
     directory = adapter_dir(tmp_path, "support")
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError):  # writes: the claim, README.md, then the weights
         upload_adapter(FailingS3(s3, fail_at=3), BUCKET, TARGET, "support", directory)
     assert not any(k.startswith("adapters/") for k in keys(s3))
     assert upload(directory, "support") == 0
-    assert "(1 uploaded, 2 already staged)" in capsys.readouterr().out
+    assert "(2 uploaded, 1 already staged)" in capsys.readouterr().out  # the weights, then adapter_config.json
     assert not any(k.startswith("staging/") for k in keys(s3))
 
 

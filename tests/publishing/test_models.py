@@ -77,16 +77,16 @@ def test_rerun_skips_what_is_there_and_reuploads_what_changed(s3, tmp_path, caps
 
 
 class FailingClient:
-    """An S3 client whose n-th file upload raises, as a dropped connection would."""
+    """An S3 client whose n-th PutObject (small files go up as one) raises, as a dropped connection would."""
 
     def __init__(self, client, fail_at: int):
         self._client, self._fail_at, self.uploads = client, fail_at, 0
 
-    def upload_file(self, *args, **kwargs):
+    def put_object(self, *args, **kwargs):
         self.uploads += 1
         if self.uploads == self._fail_at:
             raise ConnectionError("connection reset")
-        return self._client.upload_file(*args, **kwargs)
+        return self._client.put_object(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._client, name)
@@ -139,10 +139,11 @@ def test_verify_catches_a_changed_object(s3, tmp_path, capsys):
     shard = PREFIX + "model-00001-of-00002.safetensors"
     original = s3.head_object(Bucket=BUCKET, Key=shard)
     size = original["ContentLength"]
-    # Same size, digest metadata copied: only a deep verify can tell.
+    # Same size, digest metadata copied: S3's own checksum still tells.
     s3.put_object(Bucket=BUCKET, Key=shard, Body=os.urandom(size), Metadata=original["Metadata"])
     capsys.readouterr()
-    assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 0
+    assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 1
+    assert f"{shard}: S3 checksum" in capsys.readouterr().out
     assert main(["verify-model", "--env", "dev", "--model", MODEL, "--deep"]) == 1
     assert f"{shard}: SHA-256" in capsys.readouterr().out
     s3.put_object(Bucket=BUCKET, Key=shard, Body=b"short")
