@@ -121,3 +121,28 @@ def partition(region: str) -> str:
 def gpu_instance(name: str) -> InstanceType | None:
     """The catalog entry of a GPU instance type, or None for CPU/unknown types."""
     return INSTANCE_TYPES.get(name)
+
+
+@dataclass(frozen=True)
+class EksVersion:
+    version: str
+    end_of_standard_support: str  # YYYY-MM-DD; extended (paid) support follows for 12 months
+
+
+# Amazon EKS Kubernetes versions and the end of their standard support (14 months after release;
+# AWS EKS user guide, "Kubernetes version lifecycle", and endoflife.date/amazon-eks).
+EKS_VERSIONS: dict[str, EksVersion] = {
+    v.version: v
+    for v in (
+        EksVersion("1.29", "2025-03-23"),
+        EksVersion("1.30", "2025-07-23"),
+        EksVersion("1.31", "2025-11-26"),
+        EksVersion("1.32", "2026-03-23"),
+        EksVersion("1.33", "2026-07-29"),
+        EksVersion("1.34", "2026-12-02"),
+        EksVersion("1.35", "2027-03-27"),
+    )
+}
+# What created clusters run unless the environment says otherwise: in standard support on
+# 2026-11-26, when it was chosen, until 2027-03-27.
+DEFAULT_EKS_VERSION = "1.35"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from stacks.cli.arguments import add_selection, selected_files
@@ -33,6 +34,9 @@ def synth(args: argparse.Namespace) -> list[EnvironmentPlan]:
 
     paths, everything = selected_files(args)
     plans = plan_files(paths)
+    for plan in plans:
+        for warning in plan.warnings:
+            print(f"warning: {plan.source}: {warning.field}: {warning.message}", file=sys.stderr)
     result = synthesize(plans, Path(args.outdir), replace_all=everything)
     for plan in plans:
         print(summarize(plan, result.stack_files[plan.env.name]))

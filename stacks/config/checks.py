@@ -36,6 +36,7 @@ def check_environment(env: Environment) -> list[Problem]:
     problems += _models(env)
     problems += _partition(env)
     problems += _writer(env)
+    problems += _serving(env)
     problems += _names(env)
     return problems
 
@@ -137,6 +138,13 @@ def _partition(env: Environment) -> list[Problem]:
         if arn is not None and (problem := check(arn, partition)):
             problems.append(Problem(field, f"{problem} (aws.region {env.aws.region} is in partition {partition!r})"))
     return problems
+
+
+def _serving(env: Environment) -> list[Problem]:
+    if env.serving.target == "anyscale" and env.serving.anyscale.cloud is None:
+        return [Problem("serving.anyscale.cloud", "required with serving.target anyscale: the Anyscale cloud registered for "
+                        "this cluster (without one, a deploy goes to the organization's default cloud)")]
+    return []
 
 
 def _writer(env: Environment) -> list[Problem]:

@@ -92,6 +92,8 @@ class Model(Strict):
     # For the capacity planner: a catalog model (Hugging Face id) or a config.json path.
     # Default: weights.hf_id, lora.base_model, or the catalog model whose name is the id.
     architecture: Text | None = None
+    # The objective an alert holds this model to: time to first token, p95, over 10 minutes.
+    ttft_p95_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
     # The model ships Python code (auto_map in config.json) that vLLM must run: off unless set here,
     # and upload-model refuses such a directory unless asked with --trust-remote-code too.
     trust_remote_code: bool = False

@@ -60,8 +60,16 @@ class Names:
         return f"{self.base}-artifact-writer"
 
     @property
+    def platform_stack(self) -> str:
+        """The in-cluster stack, deployed after `stack`."""
+        return f"{self.env.name}-platform"
+
+    @property
     def state_key(self) -> str:
-        return f"{self.env.state.key_prefix}/{self.env.name}/{self.stack}.tfstate"
+        return self.state_key_of(self.stack)
+
+    def state_key_of(self, stack: str) -> str:
+        return f"{self.env.state.key_prefix}/{self.env.name}/{stack}.tfstate"
 
     @property
     def service(self) -> str:

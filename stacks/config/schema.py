@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from infra import rules
-from infra.catalog import GPUS, REGIONS
+from infra.catalog import DEFAULT_EKS_VERSION, GPUS, REGIONS
 from stacks.config.fields import (
     INSTANCE_TYPE_PATTERN,
     MAX_LABELS,
@@ -64,7 +64,8 @@ class ExistingClusterConfig(Strict):
 
 class NewClusterConfig(Strict):
     name: ClusterName | None = None
-    version: Annotated[str, rule(rules.eks_version_problem)]
+    # Default: a version in standard support when this kit was released (infra.catalog.EKS_VERSIONS).
+    version: Annotated[str, rule(rules.eks_version_problem)] = DEFAULT_EKS_VERSION
     subnet_ids: Annotated[list[SubnetId], rule(rules.cluster_subnets_problem)]
     endpoint_public_access: bool = False
     public_access_cidrs: list[Annotated[str, rule(rules.cidr_problem)]] = []
@@ -83,6 +84,9 @@ class Cluster(Strict):
 
     existing: ExistingClusterConfig | None = None
     create: NewClusterConfig | None = None
+    # What scales node groups: the platform stack installs Cluster Autoscaler, or none when the
+    # cluster already runs one (Karpenter, say).
+    node_autoscaler: Literal["cluster-autoscaler", "none"] = "cluster-autoscaler"
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Cluster:
@@ -166,6 +170,11 @@ class Serving(Strict):
     rollout_surge_percent: Annotated[int, Field(ge=0, le=100)] = 20
     namespace: Annotated[Name, rule(rules.namespace_problem)] = "llm-serving"
     service_account: Annotated[Name, rule(rules.service_account_problem)] = "ray-serving"
+    # At most this many GPUs requested in the namespace (a ResourceQuota); default: no quota.
+    gpu_quota: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    # Metrics, dashboards and alerts in the cluster: kube-prometheus-stack, or none when the
+    # cluster already has a Prometheus (then scrape Ray's metrics port yourself).
+    monitoring: Literal["kube-prometheus-stack", "none"] = "kube-prometheus-stack"
     anyscale: Anyscale = Anyscale()
     kuberay: KubeRay = KubeRay()
 

@@ -14,10 +14,11 @@ not fit its GPU. Each problem names the field to change.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.catalog import GPUS
+from infra.catalog import EKS_VERSIONS, GPUS
 from stacks.config.checks import Problem, check_environment
 from stacks.config.loader import load_environment
 from stacks.config.names import Names
@@ -55,6 +56,8 @@ class EnvironmentPlan:
     names: Names
     pools: tuple[PoolPlan, ...]  # in file order
     models: tuple[ModelPlan, ...]
+    # What deserves a look but does not stop synth (a cluster past standard support, say).
+    warnings: tuple[Problem, ...] = ()
 
     def pool(self, name: str) -> PoolPlan:
         return next(p for p in self.pools if p.name == name)
@@ -94,7 +97,7 @@ def plan_files(paths: list[Path]) -> list[EnvironmentPlan]:
     return plans
 
 
-def plan_environment(env: Environment, source: str = "<environment>") -> EnvironmentPlan:
+def plan_environment(env: Environment, source: str = "<environment>", today: datetime.date | None = None) -> EnvironmentPlan:
     """The checked environment's plan. ConfigError naming `source` and the field if a check fails
     (`stacks.config.checks`) or a model cannot run as written."""
     problems = check_environment(env)
@@ -125,7 +128,32 @@ def plan_environment(env: Environment, source: str = "<environment>") -> Environ
             models.append(ModelPlan(model, i, pools[model.node_pool], gpus[model.id], architecture, capacity, target, maximum))
     if problems:
         raise ConfigError(source, problems[0].field, problems[0].message, more=len(problems) - 1)
-    return EnvironmentPlan(env, source, Names(env), tuple(pools.values()), tuple(models))
+    warnings = _warnings(env, list(pools.values()), models, today or datetime.date.today())
+    return EnvironmentPlan(env, source, Names(env), tuple(pools.values()), tuple(models), tuple(warnings))
+
+
+def _warnings(env: Environment, pools: list[PoolPlan], models: list[ModelPlan], today: datetime.date) -> list[Problem]:
+    warnings = []
+    if env.cluster.create is not None:
+        version = env.cluster.create.version
+        known = EKS_VERSIONS.get(version)
+        newest = max(EKS_VERSIONS.values(), key=lambda v: v.end_of_standard_support)
+        if known is None:
+            warnings.append(Problem("cluster.create.version", f"{version} is not in the catalog of EKS versions "
+                                    f"(infra.catalog.EKS_VERSIONS); check its support dates, or use {newest.version}"))
+        elif datetime.date.fromisoformat(known.end_of_standard_support) < today:
+            warnings.append(Problem("cluster.create.version", f"EKS {version} left standard support on "
+                                    f"{known.end_of_standard_support}: extended support costs extra per cluster hour; "
+                                    f"upgrade to {newest.version} (standard support until {newest.end_of_standard_support})"))
+    if env.cluster.node_autoscaler == "none":
+        for model in models:
+            if model.config.replicas.min > 0 and model.pool.config.min_size == 0:
+                warnings.append(Problem(
+                    f"models[{model.index}].replicas.min",
+                    f"{model.id} needs {model.config.replicas.min} replica(s) on pool {model.pool.name!r}, which starts at "
+                    "0 nodes, and cluster.node_autoscaler is none: make sure the cluster's own autoscaler scales it "
+                    "(or raise the pool's min_size)"))
+    return warnings
 
 
 def _replica_too_wide(model: Model, i: int, pool: PoolPlan, gpus: int, problems: list[Problem]) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from stacks.errors import ConfigError
 from stacks.planning.plan import EnvironmentPlan
+from stacks.specs.platform import PLATFORM_FILE, platform_objects, platform_text
 from stacks.specs.render import ServiceSpecs, render_specs
 from stacks.specs.validate import check_specs
 
@@ -28,7 +29,7 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class SynthResult:
-    stack_files: dict[str, Path]  # stack name -> its cdk.tf.json
+    stack_files: dict[str, Path]  # stack name (<env> and <env>-platform) -> its cdk.tf.json
     specs: dict[str, ServiceSpecs]  # environment -> its specs
     validators: list[str]  # the spec checks that ran
 
@@ -65,18 +66,23 @@ def _synthesize_stacks(plans, specs, outdir: Path, replace_all: bool, before_ins
     from infra import node_runtime  # noqa: F401, PLC0415  (before cdktf: picks the Node runtime)
     from cdktf import App  # noqa: PLC0415  (loads jsii: only once the input is known to be good)
 
+    from stacks.synth.platform import PlatformStack  # noqa: PLC0415
     from stacks.synth.stack import ServingStack  # noqa: PLC0415
 
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
         app = App(outdir=str(staging))
-        stacks = [ServingStack(app, plan, specs[plan.env.name]) for plan in plans]
+        names = []
+        for plan in plans:
+            env_specs = specs[plan.env.name]
+            objects = platform_objects(plan, env_specs)
+            aws = ServingStack(app, plan, env_specs)
+            PlatformStack(app, plan, env_specs, objects).add_dependency(aws)
+            write_specs(env_specs, staging / "specs" / plan.env.name, {PLATFORM_FILE: platform_text(objects)})
+            names += [plan.names.stack, plan.names.platform_stack]
         app.synth()
-        for stack in stacks:
-            write_specs(stack.specs, staging / "specs" / stack.names.stack)
         before_install()  # the spec checks: if they fail, nothing is moved into place
-        names = [stack.names.stack for stack in stacks]
         if replace_all or not outdir.exists():
             _swap_directory(staging, outdir)
         else:
@@ -86,10 +92,10 @@ def _synthesize_stacks(plans, specs, outdir: Path, replace_all: bool, before_ins
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_specs(specs: ServiceSpecs, directory: Path) -> None:
-    """An environment's service specs, as cdktf.out/specs/<env>/*.yaml."""
+def write_specs(specs: ServiceSpecs, directory: Path, more: dict[str, str]) -> None:
+    """An environment's service specs and platform objects, as cdktf.out/specs/<env>/*.yaml, for review."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name, text in specs.texts.items():
+    for name, text in {**specs.texts, **more}.items():
         (directory / name).write_text(text)
 
 
@@ -107,6 +113,8 @@ def _merge_stacks(staging: Path, outdir: Path, names: list[str]) -> None:
     for kind in ("stacks", "specs"):
         (outdir / kind).mkdir(parents=True, exist_ok=True)
         for name in names:
+            if not (staging / kind / name).exists():
+                continue  # specs are per environment, not per stack
             target = outdir / kind / name
             if target.exists():
                 os.rename(target, staging / f"previous-{kind}-{name}")
