@@ -26,7 +26,7 @@ help:
 	@echo "make test               check the layer contracts (lint-imports), then run the test suite"
 	@echo "make bench              measure synth and preview speed"
 	@echo "make deploy-local ENV=dev  apply one environment with Terraform against a local AWS emulator (no account)"
-	@echo "make deploy ENV=dev     cdktf deploy one environment (needs Terraform and AWS credentials)"
+	@echo "make deploy ENV=dev     cdktf deploy one environment's two stacks, in order (needs Terraform and AWS credentials)"
 	@echo "make clean              remove build outputs"
 
 $(PY):
@@ -83,7 +83,8 @@ clean:
 
 # The cdktf CLI runs `python -m stacks` (cdktf.json) and then Terraform; it
 # needs Terraform >= 1.10 on PATH and credentials for the environment's account.
+# The platform stack depends on the AWS stack: cdktf deploys them in that order.
 deploy: $(VENV)/.installed-base
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment>" >&2; exit 2; }
 	PATH="$$($(PY) -c 'import infra.node_runtime as n; print(n.wheel_node().parent)'):$$PATH" \
-		npx --yes $(CDKTF_CLI) deploy $(ENV)
+		npx --yes $(CDKTF_CLI) deploy $(ENV) $(ENV)-platform

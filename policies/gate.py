@@ -196,7 +196,9 @@ def run_gate(outdir: Path, environments: list[str], report_dir: Path | None = No
     if selected.exists():
         shutil.rmtree(selected)
     for env in environments:
-        shutil.copytree(stacks_dir / env, selected / env)
+        for stack in (env, f"{env}-platform"):  # the AWS stack and, where synthesized, the in-cluster one
+            if (stacks_dir / stack).is_dir():
+                shutil.copytree(stacks_dir / stack, selected / stack)
     raw = run_checkov(selected, report_dir, checkov)
     report = GateReport(findings=findings_from(raw, baseline, selected))
     ran = {f.check for f in report.findings}

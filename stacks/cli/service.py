@@ -10,13 +10,14 @@ from stacks.planning.plan import EnvironmentPlan, plan_file
 
 
 def register(commands) -> None:
-    publish = commands.add_parser("publish", help="deploy the environment's service (Anyscale) or write its RayService")
+    publish = commands.add_parser("publish", help="deploy the environment's Anyscale service (kuberay: the platform stack does)")
     add_environment(publish)
     publish.add_argument("--dry-run", action="store_true", help="print what would be deployed; needs no credentials")
     publish.add_argument("--in-place", action="store_true", help="update the running cluster instead of a new one")
     publish.add_argument("--canary-percent", type=percent, metavar="N", help="traffic share for the new version first")
     publish.add_argument("--max-surge-percent", type=percent, metavar="N", help="extra capacity during the rollout")
-    publish.add_argument("--outdir", default="cdktf.out", metavar="DIR", help="where the RayService is written (kuberay)")
+    publish.add_argument("--outdir", default="cdktf.out", metavar="DIR",
+                         help="unused: for the kuberay target the platform stack applies the RayService")
     publish.set_defaults(func=cmd_publish)
 
     status = commands.add_parser("status", help="show the environment's Anyscale service status")

@@ -30,7 +30,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def synth(args: argparse.Namespace) -> list[EnvironmentPlan]:
     """Plan the selected environments (no cdktf yet: bad input fails fast), synthesize, print the summaries."""
     from stacks.synth.run import synthesize  # noqa: PLC0415  (loads cdktf: only for good input)
-    from stacks.synth.summary import summarize  # noqa: PLC0415
+    from stacks.synth.summary import summarize, summarize_platform  # noqa: PLC0415
 
     paths, everything = selected_files(args)
     plans = plan_files(paths)
@@ -39,9 +39,10 @@ def synth(args: argparse.Namespace) -> list[EnvironmentPlan]:
             print(f"warning: {plan.source}: {warning.field}: {warning.message}", file=sys.stderr)
     result = synthesize(plans, Path(args.outdir), replace_all=everything)
     for plan in plans:
-        print(summarize(plan, result.stack_files[plan.env.name]))
-    print(f"synthesized {len(plans)} stack(s) and their service specs into {args.outdir} "
-          f"(specs checked: {', '.join(result.validators)})")
+        print(summarize(plan, result.stack_files[plan.names.stack]))
+        print(summarize_platform(plan, result.stack_files[plan.names.platform_stack]))
+    print(f"synthesized {len(plans)} environment(s), {len(result.stack_files)} stacks and their service specs into "
+          f"{args.outdir} (specs checked: {', '.join(result.validators)})")
     return plans
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import difflib
 import json
+
+import yaml
 from dataclasses import dataclass, field
 from typing import Any
 
 from stacks.planning.plan import EnvironmentPlan
+from stacks.specs.platform import PLATFORM_FILE
+from stacks.specs.render import RAYSERVICE_FILE
 from stacks.synth.summary import weights_source
 
 SPEC_DIFF_LINES = 400
@@ -134,7 +138,35 @@ def capacity_rows(base: EnvironmentPlan | None, head: EnvironmentPlan | None) ->
     return rows
 
 
+def readable(specs: dict[str, str]) -> dict[str, str]:
+    """Spec files as a reviewer reads them: a RayService's `serveConfigV2` (a YAML document kept
+    as one escaped string) becomes a file of its own, `<file> serveConfigV2`; the copy of the
+    RayService among the platform objects is not shown twice."""
+    out = {}
+    for name, text in specs.items():
+        try:
+            documents = list(yaml.safe_load_all(text))
+        except yaml.YAMLError:
+            out[name] = text
+            continue
+        rayservices = [d for d in documents if isinstance(d, dict) and d.get("kind") == "RayService"]
+        if not rayservices:
+            out[name] = text
+            continue
+        for document in rayservices:
+            spec = document.get("spec") or {}
+            if name == PLATFORM_FILE:
+                document.clear()
+                document.update(kind="RayService", note=f"the same as {RAYSERVICE_FILE}")
+            elif isinstance(spec.get("serveConfigV2"), str):
+                out[f"{name} serveConfigV2"] = spec["serveConfigV2"]
+                spec["serveConfigV2"] = "(diffed as YAML below)"
+        out[name] = yaml.safe_dump_all(documents, sort_keys=False, width=120)
+    return out
+
+
 def spec_diff(before: dict[str, str], after: dict[str, str]) -> str:
+    before, after = readable(before), readable(after)
     lines: list[str] = []
     for name in sorted(before.keys() | after.keys()):
         lines += difflib.unified_diff(before.get(name, "").splitlines(), after.get(name, "").splitlines(),

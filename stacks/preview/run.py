@@ -77,10 +77,14 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
 
 def _environment(name: str, base: EnvironmentPlan | None, head: EnvironmentPlan | None, base_out: Path, head_out: Path,
                  verdicts: dict[str, tuple[bool, str]]) -> EnvironmentPreview:
-    head_tf, head_specs = _read_out(head_out, name)
-    base_tf, base_specs = _read_out(base_out, name)
+    head_tf, head_platform, head_specs = _read_out(head_out, name)
+    base_tf, base_platform, base_specs = _read_out(base_out, name)
     item = EnvironmentPreview(name, "added" if base_tf is None and base is None else "removed" if head is None else "changed")
     item.resources = diff_resources(base_tf, head_tf)
+    # The in-cluster stack's changes (a chart version bump, say), named "<env>-platform/<address>".
+    for change in diff_resources(base_platform, head_platform):
+        change.address = f"{name}-platform/{change.address}"
+        item.resources.append(change)
     item.serving = compare("model", model_facts(base), model_facts(head)) + compare("node pool", pool_facts(base), pool_facts(head))
     item.capacity = capacity_rows(base, head)
     item.cost = {at: {"before": round(base.cost_per_hour(at), 2) if base else None,
@@ -97,7 +101,7 @@ def _verdicts(report: GateReport) -> dict[str, tuple[bool, str]]:
     """Per environment: (passed, what failed)."""
     verdicts = {}
     for env in report.spec_problems:
-        failed = [f for f in report.failures if f.environment == env]
+        failed = [f for f in report.failures if f.environment in (env, f"{env}-platform")]
         specs = report.spec_problems.get(env, [])
         ok = not failed and not specs and not report.missing_checks
         text = "passed" if ok else "; ".join([f"{f.check} {f.resource}" for f in failed] + [f"{p} {m}" for p, m in specs]
@@ -146,9 +150,13 @@ def _start_base_synth(repo: Path, ref: str, workdir: Path) -> tuple[subprocess.P
     return process, tree
 
 
-def _read_out(outdir: Path, env: str) -> tuple[dict | None, dict[str, str]]:
-    stack = outdir / "stacks" / env / "cdk.tf.json"
-    tf = json.loads(stack.read_text()) if stack.is_file() else None
+def _read_out(outdir: Path, env: str) -> tuple[dict | None, dict | None, dict[str, str]]:
+    """(the AWS stack, the platform stack, the spec files) of one environment in a synth output."""
+
+    def stack(name: str) -> dict | None:
+        path = outdir / "stacks" / name / "cdk.tf.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     specs_dir = outdir / "specs" / env
     specs = {p.name: p.read_text() for p in sorted(specs_dir.glob("*.yaml"))} if specs_dir.is_dir() else {}
-    return tf, specs
+    return stack(env), stack(f"{env}-platform"), specs

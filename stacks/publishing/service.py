@@ -8,6 +8,8 @@ RayService manifest is written and the `kubectl apply` line printed.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,14 +52,13 @@ def publish(plan: EnvironmentPlan, specs: ServiceSpecs, options: RolloutOptions,
     """Deploy the environment's service; returns what to tell the user."""
     env = plan.env
     if env.serving.target == "kuberay":
-        manifest = outdir / "specs" / env.name / RAYSERVICE_FILE
-        text = specs.texts[RAYSERVICE_FILE]
-        apply = f"kubectl apply -n {env.serving.namespace} -f {manifest}"
+        # One path to the cluster: the platform stack applies the RayService, so a deploy of it is
+        # the rollout (KubeRay upgrades without downtime) and its state records what runs.
+        where = f"the {plan.names.platform_stack} stack applies the RayService: run `cdktf deploy {plan.names.platform_stack}` " \
+                f"(make deploy ENV={env.name} deploys both stacks in order)"
         if dry_run:
-            return f"would write {manifest} and run: {apply}\n{text}"
-        manifest.parent.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(text)
-        return f"wrote {manifest}\n{apply}"
+            return f"nothing to publish for the kuberay target; {where}. The RayService it applies:\n{specs.texts[RAYSERVICE_FILE]}"
+        return f"nothing to publish for the kuberay target; {where}"
     config = _service_config(specs)
     if dry_run:
         settings = ", ".join(f"{k}={v}" for k, v in vars(options).items() if v not in (None, False)) or "defaults"
@@ -67,13 +68,14 @@ def publish(plan: EnvironmentPlan, specs: ServiceSpecs, options: RolloutOptions,
         _require_credentials(plan.source)
     import anyscale  # noqa: PLC0415
 
-    service_id = anyscale.service.deploy(
-        config,
-        in_place=options.in_place,
-        canary_percent=options.canary_percent,
-        max_surge_percent=options.max_surge_percent,
-        _private_sdk=sdk,
-    )
+    with _anyscale_errors(plan):
+        service_id = anyscale.service.deploy(
+            config,
+            in_place=options.in_place,
+            canary_percent=options.canary_percent,
+            max_surge_percent=options.max_surge_percent,
+            _private_sdk=sdk,
+        )
     return f"deployed Anyscale service {config.name!r} (id {service_id})"
 
 
@@ -82,7 +84,8 @@ def status(plan: EnvironmentPlan) -> str:
 
     sdk = _anyscale_only(plan)
     settings = plan.env.serving.anyscale
-    result = anyscale.service.status(plan.names.service, cloud=settings.cloud, project=settings.project, _private_sdk=sdk)
+    with _anyscale_errors(plan):
+        result = anyscale.service.status(plan.names.service, cloud=settings.cloud, project=settings.project, _private_sdk=sdk)
     lines = [f"service {result.name}: {result.state}"]
     for label, version in (("primary", result.primary_version), ("canary", result.canary_version)):
         if version is not None:
@@ -95,9 +98,21 @@ def rollback(plan: EnvironmentPlan, max_surge_percent: int | None) -> str:
 
     sdk = _anyscale_only(plan)
     settings = plan.env.serving.anyscale
-    anyscale.service.rollback(plan.names.service, cloud=settings.cloud, project=settings.project,
-                              max_surge_percent=max_surge_percent, _private_sdk=sdk)
+    with _anyscale_errors(plan):
+        anyscale.service.rollback(plan.names.service, cloud=settings.cloud, project=settings.project,
+                                  max_surge_percent=max_surge_percent, _private_sdk=sdk)
     return f"rolled back Anyscale service {plan.names.service!r} to its previous version"
+
+
+@contextmanager
+def _anyscale_errors(plan: EnvironmentPlan) -> Iterator[None]:
+    """The SDK's refusals as one line: a cloud it does not know is the environment's field."""
+    from anyscale._private.anyscale_client.common import CloudNotFoundError  # noqa: PLC0415
+
+    try:
+        yield
+    except CloudNotFoundError as exc:
+        raise ConfigError(plan.source, "serving.anyscale.cloud", f"Anyscale says: {exc}") from None
 
 
 def _anyscale_only(plan: EnvironmentPlan):

@@ -75,3 +75,16 @@ def summarize(plan: EnvironmentPlan, stack_file: Path) -> str:
     files = ",".join(f.removesuffix(".yaml") for f in SPEC_FILES)
     lines.append(f"  service specs ({env.serving.target} target): {specs}/{{{files}}}.yaml")
     return "\n".join(lines)
+
+
+def summarize_platform(plan: EnvironmentPlan, stack_file: Path) -> str:
+    """The in-cluster stack: its Helm releases (chart and version, or our own objects) and where they go."""
+    tf = json.loads(stack_file.read_text())
+    releases = tf.get("resource", {}).get("helm_release", {}).values()
+    lines = [f"stack {plan.names.platform_stack} (deployed after {plan.names.stack}): cluster {plan.names.cluster} -> {stack_file}"]
+    lines += _table(
+        ["RELEASE", "CHART", "VERSION", "NAMESPACE"],
+        [[r["name"], r["chart"] if r.get("repository") else "(ours, in the stack)", r.get("version", "-"), r["namespace"]]
+         for r in sorted(releases, key=lambda r: r["name"])],
+    )
+    return "\n".join(lines)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
-from anyscale._private.anyscale_client.fake_anyscale_client import FakeAnyscaleClient
+from anyscale._private.anyscale_client.fake_anyscale_client import OPENAPI_NO_VALIDATION, FakeAnyscaleClient
+from anyscale.client.openapi_client.models import Cloud
 from anyscale.service._private.service_sdk import PrivateServiceSDK
 from anyscale.service.models import ServiceConfig
 
 import stacks.publishing.service
 from stacks.cli import main
+from stacks.config.loader import ENVIRONMENTS_DIR
 from stacks.specs.app_args import app_args
 
 
@@ -23,7 +27,9 @@ def no_credentials(monkeypatch, tmp_path):
 def fake(monkeypatch):
     """The SDK's fake client in place of the Anyscale API; everything above it is the real SDK."""
     client = FakeAnyscaleClient()
-    client.register_project_by_name("llm-serving")  # prod's project
+    for cloud in ("llm-dev", "llm-prod"):  # the environments' clouds
+        client.add_cloud(Cloud(id=f"cld_{cloud}", name=cloud, local_vars_configuration=OPENAPI_NO_VALIDATION))
+    client.register_project_by_name("llm-serving", cloud="llm-prod")  # prod's project, in prod's cloud
     monkeypatch.setattr(stacks.publishing.service, "anyscale_sdk", lambda: PrivateServiceSDK(client=client))
     return client
 
@@ -41,7 +47,7 @@ def test_dry_run_needs_no_credentials_and_prints_a_valid_service_config(no_crede
 def test_dry_run_works_for_every_environment_without_writing(no_credentials, tmp_path, capsys, env):
     assert main(["publish", "--env", env, "--dry-run", "--outdir", str(tmp_path / "out")]) == 0
     header, _, body = capsys.readouterr().out.partition("\n")
-    assert header.startswith("would ")
+    assert header.startswith("would " if env != "staging" else "nothing to publish for the kuberay target")
     assert yaml.safe_load(body)["applications" if env != "staging" else "kind"]
     assert not (tmp_path / "out").exists()
 
@@ -88,11 +94,12 @@ def test_status_and_rollback(fake, capsys):
     assert service_id.startswith("service-id-") and surge == 25
 
 
-def test_kuberay_publish_writes_the_manifest_and_the_apply_line(tmp_path, no_credentials, capsys):
+def test_kuberay_publish_points_at_the_platform_stack_and_writes_nothing(tmp_path, no_credentials, capsys):
     assert main(["publish", "--env", "staging", "--outdir", str(tmp_path)]) == 0
-    manifest = tmp_path / "specs" / "staging" / "rayservice.yaml"
-    assert capsys.readouterr().out.splitlines() == [f"wrote {manifest}", f"kubectl apply -n llm-serving -f {manifest}"]
-    assert yaml.safe_load(manifest.read_text())["kind"] == "RayService"
+    out = capsys.readouterr().out
+    assert out.startswith("nothing to publish for the kuberay target; the staging-platform stack applies the RayService")
+    assert "cdktf deploy staging-platform" in out
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_status_and_rollback_are_for_the_anyscale_target(capsys):
@@ -105,3 +112,11 @@ def test_percentages_are_checked(capsys):
         main(["publish", "--env", "dev", "--canary-percent", "150"])
     assert exit_.value.code == 2
     assert "150 is not a percentage" in capsys.readouterr().err
+
+
+def test_an_unknown_cloud_is_one_line_naming_the_field(fake, capsys, tmp_path):
+    config = tmp_path / "dev.yaml"
+    config.write_text(Path(ENVIRONMENTS_DIR / "dev.yaml").read_text().replace("cloud: llm-dev", "cloud: no-such-cloud"))
+    assert main(["publish", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {config}: serving.anyscale.cloud: Anyscale says: Cloud with name 'no-such-cloud' not found."]

@@ -131,7 +131,7 @@ def tree(path: Path) -> dict[str, bytes]:
 def test_a_spec_the_vendor_rejects_stops_synth_with_exit_2(tmp_path, capsys):
     config = tmp_path / "dev.yaml"
     config.write_text((ENVIRONMENTS_DIR / "dev.yaml").read_text().replace(
-        "serving:\n  target: anyscale\n", "serving:\n  target: anyscale\n  anyscale:\n    image_uri: 'not an image!!'\n"))
+        "  anyscale:\n", "  anyscale:\n    image_uri: 'not an image!!'\n"))
     out = tmp_path / "out"
     assert main(["synth", "--config", str(config), "--outdir", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -37,7 +37,7 @@ def actions(statements: list[dict]) -> set[str]:
 
 def test_every_environment_is_synthesized(synth_dir: Path):
     manifest = json.loads((synth_dir / "manifest.json").read_text())
-    assert sorted(manifest["stacks"]) == sorted(ENVS)
+    assert sorted(manifest["stacks"]) == sorted([*ENVS, *(f"{e}-platform" for e in ENVS)])
     for env in ENVS:
         assert (synth_dir / "stacks" / env / "cdk.tf.json").is_file()
 
@@ -205,7 +205,7 @@ def test_cli_prints_a_summary_and_merges_single_environments(tmp_path: Path, cap
 
     assert main(["synth", "--env", "staging", "--outdir", str(out)]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert sorted(manifest["stacks"]) == ["dev", "staging"]
+    assert sorted(manifest["stacks"]) == ["dev", "dev-platform", "staging", "staging-platform"]
     assert (out / "stacks" / "dev" / "cdk.tf.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["cdktf.out"]  # no temporary leftovers
 
@@ -239,7 +239,7 @@ def test_cdktf_app_entry_writes_where_the_cli_asks(tmp_path: Path, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         runpy.run_module("stacks", run_name="__main__")
     assert exit_.value.code == 0
-    assert sorted(os.listdir(tmp_path / "out" / "stacks")) == sorted(ENVS)
+    assert sorted(os.listdir(tmp_path / "out" / "stacks")) == sorted([*ENVS, *(f"{e}-platform" for e in ENVS)])
 
 
 def test_an_environment_built_in_code_that_does_not_fit_is_refused_by_the_plan(shipped_plans):
