@@ -17,7 +17,7 @@ CDKTF_CLI := cdktf-cli@0.21.0
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: help install synth check preview test bench clean deploy deploy-local
+.PHONY: help install synth check preview test bench clean deploy deploy-local dashboards
 
 help:
 	@echo "make synth              synthesize every environment into cdktf.out/ (offline)"
@@ -25,6 +25,7 @@ help:
 	@echo "make preview BASE=ref   what this change does per environment, against a git revision (writes preview.md)"
 	@echo "make test               check the layer contracts (lint-imports), then run the test suite"
 	@echo "make bench              measure synth and preview speed"
+	@echo "make dashboards         regenerate Ray's Grafana dashboards from Ray's dashboard factory (infra/observability/dashboards/)"
 	@echo "make deploy-local ENV=dev  apply one environment with Terraform against a local AWS emulator (no account)"
 	@echo "make deploy ENV=dev     cdktf deploy one environment's two stacks, in order (needs Terraform and AWS credentials)"
 	@echo "make clean              remove build outputs"
@@ -69,6 +70,11 @@ preview: $(VENV)/.installed-base $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 test: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m pytest
+
+# The only step that imports Ray for infrastructure: the JSON it writes is committed,
+# and a test requires it byte for byte.
+dashboards: $(VENV)/.installed-serving
+	$(PY) -m infra.observability.generate_dashboards
 
 bench: $(VENV)/.installed-dev $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(PY) benchmarks/bench.py
