@@ -16,17 +16,26 @@ from typing import TYPE_CHECKING
 from infra import node_runtime  # noqa: F401
 
 _EXPORTS = {
+    "AccessLogBucket": "infra.access_logs",
+    "AnyscaleInstanceType": "infra.operators",
+    "AnyscaleOperator": "infra.operators",
+    "AnyscaleOperatorIdentity": "infra.operators",
     "ArtifactWriterIdentity": "infra.identity",
     "Cluster": "infra.cluster",
+    "ClusterAutoscaler": "infra.operators",
+    "ClusterAutoscalerIdentity": "infra.operators",
     "EksCluster": "infra.cluster",
     "EncryptionKey": "infra.kms",
     "ExistingCluster": "infra.cluster",
     "GpuNodePool": "infra.node_pool",
     "Identity": "infra.identity",
+    "KubeRayOperator": "infra.operators",
     "ModelBucket": "infra.bucket",
     "NodePool": "infra.node_pool",
     "NodePoolOptions": "infra.node_pool",
     "NodeRole": "infra.node_pool",
+    "PodIdentityRole": "infra.operators",
+    "RAY_POD_ANNOTATIONS": "infra.autoscaler",
     "ServingIdentity": "infra.identity",
     "Statement": "infra.policy",
     "Taint": "infra.node_pool",
@@ -35,11 +44,21 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from infra.autoscaler import RAY_POD_ANNOTATIONS
     from infra.bucket import ModelBucket
     from infra.cluster import Cluster, EksCluster, ExistingCluster
     from infra.identity import ArtifactWriterIdentity, Identity, ServingIdentity
     from infra.kms import EncryptionKey
     from infra.node_pool import GpuNodePool, NodePool, NodePoolOptions, NodeRole, Taint
+    from infra.operators import (
+        AnyscaleInstanceType,
+        AnyscaleOperator,
+        AnyscaleOperatorIdentity,
+        ClusterAutoscaler,
+        ClusterAutoscalerIdentity,
+        KubeRayOperator,
+        PodIdentityRole,
+    )
     from infra.policy import Statement
 
 

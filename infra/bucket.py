@@ -38,9 +38,11 @@ from cdktf_cdktf_provider_aws.s3_bucket_versioning import (
 )
 
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
+from cdktf_cdktf_provider_aws.s3_bucket_logging import S3BucketLoggingA
 
+from infra.access_logs import AccessLogBucket
 from infra.identity import Identity
-from infra.policy import Statement, dns_suffix, policy_document
+from infra.policy import PURPOSE_TAG, Statement, dns_suffix, policy_document
 from infra.rules import bucket_name_problem, kms_key_arn_problem, partition_problem, region_problem, require
 
 POLICY_NAME_LIMIT = 128  # IAM inline policy names
@@ -66,6 +68,10 @@ class ModelBucket(Construct):
         prevent_destroy: Terraform refuses to destroy the bucket. Default False.
         expire_prefixes: prefix -> days, for scratch areas whose objects expire
             (e.g. `{"staging": 7}`). Default none.
+        purpose: what the bucket holds when it is not model data, as the tag
+            `llm-serving-stacks:purpose` (e.g. "anyscale-storage"). Default none.
+
+    `log_access_to(AccessLogBucket)` turns on S3 server access logging.
 
     Grants (`grant_read`, `grant_write`, `grant_delete`) attach one inline policy
     per intent to an `Identity` and return it.
@@ -84,6 +90,7 @@ class ModelBucket(Construct):
         abort_incomplete_multipart_upload_days: int = 7,
         prevent_destroy: bool = False,
         expire_prefixes: Mapping[str, int] | None = None,
+        purpose: str | None = None,
     ):
         super().__init__(scope, id)
         require("bucket_name", bucket_name_problem(bucket_name))
@@ -107,6 +114,7 @@ class ModelBucket(Construct):
             "bucket",
             bucket=bucket_name,
             force_destroy=False,
+            tags={PURPOSE_TAG: purpose} if purpose else None,
             lifecycle=TerraformResourceLifecycle(prevent_destroy=True) if prevent_destroy else None,
         )
         S3BucketOwnershipControls(
@@ -237,6 +245,13 @@ class ModelBucket(Construct):
         return identity.add_policy(self._policy_name("delete", p), [
             Statement("DeleteObjects", ("s3:DeleteObject",), (self.objects_arn(p),)),
         ])
+
+    def log_access_to(self, log_bucket: AccessLogBucket) -> S3BucketLoggingA:
+        """S3 server access logs of every request to this bucket, delivered to `log_bucket`
+        (under `s3-access/<this bucket>/`); the log bucket must name this one among its sources."""
+        # After the log bucket's policy: S3 checks that the logging service may write there.
+        return S3BucketLoggingA(self, "access-logging", bucket=self.bucket.id, target_bucket=log_bucket.bucket.id,
+                                target_prefix=log_bucket.prefix_for(self._name), depends_on=[log_bucket.policy])
 
     def _key_statement(self, sid: str, actions: tuple[str, ...]) -> Statement:
         return Statement(sid, actions, (self._key_arn,), conditions={"StringEquals": {

@@ -9,6 +9,7 @@ from constructs import Construct
 
 from infra import node_runtime  # noqa: F401  (before cdktf)
 from cdktf import TerraformResourceLifecycle
+from cdktf_cdktf_provider_aws.autoscaling_group_tag import AutoscalingGroupTagA, AutoscalingGroupTagTag
 from cdktf_cdktf_provider_aws.eks_node_group import (
     EksNodeGroup,
     EksNodeGroupLaunchTemplate,
@@ -26,12 +27,14 @@ from cdktf_cdktf_provider_aws.launch_template import (
     LaunchTemplateTagSpecifications,
 )
 
+from infra.autoscaler import autoscaler_node_labels, autoscaler_tags
 from infra.catalog import Gpu, InstanceType, gpu_instance
 from infra.identity import IDENTITY_TAG
 from infra.policy import dns_suffix, managed_policy_arn, service_trust
 from infra.rules import (
     ami_type_problem,
     capacity_type_problem,
+    cluster_reference_problem,
     label_value_problem,
     node_group_name_problem,
     partition_problem,
@@ -71,6 +74,11 @@ class NodePoolOptions(TypedDict, total=False):
         credentials) or 2.
     max_unavailable: nodes replaced at once during an update; default 1.
     tags: tags on the node group, its instances and volumes.
+    autoscaler_cluster_name: let Cluster Autoscaler scale the pool: its Auto Scaling group gets the
+        auto-discovery tags for this cluster and, on GPU pools, the node template (GPUs, labels,
+        taints) it needs to scale up from zero; GPU nodes also get `k8s.amazonaws.com/accelerator`.
+        Default None: no tags (the pool is left to another autoscaler). Setting it back to None
+        removes the discovery tags, EKS's own included.
     """
 
     capacity_type: str
@@ -84,6 +92,7 @@ class NodePoolOptions(TypedDict, total=False):
     http_put_response_hop_limit: int
     max_unavailable: int
     tags: Mapping[str, str]
+    autoscaler_cluster_name: str | None
 
 
 class NodeRole(Construct):
@@ -142,6 +151,7 @@ class NodePool(Construct):
         "capacity_type": "ON_DEMAND", "min_size": 1, "max_size": 3, "desired_size": None,
         "ami_type": "AL2023_x86_64_STANDARD", "root_volume_gib": 50, "labels": {}, "taints": (),
         "http_put_response_hop_limit": 1, "max_unavailable": 1, "tags": {},
+        "autoscaler_cluster_name": None,
     }
     gpu: Gpu | None = None
     gpus_per_node: int = 0
@@ -176,11 +186,17 @@ class NodePool(Construct):
         require("root_volume_gib", root_volume_problem(o["root_volume_gib"]))
         if o["max_unavailable"] < 1:
             raise ValueError("max_unavailable must be at least 1")
-        derived = node_labels(pool_name, None, self.gpu, self.gpus_per_node)
+        autoscaled = o["autoscaler_cluster_name"] is not None
+        if autoscaled:
+            require("autoscaler_cluster_name", cluster_reference_problem(o["autoscaler_cluster_name"]))
+        own = autoscaler_node_labels(self.gpu) if autoscaled else {}
+        derived = {**node_labels(pool_name, None, self.gpu, self.gpus_per_node), **own}
         require("labels", pool_labels_problem(dict(o["labels"]), derived))
-        self.labels = node_labels(pool_name, o["labels"], self.gpu, self.gpus_per_node)
+        self.labels = {**node_labels(pool_name, o["labels"], self.gpu, self.gpus_per_node), **own}
         self.taints = node_taints(o["taints"], gpu=gpu, capacity_type=o["capacity_type"])
         require("taints", pool_taints_problem(self.taints))
+        asg_tags = autoscaler_tags(o["autoscaler_cluster_name"], labels=self.labels, taints=self.taints,
+                                   gpus_per_node=self.gpus_per_node, capacity_type=o["capacity_type"]) if autoscaled else []
         self.pool_name, self.node_group_name = pool_name, node_group_name
         self.instance_types, self.capacity_type = list(instance_types), o["capacity_type"]
         self.min_size, self.max_size = o["min_size"], o["max_size"]
@@ -225,6 +241,10 @@ class NodePool(Construct):
             lifecycle=TerraformResourceLifecycle(ignore_changes=["scaling_config[0].desired_size"]),
             depends_on=node_role.attachments,
         )
+        # On the group EKS made for the node group (its name is known after apply).
+        group = self.node_group.resources.get(0).autoscaling_groups.get(0).name if asg_tags else ""
+        self.autoscaling_group_tags = [AutoscalingGroupTagA(self, t.id, autoscaling_group_name=group, tag=AutoscalingGroupTagTag(
+            key=t.key, value=t.value, propagate_at_launch=t.propagate_at_launch)) for t in asg_tags]
 
     @staticmethod
     def _volumes(ami_type: str, size_gib: int) -> list[LaunchTemplateBlockDeviceMappings]:

@@ -16,6 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# What a bucket holds ("access-logs", "anyscale-storage"; data buckets have none): the policy
+# checks (policies/checks) tell buckets apart by it.
+PURPOSE_TAG = "llm-serving-stacks:purpose"
+
 EFFECTS = ("Allow", "Deny")
 _SID = re.compile(r"[A-Za-z0-9]*")
 

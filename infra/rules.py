@@ -108,6 +108,13 @@ def region_problem(region: str, partition: str | None = None) -> str | None:
     return None
 
 
+def availability_zone_problem(zone: str, region: str) -> str | None:
+    """An availability zone name of `region` (us-west-2a), not a zone id (usw2-az1)."""
+    if not re.fullmatch(re.escape(region) + r"[a-z]", zone):
+        return f"{quoted(zone)} is not an availability zone of {quoted(region)} (such as {region}a)"
+    return None
+
+
 def known_region_problem(region: str) -> str | None:
     """A region the catalog knows (its partition decides every ARN)."""
     if region not in REGIONS:
@@ -329,4 +336,91 @@ def namespace_problem(namespace: str) -> str | None:
 def service_account_problem(name: str) -> str | None:
     if not _matches(_SERVICE_ACCOUNT, name):
         return f"{quoted(name)} is not a Kubernetes service account name (a lowercase DNS subdomain)"
+    return None
+
+
+# --- Node autoscaling and serving operators -----------------------------------------
+
+# Cluster Autoscaler's expanders that need no extra configuration (`priority` needs a ConfigMap
+# ranking the groups; `price` is not implemented for AWS).
+AUTOSCALER_EXPANDERS = ("least-waste", "most-pods", "random")
+# Auto Scaling group tags: keys up to 128 characters (AWS Auto Scaling API, Tag).
+ASG_TAG_KEY_LIMIT = 128
+# The ids Anyscale gives: `anyscale cloud register` prints the cloud deployment id (cldrsrc_...),
+# the console shows the organization id (org_...).
+_CLOUD_DEPLOYMENT_ID = re.compile(r"cldrsrc_[A-Za-z0-9]{1,64}")
+_ORGANIZATION_ID = re.compile(r"org_[A-Za-z0-9]{1,64}")
+# A key of the operator's instance-types ConfigMap entry, e.g. g6.2xlarge or 8CPU-32GB.
+_INSTANCE_TYPE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
+
+
+def cluster_reference_problem(name: str) -> str | None:
+    """A cluster name, or a reference to a created cluster's name (checked when Terraform resolves it)."""
+    return None if is_token(name) else cluster_name_problem(name)
+
+
+def expander_problem(expander: str) -> str | None:
+    if expander not in AUTOSCALER_EXPANDERS:
+        return f"{quoted(expander)}: use one of {', '.join(AUTOSCALER_EXPANDERS)}"
+    return None
+
+
+def minutes_problem(minutes: int, minimum: int = 1, maximum: int = 24 * 60) -> str | None:
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or not minimum <= minutes <= maximum:
+        return f"{quoted(minutes)}: give whole minutes from {minimum} to {maximum}"
+    return None
+
+
+def asg_tag_key_problem(key: str) -> str | None:
+    """An Auto Scaling group tag key (tokens, such as a created cluster's name inside it, pass)."""
+    if not is_token(key) and len(key) > ASG_TAG_KEY_LIMIT:
+        return f"the Auto Scaling group tag {quoted(key)} is longer than {ASG_TAG_KEY_LIMIT} characters"
+    return None
+
+
+def node_template_taints_problem(taint_keys: Sequence[str]) -> str | None:
+    """Cluster Autoscaler reads one node-template tag per taint key: a key may appear once."""
+    seen: set[str] = set()
+    for key in taint_keys:
+        if key in seen:
+            return (f"taint {quoted(key)} appears with two effects; Cluster Autoscaler's node template "
+                    "holds one taint per key")
+        seen.add(key)
+    return None
+
+
+def cloud_deployment_id_problem(value: str) -> str | None:
+    if not _matches(_CLOUD_DEPLOYMENT_ID, value):
+        return (f"{quoted(value)} is not an Anyscale cloud deployment id (cldrsrc_..., printed by "
+                "`anyscale cloud register`, or `anyscale cloud config get --name <cloud>`)")
+    return None
+
+
+def organization_id_problem(value: str) -> str | None:
+    if not _matches(_ORGANIZATION_ID, value):
+        return f"{quoted(value)} is not an Anyscale organization id (org_..., shown in the Anyscale console)"
+    return None
+
+
+def instance_type_name_problem(name: str) -> str | None:
+    if not _matches(_INSTANCE_TYPE_NAME, name):
+        return f"{quoted(name)}: 1-64 letters, digits, '.', '_' or '-', starting and ending with a letter or digit"
+    return None
+
+
+def ingress_class_problem(name: str) -> str | None:
+    if not _matches(_SERVICE_ACCOUNT, name):  # an object name: a DNS subdomain
+        return f"{quoted(name)} is not an IngressClass name (a lowercase DNS subdomain)"
+    return None
+
+
+def watch_namespaces_problem(namespaces: Sequence[str]) -> str | None:
+    """At least one namespace, each a DNS label, none twice."""
+    if not namespaces:
+        return "list at least one namespace (the operator then watches only those)"
+    if len(set(namespaces)) != len(namespaces):
+        return f"{', '.join(sorted({n for n in namespaces if list(namespaces).count(n) > 1}))} appears twice"
+    for namespace in namespaces:
+        if problem := namespace_problem(namespace):
+            return problem
     return None

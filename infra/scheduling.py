@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from infra.catalog import Gpu
+from infra.catalog import Gpu, InstanceType
 from infra.rules import label_key_problem, label_value_problem, labels_problem, require, taint_effect_problem
 
 POOL_LABEL = "llm-serving-stacks/node-pool"
@@ -82,6 +82,19 @@ def node_selector(pool_name: str, gpu: Gpu | None = None) -> dict[str, str]:
     if gpu is not None:
         selector[GPU_PRODUCT_LABEL] = gpu.product_label
     return selector
+
+
+# Room a whole-node pod leaves for the kubelet and daemon sets (CNI, Pod Identity agent, device plugin).
+RESERVED_VCPUS, RESERVED_MEMORY_SHARE = 2, 0.2
+# A pod's size where the pool's instance types are not in the catalog (CPU pools): a Ray head's.
+DEFAULT_POD_SIZE = (2, 8)
+
+
+def pod_size(smallest: InstanceType | None) -> tuple[int, int]:
+    """Cores and GiB of memory of a Ray pod taking a whole node of a pool whose smallest type is `smallest`."""
+    if smallest is None:
+        return DEFAULT_POD_SIZE
+    return max(1, smallest.vcpus - RESERVED_VCPUS), max(4, int(smallest.memory_gib * (1 - RESERVED_MEMORY_SHARE)))
 
 
 def tolerations(taints: Iterable[Taint]) -> list[dict[str, str]]:

@@ -662,6 +662,7 @@ INVALID = [
     ("gpu-pool-mixed-gpus", _pool(GpuNodePool, instance_types=["g5.xlarge", "g6.xlarge"]), "instance_types.*g6.xlarge"),
     ("gpu-pool-mixed-counts", _pool(GpuNodePool, instance_types=["g5.xlarge", "g5.12xlarge"]), "instance_types.*g5.12xlarge"),
     ("gpu-pool-no-instance-types", _pool(GpuNodePool, instance_types=[]), "instance_types"),
+    ("pool-autoscaler-cluster", _pool(autoscaler_cluster_name="bad name"), "autoscaler_cluster_name"),
     # clusters
     ("existing-cluster-name", lambda s: ExistingCluster(s, "e", name="bad name"), "name"),
     ("cluster-name", _cluster(name="-c"), "name"),
@@ -715,6 +716,12 @@ def test_roles_say_what_they_are_for_and_buckets_publish_events(built):
     assert "node" in kinds.values()
     for name in (WEIGHTS, "test-lora-123456789012"):
         assert one(tf, "aws_s3_bucket_notification", bucket=bucket_ref(tf, name))["eventbridge"] is True
+
+
+def test_pools_leave_their_auto_scaling_groups_untagged_unless_asked(built):
+    assert resources(built["tf"], "aws_autoscaling_group_tag") == {}
+    assert "k8s.amazonaws.com/accelerator" not in built["gpu"].labels
+    assert NodePool.DEFAULTS["autoscaler_cluster_name"] is GpuNodePool.DEFAULTS["autoscaler_cluster_name"] is None
 
 
 def test_node_pools_share_one_options_type_and_refuse_unknown_options():
