@@ -9,6 +9,7 @@ custom check that did not run, or a spec policy problem fails the gate.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -42,6 +43,11 @@ class BaselineEntry(BaseModel):
 
     check: Annotated[str, Field(pattern=r"^CKV2?_[A-Z]+_\d+$")]
     reason: Annotated[str, Field(min_length=20)]
+    # Only these resources ("<type>.<name>", shell-style wildcards); default: every resource.
+    resources: tuple[Annotated[str, Field(min_length=3, max_length=256)], ...] = ()
+
+    def covers(self, resource: str) -> bool:
+        return not self.resources or any(fnmatch.fnmatchcase(resource, pattern) for pattern in self.resources)
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,8 @@ class GateReport:
             line = f"{env}: {passed} passed, {len(failed)} failed"
             if baselined:
                 line += f", {sum(baselined.values())} baselined ({', '.join(sorted(baselined))})"
-            line += f"; specs: {self.spec_passed[env]} passed, {len(specs_failed)} failed"
+            if env in self.spec_problems:  # specs are per environment, not per stack
+                line += f"; specs: {self.spec_passed[env]} passed, {len(specs_failed)} failed"
             lines.append(line)
             lines += [f"  FAILED {f.check} {f.resource}: {f.name}" for f in failed]
             lines += [f"  FAILED {policy} {problem}" for policy, problem in specs_failed]
@@ -97,7 +104,7 @@ class GateReport:
         return "\n".join(lines)
 
 
-def load_baseline(path: Path = BASELINE_FILE) -> dict[str, str]:
+def load_baseline(path: Path = BASELINE_FILE) -> dict[str, BaselineEntry]:
     try:
         text = read_bounded(path, BASELINE_MAX_BYTES, "a baseline file").decode("utf-8")
         if problem := yaml_shape_problem(text, yaml.SafeLoader):
@@ -119,7 +126,7 @@ def load_baseline(path: Path = BASELINE_FILE) -> dict[str, str]:
         if entry.check in seen:
             raise ConfigError(path, f"[{i}].check", f"{entry.check} is listed twice")
         seen.add(entry.check)
-    return {e.check: e.reason for e in entries}
+    return {e.check: e for e in entries}
 
 
 def custom_check_ids() -> list[str]:
@@ -167,7 +174,7 @@ def run_checkov(stacks_dir: Path, report_dir: Path, checkov: str | None = None) 
     return report[0] if isinstance(report, list) else report
 
 
-def findings_from(report: dict, baseline: dict[str, str], stacks_dir: Path | None = None) -> list[Finding]:
+def findings_from(report: dict, baseline: dict[str, BaselineEntry], stacks_dir: Path | None = None) -> list[Finding]:
     findings, types = [], {}
     for kind, passed in (("passed_checks", True), ("failed_checks", False)):
         for result in report.get("results", {}).get(kind, []):
@@ -180,8 +187,9 @@ def findings_from(report: dict, baseline: dict[str, str], stacks_dir: Path | Non
                     types[env] = {name: kind_ for kind_, items in document.get("resource", {}).items() for name in items}
                 name = resource.removeprefix("resource.")
                 resource = f"{types[env].get(name, 'resource')}.{name}"
+            entry = baseline.get(result["check_id"])
             findings.append(Finding(result["check_id"], result["check_name"], env, resource, passed,
-                                    baselined=not passed and result["check_id"] in baseline))
+                                    baselined=not passed and entry is not None and entry.covers(resource)))
     return findings
 
 
@@ -203,8 +211,8 @@ def run_gate(outdir: Path, environments: list[str], report_dir: Path | None = No
     report = GateReport(findings=findings_from(raw, baseline, selected))
     ran = {f.check for f in report.findings}
     report.missing_checks = [c for c in custom_check_ids() if c not in ran]
-    failing = {f.check for f in report.findings if not f.passed}
-    report.stale_baseline = sorted(c for c in baseline if c not in failing)
+    used = {f.check for f in report.findings if f.baselined}
+    report.stale_baseline = sorted(c for c in baseline if c not in used)
     for env in environments:
         documents = load_specs(outdir / "specs" / env)
         report.spec_problems[env] = []
@@ -219,7 +227,7 @@ def run_gate(outdir: Path, environments: list[str], report_dir: Path | None = No
         "findings": [f.__dict__ for f in report.findings],
         "spec_problems": {env: [{"policy": p, "problem": m} for p, m in problems] for env, problems in report.spec_problems.items()},
         "missing_checks": report.missing_checks,
-        "baseline": baseline,
+        "baseline": {check: entry.model_dump(mode="json") for check, entry in baseline.items()},
     }, indent=2))
     shutil.rmtree(selected)
     return report

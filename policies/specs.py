@@ -97,8 +97,12 @@ POLICIES = (
 
 
 def load_specs(directory) -> dict[str, Any]:
-    """The spec documents of one environment; the RayService's embedded Serve config is parsed too."""
-    documents = {p.name: yaml.safe_load(p.read_text()) for p in sorted(directory.glob("*.yaml"))}
+    """The spec documents of one environment (a file of several documents, such as the platform
+    objects, as their list); the RayService's embedded Serve config is parsed too."""
+    documents = {}
+    for path in sorted(directory.glob("*.yaml")):
+        loaded = list(yaml.safe_load_all(path.read_text()))
+        documents[path.name] = loaded[0] if len(loaded) == 1 else loaded
     embedded = ((documents.get(RAYSERVICE) or {}).get("spec") or {}).get("serveConfigV2")
     if isinstance(embedded, str):
         documents[f"{RAYSERVICE}#serveConfigV2"] = yaml.safe_load(embedded)

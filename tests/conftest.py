@@ -4,6 +4,7 @@ that needs synthesized Terraform shares the one synth below, in this process."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from stacks.planning.plan import plan_file
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
+# Wall time of each environment's Terraform apply against the local AWS (they run in parallel).
+APPLY_SECONDS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +65,11 @@ def local_deployments(synth_dir, shipped_plans, tmp_path_factory):
         try:
             for name, plan in shipped_plans.items():
                 deployments[name] = LocalDeployment.start(plan, synth_dir / "stacks" / name / "cdk.tf.json", root / name)
+            started = time.monotonic()
             with ThreadPoolExecutor(len(deployments)) as pool:
                 list(pool.map(LocalDeployment.apply, deployments.values()))
+            APPLY_SECONDS.update({name: d.applied_seconds for name, d in deployments.items()},
+                                 all_in_parallel=time.monotonic() - started)
         except ToolError as exc:  # Terraform or the provider mirror missing: say which, in one line
             pytest.fail(str(exc), pytrace=False)
         yield deployments
@@ -90,3 +96,9 @@ def policies_of(tf: dict, role_resource: str) -> list[dict]:
         if policy["role"] == ref:
             statements += json.loads(policy["policy"])["Statement"]
     return statements
+
+
+def pytest_terminal_summary(terminalreporter):
+    if APPLY_SECONDS:
+        times = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in APPLY_SECONDS.items())
+        terminalreporter.write_line(f"terraform apply against the local AWS: {times}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from checkov.common.models.enums import CheckCategories, CheckResult
 from checkov.terraform.checks.resource.base_resource_check import BaseResourceCheck
 
-from llm_document import Entity, as_list, statements, truthy
+from llm_document import PURPOSE_TAG, Entity, as_list, statements, truthy
 
 
 class BucketCheck(BaseResourceCheck):
@@ -26,7 +26,12 @@ class KmsWithBucketKey(BucketCheck):
         super().__init__(name="S3 bucket encrypts with SSE-KMS under a named key, with an S3 bucket key", id="CKV_LLM_3", category=CheckCategories.ENCRYPTION)
 
     def holds(self, bucket: Entity) -> bool:
-        for config in bucket.referencing("aws_s3_bucket_server_side_encryption_configuration"):
+        configs = bucket.referencing("aws_s3_bucket_server_side_encryption_configuration")
+        if self.is_access_log_bucket(bucket):
+            # S3 delivers server access logs only to SSE-S3 (AES256) buckets: that is the one allowed.
+            return any(d.get("sse_algorithm") == "AES256" for c in configs for r in as_list(c.get("rule"))
+                       for d in as_list(r.get("apply_server_side_encryption_by_default")))
+        for config in configs:
             rules = as_list(config.get("rule"))
             if rules and all(
                 truthy(rule.get("bucket_key_enabled"))
@@ -36,6 +41,14 @@ class KmsWithBucketKey(BucketCheck):
             ):
                 return True
         return False
+
+
+    @staticmethod
+    def is_access_log_bucket(bucket: Entity) -> bool:
+        """Tagged as one, receiving some bucket's access logs, and logging nowhere itself (data buckets all do)."""
+        return ((bucket.body.get("tags") or {}).get(PURPOSE_TAG) == "access-logs"
+                and bool(bucket.referencing("aws_s3_bucket_logging", "target_bucket"))
+                and not bucket.referencing("aws_s3_bucket_logging"))
 
 
 class Versioned(BucketCheck):

@@ -19,6 +19,8 @@ ROOT_ENV = "LLMSTACKS_POLICY_ROOT"
 TAG_PREFIX = "llm-serving-stacks:"
 IDENTITY_TAG = f"{TAG_PREFIX}identity"
 ENVIRONMENT_TAG = f"{TAG_PREFIX}environment"
+# What a bucket holds when it is not model data: "access-logs", "anyscale-storage".
+PURPOSE_TAG = f"{TAG_PREFIX}purpose"
 PRODUCTION_NAMES = ("prod", "production")
 _REFERENCE = re.compile(r"^\$\{([a-z0-9_]+)\.([^.}]+)\.[a-z_]+\}$")
 
@@ -36,6 +38,11 @@ class Entity:
 
     def resources(self, type_: str) -> dict[str, dict[str, Any]]:
         return self.document.get("resource", {}).get(type_, {})
+
+    def buckets_for(self, purpose: str) -> set[str]:
+        """Names of the stack's buckets tagged with `purpose`."""
+        return {b["bucket"] for b in self.resources("aws_s3_bucket").values()
+                if isinstance(b.get("bucket"), str) and (b.get("tags") or {}).get(PURPOSE_TAG) == purpose}
 
     def referencing(self, type_: str, attribute: str = "bucket") -> list[dict[str, Any]]:
         """Resources of `type_` whose `attribute` refers to this resource (e.g. a bucket's versioning)."""

@@ -141,10 +141,32 @@ def _partition(env: Environment) -> list[Problem]:
 
 
 def _serving(env: Environment) -> list[Problem]:
-    if env.serving.target == "anyscale" and env.serving.anyscale.cloud is None:
-        return [Problem("serving.anyscale.cloud", "required with serving.target anyscale: the Anyscale cloud registered for "
-                        "this cluster (without one, a deploy goes to the organization's default cloud)")]
-    return []
+    if env.serving.target != "anyscale":
+        return []
+    problems = []
+    if env.serving.anyscale.cloud is None:
+        problems.append(Problem("serving.anyscale.cloud", "required with serving.target anyscale: the Anyscale cloud "
+                                "registered for this cluster (without one, a deploy goes to the organization's default cloud)"))
+    if env.serving.anyscale.organization_id is None:
+        problems.append(Problem("serving.anyscale.organization_id", "required with serving.target anyscale: the "
+                                "organization (org_..., in the Anyscale console) whose cloud stores its objects in this "
+                                "environment's Anyscale bucket"))
+    offered: dict[str, str] = {}
+    for i, pool in enumerate(env.node_pools):
+        name = env.serving.anyscale.instance_type_of(pool)
+        if problem := rules.instance_type_name_problem(name):
+            problems.append(Problem(f"serving.anyscale.instance_types.{pool.name}", problem))
+        elif name in offered:
+            problems.append(Problem(f"node_pools[{i}]", f"pools {offered[name]!r} and {pool.name!r} would both be Anyscale "
+                                    f"instance type {name!r}: name one in serving.anyscale.instance_types"))
+        offered.setdefault(name, pool.name)
+    zones = env.serving.anyscale.kubernetes_zones
+    if not zones:
+        problems.append(Problem("serving.anyscale.kubernetes_zones", "required with serving.target anyscale: the "
+                                "availability zones of the node pools' subnets (e.g. [us-west-2a, us-west-2b])"))
+    problems += [Problem(f"serving.anyscale.kubernetes_zones[{i}]", problem) for i, zone in enumerate(zones)
+                 if (problem := rules.availability_zone_problem(zone, env.aws.region))]
+    return problems
 
 
 def _writer(env: Environment) -> list[Problem]:
@@ -157,10 +179,10 @@ def _names(env: Environment) -> list[Problem]:
     """Names derived from prefix and environment name, checked with the rules AWS applies to them."""
     names = Names(env)
     problems = []
-    for bucket in (names.weights_bucket, names.lora_bucket):
+    for bucket in (names.weights_bucket, names.lora_bucket, names.access_log_bucket, names.anyscale_bucket):
         if problem := rules.bucket_name_problem(bucket):
             problems.append(Problem("prefix", f"derived {problem}; shorten prefix or name"))
-    for role in (names.serving_role, names.writer_role, names.node_role):
+    for role in (names.serving_role, names.writer_role, names.node_role, names.autoscaler_role, names.anyscale_operator_role):
         if problem := rules.role_name_problem(role):
             problems.append(Problem("prefix", f"derived IAM role name: {problem}; shorten prefix or name"))
     if env.cluster.create is not None and env.cluster.create.name is None:

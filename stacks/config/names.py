@@ -34,6 +34,15 @@ class Names:
         return f"{self.base}-lora-{self.env.aws.account_id}"
 
     @property
+    def access_log_bucket(self) -> str:
+        return f"{self.base}-logs-{self.env.aws.account_id}"
+
+    @property
+    def anyscale_bucket(self) -> str:
+        """The Anyscale cloud's object storage (target anyscale)."""
+        return f"{self.base}-anyscale-{self.env.aws.account_id}"
+
+    @property
     def kms_alias(self) -> str:
         return f"{self.base}-data"
 
@@ -58,6 +67,14 @@ class Names:
     @property
     def writer_role(self) -> str:
         return f"{self.base}-artifact-writer"
+
+    @property
+    def autoscaler_role(self) -> str:
+        return f"{self.base}-cluster-autoscaler"
+
+    @property
+    def anyscale_operator_role(self) -> str:
+        return f"{self.base}-anyscale-operator"
 
     @property
     def platform_stack(self) -> str:

@@ -139,9 +139,17 @@ class Bucket(Strict):
     abort_incomplete_uploads_days: Annotated[int, Field(ge=1, le=365)] = 7
 
 
+class AccessLogs(Strict):
+    """S3 server access logs of the weights and LoRA buckets, in a log bucket of their own."""
+
+    enabled: bool = True
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 365
+
+
 class Buckets(Strict):
     weights: Bucket = Bucket()
     lora: Bucket = Bucket()
+    access_logs: AccessLogs = AccessLogs()
     # Reuse an existing KMS key; by default the stack creates one per environment.
     kms_key_arn: KmsKeyArn | None = None
     # Terraform refuses to destroy the data buckets (and the key) when set.
@@ -149,13 +157,28 @@ class Buckets(Strict):
 
 
 class Anyscale(Strict):
-    cloud: Text | None = None  # Anyscale cloud name; default: the org's default cloud
+    """The Anyscale cloud this cluster is registered as (docs.anyscale.com/clouds/aws/create-eks).
+
+    The AWS stack creates the cloud's storage bucket and the operator's role and prints the
+    `anyscale cloud register` command; its cloud deployment id, set here, lets the platform
+    stack install the operator.
+    """
+
+    cloud: Text | None = None  # required with target anyscale (stacks.config.checks)
+    organization_id: Annotated[str, rule(rules.organization_id_problem)] | None = None  # ditto
+    # The zones the node pools' subnets are in: where the cloud may place pods (ditto).
+    kubernetes_zones: Annotated[list[Annotated[str, Field(max_length=32)]], max_items(MAX_LABELS)] = []
+    cloud_deployment_id: Annotated[str, rule(rules.cloud_deployment_id_problem)] | None = None
     project: Text | None = None
     service_name: Name | None = None  # default: <prefix>-<environment>
     image_uri: Text = "anyscale/ray-llm:2.60.0-py311-cu128"
     # Anyscale instance type per node pool, where the operator's names differ
     # from the pool's EC2 instance type (the default).
     instance_types: Annotated[dict[Name, Text], max_items(MAX_LABELS)] = {}
+
+    def instance_type_of(self, pool: NodePool) -> str:
+        """The Anyscale instance type of the pool's pods: what compute configs name and the operator offers."""
+        return self.instance_types.get(pool.name, pool.instance_types[0])
 
 
 class KubeRay(Strict):

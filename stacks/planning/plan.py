@@ -153,6 +153,14 @@ def _warnings(env: Environment, pools: list[PoolPlan], models: list[ModelPlan], 
                     f"{model.id} needs {model.config.replicas.min} replica(s) on pool {model.pool.name!r}, which starts at "
                     "0 nodes, and cluster.node_autoscaler is none: make sure the cluster's own autoscaler scales it "
                     "(or raise the pool's min_size)"))
+    if env.serving.target == "anyscale" and env.serving.anyscale.cloud_deployment_id is None:
+        warnings.append(Problem("serving.anyscale.cloud_deployment_id", f"not set, so {Names(env).platform_stack} does not "
+                                "install the Anyscale operator yet: deploy the AWS stack, run its output "
+                                "anyscale_register_command once, and set the cloud deployment id it prints"))
+    if not env.buckets.access_logs.enabled:
+        warnings.append(Problem("buckets.access_logs.enabled", "access to the weights and LoRA buckets is not logged by "
+                                "this stack: log it elsewhere (CloudTrail data events), and the policy gate fails "
+                                "CKV_AWS_18 on both buckets until policies/baseline.yaml says where"))
     return warnings
 
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from stacks.planning.plan import EnvironmentPlan
+from stacks.planning.pools import PoolPlan
 from stacks.specs.pods import declared_resources, pod_patch
+
+
+def instance_type_name(plan: EnvironmentPlan, pool: PoolPlan) -> str:
+    """The Anyscale instance type of a pool's pods: what the compute config names and the operator offers."""
+    return plan.env.serving.anyscale.instance_type_of(pool.config)
 
 
 def anyscale_service(plan: EnvironmentPlan, application: dict) -> dict:
@@ -13,7 +19,7 @@ def anyscale_service(plan: EnvironmentPlan, application: dict) -> dict:
     for pool in plan.serving_pools:
         group = {
             "name": pool.name,
-            "instance_type": settings.instance_types.get(pool.name, pool.config.instance_types[0]),
+            "instance_type": instance_type_name(plan, pool),
             "min_nodes": pool.nodes_at_min,
             "max_nodes": pool.max_nodes,
             "market_type": "SPOT" if pool.config.capacity_type == "spot" else "ON_DEMAND",
@@ -28,7 +34,7 @@ def anyscale_service(plan: EnvironmentPlan, application: dict) -> dict:
         "image_uri": settings.image_uri,
         "compute_config": {
             "head_node": {
-                "instance_type": settings.instance_types.get(head.name, head.config.instance_types[0]),
+                "instance_type": instance_type_name(plan, head),
                 "advanced_instance_config": pod_patch(plan, head),
             },
             "worker_nodes": workers,

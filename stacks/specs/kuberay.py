@@ -11,11 +11,17 @@ from stacks.specs.app_package import app_zip_key
 from stacks.specs.application import RAY_VERSION, SERVE_PORT
 from stacks.specs.pods import container, declared_resources, pod_template
 
+# Ray's metrics (8080) on every pod, and on the head the autoscaler's and dashboard's own
+# (44217, 44227): named as KubeRay's PodMonitor example scrapes them (infra.observability).
+METRICS_PORTS = [{"containerPort": 8080, "name": "metrics"}]
 HEAD_PORTS = [
     {"containerPort": 6379, "name": "gcs-server"},
     {"containerPort": 8265, "name": "dashboard"},
     {"containerPort": 10001, "name": "client"},
     {"containerPort": SERVE_PORT, "name": "serve"},
+    *METRICS_PORTS,
+    {"containerPort": 44217, "name": "as-metrics"},
+    {"containerPort": 44227, "name": "dash-metrics"},
 ]
 HEAD_RESOURCES = {"cpu": "2", "memory": "8Gi"}
 
@@ -35,7 +41,7 @@ def rayservice(plan: EnvironmentPlan, application: dict) -> dict:
             "minReplicas": pool.nodes_at_min,
             "maxReplicas": pool.max_nodes,
             "rayStartParams": start,
-            "template": pod_template(plan, pool, container("ray-worker", image, pool)),
+            "template": pod_template(plan, pool, {**container("ray-worker", image, pool), "ports": METRICS_PORTS}),
         })
     # Stock Ray image: the app comes from the zip the stack publishes, boto3 from pip.
     code = f"s3://{names.lora_bucket}/{app_zip_key()}"

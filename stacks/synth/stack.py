@@ -22,8 +22,11 @@ from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTag
 
 from app.spec import ADAPTERS_PREFIX, STAGING_PREFIX, WEIGHTS_PREFIX
 from infra import (
+    AccessLogBucket,
+    AnyscaleOperatorIdentity,
     ArtifactWriterIdentity,
     Cluster,
+    ClusterAutoscalerIdentity,
     EksCluster,
     EncryptionKey,
     ExistingCluster,
@@ -42,6 +45,9 @@ from stacks.specs.render import ServiceSpecs
 
 MANAGED_BY = "llm-serving-stacks"
 STAGING_EXPIRATION_DAYS = 7
+# The Anyscale operator runs beside the serving pods it manages, as this service account
+# (the chart's operator.serviceAccount.name).
+ANYSCALE_OPERATOR_ACCOUNT = "anyscale-operator"
 
 
 class ServingStack(TerraformStack):
@@ -65,11 +71,20 @@ class ServingStack(TerraformStack):
             self.weights = self._bucket("weights", self.names.weights_bucket, env.buckets.weights)
             # upload-adapter stages there first; what an interrupted upload leaves stays resumable this long.
             self.lora = self._bucket("lora", self.names.lora_bucket, env.buckets.lora, {STAGING_PREFIX: STAGING_EXPIRATION_DAYS})
+            # The Anyscale cloud's object storage (target anyscale), a bucket of its own.
+            self.anyscale_storage = (self._bucket("anyscale-storage", self.names.anyscale_bucket, Bucket(),
+                                                  purpose="anyscale-storage")
+                                     if env.serving.target == "anyscale" else None)
+            self.access_logs = self._access_logs()
         with self._field("cluster"):
             self.cluster, subnet_ids = self._cluster()
+        with self._field("cluster.node_autoscaler"):
+            self.autoscaler_identity = self._node_autoscaler()
         self.pools = self._node_pools(subnet_ids)
         with self._field("serving"):
             self.serving_identity = self._serving_identity()
+        with self._field("serving.anyscale"):
+            self.anyscale_identity = self._anyscale_operator()
         with self._field("writer"):
             self.writer_identity = self._writer_identity()
         with self._field("serving"):
@@ -122,7 +137,8 @@ class ServingStack(TerraformStack):
         )
         return self.key.key_arn
 
-    def _bucket(self, id: str, name: str, settings: Bucket, expire_prefixes: dict[str, int] | None = None) -> ModelBucket:
+    def _bucket(self, id: str, name: str, settings: Bucket, expire_prefixes: dict[str, int] | None = None,
+                purpose: str | None = None) -> ModelBucket:
         return ModelBucket(
             self,
             id,
@@ -134,7 +150,22 @@ class ServingStack(TerraformStack):
             abort_incomplete_multipart_upload_days=settings.abort_incomplete_uploads_days,
             prevent_destroy=self.plan.env.buckets.prevent_destroy,
             expire_prefixes=expire_prefixes,
+            purpose=purpose,
         )
+
+    def _access_logs(self) -> AccessLogBucket | None:
+        """Every request to the data buckets, logged by S3 to a bucket of its own."""
+        settings = self.plan.env.buckets.access_logs
+        if not settings.enabled:
+            return None
+        logged = [b for b in (self.weights, self.lora, self.anyscale_storage) if b is not None]
+        logs = AccessLogBucket(self, "access-logs", bucket_name=self.names.access_log_bucket,
+                               source_buckets=[b.bucket_name for b in logged], account_id=self.account,
+                               partition=self.partition, retention_days=settings.retention_days,
+                               prevent_destroy=self.plan.env.buckets.prevent_destroy)
+        for bucket in logged:
+            bucket.log_access_to(logs)
+        return logs
 
     def _cluster(self) -> tuple[Cluster, list[str]]:
         config = self.plan.env.cluster
@@ -159,6 +190,14 @@ class ServingStack(TerraformStack):
         )
         return cluster, new.subnet_ids
 
+    def _node_autoscaler(self) -> ClusterAutoscalerIdentity | None:
+        """Cluster Autoscaler's role: it scales only node groups tagged for this cluster (the pools)."""
+        if self.plan.env.cluster.node_autoscaler != "cluster-autoscaler":
+            return None
+        return ClusterAutoscalerIdentity(self, "cluster-autoscaler", role_name=self.names.autoscaler_role,
+                                         cluster_name=self.cluster.name, account_id=self.account, region=self.region,
+                                         partition=self.partition)
+
     def _node_pools(self, subnet_ids: list[str]) -> dict[str, NodePool]:
         with self._field("prefix"):
             node_role = NodeRole(self, "node-role", role_name=self.names.node_role, partition=self.partition)
@@ -166,6 +205,8 @@ class ServingStack(TerraformStack):
         for i, pool in enumerate(self.plan.env.node_pools):
             optional = {k: v for k, v in (("ami_type", pool.ami_type), ("root_volume_gib", pool.root_volume_gib),
                                           ("desired_size", pool.desired_size)) if v is not None}
+            if self.autoscaler_identity is not None:
+                optional["autoscaler_cluster_name"] = self.cluster.name
             construct = GpuNodePool if pool.has_gpus else NodePool
             with self._field(f"node_pools[{i}]"):
                 pools[pool.name] = construct(
@@ -208,6 +249,21 @@ class ServingStack(TerraformStack):
             identity.grant_read_secret(secret, region=self.region, account_id=self.account, partition=self.partition)
         return identity
 
+    def _anyscale_operator(self) -> AnyscaleOperatorIdentity | None:
+        """The Anyscale operator's role, beside the serving pods; those pods (the serving identity)
+        read and write the cloud's storage too, as Anyscale requires of every pod it runs."""
+        if self.anyscale_storage is None:
+            return None
+        settings = self.plan.env.serving.anyscale
+        identity = AnyscaleOperatorIdentity(
+            self, "anyscale-operator", role_name=self.names.anyscale_operator_role, cluster_name=self.cluster.name,
+            account_id=self.account, storage=self.anyscale_storage, organization_id=settings.organization_id,
+            namespace=self.plan.env.serving.namespace, service_account=ANYSCALE_OPERATOR_ACCOUNT, partition=self.partition)
+        identity.grant_storage(self.serving_identity)
+        self.anyscale_register_command = identity.register_command(
+            cloud_name=settings.cloud, region=self.region, kubernetes_zones=settings.kubernetes_zones)
+        return identity
+
     def _writer_identity(self) -> ArtifactWriterIdentity:
         writer = self.plan.env.writer
         identity = ArtifactWriterIdentity(
@@ -245,6 +301,10 @@ class ServingStack(TerraformStack):
             "serving_role_arn": self.serving_identity.role_arn,
             "writer_role_arn": self.writer_identity.role_arn,
             "spec_prefix": f"s3://{self.names.lora_bucket}/{self.spec_prefix}",
+            "access_log_bucket": self.access_logs.bucket_name if self.access_logs else "",
+            "autoscaler_role_arn": self.autoscaler_identity.role_arn if self.autoscaler_identity else "",
+            # Register the Anyscale cloud with this (once), then set serving.anyscale.cloud_deployment_id.
+            "anyscale_register_command": self.anyscale_register_command if self.anyscale_identity else "",
             "node_groups": json.dumps({name: p.node_group_name for name, p in self.pools.items()}, sort_keys=True),
         }
         for name, value in outputs.items():

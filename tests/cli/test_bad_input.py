@@ -152,6 +152,28 @@ CONSTRUCT_RULES = [
      "models[0].engine_kwargs.kv_cache_dtype", "Input should be"),
     ("data-parallel-through-engine-kwargs", mutated(_set("models.0.engine_kwargs.data_parallel_size", 2)),
      "models[0].engine_kwargs.data_parallel_size", "changes the GPUs or nodes a replica uses"),
+    # The platform: what the Anyscale cloud and the operators need.
+    ("anyscale-without-cloud", mutated(_delete("serving.anyscale.cloud")), "serving.anyscale.cloud", "required"),
+    ("anyscale-without-organization", mutated(_delete("serving.anyscale.organization_id")),
+     "serving.anyscale.organization_id", "required"),
+    ("anyscale-organization-malformed", mutated(_set("serving.anyscale.organization_id", "acme")),
+     "serving.anyscale.organization_id", "not an Anyscale organization id"),
+    ("anyscale-without-zones", mutated(_delete("serving.anyscale.kubernetes_zones")),
+     "serving.anyscale.kubernetes_zones", "required"),
+    ("anyscale-zone-of-another-region", mutated(_set("serving.anyscale.kubernetes_zones", ["us-west-2a", "us-east-1b"])),
+     "serving.anyscale.kubernetes_zones[1]", "not an availability zone of 'us-west-2'"),
+    ("anyscale-zone-id-not-name", mutated(_set("serving.anyscale.kubernetes_zones", ["usw2-az1"])),
+     "serving.anyscale.kubernetes_zones[0]", "not an availability zone"),
+    ("anyscale-deployment-id-malformed", mutated(_set("serving.anyscale.cloud_deployment_id", "cld_123; rm -rf /")),
+     "serving.anyscale.cloud_deployment_id", "not an Anyscale cloud deployment id"),
+    ("anyscale-instance-type-clash", mutated(_set("serving.anyscale.instance_types", {"l4": "m7i.xlarge"})),
+     "node_pools[1]", "would both be Anyscale instance type 'm7i.xlarge'"),
+    ("anyscale-instance-type-name", mutated(_set("serving.anyscale.instance_types", {"l4": "8 GPUs, please"})),
+     "serving.anyscale.instance_types.l4", "letters, digits"),
+    ("unknown-node-autoscaler", mutated(_set("cluster.node_autoscaler", "karpenter")), "cluster.node_autoscaler",
+     "Input should be"),
+    ("access-log-retention-zero", mutated(_set("buckets", {"access_logs": {"retention_days": 0}})),
+     "buckets.access_logs.retention_days", "greater than or equal to 1"),
 ]
 
 

@@ -21,7 +21,7 @@ def test_deploy_local_applies_dev_and_prints_the_differences_and_outputs(tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert "differs from what you deploy in:" in out
-    assert "aws_s3_bucket_policy left out" in out and "moto does not implement it" in out
+    assert "TLS-only deny statements left out" in out and "moto does not implement it" in out
     assert "weights_bucket = llm-dev-weights-111111111111" in out
     assert "writer_role_arn = arn:aws:iam::111111111111:role/llm-dev-artifact-writer" in out
     assert (tmp_path / "local" / "dev" / "cdktf.out" / "stacks" / "dev" / "cdk.tf.json").is_file()

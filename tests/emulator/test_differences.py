@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 from conftest import resources
 from stacks.emulator.differences import ENDPOINTS, NOT_EMULATED, for_emulator, real_changes
@@ -21,15 +22,24 @@ def test_the_emulator_copy_changes_only_what_it_says_and_leaves_the_synthesized_
     assert provider["allowed_account_ids"] == original["provider"]["aws"][0]["allowed_account_ids"]  # still pinned
     backend = tf["terraform"]["backend"]["s3"]
     assert (backend["encrypt"], backend["use_lockfile"], backend["endpoints"]["s3"]) == (True, True, ENDPOINT)
-    assert not any(kind in tf["resource"] for kind in (*NOT_EMULATED, "aws_s3_bucket_policy"))
+    assert not any(kind in tf["resource"] for kind in NOT_EMULATED)
     kept = {k: v for k, v in original["resource"].items() if k not in (*NOT_EMULATED, "aws_s3_bucket_policy")}
     for kind, items in kept.items():
         for name, body in items.items():
             applied = tf["resource"][kind][name]
             assert {k: v for k, v in applied.items() if k != "depends_on"} == {k: v for k, v in body.items() if k != "depends_on"}
+    # Bucket policies lose their TLS-only denies, and nothing else: the log bucket keeps log delivery.
+    policies = resources(tf, "aws_s3_bucket_policy")
+    for name, body in resources(original, "aws_s3_bucket_policy").items():
+        statements = json.loads(body["policy"])["Statement"]
+        kept_statements = [s for s in statements if not s["Sid"].startswith(("DenyInsecureTransport", "DenyOutdatedTls"))]
+        applied = json.loads(policies[name]["policy"])["Statement"] if name in policies else []
+        assert applied == [{**s, "Resource": s["Resource"][0]} for s in kept_statements]
+    assert [s["Sid"] for p in policies.values() for s in json.loads(p["policy"])["Statement"]] == [
+        "DeliverAccessLogs0", "DeliverAccessLogs1"]
     assert not any(d.startswith(("aws_eks_addon", "aws_eks_access_entry")) for items in tf["resource"].values()
                    for body in items.values() for d in body.get("depends_on", []))
-    assert {d.what.split(" ")[0] for d in differences} >= {"AWS", "aws_eks_addon", "aws_s3_bucket_policy"}
+    assert {d.what.split(" ")[0] for d in differences} >= {"AWS", "aws_eks_addon", "TLS-only"}
     assert all(d.why for d in differences)
 
 
@@ -76,4 +86,4 @@ def test_every_synthesized_resource_type_is_either_applied_or_named(synthesized)
     for tf in synthesized.values():
         applied, _ = for_emulator(tf, ENDPOINT, "5.100.0")
         assert set(resources(tf, "aws_s3_bucket")) == set(resources(applied, "aws_s3_bucket"))
-        assert set(tf["resource"]) - set(applied["resource"]) <= {*NOT_EMULATED, "aws_s3_bucket_policy"}
+        assert set(tf["resource"]) - set(applied["resource"]) <= set(NOT_EMULATED)

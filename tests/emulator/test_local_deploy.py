@@ -14,6 +14,7 @@ import re
 import pytest
 
 from conftest import resources
+from stacks.config.schema import Bucket
 from stacks.emulator.differences import EMULATOR_NOISE, NOT_EMULATED
 from stacks.errors import ToolError
 from stacks.specs.render import SPEC_FILES
@@ -54,7 +55,10 @@ def test_buckets_are_versioned_encrypted_private_and_expire_what_they_promised(l
     deployment, plan = local_deployments[env], shipped_plans[env]
     s3 = deployment.emulator.client("s3")
     key = deployment.outputs["kms_key_arn"]
-    for bucket, settings in ((plan.names.weights_bucket, plan.env.buckets.weights), (plan.names.lora_bucket, plan.env.buckets.lora)):
+    buckets = [(plan.names.weights_bucket, plan.env.buckets.weights), (plan.names.lora_bucket, plan.env.buckets.lora)]
+    if plan.env.serving.target == "anyscale":
+        buckets.append((plan.names.anyscale_bucket, Bucket()))  # the cloud's storage: the same defaults
+    for bucket, settings in buckets:
         assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
         (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
         assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
@@ -74,8 +78,34 @@ def test_buckets_are_versioned_encrypted_private_and_expire_what_they_promised(l
             assert rules["expire-staging"]["Filter"] == {"Prefix": "staging/"}
         else:
             assert "expire-staging" not in rules
+        # Every request to it is logged, under a prefix of its own in the access log bucket.
+        assert s3.get_bucket_logging(Bucket=bucket)["LoggingEnabled"] == {
+            "TargetBucket": plan.names.access_log_bucket, "TargetPrefix": f"s3-access/{bucket}/"}
+    logs = plan.names.access_log_bucket
+    assert deployment.outputs["access_log_bucket"] == logs
+    assert s3.get_bucket_versioning(Bucket=logs)["Status"] == "Enabled"
+    (rule,) = s3.get_bucket_encryption(Bucket=logs)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    assert all(s3.get_public_access_block(Bucket=logs)["PublicAccessBlockConfiguration"].values())
+    (log_rule,) = s3.get_bucket_lifecycle_configuration(Bucket=logs)["Rules"]
+    assert log_rule["Expiration"] == {"Days": plan.env.buckets.access_logs.retention_days}
+    delivery = json.loads(s3.get_bucket_policy(Bucket=logs)["Policy"])["Statement"]
+    assert {s["Resource"] for s in delivery} == {f"arn:aws:s3:::{logs}/s3-access/{b}/*" for b, _ in buckets}
     # Bucket notifications are applied (EventBridge) but moto does not return them: see EMULATOR_NOISE.
     assert "eventbridge" in EMULATOR_NOISE["aws_s3_bucket_notification"][0]
+
+
+def test_requests_to_the_data_buckets_are_logged_in_the_log_bucket(local_deployments):
+    """The audit trail works end to end: the emulator delivers access logs as S3 does."""
+    deployment = local_deployments["staging"]
+    s3 = deployment.emulator.client("s3")
+    weights, logs = deployment.outputs["weights_bucket"], deployment.outputs["access_log_bucket"]
+    before = s3.list_objects_v2(Bucket=logs, Prefix=f"s3-access/{weights}/").get("KeyCount", 0)
+    s3.list_objects_v2(Bucket=weights, Prefix="models/")
+    after = s3.list_objects_v2(Bucket=logs, Prefix=f"s3-access/{weights}/")
+    assert after["KeyCount"] > before
+    entry = s3.get_object(Bucket=logs, Key=after["Contents"][-1]["Key"])["Body"].read().decode()
+    assert f"/{weights}" in entry and "GET" in entry
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -139,7 +169,7 @@ def test_a_second_plan_changes_nothing_but_what_the_emulator_invents(local_deplo
 def test_what_the_emulator_leaves_out_is_only_what_it_cannot_run(local_deployments, synthesized, env):
     applied = json.loads((local_deployments[env].workdir / "cdk.tf.json").read_text())
     gone = {kind for kind in synthesized[env]["resource"] if kind not in applied["resource"]}
-    assert gone <= {*NOT_EMULATED, "aws_s3_bucket_policy"}
+    assert gone <= set(NOT_EMULATED)
     assert all(d.why for d in local_deployments[env].differences)
 
 
@@ -154,7 +184,8 @@ def test_dev_destroys_cleanly_once_its_buckets_are_emptied(local_deployments):
     """Last: buckets keep force_destroy off, so an operator empties them (every version) first."""
     deployment = local_deployments["dev"]
     s3 = deployment.emulator.client("s3")
-    for bucket in (deployment.outputs["weights_bucket"], deployment.outputs["lora_bucket"]):
+    for bucket in (deployment.outputs["weights_bucket"], deployment.outputs["lora_bucket"],
+                   deployment.outputs["access_log_bucket"], deployment.plan.names.anyscale_bucket):
         versions = s3.list_object_versions(Bucket=bucket)
         stale = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])
                  if not v["Key"].startswith(("specs/", "code/"))]  # Terraform removes its own objects

@@ -22,7 +22,8 @@ from stacks.errors import ToolError
 from stacks.planning.plan import plan_file
 from stacks.preview import preview
 
-LEFT_OUT = {*NOT_EMULATED, "aws_s3_bucket_policy"}  # not applied to the emulator (stacks/emulator/differences.py)
+# Not applied to the emulator, or (bucket policies) only in part: stacks/emulator/differences.py.
+LEFT_OUT = {*NOT_EMULATED, "aws_s3_bucket_policy"}
 
 
 def git(repo, *args: str) -> str:

@@ -68,11 +68,19 @@ def test_state_is_remote_encrypted_and_locked(synthesized, shipped_plans, env):
 @pytest.mark.parametrize("env", ENVS)
 def test_buckets_have_deterministic_names_and_are_encrypted_with_the_key(synthesized, shipped_plans, env):
     tf, names = synthesized[env], shipped_plans[env].names
-    buckets = {b["bucket"] for b in resources(tf, "aws_s3_bucket").values()}
-    assert buckets == {f"llm-{env}-weights-{names.env.aws.account_id}", f"llm-{env}-lora-{names.env.aws.account_id}"}
+    account = names.env.aws.account_id
+    buckets = {name: b["bucket"] for name, b in resources(tf, "aws_s3_bucket").items()}
+    expected = {f"llm-{env}-weights-{account}", f"llm-{env}-lora-{account}", f"llm-{env}-logs-{account}"}
+    if shipped_plans[env].env.serving.target == "anyscale":
+        expected.add(f"llm-{env}-anyscale-{account}")  # the Anyscale cloud's storage
+    assert set(buckets.values()) == expected
     (key_id,) = resources(tf, "aws_kms_key")
     for sse in resources(tf, "aws_s3_bucket_server_side_encryption_configuration").values():
         rule = sse["rule"][0]
+        if buckets[sse["bucket"].split(".")[1]] == f"llm-{env}-logs-{account}":
+            # S3 delivers access logs only to SSE-S3 buckets.
+            assert rule["apply_server_side_encryption_by_default"] == {"sse_algorithm": "AES256"}
+            continue
         assert rule["bucket_key_enabled"] is True
         assert rule["apply_server_side_encryption_by_default"]["kms_master_key_id"] == f"${{aws_kms_key.{key_id}.arn}}"
 
@@ -86,7 +94,8 @@ def test_only_prod_data_survives_terraform_destroy(synthesized):
             if body.get("lifecycle", {}).get("prevent_destroy")
         }
 
-    assert len(protected(synthesized["prod"])) == 3  # both buckets and the key
+    # The data buckets, the Anyscale cloud's storage, their access logs and the key.
+    assert len(protected(synthesized["prod"])) == 5
     assert protected(synthesized["dev"]) == set()
     assert protected(synthesized["staging"]) == set()
 
@@ -128,6 +137,20 @@ def test_serving_identity_reads_and_never_writes(synthesized, shipped_plans, env
     statements = statements_for(synthesized[env], names.serving_role)
     secrets = [s for s in statements if s["Action"] == ["secretsmanager:GetSecretValue"]]
     statements = [s for s in statements if s not in secrets]
+    # Anyscale's Ray pods read and write the cloud's storage, and only there.
+    storage_arn = f"arn:aws:s3:::{names.anyscale_bucket}"
+    storage = [s for s in statements if storage_arn in json.dumps(s)]
+    statements = [s for s in statements if s not in storage]
+    if shipped_plans[env].env.serving.target == "anyscale":
+        organization = shipped_plans[env].env.serving.anyscale.organization_id
+        assert actions(storage) >= {"s3:PutObject", "s3:DeleteObject", "kms:GenerateDataKey"}
+        for statement in storage:
+            resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
+            for resource in resources:
+                assert resource.startswith(f"{storage_arn}/{organization}/") or resource in (storage_arn, )\
+                    or resource.startswith("${aws_kms_key.")
+    else:
+        assert storage == []
     assert actions(statements) == {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"}
     object_arns = {r for s in statements if "s3:GetObject" in s["Action"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
     assert object_arns == {
@@ -174,7 +197,8 @@ def test_staged_uploads_expire_in_the_lora_bucket_only(synthesized, env):
 
 def test_serving_pods_are_bound_to_the_serving_role(synthesized, shipped_plans):
     config = shipped_plans["dev"].env
-    (assoc,) = resources(synthesized["dev"], "aws_eks_pod_identity_association").values()
+    (assoc,) = [a for a in resources(synthesized["dev"], "aws_eks_pod_identity_association").values()
+                if a["service_account"] == config.serving.service_account]
     assert assoc["namespace"] == config.serving.namespace
     assert assoc["service_account"] == config.serving.service_account
     assert assoc["cluster_name"] == "ml-dev"
@@ -307,3 +331,22 @@ def test_spec_objects_hold_the_spec_text_exactly_even_with_terraform_templates_i
     for name, text in objects.items():
         assert values[name.replace(".", "_")] == (out / "specs" / "dev" / name).read_text()
     assert hostile in (out / "specs" / "dev" / "serve-config.yaml").read_text()
+
+
+def test_turning_access_logs_off_drops_the_log_bucket_and_says_what_is_then_unaudited(tmp_path: Path, capsys):
+    import yaml
+
+    from stacks.config.loader import ENVIRONMENTS_DIR
+
+    data = yaml.safe_load((ENVIRONMENTS_DIR / "dev.yaml").read_text())
+    data.setdefault("buckets", {})["access_logs"] = {"enabled": False}
+    config = tmp_path / "dev.yaml"
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    assert main(["synth", "--config", str(config), "--outdir", str(out)]) == 0
+    tf = json.loads((out / "stacks" / "dev" / "cdk.tf.json").read_text())
+    assert {b["bucket"] for b in resources(tf, "aws_s3_bucket").values()} == {
+        "llm-dev-weights-111111111111", "llm-dev-lora-111111111111", "llm-dev-anyscale-111111111111"}
+    assert resources(tf, "aws_s3_bucket_logging") == {}
+    assert tf["output"]["access_log_bucket"]["value"] == ""
+    assert "buckets.access_logs.enabled: access to the weights and LoRA buckets is not logged" in capsys.readouterr().err
