@@ -4,7 +4,9 @@ charts from the catalog, and our own Kubernetes objects as a local chart.
 Our objects (namespace, service account, quota, monitors, rules, dashboards) go
 in a chart generated at synth time and shipped with the stack as an asset, so
 one provider (Helm) installs everything and Terraform needs no cluster access to
-plan. The chart never templates them: `templates/` only includes the raw files,
+plan. The Kubernetes provider's `kubernetes_manifest` would read each custom
+resource's CRD at plan time, so a first deploy (the CRDs come from charts in the
+same apply) could not even plan; its bindings would also add ~7 s to every synth. The chart never templates them: `templates/` only includes the raw files,
 so `{{ ... }}` in a Grafana legend or an alert description reaches the cluster
 as written.
 """
