@@ -38,7 +38,7 @@ from cdktf_cdktf_provider_aws.s3_bucket_server_side_encryption_configuration imp
 )
 from cdktf_cdktf_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 
-from infra.policy import PURPOSE_TAG, Statement, policy_document
+from infra.policy import PURPOSE_TAG, Statement, policy_document, tls_only_statements
 from infra.rules import account_id_problem, bucket_name_problem, partition_problem, require
 
 LOG_PREFIX = "s3-access"
@@ -92,8 +92,7 @@ class AccessLogBucket(Construct):
                         conditions={"StringEquals": {"aws:SourceAccount": account_id},
                                     "ArnLike": {"aws:SourceArn": f"arn:{partition}:s3:::{source}"}})
               for i, source in enumerate(source_buckets)),
-            Statement("DenyInsecureTransport", ("s3:*",), (self.bucket_arn, f"{self.bucket_arn}/*"), effect="Deny",
-                      principals={"AWS": "*"}, conditions={"Bool": {"aws:SecureTransport": "false"}}),
+            *tls_only_statements(self.bucket_arn),
         ]))
         S3BucketLifecycleConfiguration(self, "lifecycle", bucket=self.bucket.id, depends_on=[versioning], rule=[
             S3BucketLifecycleConfigurationRule(

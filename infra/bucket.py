@@ -42,7 +42,7 @@ from cdktf_cdktf_provider_aws.s3_bucket_logging import S3BucketLoggingA
 
 from infra.access_logs import AccessLogBucket
 from infra.identity import Identity
-from infra.policy import PURPOSE_TAG, Statement, dns_suffix, policy_document
+from infra.policy import PURPOSE_TAG, Statement, dns_suffix, policy_document, tls_only_statements
 from infra.rules import bucket_name_problem, kms_key_arn_problem, partition_problem, region_problem, require
 
 POLICY_NAME_LIMIT = 128  # IAM inline policy names
@@ -144,7 +144,7 @@ class ModelBucket(Construct):
         S3BucketNotification(self, "events", bucket=self.bucket.id, eventbridge=True)
         S3BucketPolicy(
             self, "policy", bucket=self.bucket.id,
-            policy=policy_document(self._deny_insecure_transport()),
+            policy=policy_document(tls_only_statements(self.bucket_arn)),
             depends_on=[public_access],
         )
         S3BucketLifecycleConfiguration(
@@ -175,15 +175,6 @@ class ModelBucket(Construct):
             # Lifecycle rules on noncurrent versions need versioning in place first.
             depends_on=[versioning],
         )
-
-    def _deny_insecure_transport(self) -> list[Statement]:
-        resources = (self.bucket_arn, f"{self.bucket_arn}/*")
-        return [
-            Statement("DenyInsecureTransport", ("s3:*",), resources, effect="Deny", principals={"AWS": "*"},
-                      conditions={"Bool": {"aws:SecureTransport": "false"}}),
-            Statement("DenyOutdatedTls", ("s3:*",), resources, effect="Deny", principals={"AWS": "*"},
-                      conditions={"NumericLessThan": {"s3:TlsVersion": "1.2"}}),
-        ]
 
     @property
     def bucket_name(self) -> str:

@@ -63,6 +63,17 @@ def policy_document(statements: Sequence[Statement]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": [s.to_json_dict() for s in statements]}, sort_keys=True)
 
 
+def tls_only_statements(bucket_arn: str) -> list[Statement]:
+    """A bucket policy's denies of plain HTTP and of TLS older than 1.2, for everyone."""
+    resources = (bucket_arn, f"{bucket_arn}/*")
+    return [
+        Statement("DenyInsecureTransport", ("s3:*",), resources, effect="Deny", principals={"AWS": "*"},
+                  conditions={"Bool": {"aws:SecureTransport": "false"}}),
+        Statement("DenyOutdatedTls", ("s3:*",), resources, effect="Deny", principals={"AWS": "*"},
+                  conditions={"NumericLessThan": {"s3:TlsVersion": "1.2"}}),
+    ]
+
+
 def service_trust(service: str, actions: Sequence[str] = ("sts:AssumeRole",), conditions: Mapping | None = None) -> str:
     """Trust policy letting an AWS service principal assume a role."""
     return policy_document([

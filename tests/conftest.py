@@ -84,6 +84,24 @@ def synthesized(synth_dir) -> dict[str, dict]:
     return {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (synth_dir / "stacks").iterdir()}
 
 
+def new_stack(name: str, region: str):
+    """An empty stack with the AWS provider, for construct tests (cdktf loads on first use)."""
+    from infra import node_runtime  # noqa: F401  (before cdktf)
+    from cdktf import TerraformStack, Testing
+    from cdktf_cdktf_provider_aws.provider import AwsProvider
+
+    stack = TerraformStack(Testing.app(), name)
+    AwsProvider(stack, "aws", region=region)
+    return stack
+
+
+def synth_stack(stack) -> dict:
+    """A stack's Terraform JSON, parsed."""
+    from cdktf import Testing
+
+    return json.loads(Testing.synth(stack))
+
+
 def resources(tf: dict, kind: str) -> dict[str, dict]:
     return tf.get("resource", {}).get(kind, {})
 

@@ -35,8 +35,9 @@ def test_the_emulator_copy_changes_only_what_it_says_and_leaves_the_synthesized_
         kept_statements = [s for s in statements if not s["Sid"].startswith(("DenyInsecureTransport", "DenyOutdatedTls"))]
         applied = json.loads(policies[name]["policy"])["Statement"] if name in policies else []
         assert applied == [{**s, "Resource": s["Resource"][0]} for s in kept_statements]
+    # prod logs three buckets: weights, LoRA and the Anyscale cloud's storage.
     assert [s["Sid"] for p in policies.values() for s in json.loads(p["policy"])["Statement"]] == [
-        "DeliverAccessLogs0", "DeliverAccessLogs1"]
+        "DeliverAccessLogs0", "DeliverAccessLogs1", "DeliverAccessLogs2"]
     assert not any(d.startswith(("aws_eks_addon", "aws_eks_access_entry")) for items in tf["resource"].values()
                    for body in items.values() for d in body.get("depends_on", []))
     assert {d.what.split(" ")[0] for d in differences} >= {"AWS", "aws_eks_addon", "TLS-only"}

@@ -5,11 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from cdktf import TerraformStack
-from cdktf import Testing as CdktfTesting
-from cdktf_cdktf_provider_aws.provider import AwsProvider
-
-from conftest import resources
+from conftest import new_stack, resources, synth_stack
 from infra import ModelBucket
 from infra.access_logs import AccessLogBucket
 
@@ -19,12 +15,6 @@ SOURCES = ["test-weights-123456789012", "test-lora-123456789012"]
 LOGS = "test-logs-123456789012"
 
 
-def new_stack(name: str) -> TerraformStack:
-    stack = TerraformStack(CdktfTesting.app(), name)
-    AwsProvider(stack, "aws", region=REGION)
-    return stack
-
-
 def one(tf: dict, kind: str, **match) -> dict:
     (found,) = [r for r in resources(tf, kind).values() if all(r.get(k) == v for k, v in match.items())]
     return found
@@ -32,11 +22,11 @@ def one(tf: dict, kind: str, **match) -> dict:
 
 @pytest.fixture(scope="module")
 def logged():
-    stack = new_stack("logged")
+    stack = new_stack("logged", REGION)
     logs = AccessLogBucket(stack, "logs", bucket_name=LOGS, source_buckets=SOURCES, account_id=ACCOUNT, retention_days=90)
     for i, name in enumerate(SOURCES):
         ModelBucket(stack, f"data{i}", bucket_name=name, kms_key_arn=KEY, region=REGION).log_access_to(logs)
-    return json.loads(CdktfTesting.synth(stack))
+    return synth_stack(stack)
 
 
 def _bucket_id(tf: dict, name: str) -> str:
@@ -66,7 +56,7 @@ def test_only_the_logging_service_writes_and_only_for_the_named_buckets_of_the_a
     ref = f"${{aws_s3_bucket.{_bucket_id(logged, LOGS)}.id}}"
     policy = json.loads(one(logged, "aws_s3_bucket_policy", bucket=ref)["policy"])
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
-    assert set(by_sid) == {"DeliverAccessLogs0", "DeliverAccessLogs1", "DenyInsecureTransport"}
+    assert set(by_sid) == {"DeliverAccessLogs0", "DeliverAccessLogs1", "DenyInsecureTransport", "DenyOutdatedTls"}
     for i, source in enumerate(SOURCES):
         write = by_sid[f"DeliverAccessLogs{i}"]
         assert write["Effect"] == "Allow" and write["Principal"] == {"Service": "logging.s3.amazonaws.com"}
@@ -76,6 +66,7 @@ def test_only_the_logging_service_writes_and_only_for_the_named_buckets_of_the_a
                                       "ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{source}"}}
     deny = by_sid["DenyInsecureTransport"]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert by_sid["DenyOutdatedTls"]["Condition"] == {"NumericLessThan": {"s3:TlsVersion": "1.2"}}
 
 
 def test_each_data_bucket_logs_under_its_own_prefix(logged):
@@ -98,4 +89,4 @@ def test_each_data_bucket_logs_under_its_own_prefix(logged):
 def test_invalid_props_name_the_field(props, field):
     base = {"bucket_name": LOGS, "source_buckets": SOURCES, "account_id": ACCOUNT}
     with pytest.raises(ValueError, match=field):
-        AccessLogBucket(new_stack("bad"), "logs", **(base | props))
+        AccessLogBucket(new_stack("bad", REGION), "logs", **(base | props))

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from cdktf import TerraformStack
 from cdktf import Testing as CdktfTesting
-from cdktf_cdktf_provider_aws.provider import AwsProvider
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 
+import conftest
 from conftest import ROOT, resources
 from infra import (
     RAY_POD_ANNOTATIONS,
@@ -42,14 +42,11 @@ TEMPLATE = "k8s.io/cluster-autoscaler/node-template/"
 FREE_FORM = {"extraArgs", "resources", "securityContext", "containerSecurityContext"}
 
 
-def new_stack(name: str) -> TerraformStack:
-    stack = TerraformStack(CdktfTesting.app(), name)
-    AwsProvider(stack, "aws", region=REGION)
-    return stack
+def new_stack(name: str = "test") -> TerraformStack:
+    return conftest.new_stack(name, REGION)
 
 
-def synth(stack: TerraformStack) -> dict:
-    return json.loads(CdktfTesting.synth(stack))
+synth = conftest.synth_stack
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ import json
 
 import pytest
 from cdktf import TerraformStack, Token
-from cdktf import Testing as CdktfTesting
-from cdktf_cdktf_provider_aws.provider import AwsProvider
 
+import conftest
 from conftest import resources
 from infra import (
     ArtifactWriterIdentity,
@@ -37,13 +36,10 @@ WEIGHTS_ARN = f"arn:aws:s3:::{WEIGHTS}"
 
 
 def new_stack(name: str = "test") -> TerraformStack:
-    stack = TerraformStack(CdktfTesting.app(), name)
-    AwsProvider(stack, "aws", region=REGION)
-    return stack
+    return conftest.new_stack(name, REGION)
 
 
-def synth(stack: TerraformStack) -> dict:
-    return json.loads(CdktfTesting.synth(stack))
+synth = conftest.synth_stack
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from cdktf import Testing as CdktfTesting
 from cdktf_cdktf_provider_aws.provider import AwsProvider
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 
+import conftest
 from conftest import resources
 from infra import (
     AnyscaleInstanceType,
@@ -45,8 +46,7 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 SAFE_TO_EVICT = "/metadata/annotations/cluster-autoscaler.kubernetes.io~1safe-to-evict"
 
 
-def synth(stack: TerraformStack) -> dict:
-    return json.loads(CdktfTesting.synth(stack))
+synth = conftest.synth_stack
 
 
 @pytest.fixture(scope="module")
