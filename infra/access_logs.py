@@ -54,12 +54,17 @@ class AccessLogBucket(Construct):
         partition: `aws` (default), `aws-cn` or `aws-us-gov`.
         retention_days: how long logs are kept; default 365.
         prevent_destroy: Terraform refuses to destroy the bucket. Default False.
+        delete_logs_on_destroy: `terraform destroy` deletes the logs with the bucket
+            (`force_destroy`). S3 keeps delivering logs for a while after the last request,
+            so a torn-down environment's log bucket is never reliably empty; without this,
+            destroying it fails until someone empties it. Default False; not with prevent_destroy.
 
     `prefix_for(bucket_name)` is where one source bucket's logs land (`s3-access/<bucket>/`).
     """
 
     def __init__(self, scope: Construct, id: str, *, bucket_name: str, source_buckets: Sequence[str], account_id: str,
-                 partition: str = "aws", retention_days: int = 365, prevent_destroy: bool = False):
+                 partition: str = "aws", retention_days: int = 365, prevent_destroy: bool = False,
+                 delete_logs_on_destroy: bool = False):
         super().__init__(scope, id)
         require("bucket_name", bucket_name_problem(bucket_name))
         require("account_id", account_id_problem(account_id))
@@ -68,10 +73,13 @@ class AccessLogBucket(Construct):
             raise ValueError("source_buckets: name at least one bucket whose access is logged here")
         for source in source_buckets:
             require("source_buckets", bucket_name_problem(source))
+        if prevent_destroy and delete_logs_on_destroy:
+            raise ValueError("delete_logs_on_destroy: a bucket Terraform may not destroy keeps its logs")
         if not 1 <= retention_days <= 3650:
             raise ValueError(f"retention_days {retention_days}: 1 to 3650")
         self._name, self._partition = bucket_name, partition
-        self.bucket = S3Bucket(self, "bucket", bucket=bucket_name, force_destroy=False, tags={PURPOSE_TAG: "access-logs"},
+        self.bucket = S3Bucket(self, "bucket", bucket=bucket_name, force_destroy=delete_logs_on_destroy,
+                               tags={PURPOSE_TAG: "access-logs"},
                                lifecycle=TerraformResourceLifecycle(prevent_destroy=True) if prevent_destroy else None)
         S3BucketOwnershipControls(self, "ownership", bucket=self.bucket.id,
                                   rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"))

@@ -162,7 +162,9 @@ class ServingStack(TerraformStack):
         logs = AccessLogBucket(self, "access-logs", bucket_name=self.names.access_log_bucket,
                                source_buckets=[b.bucket_name for b in logged], account_id=self.account,
                                partition=self.partition, retention_days=settings.retention_days,
-                               prevent_destroy=self.plan.env.buckets.prevent_destroy)
+                               prevent_destroy=self.plan.env.buckets.prevent_destroy,
+                               # An environment that may be torn down takes its logs with it.
+                               delete_logs_on_destroy=not self.plan.env.buckets.prevent_destroy)
         for bucket in logged:
             bucket.log_access_to(logs)
         return logs

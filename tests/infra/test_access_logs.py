@@ -85,6 +85,7 @@ def test_each_data_bucket_logs_under_its_own_prefix(logged):
     ({"account_id": "12"}, "account_id"),
     ({"retention_days": 0}, "retention_days"),
     ({"partition": "aws-mars"}, "partition"),
+    ({"prevent_destroy": True, "delete_logs_on_destroy": True}, "delete_logs_on_destroy"),
 ])
 def test_invalid_props_name_the_field(props, field):
     base = {"bucket_name": LOGS, "source_buckets": SOURCES, "account_id": ACCOUNT}

@@ -97,6 +97,11 @@ def test_only_prod_data_survives_terraform_destroy(synthesized):
     # The data buckets, the Anyscale cloud's storage, their access logs and the key.
     assert len(protected(synthesized["prod"])) == 5
     assert protected(synthesized["dev"]) == set()
+    # Only a destroyable environment's log bucket goes with its logs (S3 keeps delivering them).
+    for env, force in (("dev", True), ("staging", True), ("prod", False)):
+        (logs,) = [b for b in resources(synthesized[env], "aws_s3_bucket").values() if "-logs-" in b["bucket"]]
+        assert logs["force_destroy"] is force
+        assert all(b["force_destroy"] is False for b in resources(synthesized[env], "aws_s3_bucket").values() if b is not logs)
     assert protected(synthesized["staging"]) == set()
 
 
