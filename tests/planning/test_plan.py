@@ -105,3 +105,39 @@ def test_synth_plans_and_renders_each_environment_once(tmp_path, monkeypatch):
     monkeypatch.setattr(render_module, "render_specs", counting_render)
     assert main(["synth", "--outdir", str(tmp_path / "out")]) == 0
     assert calls == {"plan": 3, "render": 3}
+
+
+def _warnings(plan) -> dict[str, str]:
+    return {w.field: w.message for w in plan.warnings}
+
+
+def test_a_created_cluster_past_standard_support_or_unknown_is_warned_about():
+    import datetime
+
+    from infra.catalog import EKS_VERSIONS
+
+    staging = yaml.safe_load((ENVIRONMENTS_DIR / "staging.yaml").read_text())
+    oldest = min(EKS_VERSIONS.values(), key=lambda v: v.end_of_standard_support)
+    staging["cluster"]["create"]["version"] = oldest.version
+    env = parse_environment(staging, "staging.yaml")
+    after = datetime.date.fromisoformat(oldest.end_of_standard_support) + datetime.timedelta(days=1)
+    message = _warnings(plan_environment(env, "staging.yaml", today=after))["cluster.create.version"]
+    assert f"EKS {oldest.version} left standard support on {oldest.end_of_standard_support}" in message
+    before = datetime.date.fromisoformat(oldest.end_of_standard_support)
+    assert "cluster.create.version" not in _warnings(plan_environment(env, "staging.yaml", today=before))
+    staging["cluster"]["create"]["version"] = "1.99"
+    unknown = plan_environment(parse_environment(staging, "staging.yaml"), "staging.yaml")
+    assert "1.99 is not in the catalog of EKS versions" in _warnings(unknown)["cluster.create.version"]
+
+
+def test_without_our_autoscaler_a_minimum_replica_on_a_pool_starting_at_zero_is_warned_about():
+    def own_autoscaler(data):
+        data["cluster"]["node_autoscaler"] = "none"
+        data["models"][0]["replicas"]["min"] = 1
+
+    warnings = _warnings(planned(own_autoscaler))
+    assert "qwen2.5-7b-instruct needs 1 replica(s) on pool 'l4', which starts at 0 nodes" in warnings["models[0].replicas.min"]
+    # With ours, or with nodes already there, nothing to say.
+    assert "models[0].replicas.min" not in _warnings(planned(lambda d: d["models"][0]["replicas"].update(min=1)))
+    raised = planned(lambda d: (own_autoscaler(d), d["node_pools"][1].update(min_size=1)))
+    assert "models[0].replicas.min" not in _warnings(raised)
