@@ -15,8 +15,7 @@ from pathlib import Path
 from ray.serve.llm import LLMServer
 
 from app.secrets import read_secret_string
-
-HF_TOKEN_SECRET_ENV = "LLMSTACKS_HF_TOKEN_SECRET"
+from app.spec import HF_TOKEN_SECRET_ENV
 
 
 def hf_token_path() -> Path:

@@ -17,13 +17,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from app.secrets import read_secret_string
-from app.spec import AppArgs, ModelSpec, adapters_uri, weights_uri
+from app.spec import HF_TOKEN_SECRET_ENV, AppArgs, ModelSpec, adapters_uri, weights_uri
+from app.streaming import STREAM_LOAD_FORMAT, streamer_env
 
 logger = logging.getLogger(__name__)
 
 # Inside the replicas: the gated-model server reads the token itself.
 GATED_SERVER_CLS = "app.gated_server:GatedModelServer"
-HF_TOKEN_SECRET_ENV = "LLMSTACKS_HF_TOKEN_SECRET"
 
 
 class InvalidAppArgs(ValueError):
@@ -48,6 +48,9 @@ def llm_config_dict(spec: AppArgs, model: ModelSpec) -> dict[str, Any]:
     }
     if model.trust_remote_code:
         engine_kwargs["trust_remote_code"] = True
+    if model.load == "stream":
+        # Ray skips its own download for streaming formats; vLLM reads s3:// directly.
+        engine_kwargs["load_format"] = STREAM_LOAD_FORMAT
     lora_config = None
     if model.lora is not None:
         # Ray loads adapters from S3 but leaves the engine's LoRA switches to us.
@@ -62,29 +65,41 @@ def llm_config_dict(spec: AppArgs, model: ModelSpec) -> dict[str, Any]:
         }
     source = weights_uri(spec.weights_bucket, model.id) if model.weights == "bucket" else model.hf_id
     # Replicas read S3 with boto3: without a region, LoRA reads can fail.
-    env_vars = {"AWS_REGION": spec.region, "AWS_DEFAULT_REGION": spec.region}
+    env_vars = {**model.env_vars, "AWS_REGION": spec.region, "AWS_DEFAULT_REGION": spec.region}
     if spec.s3_endpoint_url:
         env_vars["AWS_ENDPOINT_URL_S3"] = spec.s3_endpoint_url
+    if model.load == "stream":
+        env_vars.update(streamer_env(region=spec.region, endpoint_url=spec.s3_endpoint_url,
+                                     concurrency=model.stream_concurrency))
     if model.hf_token_secret:
         # The secret's name only: Ray logs runtime envs.
         env_vars[HF_TOKEN_SECRET_ENV] = model.hf_token_secret
+    autoscaling: dict[str, Any] = {
+        "min_replicas": model.min_replicas,
+        "initial_replicas": max(model.min_replicas, 1),
+        "max_replicas": model.max_replicas,
+        "target_ongoing_requests": model.target_ongoing_requests,
+    }
+    for key in ("upscale_delay_s", "downscale_delay_s"):
+        if (value := getattr(model, key)) is not None:
+            autoscaling[key] = value
+    # Ray's defaults (1e9 for both load targets) never scale up under load.
+    deployment: dict[str, Any] = {"max_ongoing_requests": model.max_ongoing_requests, "autoscaling_config": autoscaling}
+    for key in ("health_check_period_s", "health_check_timeout_s", "graceful_shutdown_timeout_s"):
+        if (value := getattr(model, key)) is not None:
+            deployment[key] = value
+    if model.routing is not None:
+        deployment["request_router_config"] = model.routing.model_dump()
     config: dict[str, Any] = {
         "model_loading_config": {"model_id": model.id, "model_source": source},
         "engine_kwargs": engine_kwargs,
         "accelerator_type": model.accelerator_type,
-        "deployment_config": {
-            # Ray's defaults (1e9 for both) never scale up under load.
-            "max_ongoing_requests": model.max_ongoing_requests,
-            "autoscaling_config": {
-                "min_replicas": model.min_replicas,
-                "initial_replicas": max(model.min_replicas, 1),
-                "max_replicas": model.max_replicas,
-                "target_ongoing_requests": model.target_ongoing_requests,
-            },
-        },
+        "deployment_config": deployment,
         "runtime_env": {"env_vars": env_vars},
         "log_engine_metrics": True,
     }
+    if model.placement is not None:
+        config["placement_group_config"] = model.placement.model_dump()
     if lora_config is not None:
         config["lora_config"] = lora_config
     if model.server_cls is not None:

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# The replica environment variable naming the Hugging Face token's secret (app.gated_server).
+HF_TOKEN_SECRET_ENV = "LLMSTACKS_HF_TOKEN_SECRET"
 WEIGHTS_PREFIX = "models"
 ADAPTERS_PREFIX = "adapters"
 STAGING_PREFIX = "staging"
@@ -43,6 +45,7 @@ RESERVED_ENGINE_KWARGS = {
     "model": "weights",
     "served_model_name": "id",
     "trust_remote_code": "trust_remote_code",
+    "load_format": "weights.load",
 }
 # Engine settings that change how many GPUs or nodes a replica uses (vLLM 0.29's
 # ParallelConfig: world size = tensor x pipeline x prefill-context parallel;
@@ -63,6 +66,29 @@ def engine_kwarg_problem(key: str) -> str | None:
     if key in GPU_COUNT_ENGINE_KWARGS:
         return ("changes the GPUs or nodes a replica uses, which node pools and specs are sized from; "
                 "use tensor_parallel_size and pipeline_parallel_size, and remove it from engine_kwargs")
+    return None
+
+
+# Replica environment variables: names that look like credentials are refused (a spec is
+# published and Ray logs runtime envs), and so are the ones the app sets itself.
+ENV_VAR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+CREDENTIAL_NAME_PATTERN = r"(?i)(SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|ACCESS_KEY|API_KEY|SESSION|AUTH)"
+CREDENTIAL_VALUE_PATTERN = r"(AKIA|ASIA)[A-Z0-9]{16}|hf_[A-Za-z0-9]{30,}|-----BEGIN"
+APP_ENV_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE",
+                HF_TOKEN_SECRET_ENV)
+
+
+def env_var_problem(name: str, value: str) -> str | None:
+    """Why `name=value` may not be set in a replica's environment, or None."""
+    if re.fullmatch(ENV_VAR_NAME_PATTERN, name) is None:
+        return f"{name[:64]!r} is not an environment variable name (letters, digits and '_')"
+    if re.search(CREDENTIAL_NAME_PATTERN, name):
+        return (f"{name} looks like a credential: specs are published and Ray logs runtime environments; "
+                "give the replicas an identity (serving role) or a Secrets Manager secret instead")
+    if name.upper() in APP_ENV_VARS or name.upper().startswith(("RUNAI_STREAMER_", "AWS_")):
+        return f"{name} is set by the app from the environment's own fields"
+    if re.search(CREDENTIAL_VALUE_PATTERN, value):
+        return f"the value of {name} looks like a credential; specs are published and Ray logs runtime environments"
     return None
 
 
@@ -118,6 +144,21 @@ class LoraSpec(Strict):
     max_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = 16
 
 
+class PlacementSpec(Strict):
+    """Ray placement group of one replica: vLLM's workers, one bundle per GPU."""
+
+    strategy: Literal["STRICT_PACK", "PACK", "STRICT_SPREAD", "SPREAD"] = "STRICT_PACK"
+    bundles: Annotated[list[dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_:./-]{1,128}$")],
+                                 Annotated[float, Field(ge=0)]]], Field(min_length=1, max_length=64)]
+
+
+class RoutingSpec(Strict):
+    """Ray Serve's request router for the model's replicas (`request_router_config`)."""
+
+    request_router_class: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*[:.][A-Za-z_]\w*$")]
+    request_router_kwargs: dict[Annotated[str, Field(pattern=r"^[A-Za-z_]\w{0,63}$")], Any] = {}
+
+
 class ModelSpec(Strict):
     id: Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
     # "bucket": weights_uri(weights_bucket, id). "huggingface": hf_id, downloaded by vLLM.
@@ -141,6 +182,19 @@ class ModelSpec(Strict):
     trust_remote_code: bool = False
     # An LLMServer subclass, "module:Class", importable on the cluster.
     server_cls: Annotated[str, Field(pattern=SERVER_CLS_PATTERN)] | None = None
+    # "stream": vLLM streams the safetensors from S3 into memory (Run:ai Model Streamer);
+    # "download": Ray downloads the whole folder to local disk first. Bucket weights only.
+    load: Literal["stream", "download"] = "download"
+    # Parallel S3 reads of the streamer (RUNAI_STREAMER_CONCURRENCY); None: the streamer's default.
+    stream_concurrency: Annotated[int, Field(ge=1, le=256)] | None = None
+    placement: PlacementSpec | None = None
+    routing: RoutingSpec | None = None
+    env_vars: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=32)] = {}
+    health_check_period_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+    health_check_timeout_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+    upscale_delay_s: Annotated[float, Field(ge=0, le=86400)] | None = None
+    downscale_delay_s: Annotated[float, Field(ge=0, le=86400)] | None = None
+    graceful_shutdown_timeout_s: Annotated[float, Field(ge=0, le=86400)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -153,6 +207,11 @@ class ModelSpec(Strict):
         for key in self.engine_kwargs:
             if problem := engine_kwarg_problem(key):
                 raise ValueError(f"engine_kwargs.{key}: {problem}")
+        if self.load == "stream" and self.weights != "bucket":
+            raise ValueError("load 'stream' reads the weights bucket; Hugging Face weights are downloaded")
+        for name, value in self.env_vars.items():
+            if problem := env_var_problem(name, value):
+                raise ValueError(f"env_vars.{name[:64]}: {problem}")
         return self
 
 
