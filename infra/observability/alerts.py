@@ -74,7 +74,7 @@ def alert_rules(environment: str, serving_namespace: str, models: Sequence[Model
                 f"{m.id}: time to first token p95 {{{{ $value | humanizeDuration }}}} above its "
                 f"{m.ttft_p95_seconds:g}s objective",
                 f"The 95th percentile of time to first token for {m.id} {where}, over 10 minutes, is above the "
-                f"objective the environment file sets (models[].ttft_p95_seconds = {m.ttft_p95_seconds:g}).",
+                f"objective the environment file sets (models[].workload.ttft_p95_seconds = {m.ttft_p95_seconds:g}).",
                 "Look for the cause in order: requests waiting (LLMRequestsWaiting, ServeRequestsQueued), KV cache "
                 "full (LLMKVCacheNearlyFull), prompt lengths grown, replicas lost (RayPodRestarting).",
                 {"model": m.id})

@@ -9,7 +9,8 @@ from pathlib import Path
 from infra.catalog import GPUS
 from stacks.cli.arguments import fraction, positive
 from stacks.errors import ConfigError
-from stacks.planning.capacity import KV_DTYPE_BYTES, WEIGHT_DTYPE_BYTES, CapacityPlan, options, plan
+from stacks.config.models import Workload
+from stacks.planning.capacity import KV_DTYPE_BYTES, WEIGHT_DTYPE_BYTES, CapacityPlan, LoadTargets, load_targets, options, plan
 from stacks.planning.model_catalog import CATALOG, Architecture, find, from_config
 
 
@@ -26,6 +27,12 @@ def register(commands) -> None:
     capacity.add_argument("--quantization", metavar="Q", help="fp8, awq, gptq, bitsandbytes")
     capacity.add_argument("--max-num-batched-tokens", type=positive, metavar="T")
     capacity.add_argument("--max-num-seqs", type=positive, metavar="S")
+    chat = Workload()
+    capacity.add_argument("--prompt-tokens", type=positive, default=chat.prompt_tokens.typical, metavar="N",
+                          help=f"typical prompt length (default {chat.prompt_tokens.typical}, a chat workload)")
+    capacity.add_argument("--prompt-tokens-p95", type=positive, default=chat.prompt_tokens.p95, metavar="N")
+    capacity.add_argument("--output-tokens", type=positive, default=chat.output_tokens.typical, metavar="N")
+    capacity.add_argument("--output-tokens-p95", type=positive, default=chat.output_tokens.p95, metavar="N")
     capacity.add_argument("--json", action="store_true", help="one JSON object")
     capacity.add_argument("--list", action="store_true", help="list the catalog's models and GPUs")
     capacity.set_defaults(func=cmd_plan_capacity)
@@ -66,14 +73,23 @@ def cmd_plan_capacity(args: argparse.Namespace) -> int:
                     max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
                     dtype=args.dtype, kv_cache_dtype=args.kv_cache_dtype, quantization=args.quantization,
                     max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs)
+    for kind in ("prompt", "output"):
+        if getattr(args, f"{kind}_tokens") > getattr(args, f"{kind}_tokens_p95"):
+            raise ConfigError(f"--{kind}-tokens", "", f"the typical length is longer than --{kind}-tokens-p95")
+    targets = load_targets(capacity, typical_tokens=args.prompt_tokens + args.output_tokens,
+                           p95_tokens=args.prompt_tokens_p95 + args.output_tokens_p95) if capacity.fits else None
     if args.json:
-        print(json.dumps(capacity.as_dict(), indent=2))
+        data = capacity.as_dict()
+        if targets is not None:
+            data["load_targets"] = {"target_ongoing_requests": targets.target_ongoing_requests,
+                                    "max_ongoing_requests": targets.max_ongoing_requests, "reasoning": targets.reasoning}
+        print(json.dumps(data, indent=2))
     else:
-        print(_report(arch, capacity))
+        print(_report(arch, capacity, targets))
     return 0
 
 
-def _report(arch: Architecture, c: CapacityPlan) -> str:
+def _report(arch: Architecture, c: CapacityPlan, targets: LoadTargets | None) -> str:
     lines = [
         f"{c.model} on {c.tensor_parallel * c.pipeline_parallel} x {c.gpu} (tp {c.tensor_parallel} x pp {c.pipeline_parallel}), "
         f"max_model_len {c.max_model_len:,}, gpu_memory_utilization {c.gpu_memory_utilization}",
@@ -86,6 +102,9 @@ def _report(arch: Architecture, c: CapacityPlan) -> str:
     ]
     if c.fits:
         lines.append("  fits")
+        if targets is not None:
+            lines.append(f"  load targets: target_ongoing_requests {targets.target_ongoing_requests:g}, "
+                         f"max_ongoing_requests {targets.max_ongoing_requests}: {targets.reasoning}")
     else:
         lines += [f"  does not fit: {c.problems[0]}", f"  options: {options(arch, GPUS[c.gpu], c)}"]
     return "\n".join(lines)

@@ -118,6 +118,19 @@ def _models(env: Environment) -> list[Problem]:
         for key in model.engine_kwargs.as_dict():
             if problem := engine_kwarg_problem(key):
                 problems.append(Problem(f"{where}.engine_kwargs.{key}", problem))
+        if model.routing is not None and model.routing.policy == "prefix_aware" and not model.prefix_caching:
+            problems.append(Problem(f"{where}.routing", "prefix_aware routing sends requests to the replica caching "
+                                    "their prefix, but engine_kwargs.enable_prefix_caching is false: turn caching on "
+                                    "or use power_of_two"))
+        # The default (chat) workload is capped at max_model_len by the planner; a written one must fit.
+        work = model.workload
+        if "workload" in model.model_fields_set and work.p95_tokens > model.max_model_len:
+            problems.append(Problem(f"{where}.workload", f"a p95 request (prompt {work.prompt_tokens.p95:,} + output "
+                                    f"{work.output_tokens.p95:,} tokens) is longer than max_model_len "
+                                    f"{model.max_model_len:,}; vLLM refuses such requests"))
+        if model.weights.hf_token_secret and model.server_cls is not None:
+            problems.append(Problem(f"{where}.server_cls", "a gated model (weights.hf_token_secret) runs "
+                                    "app.gated_server:GatedModelServer; a server of your own must subclass it"))
         pool = env.node_pool(model.node_pool)
         if pool is None:
             problems.append(Problem(f"{where}.node_pool", f"node pool {model.node_pool!r} is not defined (defined: {', '.join(pools)})"))

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from app.spec import HF_ID_PATTERN, MODEL_ID_PATTERN
+from app.spec import HF_ID_PATTERN, MODEL_ID_PATTERN, SERVER_CLS_PATTERN
 from infra import rules
 
 # Kubernetes-safe DNS label; also safe in S3 keys, IAM names and Ray model ids.
@@ -23,6 +23,8 @@ ENGINE_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 # Caps on what a free-form field may hold (YAML itself is capped in stacks.inputs).
 MAX_FREE_KEYS, MAX_FREE_VALUES, MAX_FREE_DEPTH, MAX_FREE_STRING = 64, 1_000, 8, 4_096
 MAX_LABELS = 32
+# A request router: one Ray ships by name, or a class of your own.
+ROUTING_PATTERN = rf"^(prefix_aware|power_of_two|{SERVER_CLS_PATTERN[1:-1]})$"
 
 # What each pattern means, for error messages.
 PATTERN_HELP = {
@@ -33,6 +35,8 @@ PATTERN_HELP = {
     INSTANCE_TYPE_PATTERN: "an EC2 instance type, e.g. g6e.xlarge",
     TAG_KEY_PATTERN: "an AWS tag key: up to 128 letters, digits, spaces and _.:/=+-@, not starting with 'aws:'",
     TAG_VALUE_PATTERN: "an AWS tag value: up to 256 letters, digits, spaces and _.:/=+-@",
+    ROUTING_PATTERN: "prefix_aware, power_of_two or a router class as module:Class",
+    SERVER_CLS_PATTERN: "a class as module:Class, importable on the cluster",
     ENGINE_KEY_PATTERN: "a vLLM engine setting: lowercase letters, digits and '_', e.g. enable_prefix_caching",
 }
 

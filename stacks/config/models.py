@@ -1,14 +1,28 @@
-"""The models an environment serves: where weights come from, replicas, LoRA, engine settings."""
+"""The models an environment serves: where weights come from and how they load, replicas, LoRA,
+engine settings, request routing, the workload the load targets are sized for, and the
+Ray Serve settings a deployment may need to change."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from app.spec import HF_ID_PATTERN, LORA_RANKS, MODEL_ID_PATTERN, load_targets_problem, weights_source_problem
+from app.spec import (
+    HF_ID_PATTERN,
+    LORA_RANKS,
+    MODEL_ID_PATTERN,
+    SERVER_CLS_PATTERN,
+    env_var_problem,
+    load_targets_problem,
+    weights_source_problem,
+)
 from infra import rules
-from stacks.config.fields import ENGINE_KEY_PATTERN, MAX_FREE_KEYS, JsonLike, Name, Strict, Text, max_items, rule
+from stacks.config.fields import ENGINE_KEY_PATTERN, MAX_FREE_KEYS, ROUTING_PATTERN, JsonLike, Name, Strict, Text, max_items, rule
+
+# The request routers offered by name; any other router is named "module:Class".
+ROUTING_POLICIES = ("prefix_aware", "power_of_two")
+MAX_ENV_VARS = 32
 
 
 class Weights(Strict):
@@ -19,17 +33,34 @@ class Weights(Strict):
     hf_id: Annotated[str, Field(pattern=HF_ID_PATTERN)] | None = None
     # Name of an AWS Secrets Manager secret holding the Hugging Face token for gated models.
     hf_token_secret: Annotated[str, rule(rules.secret_name_problem)] | None = None
+    # stream: vLLM streams the safetensors from S3 into GPU memory (default for bucket weights);
+    # download: Ray copies the whole folder to local disk first (the only way for Hugging Face weights).
+    load: Literal["stream", "download"] | None = None
+    # Parallel S3 reads per replica while streaming; default: the streamer's own.
+    stream_concurrency: Annotated[int, Field(ge=1, le=256)] | None = None
 
     @model_validator(mode="after")
     def _source_fields(self) -> Weights:
         if problem := weights_source_problem(self.source, self.hf_id, self.hf_token_secret):
             raise ValueError(problem)
+        if self.source == "huggingface" and self.load == "stream":
+            raise ValueError("load 'stream' reads the weights bucket; Hugging Face weights are downloaded (load: download)")
+        if self.stream_concurrency is not None and self.load_mode != "stream":
+            raise ValueError("stream_concurrency applies only to streamed weights (load: stream)")
         return self
+
+    @property
+    def load_mode(self) -> Literal["stream", "download"]:
+        return self.load or ("stream" if self.source == "bucket" else "download")
 
 
 class Replicas(Strict):
     min: Annotated[int, Field(ge=0)] = 1  # 0 allows scale to zero
     max: Annotated[int, Field(ge=1)] = 1
+    # How long load must stay above / below target before Ray Serve adds / removes a replica
+    # (Ray's defaults: 30 s and 600 s).
+    upscale_delay_s: Annotated[float, Field(ge=0, le=3600)] | None = None
+    downscale_delay_s: Annotated[float, Field(ge=0, le=86400)] | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> Replicas:
@@ -72,10 +103,101 @@ class EngineKwargs(BaseModel):
     quantization: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     max_num_batched_tokens: Annotated[int, Field(ge=1)] | None = None
     max_num_seqs: Annotated[int, Field(ge=1)] | None = None
+    # vLLM 0.29 caches prefixes by default; the default routing follows this setting.
+    enable_prefix_caching: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """What the user wrote, as vLLM receives it."""
         return self.model_dump(exclude_unset=True)
+
+
+class TokenCounts(Strict):
+    typical: Annotated[int, Field(ge=1, le=10_485_760)]
+    p95: Annotated[int, Field(ge=1, le=10_485_760)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TokenCounts:
+        if self.typical > self.p95:
+            raise ValueError(f"typical {self.typical} is greater than p95 {self.p95}")
+        return self
+
+
+class Workload(Strict):
+    """The requests a model serves. The planner sizes its load targets from them; the defaults
+    describe a chat workload (README: "Load targets")."""
+
+    prompt_tokens: TokenCounts = TokenCounts(typical=1000, p95=4000)
+    output_tokens: TokenCounts = TokenCounts(typical=250, p95=1000)
+    # The time-to-first-token objective (p95 over 10 minutes) that an alert holds the model to.
+    ttft_p95_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
+
+    @property
+    def typical_tokens(self) -> int:
+        return self.prompt_tokens.typical + self.output_tokens.typical
+
+    @property
+    def p95_tokens(self) -> int:
+        return self.prompt_tokens.p95 + self.output_tokens.p95
+
+
+class PrefixEviction(Strict):
+    """Bound the prefix router's memory: trim its prefix tree to target_chars once it holds threshold_chars."""
+
+    threshold_chars: Annotated[int, Field(ge=1_000, le=1_000_000_000)] = 400_000
+    target_chars: Annotated[int, Field(ge=1_000, le=1_000_000_000)] = 360_000
+    interval_s: Annotated[int, Field(ge=1, le=3600)] = 10
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PrefixEviction:
+        if self.target_chars > self.threshold_chars:
+            raise ValueError(f"target_chars {self.target_chars} is greater than threshold_chars {self.threshold_chars}")
+        return self
+
+
+def _policy_shorthand(value: Any) -> Any:
+    # `routing: prefix_aware` is `routing: {policy: prefix_aware}`.
+    return {"policy": value} if isinstance(value, str) else value
+
+
+class Routing(Strict):
+    """Which replica a request goes to. prefix_aware: Ray Serve LLM's PrefixCacheAffinityRouter
+    (requests sharing a prompt prefix go to the replica whose cache holds it); power_of_two:
+    Ray Serve's default (the less loaded of two random replicas); or a router class "module:Class"."""
+
+    policy: Annotated[str, Field(pattern=ROUTING_PATTERN)]
+    # prefix_aware: balance load instead of following the prefix once two replicas' queues differ by this much.
+    imbalanced_threshold: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    # prefix_aware: follow a prefix only when at least this share of the prompt matches a replica's.
+    match_rate_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    # prefix_aware: bound the router's prefix tree.
+    eviction: PrefixEviction | None = None
+    # A router class's own keyword arguments.
+    kwargs: Annotated[dict[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$")], JsonLike], max_items(32)] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return _policy_shorthand(value)
+
+    @model_validator(mode="after")
+    def _knobs(self) -> Routing:
+        knobs = [k for k in ("imbalanced_threshold", "match_rate_threshold", "eviction") if getattr(self, k) is not None]
+        if knobs and self.policy != "prefix_aware":
+            raise ValueError(f"{', '.join(knobs)} tune prefix_aware routing, not {self.policy}")
+        if self.kwargs and self.policy in ROUTING_POLICIES:
+            raise ValueError(f"kwargs are for a router class of your own; {self.policy} has typed settings")
+        return self
+
+
+class HealthCheck(Strict):
+    """Ray Serve's replica health check (Ray's defaults: every 10 s, 30 s timeout)."""
+
+    period_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] | None = None
+
+
+def _env_vars_problem(value: dict[str, str]) -> str | None:
+    return next((problem for name, text in value.items() if (problem := env_var_problem(name, text))), None)
 
 
 class Model(Strict):
@@ -92,14 +214,23 @@ class Model(Strict):
     # For the capacity planner: a catalog model (Hugging Face id) or a config.json path.
     # Default: weights.hf_id, lora.base_model, or the catalog model whose name is the id.
     architecture: Text | None = None
-    # The objective an alert holds this model to: time to first token, p95, over 10 minutes.
-    ttft_p95_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
+    # The requests it serves: load targets are sized from them.
+    workload: Workload = Workload()
+    # Default: prefix_aware where prefix caching is on (vLLM's default), else power_of_two.
+    routing: Annotated[Routing | None, BeforeValidator(_policy_shorthand)] = None
     # The model ships Python code (auto_map in config.json) that vLLM must run: off unless set here,
     # and upload-model refuses such a directory unless asked with --trust-remote-code too.
     trust_remote_code: bool = False
     # Ray Serve load targets per replica; default: derived from the planned KV-cache concurrency.
     target_ongoing_requests: Annotated[float, Field(gt=0)] | None = None
     max_ongoing_requests: Annotated[int, Field(ge=1)] | None = None
+    # Escape hatches (Ray Serve deployment settings): extra replica environment variables
+    # (not credentials: specs are published and Ray logs them), the health check, how long a
+    # stopping replica may finish its requests (Ray's default 20 s), and an LLMServer subclass.
+    env_vars: Annotated[dict[str, Text], max_items(MAX_ENV_VARS), rule(_env_vars_problem)] = {}
+    health_check: HealthCheck = HealthCheck()
+    graceful_shutdown_s: Annotated[float, Field(ge=0, le=86400)] | None = None
+    server_cls: Annotated[str, Field(pattern=SERVER_CLS_PATTERN)] | None = None
 
     @model_validator(mode="after")
     def _load_targets(self) -> Model:
@@ -107,3 +238,12 @@ class Model(Strict):
             if problem := load_targets_problem(self.target_ongoing_requests, self.max_ongoing_requests):
                 raise ValueError(problem)
         return self
+
+    @property
+    def prefix_caching(self) -> bool:
+        return self.engine_kwargs.enable_prefix_caching is not False
+
+    @property
+    def routing_policy(self) -> Routing:
+        """The routing as written, else the default for this model's prefix caching."""
+        return self.routing or Routing(policy="prefix_aware" if self.prefix_caching else "power_of_two")

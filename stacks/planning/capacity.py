@@ -152,15 +152,43 @@ def plan(arch: Architecture, gpu: Gpu, *, tensor_parallel: int = 1, pipeline_par
     )
 
 
-def load_targets(capacity: CapacityPlan) -> tuple[float, int]:
-    """(target_ongoing_requests, max_ongoing_requests) for Ray Serve autoscaling.
+# Scale out while the replicas still have room: a new replica takes minutes to start.
+SCALE_OUT_AT = 0.8
 
-    Scale up once a replica averages the number of full-length requests its KV
-    cache holds; admit up to twice that (most requests are far shorter than
-    max_model_len), never more than vLLM's max_num_seqs.
+
+@dataclass(frozen=True)
+class LoadTargets:
+    """Ray Serve's load targets for a replica, and how they were derived (for people)."""
+
+    target_ongoing_requests: float
+    max_ongoing_requests: int
+    reasoning: str
+
+
+def requests_held(capacity: CapacityPlan, tokens: int) -> int:
+    """How many requests of `tokens` tokens (prompt + output) the KV cache holds at once."""
+    return capacity.kv_cache_tokens // (math.ceil(tokens / BLOCK_SIZE) * BLOCK_SIZE)
+
+
+def load_targets(capacity: CapacityPlan, *, typical_tokens: int, p95_tokens: int) -> LoadTargets:
+    """(target_ongoing_requests, max_ongoing_requests) from the KV cache and the workload's request lengths.
+
+    A replica holds `kv_cache_tokens / typical` typical requests at once; Ray Serve adds replicas
+    once they average SCALE_OUT_AT of that. It admits at most as many as still fit with one of
+    them at the p95 length (the rest typical), so a long request does not make vLLM preempt.
+    Both are capped by vLLM's max_num_seqs, the most sequences it runs at once.
     """
-    target = max(1, min(capacity.max_num_seqs, math.floor(capacity.max_concurrency)))
-    return float(target), max(target, min(capacity.max_num_seqs, 2 * target))
+    seqs = capacity.max_num_seqs
+    held = requests_held(capacity, typical_tokens)
+    p95_room = capacity.kv_cache_tokens - math.ceil(p95_tokens / BLOCK_SIZE) * BLOCK_SIZE
+    maximum = max(1, min(seqs, 1 + p95_room // (math.ceil(typical_tokens / BLOCK_SIZE) * BLOCK_SIZE)))
+    target = max(1, min(maximum, math.floor(held * SCALE_OUT_AT)))
+    reasoning = (
+        f"KV cache {capacity.kv_cache_tokens:,} tokens holds {held:,} typical requests ({typical_tokens:,} tokens); "
+        f"target {target} = {SCALE_OUT_AT:.0%} of that, max {maximum} = one p95 request ({p95_tokens:,} tokens) "
+        f"plus typical ones; both at most max_num_seqs {seqs}"
+    )
+    return LoadTargets(float(target), maximum, reasoning)
 
 
 def options(arch: Architecture, gpu: Gpu, capacity: CapacityPlan) -> str:

@@ -25,7 +25,7 @@ from stacks.config.names import Names
 from stacks.config.models import Model
 from stacks.config.schema import Environment
 from stacks.errors import ConfigError
-from stacks.planning.capacity import DEFAULT_UTILIZATION, CapacityPlan, load_targets, options, plan
+from stacks.planning.capacity import DEFAULT_UTILIZATION, CapacityPlan, LoadTargets, load_targets, options, plan
 from stacks.planning.model_catalog import CATALOG, Architecture, find, from_config
 from stacks.planning.pools import At, PoolPlan, pool_plan, with_models
 
@@ -40,13 +40,20 @@ class ModelPlan:
     gpus_per_replica: int
     architecture: Architecture
     capacity: CapacityPlan
-    # Ray Serve autoscaling per replica: the environment's, else from the capacity plan.
-    target_ongoing_requests: float
-    max_ongoing_requests: int
+    # Ray Serve autoscaling per replica: the environment's, else from the KV cache and the workload.
+    load: LoadTargets
 
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def target_ongoing_requests(self) -> float:
+        return self.load.target_ongoing_requests
+
+    @property
+    def max_ongoing_requests(self) -> int:
+        return self.load.max_ongoing_requests
 
 
 @dataclass(frozen=True)
@@ -124,8 +131,8 @@ def plan_environment(env: Environment, source: str = "<environment>", today: dat
     for i, model in enumerate(env.models):
         if model in placed and (sized := _size(model, i, pools[model.node_pool], problems)):
             architecture, capacity = sized
-            target, maximum = _load_targets(model, capacity)
-            models.append(ModelPlan(model, i, pools[model.node_pool], gpus[model.id], architecture, capacity, target, maximum))
+            models.append(ModelPlan(model, i, pools[model.node_pool], gpus[model.id], architecture, capacity,
+                                    _load_targets(model, capacity)))
     if problems:
         raise ConfigError(source, problems[0].field, problems[0].message, more=len(problems) - 1)
     warnings = _warnings(env, list(pools.values()), models, today or datetime.date.today())
@@ -231,13 +238,19 @@ def _size(model: Model, i: int, pool: PoolPlan, problems: list[Problem]) -> tupl
     return architecture, capacity
 
 
-def _load_targets(model: Model, capacity: CapacityPlan) -> tuple[float, int]:
-    """(target_ongoing_requests, max_ongoing_requests): the environment's, else from the planner."""
-    target, maximum = load_targets(capacity)
+def _load_targets(model: Model, capacity: CapacityPlan) -> LoadTargets:
+    """The environment's load targets where it sets them, else the planner's from the workload."""
+    # No request is longer than max_model_len (the default workload may describe longer ones).
+    derived = load_targets(capacity, typical_tokens=min(model.workload.typical_tokens, model.max_model_len),
+                           p95_tokens=min(model.workload.p95_tokens, model.max_model_len))
+    target, maximum = derived.target_ongoing_requests, derived.max_ongoing_requests
+    if model.max_ongoing_requests is None and model.target_ongoing_requests is None:
+        return derived
     if model.max_ongoing_requests is not None:
         maximum = model.max_ongoing_requests
         target = min(target, maximum)
     if model.target_ongoing_requests is not None:
         target = model.target_ongoing_requests
         maximum = max(maximum, int(target + 0.999))
-    return target, maximum
+    return LoadTargets(target, maximum, f"set in the environment file (derived: target "
+                       f"{derived.target_ongoing_requests:g}, max {derived.max_ongoing_requests})")

@@ -91,6 +91,8 @@ def model_facts(plan: EnvironmentPlan | None) -> dict[str, dict[str, Any]]:
                      if lora.enabled else "off"),
             "engine_kwargs": json.dumps(m.config.engine_kwargs.as_dict(), sort_keys=True),
             "load target": f"{m.target_ongoing_requests:g} / {m.max_ongoing_requests}",
+            "routing": json.dumps(m.config.routing_policy.model_dump(exclude_defaults=True), sort_keys=True),
+            "workload": json.dumps(m.config.workload.model_dump(), sort_keys=True),
         }
     return facts
 

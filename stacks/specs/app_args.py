@@ -6,8 +6,40 @@ specs, the preview and the end-to-end tests agree on what runs.
 
 from __future__ import annotations
 
-from app.spec import AppArgs, LoraSpec, ModelSpec
+from typing import Any
+
+from app.spec import AppArgs, LoraSpec, ModelSpec, PlacementSpec, RoutingSpec
+from stacks.config.models import Routing
 from stacks.planning.plan import EnvironmentPlan, ModelPlan
+from stacks.specs.pods import pool_resource
+
+# The routers Ray ships, by the names an environment file uses. Power-of-two is Ray Serve's
+# default, named by the path Ray itself uses for it (DEFAULT_REQUEST_ROUTER_PATH).
+ROUTER_CLASSES = {
+    "prefix_aware": "ray.serve.llm.request_router:PrefixCacheAffinityRouter",
+    "power_of_two": "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter",
+}
+
+
+def placement(model: ModelPlan) -> PlacementSpec:
+    """One bundle per GPU, all on one node (STRICT_PACK), each taking a unit of the pool's own Ray
+    resource: only the model's pool advertises it, so no replica lands on another pool's nodes."""
+    bundle = {"GPU": 1.0, pool_resource(model.pool): 1.0}
+    return PlacementSpec(strategy="STRICT_PACK", bundles=[dict(bundle) for _ in range(model.gpus_per_replica)])
+
+
+def routing(policy: Routing) -> RoutingSpec:
+    kwargs: dict[str, Any] = dict(policy.kwargs)
+    if policy.policy == "prefix_aware":
+        if policy.imbalanced_threshold is not None:
+            kwargs["imbalanced_threshold"] = policy.imbalanced_threshold
+        if policy.match_rate_threshold is not None:
+            kwargs["match_rate_threshold"] = policy.match_rate_threshold
+        if (eviction := policy.eviction) is not None:
+            kwargs.update(do_eviction=True, eviction_threshold_chars=eviction.threshold_chars,
+                          eviction_target_chars=eviction.target_chars, eviction_interval_secs=eviction.interval_s)
+    return RoutingSpec(request_router_class=ROUTER_CLASSES.get(policy.policy, policy.policy),
+                       request_router_kwargs=kwargs)
 
 
 def model_spec(model: ModelPlan) -> ModelSpec:
@@ -17,6 +49,8 @@ def model_spec(model: ModelPlan) -> ModelSpec:
         weights=m.weights.source,
         hf_id=m.weights.hf_id,
         hf_token_secret=m.weights.hf_token_secret,
+        load=m.weights.load_mode,
+        stream_concurrency=m.weights.stream_concurrency,
         accelerator_type=model.pool.gpu.name,
         tensor_parallel_size=m.tensor_parallel_size,
         pipeline_parallel_size=m.pipeline_parallel_size,
@@ -29,6 +63,15 @@ def model_spec(model: ModelPlan) -> ModelSpec:
         if m.lora.enabled else None,
         engine_kwargs=m.engine_kwargs.as_dict(),
         trust_remote_code=m.trust_remote_code,
+        server_cls=m.server_cls,
+        placement=placement(model),
+        routing=routing(m.routing_policy),
+        env_vars=dict(m.env_vars),
+        health_check_period_s=m.health_check.period_s,
+        health_check_timeout_s=m.health_check.timeout_s,
+        upscale_delay_s=m.replicas.upscale_delay_s,
+        downscale_delay_s=m.replicas.downscale_delay_s,
+        graceful_shutdown_timeout_s=m.graceful_shutdown_s,
     )
 
 

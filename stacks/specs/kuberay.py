@@ -32,17 +32,18 @@ def rayservice(plan: EnvironmentPlan, application: dict) -> dict:
             "resources": {"requests": dict(HEAD_RESOURCES), "limits": dict(HEAD_RESOURCES)}}
     groups = []
     for pool in plan.serving_pools:
-        start = {}
-        if resources := declared_resources(pool):
-            start["resources"] = yaml.safe_dump(resources, default_flow_style=True).strip().replace("'", '"')
-        groups.append({
+        group = {
             "groupName": pool.name,
             "replicas": pool.nodes_at_min,
             "minReplicas": pool.nodes_at_min,
             "maxReplicas": pool.max_nodes,
-            "rayStartParams": start,
+            "rayStartParams": {},
             "template": pod_template(plan, pool, {**container("ray-worker", image, pool), "ports": METRICS_PORTS}),
-        })
+        }
+        if resources := declared_resources(pool):
+            # KubeRay (1.4+) passes these to `ray start --resources` and tells its autoscaler.
+            group["resources"] = {name: f"{value:g}" for name, value in resources.items()}
+        groups.append(group)
     # Stock Ray image: the app comes from the zip the stack publishes, boto3 from pip.
     code = f"s3://{names.lora_bucket}/{app_zip_key()}"
     serve = {"applications": [{**application, "runtime_env": {"py_modules": [code], "pip": ["boto3>=1.35"]}}]}

@@ -70,7 +70,7 @@ def platform_objects(plan: EnvironmentPlan, specs: ServiceSpecs) -> PlatformObje
         serving.append(specs.documents[RAYSERVICE_FILE])
     if plan.env.serving.monitoring == "kube-prometheus-stack":
         serving += monitoring_objects(environment=plan.env.name, serving_namespace=plan.env.serving.namespace,
-                                      models=[ModelObjective(m.id, m.config.ttft_p95_seconds) for m in plan.models])
+                                      models=[ModelObjective(m.id, m.config.workload.ttft_p95_seconds) for m in plan.models])
     return PlatformObjects(namespace_objects(plan), serving)
 
 

@@ -21,10 +21,20 @@ def pod_patch(plan: EnvironmentPlan, pool: PoolPlan) -> dict:
     return {"metadata": {"annotations": dict(RAY_POD_ANNOTATIONS)}, "spec": spec}
 
 
+def pool_resource(pool: PoolPlan) -> str:
+    """The Ray resource a GPU pool's nodes advertise, one unit per GPU; a model's placement bundles
+    ask for it, so Ray puts its replicas on that pool only."""
+    return f"llmstacks-pool-{pool.name}"
+
+
 def declared_resources(pool: PoolPlan) -> dict[str, float]:
-    if pool.gpu is not None and pool.gpu.name in DECLARED_ACCELERATORS:
-        return {f"accelerator_type:{pool.gpu.name}": 1}
-    return {}
+    """The custom Ray resources a worker of `pool` declares at start."""
+    resources: dict[str, float] = {}
+    if pool.gpu is not None:
+        resources[pool_resource(pool)] = pool.gpus_per_node
+        if pool.gpu.name in DECLARED_ACCELERATORS:
+            resources[f"accelerator_type:{pool.gpu.name}"] = 1
+    return resources
 
 
 def container(name: str, image: str, pool: PoolPlan) -> dict:

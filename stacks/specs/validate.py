@@ -7,11 +7,13 @@ the scheduling check, and are told which validators ran.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import yaml
 from pydantic import ValidationError
 
 from app.spec import AppArgs
-from infra.scheduling import schedulable
+from infra.scheduling import pod_size, schedulable
 from stacks.errors import ConfigError
 from stacks.planning.plan import EnvironmentPlan
 from stacks.specs.render import ANYSCALE_FILE, RAYSERVICE_FILE, SERVE_FILE, ServiceSpecs
@@ -24,6 +26,7 @@ def check_specs(plan: EnvironmentPlan, specs: ServiceSpecs) -> list[str]:
     not run on its pool; returns the names of the validators that ran."""
     problems, ran = vendor_problems(specs.documents)
     problems += scheduling_problems(plan, specs.documents)
+    problems += placement_problems(plan, specs.documents)
     if problems:
         raise ConfigError(plan.source, "serving", problems[0], more=len(problems) - 1)
     return [*ran, SCHEDULING]
@@ -52,6 +55,70 @@ def scheduling_problems(plan: EnvironmentPlan, documents: dict[str, dict]) -> li
             limit = int(group["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
             if limit < model.gpus_per_replica:
                 problems.append(f"{where}: kuberay: worker pods get {limit} GPUs, a replica needs {model.gpus_per_replica}")
+    return problems
+
+
+# What a Ray Serve LLM replica adds to its first bundle (LLMServer.get_deployment_options: the
+# replica actor's own CPU) and to every bundle (the accelerator type, as a fraction).
+REPLICA_ACTOR = {"CPU": 1.0}
+ACCELERATOR_SHARE = 0.001
+
+
+def replica_demand(model: dict) -> Counter:
+    """What one replica's placement group needs on one node (STRICT_PACK), as Ray will request it."""
+    total: Counter = Counter(REPLICA_ACTOR)
+    for bundle in model["placement"]["bundles"]:
+        total.update(bundle)
+        if model.get("accelerator_type"):
+            total[f"accelerator_type:{model['accelerator_type']}"] += ACCELERATOR_SHARE
+    return total
+
+
+def worker_nodes(plan: EnvironmentPlan, documents: dict[str, dict]) -> dict[str, dict[str, Counter]]:
+    """The Ray resources each target's worker nodes advertise, per pool: declared resources,
+    CPUs and GPUs of the pod, and the accelerator type Ray detects on a GPU node."""
+    nodes: dict[str, dict[str, Counter]] = {"anyscale": {}, "kuberay": {}}
+    for group in documents[ANYSCALE_FILE]["compute_config"]["worker_nodes"]:
+        pool = plan.pool(group["name"])
+        cpus, _ = pod_size(pool.smallest)
+        nodes["anyscale"][pool.name] = Counter({"CPU": cpus, "GPU": pool.gpus_per_node, **group.get("resources", {})})
+    for group in documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        pool = plan.pool(group["groupName"])
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        declared = {name: float(value) for name, value in group.get("resources", {}).items()}
+        nodes["kuberay"][pool.name] = Counter({"CPU": float(limits["cpu"]), "GPU": float(limits.get("nvidia.com/gpu", 0)),
+                                               **declared})
+    for target in nodes.values():
+        for name, resources in target.items():
+            gpu = plan.pool(name).gpu
+            if gpu is not None and not any(k.startswith("accelerator_type:") for k in resources):
+                resources[f"accelerator_type:{gpu.name}"] = 1
+    return nodes
+
+
+def placement_problems(plan: EnvironmentPlan, documents: dict[str, dict]) -> list[str]:
+    """Each replica's placement group must fit one node of its own pool and no node of any other,
+    in both targets: otherwise Ray could start it on nodes meant for another model."""
+    problems = []
+    serve_v2 = yaml.safe_load(documents[RAYSERVICE_FILE]["spec"]["serveConfigV2"])
+    models = {"anyscale": documents[ANYSCALE_FILE]["applications"][0]["args"]["models"],
+              "kuberay": serve_v2["applications"][0]["args"]["models"]}
+    for target, pools in worker_nodes(plan, documents).items():
+        for model_plan, model in zip(plan.models, models[target]):
+            where = f"models[{model_plan.index}] ({model_plan.id}): {target}"
+            if model.get("placement") is None or model["placement"]["strategy"] != "STRICT_PACK":
+                problems.append(f"{where}: a replica's placement must be STRICT_PACK (all its GPUs on one node)")
+                continue
+            need = replica_demand(model)
+            fits = sorted(name for name, node in pools.items() if all(node[k] >= v for k, v in need.items()))
+            own = model_plan.pool.name
+            if own not in fits:
+                short = ", ".join(f"{k} {v:g} > {pools.get(own, Counter())[k]:g}" for k, v in sorted(need.items())
+                                  if pools.get(own, Counter())[k] < v)
+                problems.append(f"{where}: a replica's placement does not fit a node of pool {own!r} ({short})")
+            if others := [name for name in fits if name != own]:
+                problems.append(f"{where}: a replica's placement also fits pool(s) {', '.join(others)}: "
+                                f"Ray could start it there")
     return problems
 
 

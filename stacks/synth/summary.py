@@ -17,7 +17,8 @@ def resource_counts(tf_json: dict) -> Counter[str]:
 
 def weights_source(plan: EnvironmentPlan, model: ModelPlan) -> str:
     weights = model.config.weights
-    return plan.names.model_weights_uri(model.id) if weights.source == "bucket" else f"hf:{weights.hf_id}"
+    source = plan.names.model_weights_uri(model.id) if weights.source == "bucket" else f"hf:{weights.hf_id}"
+    return f"{weights.load_mode} {source}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -50,7 +51,8 @@ def summarize(plan: EnvironmentPlan, stack_file: Path) -> str:
     if plan.models:
         lines.append("  models:")
         lines += _table(
-            ["ID", "POOL", "GPUS/REPLICA", "REPLICAS", "MAX LEN", "KV CACHE", "CONCURRENCY", "LOAD TARGET", "LORA", "WEIGHTS"],
+            ["ID", "POOL", "GPUS/REPLICA", "REPLICAS", "MAX LEN", "KV CACHE", "CONCURRENCY", "LOAD TARGET", "ROUTING", "LORA",
+             "WEIGHTS"],
             [
                 [
                     m.id,
@@ -61,12 +63,15 @@ def summarize(plan: EnvironmentPlan, stack_file: Path) -> str:
                     f"{m.capacity.kv_cache_tokens:,} tok",
                     f"{m.capacity.max_concurrency:.1f}x",
                     f"{m.target_ongoing_requests:g} / {m.max_ongoing_requests}",
+                    m.config.routing_policy.policy,
                     f"up to {m.config.lora.max_adapters_per_replica}, rank <= {m.config.lora.max_rank}" if m.config.lora.enabled else "off",
                     weights_source(plan, m),
                 ]
                 for m in plan.models
             ],
         )
+        lines.append("  load targets (target / max ongoing requests per replica):")
+        lines += [f"    {m.id}: {m.load.reasoning}" for m in plan.models]
         lines.append(f"  GPU cost: ${plan.cost_per_hour('min'):,.2f}/h at min replicas, "
                      f"${plan.cost_per_hour('max'):,.2f}/h at max (on-demand, us-east-1 prices of {PRICES_AS_OF})")
     else:

@@ -37,4 +37,4 @@ def test_unknown_nested_key_lists_the_allowed_ones(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_environment(path)
     assert error.value.field == "models[0].replicas.burst"
-    assert error.value.message == "unknown key; allowed: min, max"
+    assert error.value.message == "unknown key; allowed: min, max, upscale_delay_s, downscale_delay_s"

@@ -143,7 +143,7 @@ def test_a_bad_objective_is_refused(model_id, ttft):
 
 def test_the_shipped_environments_objectives_reach_their_alerts(shipped_environments):
     for env in shipped_environments.values():
-        models = [ModelObjective(m.id, m.ttft_p95_seconds) for m in env.models]
+        models = [ModelObjective(m.id, m.workload.ttft_p95_seconds) for m in env.models]
         objects = monitoring_objects(environment=env.name, serving_namespace=env.serving.namespace, models=models)
         ttft = {a["labels"]["model"]: a["expr"] for a in rules(objects) if a["alert"] == "LLMTimeToFirstTokenHigh"}
-        assert {m.id: float(ttft[m.id].rsplit(">", 1)[1]) for m in env.models} == {m.id: m.ttft_p95_seconds for m in env.models}
+        assert {m.id: float(ttft[m.id].rsplit(">", 1)[1]) for m in env.models} == {m.id: m.workload.ttft_p95_seconds for m in env.models}

@@ -139,7 +139,7 @@ def test_a_planted_config_map_error_is_refused(objects):
 
 def test_the_shipped_environments_objects_are_valid_too(shipped_environments):
     for env in shipped_environments.values():
-        models = [ModelObjective(m.id, m.ttft_p95_seconds) for m in env.models]
+        models = [ModelObjective(m.id, m.workload.ttft_p95_seconds) for m in env.models]
         for document in monitoring_objects(environment=env.name, serving_namespace=env.serving.namespace, models=models):
             if document["kind"] in CRDS:
                 assert custom_resource_problems(document) == [], (env.name, document["metadata"]["name"])

@@ -206,17 +206,75 @@ def test_an_unreadable_architecture_file_is_named(tmp_path):
         plan_file(path)
 
 
-def test_load_targets_come_from_the_planner_unless_the_environment_sets_them(tmp_path):
-    qwen = next(m for m in app_args(plan_file(ENVIRONMENTS_DIR / "dev.yaml")).models if m.id == "qwen2.5-7b-instruct")
+def _qwen(path) -> object:
+    return next(m for m in app_args(plan_file(path)).models if m.id == "qwen2.5-7b-instruct")
+
+
+def test_load_targets_come_from_the_kv_cache_at_the_workloads_request_lengths(tmp_path):
+    # dev's qwen on an L4 at 8k, the default chat workload: typical 1,000 + 250 tokens, p95 4,000 + 1,000.
     capacity = plan(QWEN_7B, GPUS["L4"], max_model_len=8192)
-    assert (qwen.target_ongoing_requests, qwen.max_ongoing_requests) == load_targets(capacity)
-    assert qwen.target_ongoing_requests == int(capacity.max_concurrency) and qwen.max_ongoing_requests == 2 * int(capacity.max_concurrency)
-    path = _env(tmp_path, lambda d: d["models"][0].update(target_ongoing_requests=3, max_ongoing_requests=5))
-    qwen = next(m for m in app_args(plan_file(path)).models if m.id == "qwen2.5-7b-instruct")
+    held = capacity.kv_cache_tokens // 1264  # 1,250 tokens in whole 16-token blocks
+    qwen = _qwen(ENVIRONMENTS_DIR / "dev.yaml")
+    assert qwen.target_ongoing_requests == int(held * 0.8) == 50
+    assert qwen.max_ongoing_requests == 1 + (capacity.kv_cache_tokens - 5008) // 1264 == 61
+    # Far above the old derivation from full-length requests (9 requests of 8,192 tokens).
+    assert qwen.target_ongoing_requests > 5 * capacity.max_concurrency
+    # Longer typical requests: fewer of them fit, so lower targets.
+    longer = _qwen(_env(tmp_path, lambda d: d["models"][0].update(
+        workload={"prompt_tokens": {"typical": 3000, "p95": 6000}, "output_tokens": {"typical": 500, "p95": 1500}})))
+    assert longer.target_ongoing_requests == int(capacity.kv_cache_tokens // 3504 * 0.8)
+    assert longer.max_ongoing_requests == 1 + (capacity.kv_cache_tokens - 7504) // 3504
+    assert longer.target_ongoing_requests < qwen.target_ongoing_requests
+
+
+def test_load_targets_are_capped_by_max_num_seqs_and_max_never_below_target():
+    capacity = plan(QWEN_7B, GPUS["L4"], max_model_len=8192, max_num_seqs=16)
+    targets = load_targets(capacity, typical_tokens=100, p95_tokens=400)
+    assert (targets.target_ongoing_requests, targets.max_ongoing_requests) == (16, 16)
+    assert "max_num_seqs 16" in targets.reasoning
+    # A p95 request that fills the cache leaves room for one request: both targets are 1.
+    capacity = plan(QWEN_7B, GPUS["L4"], max_model_len=8192)
+    tight = load_targets(capacity, typical_tokens=1000, p95_tokens=capacity.kv_cache_tokens)
+    assert (tight.target_ongoing_requests, tight.max_ongoing_requests) == (1, 1)
+
+
+def test_load_targets_set_in_the_file_win_and_are_checked(tmp_path):
+    qwen = _qwen(_env(tmp_path, lambda d: d["models"][0].update(target_ongoing_requests=3, max_ongoing_requests=5)))
     assert (qwen.target_ongoing_requests, qwen.max_ongoing_requests) == (3, 5)
     path = _env(tmp_path, lambda d: d["models"][0].update(target_ongoing_requests=9, max_ongoing_requests=5))
     with pytest.raises(ConfigError, match=r"models\[0\]: target_ongoing_requests 9.0 exceeds max_ongoing_requests 5"):
         plan_file(path)
+
+
+@pytest.mark.parametrize(("workload", "field", "message"), [
+    ({"prompt_tokens": {"typical": 1000, "p95": 8000}}, "models[0].workload",
+     "a p95 request (prompt 8,000 + output 1,000 tokens) is longer than max_model_len 8,192; vLLM refuses such requests"),
+    ({"output_tokens": {"typical": 900, "p95": 300}}, "models[0].workload.output_tokens", "typical 900 is greater than p95 300"),
+    ({"ttft_p95_seconds": 0}, "models[0].workload.ttft_p95_seconds", "should be greater than 0"),
+])
+def test_a_workload_that_cannot_be_served_is_refused(tmp_path, workload, field, message):
+    with pytest.raises(ConfigError) as error:
+        plan_file(_env(tmp_path, lambda d: d["models"][0].update(workload=workload)))
+    assert error.value.field == field and message in error.value.message
+
+
+def test_the_default_workload_is_capped_at_max_model_len(tmp_path):
+    # A 4k model cannot see the default p95 request (5,000 tokens): its requests are at most 4,096.
+    qwen = _qwen(_env(tmp_path, lambda d: d["models"][0].update(max_model_len=4096)))
+    capacity = plan(QWEN_7B, GPUS["L4"], max_model_len=4096)
+    assert qwen.max_ongoing_requests == 1 + (capacity.kv_cache_tokens - 4096) // 1264
+
+
+def test_plan_capacity_shows_the_load_targets_and_their_reasoning(capsys):
+    args = ["plan-capacity", "--model", "Qwen/Qwen2.5-7B-Instruct", "--gpu", "L4", "--max-model-len", "8192"]
+    assert main(args) == 0
+    assert "load targets: target_ongoing_requests 50, max_ongoing_requests 61: KV cache" in capsys.readouterr().out
+    assert main([*args, "--json", "--prompt-tokens", "3000", "--prompt-tokens-p95", "6000", "--output-tokens", "500",
+                 "--output-tokens-p95", "1500"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["load_targets"]["target_ongoing_requests"] == int(data["kv_cache_tokens"] // 3504 * 0.8)
+    assert main([*args, "--output-tokens", "2000"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --output-tokens: the typical length is longer than --output-tokens-p95"
 
 
 def test_the_synth_summary_shows_concurrency_and_cost(synth_dir, shipped_plans):
@@ -224,7 +282,10 @@ def test_the_synth_summary_shows_concurrency_and_cost(synth_dir, shipped_plans):
 
     prod = shipped_plans["prod"]
     text = summarize(prod, synth_dir / "stacks" / "prod" / "cdk.tf.json")
-    assert "CONCURRENCY" in text and "LOAD TARGET" in text
+    assert "CONCURRENCY" in text and "LOAD TARGET" in text and "ROUTING" in text
+    eight_b = prod.models[0]
+    assert f"    {eight_b.id}: {eight_b.load.reasoning}" in text
+    assert f"stream s3://llm-prod-weights-333333333333/models/{eight_b.id}" in text
     # prod: l40s pool min_size 2 x g6e.2xlarge, l40s-x4 min_size 1 x g6e.12xlarge; at max: 8 + 2 nodes.
     assert prod.cost_per_hour("min") == pytest.approx(2 * 2.24208 + 10.49264)
     assert prod.cost_per_hour("max") == pytest.approx(8 * 2.24208 + 2 * 10.49264)

@@ -89,9 +89,9 @@ def test_a100_pools_declare_the_sized_accelerator_ray_cannot_detect():
     data["node_pools"][1].update(accelerator="A100-40G", instance_types=["p4d.24xlarge"])
     documents = render(plan_environment(parse_environment(data, "dev.yaml")))
     (group,) = documents[ANYSCALE_FILE]["compute_config"]["worker_nodes"]
-    assert group["resources"] == {"accelerator_type:A100-40G": 1}
+    assert group["resources"] == {"accelerator_type:A100-40G": 1, "llmstacks-pool-l4": 8}
     (worker,) = documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-    assert worker["rayStartParams"]["resources"] == '{"accelerator_type:A100-40G": 1}'
+    assert worker["resources"] == {"accelerator_type:A100-40G": "1", "llmstacks-pool-l4": "8"}
     assert vendor_problems(documents)[0] == []
 
 
