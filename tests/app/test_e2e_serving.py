@@ -1,29 +1,44 @@
 """End to end on CPU, on the infrastructure Terraform built: the shipped dev environment applied
-against a local AWS (moto over TLS, `local_deployments`), a model and two adapters published
+against a local AWS (moto over TLS, `local_deployments`), dev's models and two adapters published
 into its buckets with `upload-model`/`upload-adapter` as the writer role, then `build_app` on a
 local Ray reading them as the serving role: Ray Serve LLM's real OpenAI ingress, Ray's real S3
-model and LoRA downloads, and the official `openai` client. Only vLLM is replaced, by the echo
-engine in `tests/cpu_engine.py`.
+model and LoRA downloads (or vLLM's Run:ai streaming of the weights, when the rendered args say
+`load_format: runai_streamer`), and the official `openai` client. Only vLLM's engine is replaced,
+by the echo engine in `tests/cpu_engine.py`, which runs vLLM's own request handling around it.
+
+dev's second model (`FEATURES`) is served too, with its weights published under its own id and
+the engine settings of the request features Ray Serve LLM documents: images
+(`limit_mm_per_prompt`), a reasoning parser, and streamed weights (`load: stream`) whatever the
+default load is. Structured output needs no engine setting and is asked of dev's LoRA model.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import os
 import socket
 import sys
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from app.spec import weights_uri
 from artifact_fixtures import adapter_dir, model_dir
 from conftest import TESTS
 from stacks.config.loader import ENVIRONMENTS_DIR
 from stacks.planning.plan import plan_file
 from stacks.specs.app_args import app_args
+from streamed_load import local_digest
 
 ENV_FILE = ENVIRONMENTS_DIR / "dev.yaml"
 MODEL = "qwen2.5-7b-instruct"  # dev's LoRA model
 ADAPTERS = {"support": 8, "legal": 16}
+FEATURES = "llama-3.2-1b-instruct"  # dev's other model, served with the request features' engine settings
+FEATURE_ENGINE_KWARGS = {"limit_mm_per_prompt": {"image": 2}, "reasoning_parser": "deepseek_r1"}
+MODEL_TYPES = {MODEL: "tiny-test", FEATURES: "tiny-features"}
 
 
 def free_port() -> int:
@@ -59,21 +74,46 @@ def writer_env(dev):
 
 
 @pytest.fixture(scope="module")
-def env_file(writer_env, tmp_path_factory):
-    """A small model and two LoRA adapters, published as a user would, into the buckets Terraform created."""
+def published(writer_env, tmp_path_factory):
+    """Model id -> the local folder published, as a user would, into the weights bucket Terraform
+    created; and two LoRA adapters of MODEL into the LoRA bucket."""
     from stacks.cli import main
 
     root = tmp_path_factory.mktemp("fixtures")
-    model = model_dir(root, shards=1, model_type="tiny-test")
-    assert main(["upload-model", "--config", str(ENV_FILE), "--model", MODEL, "--from", str(model)]) == 0
+    models = {MODEL: model_dir(root, shards=1, model_type=MODEL_TYPES[MODEL]),
+              FEATURES: model_dir(root, shards=2, model_type=MODEL_TYPES[FEATURES], name="features")}
+    for model_id, folder in models.items():
+        assert main(["upload-model", "--config", str(ENV_FILE), "--model", model_id, "--from", str(folder)]) == 0
     for name, rank in ADAPTERS.items():
         adapter = adapter_dir(root, name, rank=rank, base_model=MODEL)
         assert main(["upload-adapter", "--config", str(ENV_FILE), "--model", MODEL, "--adapter", name, "--from", str(adapter)]) == 0
+    return models
+
+
+@pytest.fixture(scope="module")
+def env_file(published):
     return ENV_FILE
 
 
 @pytest.fixture(scope="module")
-def served(dev, env_file):
+def served_args(dev, env_file):
+    """The app's args as the service spec renders them from dev.yaml; only the engine (CPU stand-in),
+    the S3 endpoint and the load targets differ, and FEATURES gets the request features' settings."""
+    args = app_args(plan_file(env_file)).model_dump()
+    assert (args["weights_bucket"], args["lora_bucket"]) == (dev.outputs["weights_bucket"], dev.outputs["lora_bucket"])
+    args["s3_endpoint_url"] = dev.emulator.endpoint
+    assert {m["id"] for m in args["models"]} == {MODEL, FEATURES}
+    for model in args["models"]:
+        model.update(server_cls="cpu_engine:CpuLLMServer", accelerator_type=None,
+                     target_ongoing_requests=16, max_ongoing_requests=32)
+        if model["id"] == FEATURES:
+            model["engine_kwargs"] = {**model["engine_kwargs"], **FEATURE_ENGINE_KWARGS}
+            model["load"] = "stream"
+    return args
+
+
+@pytest.fixture(scope="module")
+def served(dev, served_args):
     import ray
     from openai import OpenAI
     from ray import serve
@@ -89,15 +129,7 @@ def served(dev, env_file):
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    # The app's args as the service spec renders them from dev.yaml; only the engine (CPU stand-in),
-    # the S3 endpoint and the load targets differ, and only the model with published weights is served.
-    args = app_args(plan_file(env_file)).model_dump()
-    assert (args["weights_bucket"], args["lora_bucket"]) == (dev.outputs["weights_bucket"], dev.outputs["lora_bucket"])
-    args["s3_endpoint_url"] = dev.emulator.endpoint
-    args["models"] = [m for m in args["models"] if m["id"] == MODEL]
-    args["models"][0].update(server_cls="cpu_engine:CpuLLMServer", accelerator_type=None,
-                             target_ongoing_requests=16, max_ongoing_requests=32)
-    serve.run(build_app(args), name="llm", route_prefix="/", blocking=False)
+    serve.run(build_app(served_args), name="llm", route_prefix="/", blocking=False)
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0, timeout=60)
     try:
         yield client
@@ -108,7 +140,7 @@ def served(dev, env_file):
 
 def test_models_lists_the_base_model_and_the_adapters_read_from_s3(served):
     ids = {m.id for m in served.models.list().data}
-    assert ids == {MODEL, f"{MODEL}:support", f"{MODEL}:legal"}
+    assert ids == {MODEL, f"{MODEL}:support", f"{MODEL}:legal", FEATURES}
 
 
 def test_base_model_chat_uses_the_weights_ray_downloaded(served):
@@ -163,3 +195,166 @@ def test_an_adapter_published_while_serving_is_listed_and_served(served, env_fil
     assert f"{MODEL}:billing" in {m.id for m in served.models.list().data}
     reply = served.chat.completions.create(model=f"{MODEL}:billing", messages=[{"role": "user", "content": "new"}])
     assert reply.choices[0].message.content == f"model={MODEL}:billing base=tiny-test rank=16 echo=new"
+
+
+# --- Weights: streamed from S3 or downloaded by Ray, as the rendered args say ---
+
+def load_report(model_id: str) -> dict:
+    """What the model's replica says about loading its weights (`CpuLLMServer.load_report`)."""
+    from ray import serve
+
+    deployments = serve.status().applications["llm"].deployments
+    (name,) = [n for n in deployments if n.split(":", 1)[-1] == model_id.replace(".", "_")]
+    return serve.get_deployment_handle(name, app_name="llm").load_report.remote().result(timeout_s=60)
+
+
+@pytest.mark.parametrize("model_id", [MODEL, FEATURES])
+def test_each_replica_holds_the_published_tensors_loaded_the_way_its_args_say(served, served_args, published, model_id):
+    """`load: stream` renders `load_format: runai_streamer`: Ray downloads nothing and vLLM's Run:ai
+    streamer reads the safetensors from the emulator's S3 into memory; `download`: Ray's S3 download.
+    Either way the replica holds exactly the tensors published (count, bytes, digest of names and bytes)."""
+    from app.serving import llm_config_dict, parse_args
+
+    spec = parse_args(served_args)
+    (model,) = [m for m in spec.models if m.id == model_id]
+    rendered = llm_config_dict(spec, model)["engine_kwargs"].get("load_format")
+    assert (rendered == "runai_streamer") == (model.load == "stream")
+    report = load_report(model_id)
+    assert report == {"load": model.load, "source": weights_uri(served_args["weights_bucket"], model_id),
+                      **local_digest(published[model_id])}
+    assert report["tensors"] == {MODEL: 1, FEATURES: 2}[model_id]
+    if model_id == FEATURES:
+        assert report["load"] == "stream"
+
+
+def test_the_streamed_model_answers_with_the_config_it_streamed(served):
+    reply = served.chat.completions.create(model=FEATURES, messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == f"model={FEATURES} base={MODEL_TYPES[FEATURES]} rank=None echo=hi"
+
+
+# --- Structured output: response_format reaches the engine as vLLM's SamplingParams.structured_outputs ---
+
+def person_schema() -> tuple[dict, str]:
+    """A JSON schema with a marker only a reply built from this very schema can carry."""
+    marker = f"schema-{uuid.uuid4().hex[:8]}"
+    return {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "minLength": 3},
+            "age": {"type": "integer", "minimum": 18},
+            "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 2},
+            "marker": {"const": marker},
+        },
+        "required": ["name", "age", "tags", "marker"],
+        "additionalProperties": False,
+    }, marker
+
+
+@pytest.mark.parametrize("model", [MODEL, f"{MODEL}:support"])
+def test_json_schema_response_format_streaming_and_not(served, model):
+    import jsonschema
+
+    schema, marker = person_schema()
+    response_format = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}}
+    messages = [{"role": "user", "content": "who?"}]
+    reply = served.chat.completions.create(model=model, messages=messages, response_format=response_format)
+    stream = served.chat.completions.create(model=model, messages=messages, response_format=response_format, stream=True)
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    for text in (reply.choices[0].message.content, streamed):
+        value = json.loads(text)
+        jsonschema.validate(value, schema)
+        assert value["marker"] == marker
+
+
+def test_json_object_response_format(served):
+    reply = served.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "obj"}],
+                                           response_format={"type": "json_object"})
+    assert json.loads(reply.choices[0].message.content) == {"model": MODEL, "base": MODEL_TYPES[MODEL], "echo": "obj"}
+
+
+def test_a_schema_no_grammar_backend_compiles_is_a_400(served):
+    """vLLM's request validation (xgrammar, then guidance) refuses it before generation: a 400, not a 500."""
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="nosuchtype"):
+        served.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": "nosuchtype"}}})
+
+
+# --- Images: image_url parts, up to the model's limit_mm_per_prompt ---
+
+def png_url(width: int, height: int) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_message(text: str, sizes: list[tuple[int, int]]) -> list[dict]:
+    parts = [{"type": "text", "text": text}]
+    parts += [{"type": "image_url", "image_url": {"url": png_url(w, h)}} for w, h in sizes]
+    return [{"role": "user", "content": parts}]
+
+
+def test_images_up_to_the_limit_reach_the_engine_decoded(served):
+    reply = served.chat.completions.create(model=FEATURES, messages=image_message("what is this?", [(7, 5), (3, 4)]))
+    message = reply.choices[0].message
+    assert message.content == f"model={FEATURES} base={MODEL_TYPES[FEATURES]} rank=None echo=what is this? images=7x5,3x4"
+    assert message.model_extra["reasoning"] == "2 image(s); the user wrote: what is this?"
+
+
+def test_more_images_than_the_limit_is_a_400(served):
+    import openai
+
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError, match=r"At most 2 image\(s\) may be provided in one prompt"):
+            served.chat.completions.create(model=FEATURES, messages=image_message("three", [(2, 2)] * 3), stream=stream)
+
+
+def test_images_to_a_text_only_model_are_a_400(served):
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="is not a multimodal model"):
+        served.chat.completions.create(model=MODEL, messages=image_message("look", [(2, 2)]))
+
+
+# --- Reasoning: vLLM's reasoning parser splits <think>...</think> from the answer ---
+
+def test_reasoning_is_separate_from_content(served):
+    reply = served.chat.completions.create(model=FEATURES, messages=[{"role": "user", "content": "why?"}])
+    message = reply.choices[0].message
+    assert message.content == f"model={FEATURES} base={MODEL_TYPES[FEATURES]} rank=None echo=why?"
+    assert message.model_extra["reasoning"] == "0 image(s); the user wrote: why?"
+
+
+def test_streamed_reasoning_deltas_come_before_the_content_deltas(served):
+    stream = served.chat.completions.create(model=FEATURES, messages=[{"role": "user", "content": "why?"}], stream=True)
+    kinds, reasoning, content = [], "", ""
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        if piece := (delta.model_extra or {}).get("reasoning"):
+            kinds.append("reasoning")
+            reasoning += piece
+        if delta.content:
+            kinds.append("content")
+            content += delta.content
+    assert reasoning == "0 image(s); the user wrote: why?"
+    assert content == f"model={FEATURES} base={MODEL_TYPES[FEATURES]} rank=None echo=why?"
+    assert "<think>" not in reasoning + content and "</think>" not in reasoning + content
+    assert kinds == sorted(kinds, key=lambda kind: kind == "content") and kinds.count("reasoning") > 1
+
+
+def test_include_reasoning_false_drops_the_reasoning(served):
+    reply = served.chat.completions.create(model=FEATURES, messages=[{"role": "user", "content": "why?"}],
+                                           extra_body={"include_reasoning": False})
+    assert reply.choices[0].message.content.endswith("echo=why?")
+    assert reply.choices[0].message.model_extra.get("reasoning") is None
+
+
+def test_a_model_without_a_reasoning_parser_has_no_reasoning(served):
+    reply = served.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "why?"}])
+    assert reply.choices[0].message.model_extra.get("reasoning") is None
