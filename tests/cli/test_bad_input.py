@@ -88,6 +88,15 @@ CASES = [
     ("both-cluster-kinds", mutated(_set("cluster.create", {"version": "1.33", "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]})), "cluster", "exactly one"),
     ("wrong-type", mutated(_set("models.0.max_model_len", "long")), "models[0].max_model_len", "valid integer"),
     ("no-writer", mutated(_set("writer", {})), "writer", "at least one"),
+    ("credential-in-replica-env", mutated(_set("models.0.env_vars", {"HF_TOKEN": "hf_x"})), "models[0].env_vars",
+     "looks like a credential"),
+    ("unknown-routing", mutated(_set("models.0.routing", "random")), "models[0].routing.policy", "prefix_aware, power_of_two"),
+    ("workload-longer-than-max-model-len",
+     mutated(_set("models.0.workload", {"prompt_tokens": {"typical": 4000, "p95": 9000}})), "models[0].workload",
+     "longer than max_model_len"),
+    ("stream-hugging-face-weights",
+     mutated(_set("models.1.weights", {"source": "huggingface", "hf_id": "meta-llama/Llama-3.2-1B-Instruct", "load": "stream"})),
+     "models[1].weights", "Hugging Face weights are downloaded"),
 ]
 
 
