@@ -76,7 +76,7 @@ test: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 dashboards: $(VENV)/.installed-serving
 	$(PY) -m infra.observability.generate_dashboards
 
-bench: $(VENV)/.installed-dev $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+bench: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(PY) benchmarks/bench.py
 
 # Terraform (>= 1.10, on PATH) applies the stack against moto on 127.0.0.1, with the AWS
