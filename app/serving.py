@@ -48,9 +48,9 @@ def llm_config_dict(spec: AppArgs, model: ModelSpec) -> dict[str, Any]:
     }
     if model.trust_remote_code:
         engine_kwargs["trust_remote_code"] = True
-    if model.load == "stream":
-        # Ray skips its own download for streaming formats; vLLM reads s3:// directly.
-        engine_kwargs["load_format"] = STREAM_LOAD_FORMAT
+    # Ray skips its own download for streaming formats and vLLM reads s3:// directly; "auto" is
+    # vLLM's default, from the files Ray downloaded (or Hugging Face).
+    engine_kwargs["load_format"] = STREAM_LOAD_FORMAT if model.load == "stream" else "auto"
     lora_config = None
     if model.lora is not None:
         # Ray loads adapters from S3 but leaves the engine's LoRA switches to us.

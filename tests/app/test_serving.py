@@ -68,6 +68,7 @@ def test_engine_gets_the_lora_switches_ray_does_not_set_and_passthrough_kwargs()
         "tensor_parallel_size": 1,
         "pipeline_parallel_size": 1,
         "max_model_len": 8192,
+        "load_format": "auto",
         "enable_lora": True,
         "max_lora_rank": 32,
         "max_loras": 8,

@@ -146,14 +146,14 @@ def test_bucket_weights_stream_from_s3_and_hugging_face_weights_download(monkeyp
     assert streamed.engine_kwargs["load_format"] == "runai_streamer"
     assert streamed.model_loading_config.model_source == "s3://llm-prod-weights-333333333333/models/llama-3.1-8b-instruct"
     assert streamed.runtime_env["env_vars"]["AWS_REGION"] == "us-east-1"
-    assert "load_format" not in downloaded.engine_kwargs
+    assert downloaded.engine_kwargs["load_format"] == "auto"
 
     def download(data):
         data["models"][0]["weights"] = {"load": "download"}
         data["models"][1]["weights"] = {"stream_concurrency": 32}
 
     by_id = configs(planned(DEV, download), monkeypatch)
-    assert "load_format" not in by_id["qwen2.5-7b-instruct"].engine_kwargs
+    assert by_id["qwen2.5-7b-instruct"].engine_kwargs["load_format"] == "auto"
     assert by_id["llama-3.2-1b-instruct"].runtime_env["env_vars"]["RUNAI_STREAMER_CONCURRENCY"] == "32"
 
 
