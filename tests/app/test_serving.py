@@ -174,6 +174,18 @@ INVALID = [
     ("bad-bucket", lambda a: a.update(weights_bucket="Weights_Bucket"), "weights_bucket"),
     ("bad-region", lambda a: a.update(region="mars"), "region"),
     ("server-cls-missing", lambda a: a["models"][0].update(server_cls="app.nowhere:Server"), "models[0] (qwen2.5-7b-instruct): "),
+    ("credential-env-var", lambda a: a["models"][0].update(env_vars={"HF_TOKEN": "hf_x"}),
+     "models[0] (qwen2.5-7b-instruct): env_vars.HF_TOKEN: HF_TOKEN looks like a credential"),
+    ("secret-looking-value", lambda a: a["models"][0].update(env_vars={"NOTE": "ASIAABCDEFGHIJKLMNOP"}),
+     "env_vars.NOTE: the value of NOTE looks like a credential"),
+    ("stream-from-hugging-face", lambda a: a["models"][1].update(load="stream"),
+     "models[1] (llama-3.1-70b-instruct): load 'stream' reads the weights bucket"),
+    ("placement-without-bundles", lambda a: a["models"][0].update(placement={"strategy": "STRICT_PACK", "bundles": []}),
+     "models[0] (qwen2.5-7b-instruct).placement.bundles: List should have at least 1 item"),
+    ("router-not-a-class-path", lambda a: a["models"][0].update(routing={"request_router_class": "not a class"}),
+     "models[0] (qwen2.5-7b-instruct).routing.request_router_class"),
+    ("router-not-importable", lambda a: a["models"][0].update(routing={"request_router_class": "no_such_module:Router"}),
+     "models[0] (qwen2.5-7b-instruct): Value error, Invalid deployment config"),
 ]
 
 
