@@ -152,6 +152,15 @@ class PlacementSpec(Strict):
                                  Annotated[float, Field(ge=0)]]], Field(min_length=1, max_length=64)]
 
 
+# The routers by the names an environment file uses: Ray Serve LLM's prefix-cache-aware router
+# (app.routing: with requests without text routed by load) and Ray Serve's default, named by
+# the path Ray itself uses for it (DEFAULT_REQUEST_ROUTER_PATH).
+ROUTER_CLASSES = {
+    "prefix_aware": "app.routing:PrefixAwareRouter",
+    "power_of_two": "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter",
+}
+
+
 class RoutingSpec(Strict):
     """Ray Serve's request router for the model's replicas (`request_router_config`)."""
 

@@ -48,10 +48,11 @@ for path in (ROOT / "tests", ROOT):
 
 MODEL = "routing-bench"
 ENGINE_ENV = {"PREFIX_ENGINE_DECODE_MS": "100", "PREFIX_ENGINE_PREFILL_MS_PER_KCHAR": "40"}
-# Ray's knobs as recommended for the app's prefix-aware default (see the findings): a finite
-# imbalanced_threshold, Ray's match_rate_threshold, eviction on.
-PREFIX_KWARGS = {"imbalanced_threshold": 8, "match_rate_threshold": 0.1, "do_eviction": True,
-                 "eviction_threshold_chars": 1_000_000, "eviction_target_chars": 900_000, "eviction_interval_secs": 10}
+from stacks.config.models import Routing  # noqa: E402  (after the path set-up)
+from stacks.specs.app_args import routing  # noqa: E402
+
+# What `routing: prefix_aware` renders for a replica with load target 16 (prefix_engine.app_args).
+PREFIX_KWARGS = routing(Routing(policy="prefix_aware"), 16).request_router_kwargs
 CONVERSATIONS = {"conversations": 25, "turns": 8, "concurrency": 8, "system_chars": 2000}
 OVERHEAD_REQUESTS = 50
 SHARED_PREAMBLE = {"conversations": 48, "turns": 3, "concurrency": 16, "system_chars": 200, "shared_preamble_chars": 3000}

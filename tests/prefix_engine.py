@@ -52,6 +52,7 @@ from vllm.entrypoints.openai.completion.protocol import (
 )
 from vllm.entrypoints.serve.engine.protocol import UsageInfo
 
+from app.spec import ROUTER_CLASSES
 from cpu_engine import CpuLLMServer, EchoEngine
 
 PREFIX_CHARS = 256
@@ -206,8 +207,9 @@ class PrefixLLMServer(CpuLLMServer):
 
 # --- Harness shared by tests/app/test_routing.py and benchmarks/routing.py (driver side only) ---
 
-PREFIX_AWARE = "ray.serve.llm.request_router:PrefixCacheAffinityRouter"
-POWER_OF_TWO = "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter"
+# The classes an environment's `routing: prefix_aware` / `power_of_two` render to.
+PREFIX_AWARE = ROUTER_CLASSES["prefix_aware"]
+POWER_OF_TWO = ROUTER_CLASSES["power_of_two"]
 SERVER_CLS = "prefix_engine:PrefixLLMServer"
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 _WORDS = ("account billing cluster deploy engine failover gateway harbor index journal kernel ledger metric "

@@ -141,10 +141,11 @@ class Workload(Strict):
 
 
 class PrefixEviction(Strict):
-    """Bound the prefix router's memory: trim its prefix tree to target_chars once it holds threshold_chars."""
+    """Bound the prefix router's memory: every interval_s, a replica's prompts in its prefix tree
+    are trimmed to target_chars once they exceed threshold_chars (per replica)."""
 
-    threshold_chars: Annotated[int, Field(ge=1_000, le=1_000_000_000)] = 400_000
-    target_chars: Annotated[int, Field(ge=1_000, le=1_000_000_000)] = 360_000
+    threshold_chars: Annotated[int, Field(ge=1_000, le=1_000_000_000)] = 1_000_000
+    target_chars: Annotated[int, Field(ge=1_000, le=1_000_000_000)] = 900_000
     interval_s: Annotated[int, Field(ge=1, le=3600)] = 10
 
     @model_validator(mode="after")
@@ -165,12 +166,13 @@ class Routing(Strict):
     Ray Serve's default (the less loaded of two random replicas); or a router class "module:Class"."""
 
     policy: Annotated[str, Field(pattern=ROUTING_PATTERN)]
-    # prefix_aware: balance load instead of following the prefix once two replicas' queues differ by this much.
+    # prefix_aware: balance load instead of following the prefix once two replicas' queues differ by
+    # this much; default: a quarter of target_ongoing_requests, at least 4.
     imbalanced_threshold: Annotated[int, Field(ge=1, le=100_000)] | None = None
     # prefix_aware: follow a prefix only when at least this share of the prompt matches a replica's.
-    match_rate_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
-    # prefix_aware: bound the router's prefix tree.
-    eviction: PrefixEviction | None = None
+    match_rate_threshold: Annotated[float, Field(ge=0, le=1)] = 0.1
+    # prefix_aware: bound the router's prefix tree (always on).
+    eviction: PrefixEviction = PrefixEviction()
     # A router class's own keyword arguments.
     kwargs: Annotated[dict[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$")], JsonLike], max_items(32)] = {}
 
@@ -181,11 +183,15 @@ class Routing(Strict):
 
     @model_validator(mode="after")
     def _knobs(self) -> Routing:
-        knobs = [k for k in ("imbalanced_threshold", "match_rate_threshold", "eviction") if getattr(self, k) is not None]
+        knobs = [k for k in ("imbalanced_threshold", "match_rate_threshold", "eviction") if k in self.model_fields_set]
         if knobs and self.policy != "prefix_aware":
             raise ValueError(f"{', '.join(knobs)} tune prefix_aware routing, not {self.policy}")
         if self.kwargs and self.policy in ROUTING_POLICIES:
             raise ValueError(f"kwargs are for a router class of your own; {self.policy} has typed settings")
+        if self.policy.rpartition(":")[2] == "KVAwareRouter":
+            raise ValueError("Ray 2.60's KVAwareRouter routes only in direct-streaming mode (one model per app, "
+                             "HAProxy, the ai-dynamo package); behind this app's shared ingress it picks replicas "
+                             "at random: use prefix_aware")
         return self
 
 

@@ -6,19 +6,13 @@ specs, the preview and the end-to-end tests agree on what runs.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from app.spec import AppArgs, LoraSpec, ModelSpec, PlacementSpec, RoutingSpec
+from app.spec import ROUTER_CLASSES, AppArgs, LoraSpec, ModelSpec, PlacementSpec, RoutingSpec
 from stacks.config.models import Routing
 from stacks.planning.plan import EnvironmentPlan, ModelPlan
 from stacks.specs.pods import pool_resource
-
-# The routers Ray ships, by the names an environment file uses. Power-of-two is Ray Serve's
-# default, named by the path Ray itself uses for it (DEFAULT_REQUEST_ROUTER_PATH).
-ROUTER_CLASSES = {
-    "prefix_aware": "ray.serve.llm.request_router:PrefixCacheAffinityRouter",
-    "power_of_two": "ray.serve._private.request_router:PowerOfTwoChoicesRequestRouter",
-}
 
 
 def placement(model: ModelPlan) -> PlacementSpec:
@@ -28,16 +22,23 @@ def placement(model: ModelPlan) -> PlacementSpec:
     return PlacementSpec(strategy="STRICT_PACK", bundles=[dict(bundle) for _ in range(model.gpus_per_replica)])
 
 
-def routing(policy: Routing) -> RoutingSpec:
+def imbalanced_threshold(target_ongoing_requests: float) -> int:
+    """Prefix-aware routing balances load instead once two replicas' queues differ by a quarter of
+    the load target: Ray's default (never) sent every request sharing a system prompt to one replica."""
+    return max(4, math.ceil(target_ongoing_requests / 4))
+
+
+def routing(policy: Routing, target_ongoing_requests: float) -> RoutingSpec:
     kwargs: dict[str, Any] = dict(policy.kwargs)
     if policy.policy == "prefix_aware":
-        if policy.imbalanced_threshold is not None:
-            kwargs["imbalanced_threshold"] = policy.imbalanced_threshold
-        if policy.match_rate_threshold is not None:
-            kwargs["match_rate_threshold"] = policy.match_rate_threshold
-        if (eviction := policy.eviction) is not None:
-            kwargs.update(do_eviction=True, eviction_threshold_chars=eviction.threshold_chars,
-                          eviction_target_chars=eviction.target_chars, eviction_interval_secs=eviction.interval_s)
+        eviction = policy.eviction
+        kwargs.update(
+            imbalanced_threshold=policy.imbalanced_threshold or imbalanced_threshold(target_ongoing_requests),
+            match_rate_threshold=policy.match_rate_threshold,
+            # Ray keeps every prompt in its (detached) prefix tree unless told to evict.
+            do_eviction=True, eviction_threshold_chars=eviction.threshold_chars,
+            eviction_target_chars=eviction.target_chars, eviction_interval_secs=eviction.interval_s,
+        )
     return RoutingSpec(request_router_class=ROUTER_CLASSES.get(policy.policy, policy.policy),
                        request_router_kwargs=kwargs)
 
@@ -65,7 +66,7 @@ def model_spec(model: ModelPlan) -> ModelSpec:
         trust_remote_code=m.trust_remote_code,
         server_cls=m.server_cls,
         placement=placement(model),
-        routing=routing(m.routing_policy),
+        routing=routing(m.routing_policy, model.target_ongoing_requests),
         env_vars=dict(m.env_vars),
         health_check_period_s=m.health_check.period_s,
         health_check_timeout_s=m.health_check.timeout_s,

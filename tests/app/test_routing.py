@@ -8,8 +8,9 @@ held the conversation so far, the way vLLM's prefix cache would. No S3 and no GP
 from __future__ import annotations
 
 import pytest
-from openai import APITimeoutError
 
+from stacks.config.models import Routing
+from stacks.specs.app_args import routing
 from prefix_engine import (
     DECODE_MS_ENV,
     POWER_OF_TWO,
@@ -23,10 +24,9 @@ from prefix_engine import (
 )
 
 MODEL = "routing-test"
-# Ray's own knob names; Ray's defaults except a finite load-balance threshold, and eviction on but far
-# above what this workload stores (the eviction loop must start without trimming anything here).
-PREFIX_KWARGS = {"imbalanced_threshold": 8, "match_rate_threshold": 0.1, "do_eviction": True,
-                 "eviction_threshold_chars": 1_000_000, "eviction_target_chars": 900_000, "eviction_interval_secs": 10}
+# What `routing: prefix_aware` renders for a replica with load target 16 (app_args below): a finite
+# load-balance threshold, and eviction on but far above what this workload stores.
+PREFIX_KWARGS = routing(Routing(policy="prefix_aware"), 16).request_router_kwargs
 APPS = {"prefix": (PREFIX_AWARE, PREFIX_KWARGS), "pow2": (POWER_OF_TWO, {})}
 # 8 conversations with distinct 2,000-character system prompts, 5 turns each, 4 requests at a time.
 WORKLOAD = {"conversations": 8, "turns": 5, "concurrency": 4}
@@ -90,11 +90,9 @@ def test_power_of_two_routing_moves_conversations_between_replicas(results):
     assert summary["cached_char_share"] < results["prefix"]["cached_char_share"], results
 
 
-@pytest.mark.xfail(strict=True, raises=APITimeoutError, reason=(
-    "Ray 2.60 PrefixCacheAffinityRouter._prefix_match_best_replicas divides the matched length by the "
-    "prompt text's length (prefix_aware_router.py:268): a chat whose messages carry no text raises "
-    "ZeroDivisionError in the router and the request is never routed (the client waits until it times out)"))
 def test_a_chat_without_text_is_answered_with_prefix_aware_routing(port, results):
+    # Ray 2.60's PrefixCacheAffinityRouter divides by the prompt text's length and never routes such a
+    # request (the client waits until it times out); app.routing.PrefixAwareRouter routes it by load.
     from openai import OpenAI
 
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/prefix/v1", api_key="not-needed", max_retries=0, timeout=8)

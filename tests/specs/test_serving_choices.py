@@ -13,7 +13,8 @@ from app.serving import llm_configs
 from stacks.config.loader import ENVIRONMENTS_DIR, parse_environment
 from stacks.errors import ConfigError
 from stacks.planning.plan import plan_environment
-from stacks.specs.app_args import ROUTER_CLASSES, app_args
+from app.spec import ROUTER_CLASSES
+from stacks.specs.app_args import app_args
 from stacks.specs.render import ANYSCALE_FILE, RAYSERVICE_FILE, render_specs
 from stacks.specs.validate import placement_problems
 
@@ -108,12 +109,19 @@ def test_routing_defaults_to_prefix_aware_where_prefix_caching_is_on(monkeypatch
     qwen = by_id["qwen2.5-7b-instruct"].deployment_config["request_router_config"]
     llama = by_id["llama-3.2-1b-instruct"].deployment_config["request_router_config"]
     assert qwen["request_router_class"] == ROUTER_CLASSES["prefix_aware"]
+    # Load is balanced once queues differ by a quarter of the load target (50), and the prefix tree is bounded.
+    assert qwen["request_router_kwargs"] == {"imbalanced_threshold": 13, "match_rate_threshold": 0.1, "do_eviction": True,
+                                             "eviction_threshold_chars": 1_000_000, "eviction_target_chars": 900_000,
+                                             "eviction_interval_secs": 10}
+    assert llama["request_router_kwargs"] == {}
     assert llama["request_router_class"] == ROUTER_CLASSES["power_of_two"]
     # Both name classes Ray can import.
     from ray._common.utils import import_attr
 
-    assert {import_attr(path.replace(":", ".")).__name__ for path in ROUTER_CLASSES.values()} == {
-        "PrefixCacheAffinityRouter", "PowerOfTwoChoicesRequestRouter"}
+    from ray.serve.llm.request_router import PrefixCacheAffinityRouter
+
+    prefix_aware, power_of_two = (import_attr(ROUTER_CLASSES[name].replace(":", ".")) for name in ("prefix_aware", "power_of_two"))
+    assert issubclass(prefix_aware, PrefixCacheAffinityRouter) and power_of_two.__name__ == "PowerOfTwoChoicesRequestRouter"
 
 
 try:
@@ -190,6 +198,8 @@ def test_serve_settings_and_replica_environment_reach_the_deployment(monkeypatch
     (lambda m: m.update(routing={"policy": "power_of_two", "match_rate_threshold": 0.5}), "models[0].routing",
      "tune prefix_aware routing"),
     (lambda m: m.update(routing={"policy": "prefix_aware", "kwargs": {"x": 1}}), "models[0].routing", "router class of your own"),
+    (lambda m: m.update(routing="ray.serve.llm.request_router:KVAwareRouter"), "models[0].routing",
+     "behind this app's shared ingress it picks replicas at random"),
     (lambda m: m.update(routing="prefix_aware", engine_kwargs={"enable_prefix_caching": False}), "models[0].routing",
      "enable_prefix_caching is false"),
     (lambda m: m.update(routing={"policy": "prefix_aware", "eviction": {"threshold_chars": 5000, "target_chars": 9000}}),
