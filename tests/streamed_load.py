@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -32,13 +33,14 @@ WEIGHT_PATTERNS = ["*.pt", "*.safetensors", "*.bin", "*.tensors", "*.pth"]
 
 
 def pull_config(model_source: str) -> Path:
-    """vLLM's pull of the folder's non-weight files; returns the local directory they are in."""
+    """vLLM's pull of the folder's non-weight files into a new local directory (the caller removes it)."""
     from vllm.transformers_utils.runai_utils import ObjectStorageModel  # noqa: PLC0415
 
     model = ObjectStorageModel(url=model_source)
-    # A folder left by an earlier load would hide a pull that finds nothing (a wrong prefix).
-    shutil.rmtree(model.dir, ignore_errors=True)
-    os.makedirs(model.dir)
+    # vLLM's folder is shared by every load of this URL (under VLLM_ASSETS_CACHE) and kept: one of
+    # our own, so that files left by an earlier load cannot hide a pull that finds nothing (a wrong
+    # prefix) and loads running side by side cannot disturb each other.
+    model.dir = tempfile.mkdtemp(prefix="streamed-load-")
     model.pull_files(model_source, allow_pattern=CONFIG_PATTERNS)
     model.pull_files(model_source, ignore_pattern=WEIGHT_PATTERNS)
     return Path(model.dir)
