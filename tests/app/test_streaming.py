@@ -109,6 +109,15 @@ def failed(outcome: Outcome, error: str, *in_log: str) -> None:
         assert text in outcome.stderr, outcome.stderr[-3000:]
 
 
+def test_real_aws_needs_only_the_region_and_the_set_concurrency():
+    """Credentials come from the replica's identity (Pod Identity), S3 from the region."""
+    assert streamer_env(region=REGION, endpoint_url=None, concurrency=None) == {
+        "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "RUNAI_STREAMER_LOG_TO_STDERR": "1"}
+    assert streamer_env(region=REGION, endpoint_url=None, concurrency=12, memory_limit=8 * 1024 ** 3) == {
+        "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "RUNAI_STREAMER_LOG_TO_STDERR": "1",
+        "RUNAI_STREAMER_CONCURRENCY": "12", "RUNAI_STREAMER_MEMORY_LIMIT": str(8 * 1024 ** 3)}
+
+
 def test_streams_a_published_model_with_the_replica_env(aws, models, loads):
     """Exactly streamer_env + credentials: the tensors are the local safetensors' (bf16, fp16,
     f32, an odd-sized u8 that leaves the next tensor unaligned); `hash` and `manifest.json` in the
