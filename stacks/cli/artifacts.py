@@ -89,7 +89,8 @@ def cmd_upload_model(args: argparse.Namespace) -> int:
                               transfer_config=transfer_config(), progress=progress)
         progress.close()
     print(f"published {args.model} to s3://{bucket}/{report.manifest_key.rsplit('/', 1)[0]}/ "
-          f"({len(report.uploaded)} uploaded, {len(report.skipped)} already there; snapshot {report.snapshot[:12]})")
+          f"({len(report.uploaded)} uploaded, {len(report.skipped)} already there, {len(report.removed)} left by an "
+          f"earlier upload removed; snapshot {report.snapshot[:12]})")
     return 0
 
 

@@ -25,7 +25,7 @@ from stacks.publishing.files import (
     safetensors_header,
     with_digests,
 )
-from stacks.publishing.objects import head, read_object, stream_sha256, upload_missing
+from stacks.publishing.objects import delete_keys, head, list_keys, read_object, stream_sha256, upload_missing
 from stacks.publishing.scan import LocalFile, local_files, shown
 
 MANIFEST = "manifest.json"
@@ -103,6 +103,7 @@ class UploadReport:
     skipped: list[str]
     manifest_key: str
     snapshot: str
+    removed: list[str]  # objects of an earlier upload that this one does not have
 
 
 def upload_model(s3, bucket: str, model_id: str, directory: Path, *, remote_code: RemoteCode = RemoteCode(),
@@ -114,19 +115,33 @@ def upload_model(s3, bucket: str, model_id: str, directory: Path, *, remote_code
     # Unpublish first: from here until the new manifest, readers see no model.
     s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
     uploaded, skipped = upload_missing(s3, bucket, prefix, files, transfer_config=transfer_config, progress=progress)
+    # The folder holds exactly this upload: a streamed load reads every *.safetensors in it, and Ray's
+    # download every object, so a shard left by an earlier upload would be loaded too.
+    removed = stale_keys(s3, bucket, model_id, {prefix + f.name for f in files})
+    delete_keys(s3, bucket, removed)
     manifest = manifest_for(model_id, files)
     snapshot = manifest_digest(manifest)[:40]
     s3.put_object(Bucket=bucket, Key=prefix + HASH_OBJECT, Body=snapshot.encode(), ChecksumAlgorithm="SHA256")
     s3.put_object(Bucket=bucket, Key=prefix + MANIFEST, Body=json.dumps(manifest, indent=2).encode(),
                   ContentType="application/json", ChecksumAlgorithm="SHA256")
-    return UploadReport(uploaded, skipped, prefix + MANIFEST, snapshot)
+    return UploadReport(uploaded, skipped, prefix + MANIFEST, snapshot, removed)
+
+
+def stale_keys(s3, bucket: str, model_id: str, published: set[str]) -> list[str]:
+    """Objects under the model's folder that are not among `published` (its manifest and hash aside)."""
+    prefix = model_prefix(model_id)
+    own = {prefix + MANIFEST, prefix + HASH_OBJECT}
+    return sorted(o["Key"] for o in list_keys(s3, bucket, prefix) if o["Key"] not in published | own)
 
 
 def verify_model(s3, bucket: str, model_id: str, *, deep: bool = False) -> list[str]:
     """Every object against the manifest: size and S3's checksum (`deep`: the bytes' SHA-256). [] means intact."""
     prefix = model_prefix(model_id)
     problems = []
-    for entry in read_manifest(s3, bucket, model_id)["files"]:
+    manifest = read_manifest(s3, bucket, model_id)
+    problems += [f"{key}: not in the manifest (a load reads it too); rerun upload-model to remove it"
+                 for key in stale_keys(s3, bucket, model_id, {prefix + e["path"] for e in manifest["files"]})]
+    for entry in manifest["files"]:
         key = prefix + entry["path"]
         found = head(s3, bucket, key)
         if found is None:

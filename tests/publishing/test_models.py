@@ -76,6 +76,35 @@ def test_rerun_skips_what_is_there_and_reuploads_what_changed(s3, tmp_path, caps
     assert "(1 uploaded, 4 already there" in capsys.readouterr().out
 
 
+def test_republishing_fewer_shards_removes_the_ones_left_over(s3, tmp_path, capsys):
+    # A streamed load reads every *.safetensors in the folder: a third shard left by the first
+    # upload would be loaded alongside the two of the second.
+    three = model_dir(tmp_path / "three", shards=3)
+    assert upload(three) == 0
+    assert PREFIX + "model-00002-of-00003.safetensors" in keys(s3)
+    two = model_dir(tmp_path / "two", shards=2)
+    assert upload(two) == 0
+    assert "3 left by an earlier upload removed" in capsys.readouterr().out.splitlines()[-1]
+    shards = {k for k in keys(s3) if k.endswith(".safetensors")}
+    assert shards == {PREFIX + "model-00000-of-00002.safetensors", PREFIX + "model-00001-of-00002.safetensors"}
+    assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 0
+    # Removed, not destroyed: the versioned bucket keeps them behind a delete marker.
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=PREFIX + "model-00002-of-00003")
+    assert versions.get("DeleteMarkers") or not s3.get_bucket_versioning(Bucket=BUCKET).get("Status")
+
+
+def test_verify_model_reports_an_object_the_manifest_does_not_list(s3, tmp_path, capsys):
+    directory = model_dir(tmp_path)
+    assert upload(directory) == 0
+    s3.put_object(Bucket=BUCKET, Key=PREFIX + "consolidated.safetensors", Body=b"x")
+    capsys.readouterr()
+    assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 1
+    assert capsys.readouterr().out.splitlines()[0] == (f"{PREFIX}consolidated.safetensors: not in the manifest "
+                                                       "(a load reads it too); rerun upload-model to remove it")
+    assert upload(directory) == 0
+    assert PREFIX + "consolidated.safetensors" not in keys(s3)
+
+
 class FailingClient:
     """An S3 client whose n-th PutObject (small files go up as one) raises, as a dropped connection would."""
 
