@@ -13,6 +13,12 @@ Prints (and writes to bench-results/bench.json):
   synth and policy gate) and its ratio to a synth of all environments
   (target <= 2.2), also without the policy gate.
 
+- serving (skip with --no-serving; needs the `serving` extra): how fast a
+  replica gets its weights from S3, streamed vs downloaded
+  (`benchmarks/weights_load.py`, on the local AWS), and how often prefix-aware
+  routing sends a request to the replica holding its prefix, against
+  power-of-two (`benchmarks/routing.py`, two CPU replicas).
+
 Each figure is the best of --repeat runs (default 2). No assertions: the
 numbers are for people and the closing note, not a pass/fail gate.
 """
@@ -90,10 +96,47 @@ def best_of(repeat: int, command: list[str]) -> float:
     return min(times)
 
 
+def serving_benchmarks(out: Path) -> dict:
+    """Weights load and routing, each in its own process (each starts its own local AWS or Ray)."""
+    weights = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "weights_load.py")], check=True,
+                             capture_output=True, text=True, cwd=ROOT).stdout
+    weights_load = json.loads(weights[weights.index("\n{") + 1:] if not weights.startswith("{") else weights)
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "routing.py")], check=True, capture_output=True, cwd=ROOT)
+    routing = json.loads((out / "routing.json").read_text())
+    (out / "weights_load.json").write_text(json.dumps(weights_load, indent=2) + "\n")
+    return {"weights_load": weights_load, "routing": routing}
+
+
+def serving_rows(serving: dict) -> list[tuple[str, str, str]]:
+    weights, routing = serving["weights_load"], serving["routing"]
+    conversations = routing["conversations"]
+    ratios, best = weights.get("ratios", {}), weights.get("best_streamer_concurrency")
+    seconds = {"streamer": weights["streamer"].get(best, {}).get("seconds"),
+               "raw": weights["raw"].get(weights.get("best_raw_concurrency"), {}).get("seconds"),
+               "download_then_load": weights["download_then_load"].get("seconds")}
+    rows = [(f"weights load {weights['size_gib']:.1f} GiB, {kind}" + (f" (concurrency {best})" if kind == "streamer" else ""),
+             f"{value:.2f} s" if value is not None else "failed", "") for kind, value in seconds.items()]
+    rows += [
+        ("  ratio streamer / raw throughput", f"{ratios.get('best_streamer_over_best_raw_throughput', float('nan')):.2f}",
+         "target >= 0.80"),
+        ("  ratio download-then-load / streamer time", f"{ratios.get('download_then_load_over_best_streamer_time', float('nan')):.2f}",
+         "target > 1.00"),
+    ]
+    rows += [
+        ("routing: follow-ups on the replica holding the prefix, prefix-aware",
+         f"{conversations['prefix_aware']['hit_share']:.0%}", "target >= 90%"),
+        ("routing: the same, power-of-two", f"{conversations['power_of_two']['hit_share']:.0%}", "about 50%"),
+    ]
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--no-serving", action="store_true", help="skip the weights-load and routing benchmarks")
     args = parser.parse_args()
+    out = ROOT / "bench-results"
+    out.mkdir(exist_ok=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -138,11 +181,13 @@ def main() -> int:
         ("warm process: synth 2 models", f"{results['warm_models_2_s']:.2f} s", ""),
         ("warm process: synth 50 models", f"{results['warm_models_50_s']:.2f} s", ""),
     ]
+    if not args.no_serving:
+        serving = serving_benchmarks(out)
+        results["serving"] = serving
+        rows += serving_rows(serving)
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name.ljust(width)}  {value:>9}  {note}")
-    out = ROOT / "bench-results"
-    out.mkdir(exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
