@@ -103,7 +103,7 @@ class EchoEngine(LLMEngine):
         source = self.llm_config.model_loading_config.model_source
         if kwargs.get("load_format") == STREAM_LOAD_FORMAT:
             # Ray skips its download for streaming formats; vLLM reads s3:// itself.
-            from streamed_load import load_streamed  # noqa: PLC0415
+            from streamed_load import load_streamed
 
             loaded = await asyncio.to_thread(load_streamed, source)
             config = loaded["config"]
@@ -111,19 +111,19 @@ class EchoEngine(LLMEngine):
                                 **{k: loaded[k] for k in ("tensors", "bytes", "sha256")}}
         else:
             # Ray's own S3 download of the weights, as VLLMEngine does at start.
-            from streamed_load import local_digest  # noqa: PLC0415
+            from streamed_load import local_digest
 
             local = await asyncio.to_thread(download_model_files, model_id=source, mirror_config=None)
             config = json.loads((Path(local) / "config.json").read_text())
             self.load_report = {"load": "download", "source": source, **await asyncio.to_thread(local_digest, Path(local))}
         self.model_type = config["model_type"]
         if name := kwargs.get("reasoning_parser"):
-            from vllm.parser import ParserManager  # noqa: PLC0415
+            from vllm.parser import ParserManager
 
             # As OpenAIServingChat: an unknown name fails the replica's start.
             self.parser_cls = ParserManager.get_parser(reasoning_parser_name=name)
         if "limit_mm_per_prompt" in kwargs:
-            from vllm.config.multimodal import MultiModalConfig  # noqa: PLC0415
+            from vllm.config.multimodal import MultiModalConfig
 
             self.mm_config = MultiModalConfig(limit_per_prompt=kwargs["limit_mm_per_prompt"])
 
@@ -151,8 +151,8 @@ class EchoEngine(LLMEngine):
         `BaseProcessingInfo.validate_num_items`, and a model without a multimodal config refuses
         images altogether. Here a model is multimodal when its engine_kwargs set the limit.
         """
-        from vllm.exceptions import VLLMValidationError  # noqa: PLC0415
-        from vllm.multimodal.media import MediaConnector  # noqa: PLC0415
+        from vllm.exceptions import VLLMValidationError
+        from vllm.multimodal.media import MediaConnector
 
         if not urls:
             return []
@@ -166,8 +166,8 @@ class EchoEngine(LLMEngine):
 
     def _sampling_params(self, request, prompt_tokens: int):
         """vLLM's SamplingParams for the request, validated as vLLM's input processor does."""
-        from vllm.config.structured_outputs import StructuredOutputsConfig  # noqa: PLC0415
-        from vllm.entrypoints.serve.utils.api_utils import get_max_tokens  # noqa: PLC0415
+        from vllm.config.structured_outputs import StructuredOutputsConfig
+        from vllm.entrypoints.serve.utils.api_utils import get_max_tokens
 
         max_model_len = self.llm_config.engine_kwargs["max_model_len"]
         requested = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
@@ -253,21 +253,9 @@ class EchoEngine(LLMEngine):
 
     async def completions(self, request, raw_request_info=None):
         text = self._reply(request.model, request.prompt if isinstance(request.prompt, str) else str(request.prompt))
-        rid = f"cmpl-{uuid.uuid4().hex}"
-        if request.stream:
-            for i, word in enumerate(text.split(" ")):
-                chunk = CompletionStreamResponse(
-                    id=rid, created=int(time.time()), model=request.model,
-                    choices=[CompletionResponseStreamChoice(index=0, text=("" if i == 0 else " ") + word)],
-                )
-                yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
-            yield "data: [DONE]\n\n"
-            return
-        yield CompletionResponse(
-            id=rid, created=int(time.time()), model=request.model,
-            choices=[CompletionResponseChoice(index=0, text=text, finish_reason="stop")],
-            usage=UsageInfo(prompt_tokens=1, completion_tokens=len(text.split()), total_tokens=1 + len(text.split())),
-        )
+        usage = UsageInfo(prompt_tokens=1, completion_tokens=len(text.split()), total_tokens=1 + len(text.split()))
+        for event in completion_events(request, text, usage):
+            yield event
 
     async def embeddings(self, request, raw_request_info=None):
         raise NotImplementedError("the test engine does not embed")
@@ -309,7 +297,9 @@ def rendered(messages: list[Any]) -> str:
 
 def error_response(exc: Exception) -> ErrorResponse:
     """What Ray's VLLMEngine yields for an exception of vLLM's serving layer (VLLMEngine._make_error_response)."""
-    from vllm.entrypoints.serve.exception_handling.error_response import create_error_response  # noqa: PLC0415
+    from vllm.entrypoints.serve.exception_handling.error_response import (
+        create_error_response,
+    )
 
     return ErrorResponse(error=ErrorInfo(**create_error_response(exc).error.model_dump()))
 
@@ -344,6 +334,24 @@ def instance_of(schema: dict[str, Any]) -> Any:
     if kind == "boolean":
         return True
     return None
+
+
+def completion_events(request, text: str, usage: UsageInfo):
+    """A completion of `text` as the engine protocol yields it: SSE chunks word by word, or one response."""
+    rid = f"cmpl-{uuid.uuid4().hex}"
+    if request.stream:
+        for i, word in enumerate(text.split(" ")):
+            chunk = CompletionStreamResponse(
+                id=rid, created=int(time.time()), model=request.model,
+                choices=[CompletionResponseStreamChoice(index=0, text=("" if i == 0 else " ") + word)],
+            )
+            yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    yield CompletionResponse(
+        id=rid, created=int(time.time()), model=request.model,
+        choices=[CompletionResponseChoice(index=0, text=text, finish_reason="stop")], usage=usage,
+    )
 
 
 class CpuLLMServer(LLMServer):

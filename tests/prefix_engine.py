@@ -37,7 +37,10 @@ import time
 import uuid
 from typing import Any
 
-from ray.llm._internal.serve.core.configs.openai_api_models import ChatCompletionResponse, CompletionResponse
+from cpu_engine import CpuLLMServer, EchoEngine, completion_events
+from ray.llm._internal.serve.core.configs.openai_api_models import (
+    ChatCompletionResponse,
+)
 from vllm.entrypoints.generate.base.protocol import DeltaMessage
 from vllm.entrypoints.openai.chat_completion.protocol import (
     ChatCompletionResponseChoice,
@@ -45,15 +48,9 @@ from vllm.entrypoints.openai.chat_completion.protocol import (
     ChatCompletionStreamResponse,
     ChatMessage,
 )
-from vllm.entrypoints.openai.completion.protocol import (
-    CompletionResponseChoice,
-    CompletionResponseStreamChoice,
-    CompletionStreamResponse,
-)
 from vllm.entrypoints.serve.engine.protocol import UsageInfo
 
 from app.spec import ROUTER_CLASSES
-from cpu_engine import CpuLLMServer, EchoEngine
 
 PREFIX_CHARS = 256
 DECODE_MS_ENV = "PREFIX_ENGINE_DECODE_MS"
@@ -175,21 +172,8 @@ class PrefixEngine(EchoEngine):
     async def completions(self, request, raw_request_info=None):
         prompt = request.prompt if isinstance(request.prompt, str) else str(request.prompt)
         text = await self._serve(prompt[:PREFIX_CHARS], prompt, None)
-        rid = f"cmpl-{uuid.uuid4().hex}"
-        if request.stream:
-            for i, word in enumerate(text.split(" ")):
-                chunk = CompletionStreamResponse(
-                    id=rid, created=int(time.time()), model=request.model,
-                    choices=[CompletionResponseStreamChoice(index=0, text=("" if i == 0 else " ") + word)],
-                )
-                yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
-            yield "data: [DONE]\n\n"
-            return
-        yield CompletionResponse(
-            id=rid, created=int(time.time()), model=request.model,
-            choices=[CompletionResponseChoice(index=0, text=text, finish_reason="stop")],
-            usage=_usage(len(prompt), text),
-        )
+        for event in completion_events(request, text, _usage(len(prompt), text)):
+            yield event
 
 
 def _usage(prompt_chars: int, text: str) -> UsageInfo:
@@ -212,8 +196,7 @@ PREFIX_AWARE = ROUTER_CLASSES["prefix_aware"]
 POWER_OF_TWO = ROUTER_CLASSES["power_of_two"]
 SERVER_CLS = "prefix_engine:PrefixLLMServer"
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-_WORDS = ("account billing cluster deploy engine failover gateway harbor index journal kernel ledger metric "
-          "network operator policy quota replica schema tenant upgrade vector window yield zone").split()
+_WORDS = ["account", "billing", "cluster", "deploy", "engine", "failover", "gateway", "harbor", "index", "journal", "kernel", "ledger", "metric", "network", "operator", "policy", "quota", "replica", "schema", "tenant", "upgrade", "vector", "window", "yield", "zone"]
 
 
 def app_args(model_id: str, router_class: str, router_kwargs: dict | None = None, *, replicas: int = 2,
