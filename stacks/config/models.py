@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.spec import (
     HF_ID_PATTERN,
@@ -155,11 +155,6 @@ class PrefixEviction(Strict):
         return self
 
 
-def _policy_shorthand(value: Any) -> Any:
-    # `routing: prefix_aware` is `routing: {policy: prefix_aware}`.
-    return {"policy": value} if isinstance(value, str) else value
-
-
 class Routing(Strict):
     """Which replica a request goes to. prefix_aware: Ray Serve LLM's PrefixCacheAffinityRouter
     (requests sharing a prompt prefix go to the replica whose cache holds it); power_of_two:
@@ -179,7 +174,8 @@ class Routing(Strict):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
-        return _policy_shorthand(value)
+        # `routing: prefix_aware` is `routing: {policy: prefix_aware}`.
+        return {"policy": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _knobs(self) -> Routing:
@@ -223,7 +219,7 @@ class Model(Strict):
     # The requests it serves: load targets are sized from them.
     workload: Workload = Workload()
     # Default: prefix_aware where prefix caching is on (vLLM's default), else power_of_two.
-    routing: Annotated[Routing | None, BeforeValidator(_policy_shorthand)] = None
+    routing: Routing | None = None
     # The model ships Python code (auto_map in config.json) that vLLM must run: off unless set here,
     # and upload-model refuses such a directory unless asked with --trust-remote-code too.
     trust_remote_code: bool = False
