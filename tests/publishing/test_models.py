@@ -79,6 +79,7 @@ def test_rerun_skips_what_is_there_and_reuploads_what_changed(s3, tmp_path, caps
 def test_republishing_fewer_shards_removes_the_ones_left_over(s3, tmp_path, capsys):
     # A streamed load reads every *.safetensors in the folder: a third shard left by the first
     # upload would be loaded alongside the two of the second.
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})  # as the stack makes it
     three = model_dir(tmp_path / "three", shards=3)
     assert upload(three) == 0
     assert PREFIX + "model-00002-of-00003.safetensors" in keys(s3)
@@ -90,7 +91,8 @@ def test_republishing_fewer_shards_removes_the_ones_left_over(s3, tmp_path, caps
     assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 0
     # Removed, not destroyed: the versioned bucket keeps them behind a delete marker.
     versions = s3.list_object_versions(Bucket=BUCKET, Prefix=PREFIX + "model-00002-of-00003")
-    assert versions.get("DeleteMarkers") or not s3.get_bucket_versioning(Bucket=BUCKET).get("Status")
+    assert [m["Key"] for m in versions["DeleteMarkers"]] == [PREFIX + "model-00002-of-00003.safetensors"]
+    assert [v["Key"] for v in versions["Versions"]] == [PREFIX + "model-00002-of-00003.safetensors"]
 
 
 def test_verify_model_reports_an_object_the_manifest_does_not_list(s3, tmp_path, capsys):
