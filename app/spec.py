@@ -46,6 +46,8 @@ RESERVED_ENGINE_KWARGS = {
     "served_model_name": "id",
     "trust_remote_code": "trust_remote_code",
     "load_format": "weights.load",
+    "kv_transfer_config": "kv_transfer",
+    "enable_expert_parallel": "expert_parallel",
 }
 # Engine settings that change how many GPUs or nodes a replica uses (vLLM 0.29's
 # ParallelConfig: world size = tensor x pipeline x prefill-context parallel;
@@ -65,7 +67,8 @@ def engine_kwarg_problem(key: str) -> str | None:
         return f"set from the model's {RESERVED_ENGINE_KWARGS[key]!r} field; remove it from engine_kwargs"
     if key in GPU_COUNT_ENGINE_KWARGS:
         return ("changes the GPUs or nodes a replica uses, which node pools and specs are sized from; "
-                "use tensor_parallel_size and pipeline_parallel_size, and remove it from engine_kwargs")
+                "use tensor_parallel_size, pipeline_parallel_size, or pattern: data_parallel with data_parallel_size, "
+                "and remove it from engine_kwargs")
     return None
 
 
@@ -168,6 +171,54 @@ class RoutingSpec(Strict):
     request_router_kwargs: dict[Annotated[str, Field(pattern=r"^[A-Za-z_]\w{0,63}$")], Any] = {}
 
 
+# How a model is served (README: "Serving patterns"). standard: one engine per replica on one node;
+# multi_node: tensor parallel within a node x pipeline parallel across nodes; data_parallel: a
+# gang of data_parallel_size engines (Ray's DPServer), for mixture-of-experts models;
+# disaggregated: prefill and decode engines, KV caches moved between them (Ray's PD servers).
+PATTERNS = ("standard", "multi_node", "data_parallel", "disaggregated")
+Pattern = Literal["standard", "multi_node", "data_parallel", "disaggregated"]
+# vLLM's KV connectors by the names an environment file uses.
+KV_CONNECTORS = {"nixl": "NixlConnector"}
+
+
+class PrefillSpec(Strict):
+    """The prefill deployment of a disaggregated model; the model's own fields describe decode."""
+
+    accelerator_type: str | None = None
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    min_replicas: Annotated[int, Field(ge=0)] = 1
+    max_replicas: Annotated[int, Field(ge=1)] = 1
+    target_ongoing_requests: Annotated[float, Field(gt=0)] = 32
+    max_ongoing_requests: Annotated[int, Field(ge=1)] = 64
+    placement: PlacementSpec | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrefillSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"prefill min_replicas {self.min_replicas} is greater than max_replicas {self.max_replicas}")
+        if problem := load_targets_problem(self.target_ongoing_requests, self.max_ongoing_requests):
+            raise ValueError(f"prefill {problem}")
+        return self
+
+
+def pattern_problem(pattern: str, *, data_parallel_size: int, pipeline_parallel_size: int, expert_parallel: bool,
+                    has_prefill: bool, has_kv_connector: bool) -> str | None:
+    """Why these settings do not make the pattern, or None (the app contract's and the config's rule)."""
+    if (pattern == "data_parallel") != (data_parallel_size > 1):
+        return ("pattern data_parallel needs data_parallel_size of at least 2" if pattern == "data_parallel"
+                else f"data_parallel_size {data_parallel_size} needs pattern: data_parallel")
+    if expert_parallel and pattern != "data_parallel":
+        return "expert_parallel applies to pattern data_parallel"
+    if (pattern == "disaggregated") != (has_prefill and has_kv_connector):
+        return ("pattern disaggregated needs a prefill part and a KV connector" if pattern == "disaggregated"
+                else "a prefill part and a KV connector apply to pattern disaggregated")
+    if pattern == "multi_node" and pipeline_parallel_size < 2:
+        return "pattern multi_node needs pipeline_parallel_size of at least 2 (one pipeline stage per node)"
+    if pattern in ("data_parallel", "disaggregated") and pipeline_parallel_size > 1:
+        return f"pattern {pattern} runs each engine on one node: pipeline_parallel_size must be 1"
+    return None
+
+
 class ModelSpec(Strict):
     id: Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
     # "bucket": weights_uri(weights_bucket, id). "huggingface": hf_id, downloaded by vLLM.
@@ -204,9 +255,22 @@ class ModelSpec(Strict):
     upscale_delay_s: Annotated[float, Field(ge=0, le=86400)] | None = None
     downscale_delay_s: Annotated[float, Field(ge=0, le=86400)] | None = None
     graceful_shutdown_timeout_s: Annotated[float, Field(ge=0, le=86400)] | None = None
+    pattern: Pattern = "standard"
+    # data_parallel: engines per replica (Ray's gang); min/max_replicas count gangs.
+    data_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    # data_parallel: experts spread across the gang's GPUs (vLLM's enable_expert_parallel).
+    expert_parallel: bool = False
+    # disaggregated: the prefill deployment and the connector moving KV caches to decode.
+    prefill: PrefillSpec | None = None
+    kv_connector: Literal["nixl"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
+        if problem := pattern_problem(self.pattern, data_parallel_size=self.data_parallel_size,
+                                      pipeline_parallel_size=self.pipeline_parallel_size,
+                                      expert_parallel=self.expert_parallel, has_prefill=self.prefill is not None,
+                                      has_kv_connector=self.kv_connector is not None):
+            raise ValueError(problem)
         if problem := weights_source_problem(self.weights, self.hf_id, self.hf_token_secret):
             raise ValueError(problem)
         if self.min_replicas > self.max_replicas:

@@ -131,11 +131,17 @@ def _models(env: Environment) -> list[Problem]:
         if model.weights.hf_token_secret and model.server_cls is not None:
             problems.append(Problem(f"{where}.server_cls", "a gated model (weights.hf_token_secret) runs "
                                     "app.gated_server:GatedModelServer; a server of your own must subclass it"))
-        pool = env.node_pool(model.node_pool)
-        if pool is None:
-            problems.append(Problem(f"{where}.node_pool", f"node pool {model.node_pool!r} is not defined (defined: {', '.join(pools)})"))
-        elif not pool.has_gpus:
-            problems.append(Problem(f"{where}.node_pool", f"node pool {pool.name!r} has no GPUs; models need a pool with an accelerator"))
+        if pattern := model.pattern_problem():
+            problems.append(Problem(f"{where}.{pattern[0]}", pattern[1]))
+            continue
+        for part in model.deployments(i):
+            pool = env.node_pool(part.node_pool)
+            if pool is None:
+                problems.append(Problem(f"{part.field}.node_pool", f"node pool {part.node_pool!r} is not defined "
+                                        f"(defined: {', '.join(pools)})"))
+            elif not pool.has_gpus:
+                problems.append(Problem(f"{part.field}.node_pool", f"node pool {pool.name!r} has no GPUs; models need "
+                                        "a pool with an accelerator"))
     return problems
 
 

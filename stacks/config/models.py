@@ -4,6 +4,7 @@ Ray Serve settings a deployment may need to change."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -13,6 +14,7 @@ from app.spec import (
     LORA_RANKS,
     MODEL_ID_PATTERN,
     SERVER_CLS_PATTERN,
+    Pattern,
     env_var_problem,
     load_targets_problem,
     weights_source_problem,
@@ -202,14 +204,61 @@ def _env_vars_problem(value: dict[str, str]) -> str | None:
     return next((problem for name, text in value.items() if (problem := env_var_problem(name, text))), None)
 
 
+class Part(Strict):
+    """One side of a disaggregated model: its node pool, tensor parallelism and replica bounds."""
+
+    node_pool: Name
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    replicas: Replicas = Replicas()
+
+
+class KvTransfer(Strict):
+    """How a disaggregated model's prefill engines hand their KV caches to decode engines:
+    vLLM's NIXL connector (over EFA between nodes where the pools have it)."""
+
+    connector: Literal["nixl"] = "nixl"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One Ray Serve deployment of a model, as written: what the planner sizes and places."""
+
+    role: Literal["model", "prefill", "decode"]
+    field: str  # where it is written, e.g. "models[2].decode"
+    node_pool: str
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    data_parallel_size: int
+    replicas: Replicas
+
+
+# Settings of one deployment, written on the model unless it is disaggregated (then per part).
+DEPLOYMENT_FIELDS = ("node_pool", "tensor_parallel_size", "pipeline_parallel_size", "replicas")
+
+
 class Model(Strict):
     id: Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
     weights: Weights = Weights()
-    node_pool: Name
+    # How it is served (README: "Serving patterns"): standard (one node per replica), multi_node
+    # (tensor parallel within a node x pipeline parallel across nodes), data_parallel (a gang of
+    # engines with data-parallel attention, for mixture-of-experts models) or disaggregated
+    # (prefill and decode on deployments of their own).
+    pattern: Pattern = "standard"
+    # Every pattern but disaggregated: the pool, parallelism and replicas of its one deployment.
+    node_pool: Name | None = None
     tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
     pipeline_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
-    max_model_len: Annotated[int, Field(ge=16, le=10_485_760)]
     replicas: Replicas = Replicas()
+    # data_parallel: engines per replica, each with tensor_parallel_size GPUs, all on one node;
+    # replicas count these gangs.
+    data_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    # data_parallel: spread the experts over the gang's GPUs (default on).
+    expert_parallel: bool | None = None
+    # disaggregated: the prefill and decode deployments, and how KV caches move between them.
+    prefill: Part | None = None
+    decode: Part | None = None
+    kv_transfer: KvTransfer | None = None
+    max_model_len: Annotated[int, Field(ge=16, le=10_485_760)]
     lora: Lora = Lora()
     # Passed to vLLM as is (quantization, prefix caching, reasoning parser, ...).
     engine_kwargs: Annotated[EngineKwargs, max_items(MAX_FREE_KEYS)] = EngineKwargs()
@@ -240,6 +289,62 @@ class Model(Strict):
             if problem := load_targets_problem(self.target_ongoing_requests, self.max_ongoing_requests):
                 raise ValueError(problem)
         return self
+
+    def pattern_problem(self) -> tuple[str, str] | None:
+        """(field, why) if the fields written do not make the model's pattern, else None."""
+        written = self.model_fields_set
+        pattern = self.pattern
+        if pattern == "disaggregated":
+            if stray := [f for f in (*DEPLOYMENT_FIELDS, "data_parallel_size") if f in written]:
+                return stray[0], "a disaggregated model sets its pool, parallelism and replicas per part, under prefill and decode"
+            if self.prefill is None or self.decode is None:
+                return ("decode" if self.prefill else "prefill"), "pattern disaggregated needs both prefill and decode"
+        else:
+            if stray := [f for f in ("prefill", "decode", "kv_transfer") if f in written]:
+                return stray[0], f"only for pattern disaggregated (this model's pattern is {pattern})"
+            if self.node_pool is None:
+                return "node_pool", "required: the GPU node pool the model runs on"
+        if pattern == "data_parallel":
+            if self.data_parallel_size < 2:
+                return "data_parallel_size", "pattern data_parallel needs data_parallel_size of at least 2"
+            if self.pipeline_parallel_size > 1:
+                return "pipeline_parallel_size", "pattern data_parallel keeps a gang on one node: it must be 1"
+        elif "data_parallel_size" in written or self.expert_parallel is not None:
+            return ("data_parallel_size" if "data_parallel_size" in written else "expert_parallel"), \
+                f"applies to pattern data_parallel (this model's pattern is {pattern})"
+        if pattern == "multi_node" and self.pipeline_parallel_size < 2:
+            return "pipeline_parallel_size", "pattern multi_node needs at least 2 (one pipeline stage per node)"
+        if self.weights.hf_token_secret and pattern in ("data_parallel", "disaggregated"):
+            return "weights.hf_token_secret", (f"gated Hugging Face weights are served by app.gated_server, a standard "
+                                               f"server; pattern {pattern} runs Ray's own servers: publish the weights "
+                                               "to the bucket (llmstacks upload-model)")
+        if self.lora.enabled and self.uses_expert_parallel:
+            engine = self.engine_kwargs.as_dict()
+            if engine.get("all2all_backend", "allgather_reducescatter") != "allgather_reducescatter" \
+                    or engine.get("fully_sharded_loras"):
+                return "lora.enabled", ("vLLM 0.29's mixture-of-experts LoRA with expert parallelism works only with "
+                                        "all2all_backend allgather_reducescatter and without fully_sharded_loras; "
+                                        "drop those engine_kwargs or set expert_parallel: false")
+        return None
+
+    @property
+    def uses_expert_parallel(self) -> bool:
+        return self.pattern == "data_parallel" and self.expert_parallel is not False
+
+    @property
+    def connector(self) -> KvTransfer | None:
+        return (self.kv_transfer or KvTransfer()) if self.pattern == "disaggregated" else None
+
+    def deployments(self, index: int) -> tuple[Deployment, ...]:
+        """The model's Ray Serve deployments in serving order (prefill before decode); `index` is
+        its position in the environment file, for the fields named in messages."""
+        where = f"models[{index}]"
+        if self.prefill is not None and self.decode is not None:
+            return tuple(Deployment(role, f"{where}.{role}", part.node_pool, part.tensor_parallel_size, 1, 1, part.replicas)
+                         for role, part in (("prefill", self.prefill), ("decode", self.decode)))
+        assert self.node_pool is not None  # _pattern
+        return (Deployment("model", where, self.node_pool, self.tensor_parallel_size, self.pipeline_parallel_size,
+                           self.data_parallel_size, self.replicas),)
 
     @property
     def prefix_caching(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from infra import rules
 from infra.catalog import DEFAULT_EKS_VERSION, GPUS, REGIONS
@@ -115,6 +115,9 @@ class NodePool(Strict):
     root_volume_gib: Annotated[int, Field(ge=rules.MIN_ROOT_VOLUME_GIB, le=16384)] | None = None
     labels: Annotated[dict[LabelKey, LabelValue], max_items(MAX_LABELS)] = {}
     taints: Annotated[list[Taint], max_items(MAX_LABELS)] = []
+    # Elastic Fabric Adapter on every node (instance types that support it): the fast network
+    # that disaggregated serving moves KV caches over between nodes (README: "Serving patterns").
+    efa: bool = False
 
     @field_validator("accelerator")
     @classmethod
@@ -128,6 +131,15 @@ class NodePool(Strict):
         if problem := rules.pool_size_problem(self.min_size, self.desired_size, self.max_size):
             raise ValueError(problem)
         return self
+
+    @field_validator("efa")
+    @classmethod
+    def _efa_instance_types(cls, value: bool, info: ValidationInfo) -> bool:
+        # Reported at node_pools[i].efa; instance_types is validated first (it comes earlier).
+        if value and "instance_types" in info.data:
+            if problem := rules.efa_instance_types_problem(info.data["instance_types"]):
+                raise ValueError(problem)
+        return value
 
     @property
     def has_gpus(self) -> bool:

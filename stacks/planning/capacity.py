@@ -78,7 +78,10 @@ def batch_defaults(gpu: Gpu) -> tuple[int, int]:
 def plan(arch: Architecture, gpu: Gpu, *, tensor_parallel: int = 1, pipeline_parallel: int = 1, max_model_len: int,
          gpu_memory_utilization: float = DEFAULT_UTILIZATION, dtype: str = "auto", kv_cache_dtype: str = "auto",
          quantization: str | None = None, max_num_batched_tokens: int | None = None,
-         max_num_seqs: int | None = None) -> CapacityPlan:
+         max_num_seqs: int | None = None, expert_parallel: int = 1) -> CapacityPlan:
+    """What vLLM will report for one engine. `expert_parallel`: the GPUs a mixture-of-experts
+    model's experts are spread over (data_parallel x tensor_parallel with expert parallelism);
+    1: experts are split like every other layer, by tensor parallelism."""
     tp, pp = tensor_parallel, pipeline_parallel
     problems, notes = [], []
     if arch.heads % tp:

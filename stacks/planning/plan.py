@@ -22,30 +22,102 @@ from infra.catalog import EKS_VERSIONS, GPUS
 from stacks.config.checks import Problem, check_environment
 from stacks.config.loader import load_environment
 from stacks.config.names import Names
-from stacks.config.models import Model
+from stacks.config.models import Deployment, Model, Replicas
 from stacks.config.schema import Environment
 from stacks.errors import ConfigError
 from stacks.planning.capacity import DEFAULT_UTILIZATION, CapacityPlan, LoadTargets, load_targets, options, plan
 from stacks.planning.model_catalog import CATALOG, Architecture, find, from_config
-from stacks.planning.pools import At, PoolPlan, pool_plan, with_models
+from stacks.planning.pools import At, PoolPlan, nodes_per_replica, pool_plan, with_models
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    """One Ray Serve deployment of a model (the model itself, or its prefill or decode side),
+    placed on its pool and sized on its GPU."""
+
+    deployment: Deployment
+    pool: PoolPlan
+    capacity: CapacityPlan  # one engine: tensor x pipeline parallel GPUs
+    # Ray Serve autoscaling per engine: the environment's, else from the KV cache and the workload.
+    load: LoadTargets
+
+    @property
+    def role(self) -> str:
+        return self.deployment.role
+
+    @property
+    def field(self) -> str:
+        return self.deployment.field
+
+    @property
+    def replicas(self) -> Replicas:
+        """Replica bounds as written: a data-parallel replica is a gang of engines."""
+        return self.deployment.replicas
+
+    @property
+    def gpus_per_engine(self) -> int:
+        return self.deployment.tensor_parallel_size * self.deployment.pipeline_parallel_size
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.gpus_per_engine * self.deployment.data_parallel_size
+
+    @property
+    def nodes_per_replica(self) -> int:
+        """Whole nodes a replica spans: one per pipeline stage when it is wider than a node."""
+        return nodes_per_replica(self.gpus_per_replica, self.pool.gpus_per_node)
+
+    @property
+    def shape(self) -> str:
+        """The replica's parallelism, e.g. "tp 8 x pp 2" or "dp 4 x tp 2"."""
+        d = self.deployment
+        shape = f"tp {d.tensor_parallel_size}"
+        if d.pipeline_parallel_size > 1:
+            shape += f" x pp {d.pipeline_parallel_size}"
+        return f"dp {d.data_parallel_size} x {shape}" if d.data_parallel_size > 1 else shape
 
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """One model placed on its pool and sized on its GPU."""
+    """One model: its deployments placed and sized. Most models have one; a disaggregated model
+    has prefill and decode, and decode (the one the ingress calls) is `serving`."""
 
     config: Model
     index: int  # its position in the environment file
-    pool: PoolPlan
-    gpus_per_replica: int
     architecture: Architecture
-    capacity: CapacityPlan
-    # Ray Serve autoscaling per replica: the environment's, else from the KV cache and the workload.
-    load: LoadTargets
+    parts: tuple[PartPlan, ...]
 
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def pattern(self) -> str:
+        return self.config.pattern
+
+    @property
+    def serving(self) -> PartPlan:
+        return self.parts[-1]
+
+    @property
+    def prefill(self) -> PartPlan | None:
+        return self.parts[0] if len(self.parts) > 1 else None
+
+    @property
+    def pool(self) -> PoolPlan:
+        return self.serving.pool
+
+    @property
+    def capacity(self) -> CapacityPlan:
+        return self.serving.capacity
+
+    @property
+    def load(self) -> LoadTargets:
+        return self.serving.load
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.serving.gpus_per_replica
 
     @property
     def target_ongoing_requests(self) -> float:
@@ -54,6 +126,10 @@ class ModelPlan:
     @property
     def max_ongoing_requests(self) -> int:
         return self.load.max_ongoing_requests
+
+    @property
+    def gpus_at_max(self) -> int:
+        return sum(p.gpus_per_replica * p.replicas.max for p in self.parts)
 
 
 @dataclass(frozen=True)
@@ -75,9 +151,14 @@ class EnvironmentPlan:
         return next(p for p in self.pools if not p.has_gpus)
 
     @property
+    def parts(self) -> list[PartPlan]:
+        """Every deployment of every model, in file order."""
+        return [part for m in self.models for part in m.parts]
+
+    @property
     def serving_pools(self) -> list[PoolPlan]:
-        """GPU pools that host at least one model, in file order."""
-        used = {m.pool.name for m in self.models}
+        """GPU pools that host at least one model's deployment, in file order."""
+        used = {p.pool.name for p in self.parts}
         return [p for p in self.pools if p.name in used]
 
     def cost_per_hour(self, at: At) -> float:
@@ -85,7 +166,7 @@ class EnvironmentPlan:
 
     @property
     def gpus_at_max(self) -> int:
-        return sum(m.gpus_per_replica * m.config.replicas.max for m in self.models)
+        return sum(m.gpus_at_max for m in self.models)
 
 
 def plan_file(path: Path | str) -> EnvironmentPlan:
@@ -111,16 +192,23 @@ def plan_environment(env: Environment, source: str = "<environment>", today: dat
     if problems:
         raise ConfigError(source, problems[0].field, problems[0].message, more=len(problems) - 1)
     shapes = {p.name: pool_plan(p) for p in env.node_pools}
-    gpus = {m.id: m.tensor_parallel_size * m.pipeline_parallel_size for m in env.models}
-    placed = [m for i, m in enumerate(env.models) if not _replica_too_wide(m, i, shapes[m.node_pool], gpus[m.id], problems)]
+    deployments = {m.id: m.deployments(i) for i, m in enumerate(env.models)}
+    for i, model in enumerate(env.models):
+        for d in deployments[model.id]:
+            if problem := _placement_problem(model, d, shapes[d.node_pool]):
+                problems.append(problem)
+    problems += _dedicated_pools(env, deployments, shapes)
+    if problems:
+        raise ConfigError(source, problems[0].field, problems[0].message, more=len(problems) - 1)
+    every = [d for ds in deployments.values() for d in ds]
     pools = {
-        name: with_models(shape, [(m.replicas.min, m.replicas.max, gpus[m.id]) for m in placed if m.node_pool == name],
+        name: with_models(shape, [(d.replicas.min, d.replicas.max, _gpus(d)) for d in every if d.node_pool == name],
                           env.serving.rollout_surge_percent)
         for name, shape in shapes.items()
     }
     for i, pool in enumerate(pools.values()):
         if pool.has_gpus and pool.max_nodes > pool.config.max_size:
-            detail = ", ".join(f"{m.id}: {m.replicas.max} x {gpus[m.id]} GPU" for m in placed if m.node_pool == pool.name)
+            detail = ", ".join(f"{d.field}: {d.replicas.max} x {_gpus(d)} GPU" for d in every if d.node_pool == pool.name)
             problems.append(Problem(
                 f"node_pools[{i}].max_size",
                 f"models on pool {pool.name!r} need up to {pool.nodes_at_max} nodes at max replicas ({detail}; "
@@ -129,14 +217,19 @@ def plan_environment(env: Environment, source: str = "<environment>", today: dat
             ))
     models = []
     for i, model in enumerate(env.models):
-        if model in placed and (sized := _size(model, i, pools[model.node_pool], problems)):
-            architecture, capacity = sized
-            models.append(ModelPlan(model, i, pools[model.node_pool], gpus[model.id], architecture, capacity,
-                                    _load_targets(model, capacity)))
+        if (architecture := _architecture(model, i, problems)) is None:
+            continue
+        parts = [_part(model, d, architecture, pools[d.node_pool], problems) for d in deployments[model.id]]
+        if all(parts):
+            models.append(ModelPlan(model, i, architecture, tuple(p for p in parts if p)))
     if problems:
         raise ConfigError(source, problems[0].field, problems[0].message, more=len(problems) - 1)
     warnings = _warnings(env, list(pools.values()), models, today or datetime.date.today())
     return EnvironmentPlan(env, source, Names(env), tuple(pools.values()), tuple(models), tuple(warnings))
+
+
+def _gpus(d: Deployment) -> int:
+    return d.tensor_parallel_size * d.pipeline_parallel_size * d.data_parallel_size
 
 
 def _warnings(env: Environment, pools: list[PoolPlan], models: list[ModelPlan], today: datetime.date) -> list[Problem]:
@@ -154,16 +247,26 @@ def _warnings(env: Environment, pools: list[PoolPlan], models: list[ModelPlan], 
                                     f"upgrade to {newest.version} (standard support until {newest.end_of_standard_support})"))
     if env.cluster.node_autoscaler == "none":
         for model in models:
-            if model.config.replicas.min > 0 and model.pool.config.min_size == 0:
-                warnings.append(Problem(
-                    f"models[{model.index}].replicas.min",
-                    f"{model.id} needs {model.config.replicas.min} replica(s) on pool {model.pool.name!r}, which starts at "
-                    "0 nodes, and cluster.node_autoscaler is none: make sure the cluster's own autoscaler scales it "
-                    "(or raise the pool's min_size)"))
+            for part in model.parts:
+                if part.replicas.min > 0 and part.pool.config.min_size == 0:
+                    warnings.append(Problem(
+                        f"{part.field}.replicas.min",
+                        f"{model.id} needs {part.replicas.min} replica(s) on pool {part.pool.name!r}, which starts at "
+                        "0 nodes, and cluster.node_autoscaler is none: make sure the cluster's own autoscaler scales it "
+                        "(or raise the pool's min_size)"))
     if env.serving.target == "anyscale" and env.serving.anyscale.cloud_deployment_id is None:
         warnings.append(Problem("serving.anyscale.cloud_deployment_id", f"not set, so {Names(env).platform_stack} does not "
                                 "install the Anyscale operator yet: deploy the AWS stack, run its output "
                                 "anyscale_register_command once, and set the cloud deployment id it prints"))
+    for model in models:
+        if model.prefill is not None:
+            # NIXL moves each request's KV cache from prefill to decode; over TCP that is slow.
+            lacking = sorted({p.pool.name for p in model.parts if not p.pool.config.efa})
+            if lacking:
+                warnings.append(Problem(
+                    f"{model.prefill.field}.node_pool",
+                    f"{model.id} moves KV caches from prefill to decode between nodes, and pool(s) {', '.join(lacking)} "
+                    "have no EFA, so the transfer runs over TCP: set efa: true on both pools (instance types with EFA)"))
     if not env.buckets.access_logs.enabled:
         warnings.append(Problem("buckets.access_logs.enabled", "access to the weights and LoRA buckets is not logged by "
                                 "this stack: log it elsewhere (CloudTrail data events), and the policy gate fails "
@@ -171,17 +274,51 @@ def _warnings(env: Environment, pools: list[PoolPlan], models: list[ModelPlan], 
     return warnings
 
 
-def _replica_too_wide(model: Model, i: int, pool: PoolPlan, gpus: int, problems: list[Problem]) -> bool:
-    if gpus <= pool.gpus_per_node:
-        return False
-    field = "tensor_parallel_size" if model.tensor_parallel_size > pool.gpus_per_node else "pipeline_parallel_size"
-    problems.append(Problem(
-        f"models[{i}].{field}",
-        f"tensor_parallel_size {model.tensor_parallel_size} x pipeline_parallel_size {model.pipeline_parallel_size} "
-        f"= {gpus} GPUs does not fit a node of pool {pool.name!r} ({pool.gpus_per_node} x {pool.config.accelerator}); "
-        "lower the parallelism or use a larger instance type",
-    ))
-    return True
+def _placement_problem(model: Model, d: Deployment, pool: PoolPlan) -> Problem | None:
+    """Whether a replica of `d` can be placed on its pool as its pattern places it."""
+    tp, pp, dp, per_node = d.tensor_parallel_size, d.pipeline_parallel_size, d.data_parallel_size, pool.gpus_per_node
+    node = f"a node of pool {pool.name!r} ({per_node} x {pool.config.accelerator})"
+    if model.pattern == "multi_node":
+        # Each pipeline stage takes one whole node: tensor parallelism stays on NVLink, and the
+        # pool's free GPUs always come in whole nodes, so Ray's PACK placement puts one stage per node.
+        if tp != per_node:
+            return Problem(f"{d.field}.tensor_parallel_size",
+                           f"pattern multi_node runs one pipeline stage per node, tensor parallel within it: "
+                           f"tensor_parallel_size must be {per_node}, the GPUs of {node}, not {tp}")
+        if pp > pool.config.max_size:
+            return Problem(f"{d.field}.pipeline_parallel_size",
+                           f"{pp} pipeline stages need {pp} nodes of pool {pool.name!r} at once, but its max_size is "
+                           f"{pool.config.max_size}")
+        return None
+    if tp * pp * dp <= per_node:
+        return None
+    if model.pattern == "data_parallel":
+        return Problem(f"{d.field}.data_parallel_size",
+                       f"data_parallel_size {dp} x tensor_parallel_size {tp} = {dp * tp} GPUs does not fit {node}: "
+                       "a data-parallel gang runs on one node; lower either, or use a larger instance type")
+    field = "tensor_parallel_size" if tp > per_node else "pipeline_parallel_size"
+    hint = (f"; or pattern: multi_node with tensor_parallel_size {per_node} to run one pipeline stage per node"
+            if model.pattern == "standard" and per_node and (tp * pp) % per_node == 0 and tp * pp > per_node else "")
+    return Problem(f"{d.field}.{field}",
+                   f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} = {tp * pp} GPUs does not fit {node}; "
+                   f"lower the parallelism or use a larger instance type{hint}")
+
+
+def _dedicated_pools(env: Environment, deployments: dict[str, tuple[Deployment, ...]],
+                     shapes: dict[str, PoolPlan]) -> list[Problem]:
+    """A multi-node model has its pool to itself: then every node it may get is whole, which is
+    what keeps each of its pipeline stages on one node."""
+    problems = []
+    for model in env.models:
+        if model.pattern != "multi_node":
+            continue
+        own = deployments[model.id][0]
+        others = [d.field for m in env.models if m.id != model.id for d in deployments[m.id] if d.node_pool == own.node_pool]
+        if others:
+            problems.append(Problem(f"{others[0]}.node_pool",
+                                    f"pool {own.node_pool!r} runs multi-node model {model.id!r}, whose replicas take whole "
+                                    f"nodes; give this deployment another pool"))
+    return problems
 
 
 def architecture_of(model: Model) -> Architecture | None:
@@ -197,19 +334,19 @@ def architecture_of(model: Model) -> Architecture | None:
     return None
 
 
-def capacity_of(model: Model, architecture: Architecture, pool: PoolPlan) -> CapacityPlan:
-    """The planner on the pool's GPU, with the engine settings the model's engine_kwargs give."""
+def capacity_of(model: Model, d: Deployment, architecture: Architecture, pool: PoolPlan) -> CapacityPlan:
+    """The planner for one engine of `d` on the pool's GPU, with the model's engine settings."""
     engine = model.engine_kwargs
     return plan(
-        architecture, pool.gpu, tensor_parallel=model.tensor_parallel_size, pipeline_parallel=model.pipeline_parallel_size,
+        architecture, pool.gpu, tensor_parallel=d.tensor_parallel_size, pipeline_parallel=d.pipeline_parallel_size,
         max_model_len=model.max_model_len, gpu_memory_utilization=engine.gpu_memory_utilization or DEFAULT_UTILIZATION,
         dtype=engine.dtype or "auto", kv_cache_dtype=engine.kv_cache_dtype or "auto", quantization=engine.quantization,
         max_num_batched_tokens=engine.max_num_batched_tokens, max_num_seqs=engine.max_num_seqs,
+        expert_parallel=d.data_parallel_size * d.tensor_parallel_size if model.uses_expert_parallel else 1,
     )
 
 
-def _size(model: Model, i: int, pool: PoolPlan, problems: list[Problem]) -> tuple[Architecture, CapacityPlan] | None:
-    """Every model fits its GPU with room for at least one request of max_model_len."""
+def _architecture(model: Model, i: int, problems: list[Problem]) -> Architecture | None:
     where = f"models[{i}]"
     try:
         architecture = architecture_of(model)
@@ -225,26 +362,35 @@ def _size(model: Model, i: int, pool: PoolPlan, problems: list[Problem]) -> tupl
             f"no architecture known for {model.id!r}: set architecture to a catalog model "
             f"(e.g. {next(iter(CATALOG.values())).hf_id}; `llmstacks plan-capacity --list`) or a config.json path",
         ))
-        return None
-    capacity = capacity_of(model, architecture, pool)
+    return architecture
+
+
+def _part(model: Model, d: Deployment, architecture: Architecture, pool: PoolPlan,
+          problems: list[Problem]) -> PartPlan | None:
+    """Every engine fits its GPU with room for at least one request of max_model_len."""
+    capacity = capacity_of(model, d, architecture, pool)
     if not capacity.fits:
         problems.append(Problem(
-            where,
-            f"{model.id} does not fit {pool.gpu.name} (tp {model.tensor_parallel_size} x pp {model.pipeline_parallel_size}, "
-            f"max_model_len {model.max_model_len:,}): {capacity.problems[0]}. "
-            f"Options: {options(architecture, GPUS[pool.gpu.name], capacity)}",
+            d.field,
+            f"{model.id}{'' if d.role == 'model' else ' ' + d.role} does not fit {pool.gpu.name} "
+            f"(tp {d.tensor_parallel_size} x pp {d.pipeline_parallel_size}, max_model_len {model.max_model_len:,}): "
+            f"{capacity.problems[0]}. Options: {options(architecture, GPUS[pool.gpu.name], capacity)}",
         ))
         return None
-    return architecture, capacity
+    return PartPlan(d, pool, capacity, _load_targets(model, d, capacity))
 
 
-def _load_targets(model: Model, capacity: CapacityPlan) -> LoadTargets:
-    """The environment's load targets where it sets them, else the planner's from the workload."""
+def _load_targets(model: Model, d: Deployment, capacity: CapacityPlan) -> LoadTargets:
+    """The environment's load targets where it sets them, else the planner's from the workload.
+    A prefill engine holds a request's prompt only, until decode takes its KV cache."""
+    work = model.workload
+    typical, p95 = ((work.prompt_tokens.typical, work.prompt_tokens.p95) if d.role == "prefill"
+                    else (work.typical_tokens, work.p95_tokens))
     # No request is longer than max_model_len (the default workload may describe longer ones).
-    derived = load_targets(capacity, typical_tokens=min(model.workload.typical_tokens, model.max_model_len),
-                           p95_tokens=min(model.workload.p95_tokens, model.max_model_len))
+    derived = load_targets(capacity, typical_tokens=min(typical, model.max_model_len),
+                           p95_tokens=min(p95, model.max_model_len))
     target, maximum = derived.target_ongoing_requests, derived.max_ongoing_requests
-    if model.max_ongoing_requests is None and model.target_ongoing_requests is None:
+    if d.role == "prefill" or (model.max_ongoing_requests is None and model.target_ongoing_requests is None):
         return derived
     if model.max_ongoing_requests is not None:
         maximum = model.max_ongoing_requests

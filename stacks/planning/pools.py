@@ -82,8 +82,15 @@ def pool_plan(pool: NodePool) -> PoolPlan:
     )
 
 
+def nodes_per_replica(gpus_per_replica: int, gpus_per_node: int) -> int:
+    """Whole nodes one replica spans (more than one only for multi-node replicas)."""
+    return max(1, math.ceil(gpus_per_replica / gpus_per_node)) if gpus_per_node else 1
+
+
 def nodes_for(replicas: int, gpus_per_replica: int, gpus_per_node: int) -> int:
     """Whole nodes for `replicas` replicas; replicas of different models do not share a node."""
+    if gpus_per_replica > gpus_per_node:
+        return replicas * nodes_per_replica(gpus_per_replica, gpus_per_node)
     per_node = max(1, gpus_per_node // gpus_per_replica)
     return math.ceil(replicas / per_node)
 

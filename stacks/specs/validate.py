@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from app.spec import AppArgs
 from infra.scheduling import pod_size, schedulable
 from stacks.errors import ConfigError
-from stacks.planning.plan import EnvironmentPlan
+from stacks.planning.plan import EnvironmentPlan, PartPlan
 from stacks.specs.render import ANYSCALE_FILE, RAYSERVICE_FILE, SERVE_FILE, ServiceSpecs
 
 SCHEDULING = "scheduling"
@@ -38,23 +38,26 @@ def scheduling_problems(plan: EnvironmentPlan, documents: dict[str, dict]) -> li
     anyscale_groups = {g["name"]: g for g in documents[ANYSCALE_FILE]["compute_config"]["worker_nodes"]}
     kuberay_groups = {g["groupName"]: g for g in documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
     for model in plan.models:
-        pool = model.pool
-        where = f"models[{model.index}] ({model.id}) on pool {pool.name!r}"
-        targets = {
-            "anyscale": anyscale_groups.get(pool.name, {}).get("advanced_instance_config", {}).get("spec"),
-            "kuberay": kuberay_groups.get(pool.name, {}).get("template", {}).get("spec"),
-        }
-        for target, pod in targets.items():
-            if pod is None:
-                problems.append(f"{where}: {target} has no worker group for the pool")
-                continue
-            for why in schedulable(pod.get("nodeSelector", {}), pod.get("tolerations", []), pool.labels, pool.taints):
-                problems.append(f"{where}: {target}: {why}")
-        group = kuberay_groups.get(pool.name)
-        if group is not None:
-            limit = int(group["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
-            if limit < model.gpus_per_replica:
-                problems.append(f"{where}: kuberay: worker pods get {limit} GPUs, a replica needs {model.gpus_per_replica}")
+        for part in model.parts:
+            pool = part.pool
+            role = "" if part.role == "model" else f" {part.role}"
+            where = f"models[{model.index}] ({model.id}){role} on pool {pool.name!r}"
+            targets = {
+                "anyscale": anyscale_groups.get(pool.name, {}).get("advanced_instance_config", {}).get("spec"),
+                "kuberay": kuberay_groups.get(pool.name, {}).get("template", {}).get("spec"),
+            }
+            for target, pod in targets.items():
+                if pod is None:
+                    problems.append(f"{where}: {target} has no worker group for the pool")
+                    continue
+                for why in schedulable(pod.get("nodeSelector", {}), pod.get("tolerations", []), pool.labels, pool.taints):
+                    problems.append(f"{where}: {target}: {why}")
+            group = kuberay_groups.get(pool.name)
+            if group is not None:
+                limit = int(group["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
+                per_node = part.gpus_per_replica // part.nodes_per_replica
+                if limit < per_node:
+                    problems.append(f"{where}: kuberay: worker pods get {limit} GPUs, a replica needs {per_node} per node")
     return problems
 
 
@@ -64,13 +67,18 @@ REPLICA_ACTOR = {"CPU": 1.0}
 ACCELERATOR_SHARE = 0.001
 
 
-def replica_demand(model: dict) -> Counter:
-    """What one replica's placement group needs on one node (STRICT_PACK), as Ray will request it."""
-    total: Counter = Counter(REPLICA_ACTOR)
-    for bundle in model["placement"]["bundles"]:
-        total.update(bundle)
-        if model.get("accelerator_type"):
-            total[f"accelerator_type:{model['accelerator_type']}"] += ACCELERATOR_SHARE
+def node_demand(placement: dict, accelerator_type: str | None, nodes: int = 1, engines: int = 1) -> Counter:
+    """What one replica needs of its first node, as Ray will request it: its placement bundles
+    split evenly over `nodes` (a multi-node replica) or repeated for `engines` (a data-parallel
+    gang, which Ray packs on one node), plus each engine's replica actor."""
+    total: Counter = Counter()
+    bundles = placement["bundles"][: len(placement["bundles"]) // nodes]
+    for _ in range(engines):
+        total.update(REPLICA_ACTOR)
+        for bundle in bundles:
+            total.update(bundle)
+            if accelerator_type:
+                total[f"accelerator_type:{accelerator_type}"] += ACCELERATOR_SHARE
     return total
 
 
@@ -97,28 +105,41 @@ def worker_nodes(plan: EnvironmentPlan, documents: dict[str, dict]) -> dict[str,
 
 
 def placement_problems(plan: EnvironmentPlan, documents: dict[str, dict]) -> list[str]:
-    """Each replica's placement group must fit one node of its own pool and no node of any other,
-    in both targets: otherwise Ray could start it on nodes meant for another model."""
+    """Each replica's share of a node must fit a node of its own pool and no node of any other,
+    in both targets: otherwise Ray could start it on nodes meant for another model. Within a node
+    the placement is STRICT_PACK; a multi-node replica is PACK over whole nodes."""
     problems = []
     serve_v2 = yaml.safe_load(documents[RAYSERVICE_FILE]["spec"]["serveConfigV2"])
     models = {"anyscale": documents[ANYSCALE_FILE]["applications"][0]["args"]["models"],
               "kuberay": serve_v2["applications"][0]["args"]["models"]}
     for target, pools in worker_nodes(plan, documents).items():
         for model_plan, model in zip(plan.models, models[target]):
-            where = f"models[{model_plan.index}] ({model_plan.id}): {target}"
-            if model.get("placement") is None or model["placement"]["strategy"] != "STRICT_PACK":
-                problems.append(f"{where}: a replica's placement must be STRICT_PACK (all its GPUs on one node)")
-                continue
-            need = replica_demand(model)
-            fits = sorted(name for name, node in pools.items() if all(node[k] >= v for k, v in need.items()))
-            own = model_plan.pool.name
-            if own not in fits:
-                short = ", ".join(f"{k} {v:g} > {pools.get(own, Counter())[k]:g}" for k, v in sorted(need.items())
-                                  if pools.get(own, Counter())[k] < v)
-                problems.append(f"{where}: a replica's placement does not fit a node of pool {own!r} ({short})")
-            if others := [name for name in fits if name != own]:
-                problems.append(f"{where}: a replica's placement also fits pool(s) {', '.join(others)}: "
-                                f"Ray could start it there")
+            rendered = [(model_plan.serving, model)]
+            if model_plan.prefill is not None:
+                rendered.insert(0, (model_plan.prefill, model.get("prefill") or {}))
+            for part, spec in rendered:
+                role = "" if part.role == "model" else f" {part.role}"
+                problems += _part_placement(part, spec, pools, f"models[{model_plan.index}] ({model_plan.id}){role}: {target}")
+    return problems
+
+
+def _part_placement(part: PartPlan, spec: dict, pools: dict[str, Counter], where: str) -> list[str]:
+    nodes = part.nodes_per_replica
+    strategy = "PACK" if nodes > 1 else "STRICT_PACK"
+    placement = spec.get("placement")
+    if placement is None or placement["strategy"] != strategy:
+        return [f"{where}: a replica's placement must be {strategy} "
+                f"({'whole nodes, one per pipeline stage' if nodes > 1 else 'all its GPUs on one node'})"]
+    need = node_demand(placement, spec.get("accelerator_type"), nodes=nodes, engines=part.deployment.data_parallel_size)
+    fits = sorted(name for name, node in pools.items() if all(node[k] >= v for k, v in need.items()))
+    own = part.pool.name
+    problems = []
+    if own not in fits:
+        short = ", ".join(f"{k} {v:g} > {pools.get(own, Counter())[k]:g}" for k, v in sorted(need.items())
+                          if pools.get(own, Counter())[k] < v)
+        problems.append(f"{where}: a replica's placement does not fit a node of pool {own!r} ({short})")
+    if others := [name for name in fits if name != own]:
+        problems.append(f"{where}: a replica's placement also fits pool(s) {', '.join(others)}: Ray could start it there")
     return problems
 
 

@@ -120,7 +120,7 @@ def test_scheduling_checker_catches_hand_broken_specs(shipped_plans):
     assert broken(plan, drop_gpu_toleration)[0] == (
         "models[0] (qwen2.5-7b-instruct) on pool 'l4': anyscale: taint nvidia.com/gpu=present:NoSchedule is not tolerated")
     assert "kuberay: node selector llm-serving-stacks/node-pool=system does not match" in broken(plan, select_other_pool)[0]
-    assert broken(plan, fewer_gpus)[0].endswith("kuberay: worker pods get 0 GPUs, a replica needs 1")
+    assert broken(plan, fewer_gpus)[0].endswith("kuberay: worker pods get 0 GPUs, a replica needs 1 per node")
     assert broken(plan, no_group)[0].endswith("anyscale has no worker group for the pool")
 
 
