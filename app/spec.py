@@ -209,9 +209,10 @@ def pattern_problem(pattern: str, *, data_parallel_size: int, pipeline_parallel_
                 else f"data_parallel_size {data_parallel_size} needs pattern: data_parallel")
     if expert_parallel and pattern != "data_parallel":
         return "expert_parallel applies to pattern data_parallel"
-    if (pattern == "disaggregated") != (has_prefill and has_kv_connector):
-        return ("pattern disaggregated needs a prefill part and a KV connector" if pattern == "disaggregated"
-                else "a prefill part and a KV connector apply to pattern disaggregated")
+    if pattern == "disaggregated" and not (has_prefill and has_kv_connector):
+        return "pattern disaggregated needs a prefill part and a KV connector"
+    if pattern != "disaggregated" and (has_prefill or has_kv_connector):
+        return "a prefill part and a KV connector apply to pattern disaggregated"
     if pattern == "multi_node" and pipeline_parallel_size < 2:
         return "pattern multi_node needs pipeline_parallel_size of at least 2 (one pipeline stage per node)"
     if pattern in ("data_parallel", "disaggregated") and pipeline_parallel_size > 1:

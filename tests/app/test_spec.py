@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.spec import adapter_name_problem, engine_kwarg_problem
+from pydantic import ValidationError
+
+from app.spec import ModelSpec, PrefillSpec, adapter_name_problem, engine_kwarg_problem
 
 
 @pytest.mark.parametrize("name", ["ok", "support-v2", "A.b_c-1"])
@@ -22,11 +24,48 @@ def test_bad_adapter_names(name):
     ("enable_lora", "set from the model's 'lora' field"),
     ("data_parallel_size", "changes the GPUs or nodes a replica uses"),
     ("prefill_context_parallel_size", "changes the GPUs or nodes a replica uses"),
+    ("kv_transfer_config", "set from the model's 'kv_transfer' field"),
+    ("enable_expert_parallel", "set from the model's 'expert_parallel' field"),
 ])
 def test_engine_settings_the_kit_owns_or_that_change_the_gpu_count_are_refused(key, needle):
     assert needle in engine_kwarg_problem(key)
 
 
-@pytest.mark.parametrize("key", ["enable_prefix_caching", "quantization", "decode_context_parallel_size", "enable_expert_parallel"])
+@pytest.mark.parametrize("key", ["enable_prefix_caching", "quantization", "decode_context_parallel_size", "all2all_backend"])
 def test_other_engine_settings_pass_through(key):
     assert engine_kwarg_problem(key) is None
+
+
+BASE = {"id": "m", "max_model_len": 4096}
+
+
+@pytest.mark.parametrize(("fields", "needle"), [
+    ({"pattern": "data_parallel"}, "pattern data_parallel needs data_parallel_size of at least 2"),
+    ({"data_parallel_size": 2}, "data_parallel_size 2 needs pattern: data_parallel"),
+    ({"expert_parallel": True}, "expert_parallel applies to pattern data_parallel"),
+    ({"pattern": "disaggregated", "kv_connector": "nixl"}, "pattern disaggregated needs a prefill part and a KV connector"),
+    ({"prefill": {}}, "a prefill part and a KV connector apply to pattern disaggregated"),
+    ({"pattern": "multi_node"}, "pattern multi_node needs pipeline_parallel_size of at least 2"),
+    ({"pattern": "data_parallel", "data_parallel_size": 2, "pipeline_parallel_size": 2},
+     "pattern data_parallel runs each engine on one node"),
+    ({"pattern": "disaggregated", "prefill": {}, "kv_connector": "nixl", "pipeline_parallel_size": 2},
+     "pattern disaggregated runs each engine on one node"),
+    ({"pattern": "disaggregated", "prefill": {"min_replicas": 3, "max_replicas": 2}, "kv_connector": "nixl"},
+     "prefill min_replicas 3 is greater than max_replicas 2"),
+    ({"pattern": "disaggregated", "prefill": {"target_ongoing_requests": 100, "max_ongoing_requests": 10},
+      "kv_connector": "nixl"}, "prefill target_ongoing_requests 100"),
+])
+def test_the_contract_refuses_settings_that_do_not_make_their_pattern(fields, needle):
+    with pytest.raises(ValidationError) as caught:
+        ModelSpec.model_validate({**BASE, **fields})
+    assert needle in str(caught.value)
+
+
+def test_each_pattern_is_a_valid_contract():
+    assert ModelSpec.model_validate({**BASE, "pattern": "multi_node", "tensor_parallel_size": 8,
+                                     "pipeline_parallel_size": 2}).pattern == "multi_node"
+    assert ModelSpec.model_validate({**BASE, "pattern": "data_parallel", "data_parallel_size": 4,
+                                     "expert_parallel": True}).data_parallel_size == 4
+    spec = ModelSpec.model_validate({**BASE, "pattern": "disaggregated", "kv_connector": "nixl",
+                                     "prefill": {"tensor_parallel_size": 2}})
+    assert spec.prefill == PrefillSpec(tensor_parallel_size=2)
