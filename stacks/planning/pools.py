@@ -99,4 +99,7 @@ def with_models(pool: PoolPlan, models: list[tuple[int, int, int]], surge_percen
     """`pool` holding `models`, each (min replicas, max replicas, GPUs per replica)."""
     low = sum(nodes_for(lo, gpus, pool.gpus_per_node) for lo, _, gpus in models)
     high = sum(nodes_for(hi, gpus, pool.gpus_per_node) for _, hi, gpus in models)
-    return replace(pool, nodes_at_min=low, nodes_at_max=high, surge_nodes=math.ceil(high * surge_percent / 100))
+    surge = math.ceil(high * surge_percent / 100)
+    # A rollout adds whole replicas: a multi-node one needs all its nodes (its pool holds only it).
+    span = max((nodes_per_replica(gpus, pool.gpus_per_node) for _, _, gpus in models), default=1)
+    return replace(pool, nodes_at_min=low, nodes_at_max=high, surge_nodes=math.ceil(surge / span) * span)

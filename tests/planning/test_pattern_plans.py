@@ -52,8 +52,8 @@ def test_a_multi_node_replica_takes_one_whole_node_per_pipeline_stage(plan):
     assert (part.gpus_per_engine, part.gpus_per_replica, part.nodes_per_replica) == (16, 16, 2)
     assert part.shape == "tp 8 x pp 2"
     pool = plan.pool("h100-405b")
-    # 1 replica x 2 nodes, and a rollout surge of 25% of 2 nodes rounds up to 1.
-    assert (pool.nodes_at_min, pool.nodes_at_max, pool.surge_nodes) == (2, 2, 1)
+    # 1 replica x 2 nodes; a rollout surge of 25% of 2 nodes is a whole replica: 2 more nodes.
+    assert (pool.nodes_at_min, pool.nodes_at_max, pool.surge_nodes, pool.max_nodes) == (2, 2, 2, 4)
     spec = app_args(plan).models[0]
     assert spec.pattern == "multi_node" and spec.pipeline_parallel_size == 2
     assert spec.placement.strategy == "PACK" and len(spec.placement.bundles) == 16
@@ -109,7 +109,7 @@ def test_the_specs_place_each_part_on_its_own_pool():
     assert placement_problems(plan, documents) == []
     groups = {g["groupName"]: (g["minReplicas"], g["maxReplicas"])
               for g in documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
-    assert groups == {"h100-405b": (2, 3), "h100-moe": (1, 3), "h200-prefill": (1, 3), "h200-decode": (1, 3)}
+    assert groups == {"h100-405b": (2, 4), "h100-moe": (1, 3), "h200-prefill": (1, 3), "h200-decode": (1, 3)}
 
 
 @pytest.mark.parametrize("index, key, strategy, expected", [
@@ -148,6 +148,8 @@ def test_the_serve_config_carries_each_pattern(plan):
      "models[0].tensor_parallel_size", "tensor_parallel_size must be 8"),
     (lambda d: pool(d, "h100-405b").update(max_size=1), "models[0].pipeline_parallel_size",
      "2 pipeline stages need 2 nodes of pool 'h100-405b' at once, but its max_size is 1"),
+    (lambda d: pool(d, "h100-405b").update(max_size=3), "node_pools[1].max_size",
+     "need up to 2 nodes at max replicas (models[0]: 1 x 16 GPU; 8 GPUs per node) plus 2 for rollouts"),
     (lambda d: model(d, "qwen3-30b-a3b").update(data_parallel_size=8), "models[1].data_parallel_size",
      "data_parallel_size 8 x tensor_parallel_size 2 = 16 GPUs does not fit a node of pool 'h100-moe'"),
     (lambda d: model(d, "qwen3-30b-a3b").update(node_pool="h100-405b"), "models[1].node_pool",
