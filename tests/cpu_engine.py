@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import re
 import time
 import types
@@ -52,6 +53,7 @@ from ray.llm._internal.serve.core.configs.openai_api_models import (
     ErrorResponse,
 )
 from ray.llm._internal.serve.core.engine.protocol import LLMEngine
+from ray.llm._internal.serve.serving_patterns.data_parallel.dp_server import DPServer
 from ray.serve.llm import LLMServer
 from vllm.entrypoints.generate.base.protocol import DeltaMessage
 from vllm.entrypoints.openai.chat_completion.protocol import (
@@ -367,4 +369,29 @@ class CpuLLMServer(LLMServer):
 
     async def load_report(self) -> dict[str, Any]:
         """How this replica's engine loaded its weights (`EchoEngine.load_report`), for a deployment handle."""
+        return dict(self.engine.load_report)
+
+
+class CpuDPServer(DPServer):
+    """Ray's DPServer with the echo engine: a gang of data parallel "engines" on CPU.
+
+    Everything but the engine is Ray's: DPServer's deployment options (replicas multiplied by
+    data_parallel_size, gang scheduling, the placement group from `placement_group_config`, here
+    CPU bundles with `accelerator_type=None`), and its start in each replica (the gang's rank, rank 0
+    publishing the DP master address, the others reading it, the replica's bundles in the gang's
+    placement group).
+    """
+
+    _default_engine_cls = EchoEngine
+
+    async def gang(self) -> dict[str, Any]:
+        """This replica's place in its gang, as DPServer set it up, for a deployment handle."""
+        kwargs = self._llm_config.engine_kwargs
+        return {"rank": self.dp_rank, "size": self.dp_size, "gang_id": self.gang_id,
+                "master": [self.dp_address, self.dp_rpc_port],
+                "engine_kwargs": {k: kwargs.get(k) for k in ("data_parallel_size", "data_parallel_rank",
+                                                             "data_parallel_address", "data_parallel_rpc_port")},
+                "bundle_indices": os.environ.get("VLLM_RAY_BUNDLE_INDICES")}
+
+    async def load_report(self) -> dict[str, Any]:
         return dict(self.engine.load_report)
