@@ -90,6 +90,23 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
     )
 }
 
+# Elastic Fabric Adapter: how many EFA interfaces an instance of each type takes (its network cards;
+# one EFA per card). Types missing here have no EFA (g5/g6/g6e below 8xlarge). Sources: Amazon EC2
+# User Guide, "Elastic Fabric Adapter", Supported instance types
+# (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/efa.html#efa-instance-types) and "Maximize
+# network bandwidth on Amazon EC2 instances with multiple network cards"
+# (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/efa-acc-inst-types.html); the counts are
+# DescribeInstanceTypes' NetworkInfo.EfaInfo.MaximumEfaInterfaces, as moto 5.2 bundles it
+# (tests/infra/test_efa.py compares them). Read on 2026-11-26.
+EFA_INTERFACES: dict[str, int] = {
+    **{f"{family}.{size}": 1 for family in ("g5", "g6", "g6e") for size in ("8xlarge", "12xlarge", "16xlarge", "24xlarge")},
+    "g5.48xlarge": 1, "g6.48xlarge": 1,
+    "g6e.24xlarge": 2, "g6e.48xlarge": 4,
+    "p4d.24xlarge": 4, "p4de.24xlarge": 4,
+    "p5.4xlarge": 1, "p5.48xlarge": 32, "p5e.48xlarge": 32, "p5en.48xlarge": 16,
+    "p6-b200.48xlarge": 8,
+}
+
 # Commercial, GovCloud and China regions, with their ARN partition.
 REGIONS: dict[str, str] = {
     **{
@@ -121,6 +138,11 @@ def partition(region: str) -> str:
 def gpu_instance(name: str) -> InstanceType | None:
     """The catalog entry of a GPU instance type, or None for CPU/unknown types."""
     return INSTANCE_TYPES.get(name)
+
+
+def efa_interfaces(name: str) -> int:
+    """The EFA interfaces an instance of type `name` takes; 0 for types without EFA (or unknown)."""
+    return EFA_INTERFACES.get(name, 0)
 
 
 @dataclass(frozen=True)
