@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, TypedDict, Unpack
+from typing import TYPE_CHECKING, ClassVar, TypedDict, Unpack
 
 from constructs import Construct
 
@@ -24,17 +24,20 @@ from cdktf_cdktf_provider_aws.launch_template import (
     LaunchTemplateBlockDeviceMappings,
     LaunchTemplateBlockDeviceMappingsEbs,
     LaunchTemplateMetadataOptions,
+    LaunchTemplateNetworkInterfaces,
     LaunchTemplateTagSpecifications,
 )
 
-from infra.autoscaler import autoscaler_node_labels, autoscaler_tags
+from infra.autoscaler import NODE_TEMPLATE, AsgTag, autoscaler_node_labels, autoscaler_tags
 from infra.catalog import Gpu, InstanceType, gpu_instance
+from infra.efa import EFA_RESOURCE, interface_layout, pool_efa_interfaces
 from infra.identity import IDENTITY_TAG
 from infra.policy import dns_suffix, managed_policy_arn, service_trust
 from infra.rules import (
     ami_type_problem,
     capacity_type_problem,
     cluster_reference_problem,
+    efa_subnets_problem,
     label_value_problem,
     node_group_name_problem,
     partition_problem,
@@ -53,6 +56,9 @@ from infra.scheduling import (
     pool_taints_problem,
     tolerations,
 )
+
+if TYPE_CHECKING:
+    from infra.efa_network import EfaNetwork
 
 __all__ = ["POOL_LABEL", "GpuNodePool", "NodePool", "NodePoolOptions", "NodeRole", "Taint"]
 
@@ -79,6 +85,11 @@ class NodePoolOptions(TypedDict, total=False):
         taints) it needs to scale up from zero; GPU nodes also get `k8s.amazonaws.com/accelerator`.
         Default None: no tags (the pool is left to another autoscaler). Setting it back to None
         removes the discovery tags, EKS's own included.
+    efa: give every node all the Elastic Fabric Adapter interfaces of its instance type (one per
+        network card), in the `EfaNetwork`'s security groups, launched in its one subnet (pass its
+        `subnet_ids`). The instance types must all have EFA, with one interface count (`infra.catalog`);
+        with `autoscaler_cluster_name`, the node template advertises the interfaces too. Default
+        None: no EFA, the launch template lists no interfaces (EKS attaches the cluster security group).
     """
 
     capacity_type: str
@@ -93,6 +104,7 @@ class NodePoolOptions(TypedDict, total=False):
     max_unavailable: int
     tags: Mapping[str, str]
     autoscaler_cluster_name: str | None
+    efa: EfaNetwork | None
 
 
 class NodeRole(Construct):
@@ -151,7 +163,7 @@ class NodePool(Construct):
         "capacity_type": "ON_DEMAND", "min_size": 1, "max_size": 3, "desired_size": None,
         "ami_type": "AL2023_x86_64_STANDARD", "root_volume_gib": 50, "labels": {}, "taints": (),
         "http_put_response_hop_limit": 1, "max_unavailable": 1, "tags": {},
-        "autoscaler_cluster_name": None,
+        "autoscaler_cluster_name": None, "efa": None,
     }
     gpu: Gpu | None = None
     gpus_per_node: int = 0
@@ -195,8 +207,16 @@ class NodePool(Construct):
         self.labels = {**node_labels(pool_name, o["labels"], self.gpu, self.gpus_per_node), **own}
         self.taints = node_taints(o["taints"], gpu=gpu, capacity_type=o["capacity_type"])
         require("taints", pool_taints_problem(self.taints))
+        efa = o["efa"]
+        # The EFA interfaces of each node (0: no EFA).
+        self.efa_interfaces = pool_efa_interfaces(instance_types) if efa is not None else 0
+        if efa is not None:
+            require("subnet_ids", efa_subnets_problem(subnet_ids))
         asg_tags = autoscaler_tags(o["autoscaler_cluster_name"], labels=self.labels, taints=self.taints,
                                    gpus_per_node=self.gpus_per_node, capacity_type=o["capacity_type"]) if autoscaled else []
+        if asg_tags and self.efa_interfaces:
+            # Pods ask for the interfaces: a pool scaled to zero must show it would have them.
+            asg_tags.append(AsgTag(f"{NODE_TEMPLATE}resources/{EFA_RESOURCE}", str(self.efa_interfaces), False))
         self.pool_name, self.node_group_name = pool_name, node_group_name
         self.instance_types, self.capacity_type = list(instance_types), o["capacity_type"]
         self.min_size, self.max_size = o["min_size"], o["max_size"]
@@ -214,6 +234,7 @@ class NodePool(Construct):
                 http_put_response_hop_limit=o["http_put_response_hop_limit"],
             ),
             block_device_mappings=self._volumes(o["ami_type"], o["root_volume_gib"]),
+            network_interfaces=self._efa_interfaces(efa, self.efa_interfaces) if efa is not None else None,
             tag_specifications=[
                 LaunchTemplateTagSpecifications(resource_type=kind, tags={**tags, "Name": node_group_name})
                 for kind in ("instance", "volume")
@@ -245,6 +266,18 @@ class NodePool(Construct):
         group = self.node_group.resources.get(0).autoscaling_groups.get(0).name if asg_tags else ""
         self.autoscaling_group_tags = [AutoscalingGroupTagA(self, t.id, autoscaling_group_name=group, tag=AutoscalingGroupTagTag(
             key=t.key, value=t.value, propagate_at_launch=t.propagate_at_launch)) for t in asg_tags]
+
+    @staticmethod
+    def _efa_interfaces(efa: EfaNetwork, count: int) -> list[LaunchTemplateNetworkInterfaces]:
+        # No subnet: EKS takes a managed node group's subnets from the group and rejects a template naming one.
+        return [
+            LaunchTemplateNetworkInterfaces(
+                network_card_index=i.network_card_index, device_index=i.device_index, interface_type=i.interface_type,
+                security_groups=efa.security_group_ids, delete_on_termination="true", associate_public_ip_address="false",
+                description=f"EFA, network card {i.network_card_index}",
+            )
+            for i in interface_layout(count)
+        ]
 
     @staticmethod
     def _volumes(ami_type: str, size_gib: int) -> list[LaunchTemplateBlockDeviceMappings]:

@@ -37,6 +37,7 @@ from infra import (
     ServingIdentity,
     Taint,
 )
+from infra.efa_network import EfaNetwork
 from stacks.config.schema import Bucket
 from stacks.errors import ConfigError
 from stacks.planning.plan import EnvironmentPlan
@@ -203,12 +204,18 @@ class ServingStack(TerraformStack):
     def _node_pools(self, subnet_ids: list[str]) -> dict[str, NodePool]:
         with self._field("prefix"):
             node_role = NodeRole(self, "node-role", role_name=self.names.node_role, partition=self.partition)
+        # One EFA network for every EFA pool, so prefill and decode pools reach each other over it.
+        with self._field("node_pools"):
+            self.efa = (EfaNetwork(self, "efa", cluster=self.cluster, name=f"{self.names.base}-efa", subnet_ids=subnet_ids)
+                        if any(p.efa for p in self.plan.env.node_pools) else None)
         pools: dict[str, NodePool] = {}
         for i, pool in enumerate(self.plan.env.node_pools):
             optional = {k: v for k, v in (("ami_type", pool.ami_type), ("root_volume_gib", pool.root_volume_gib),
                                           ("desired_size", pool.desired_size)) if v is not None}
             if self.autoscaler_identity is not None:
                 optional["autoscaler_cluster_name"] = self.cluster.name
+            if pool.efa:
+                optional["efa"] = self.efa
             construct = GpuNodePool if pool.has_gpus else NodePool
             with self._field(f"node_pools[{i}]"):
                 pools[pool.name] = construct(
@@ -218,7 +225,7 @@ class ServingStack(TerraformStack):
                     node_group_name=self.names.node_group(pool.name),
                     pool_name=pool.name,
                     node_role=node_role,
-                    subnet_ids=subnet_ids,
+                    subnet_ids=self.efa.subnet_ids if pool.efa else subnet_ids,
                     instance_types=pool.instance_types,
                     capacity_type=pool.capacity_type.upper(),
                     min_size=pool.min_size,

@@ -1,0 +1,108 @@
+"""Elastic Fabric Adapter constructs: the network an environment's EFA pools share (AWS stack) and
+the device plugin that makes their EFA devices requestable (platform stack). A pool joins with
+`NodePool(..., efa=network)`; the plain data (interfaces, values, resource name) is `infra.efa`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from constructs import Construct
+
+from infra import node_runtime  # noqa: F401  (before cdktf)
+from cdktf import Fn, ITerraformDependable
+from cdktf_cdktf_provider_aws.data_aws_eks_cluster import DataAwsEksCluster
+from cdktf_cdktf_provider_aws.security_group import SecurityGroup
+from cdktf_cdktf_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
+from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
+
+from infra.charts import CHARTS
+from infra.cluster import Cluster
+from infra.efa import DEVICE_PLUGIN_NAMESPACE, device_plugin_values
+from infra.helm import ChartRelease
+from infra.rules import is_token, require, subnet_id_problem
+
+# Security group names: up to 255 characters, not starting with "sg-" (EC2 API, CreateSecurityGroup).
+_MAX_GROUP_NAME = 255
+
+
+class EfaNetwork(Construct):
+    """What an environment's EFA node pools share: a security group, the cluster's, and one subnet.
+
+    Secure by default: the EFA security group lets its members send each other all traffic (EFA's
+    OS-bypass needs exactly that) and admits nothing else; Terraform removes the allow-all egress
+    rule EC2 gives a new group. Every EFA pool uses this one group, so a prefill pool and a decode
+    pool reach each other. A launch template that lists security groups replaces the cluster
+    security group EKS would attach, so `security_group_ids` holds both: nodes still reach the
+    control plane and the rest of the cluster through the cluster's.
+
+    EFA pools launch in one subnet, the first of `subnet_ids` (`subnet_ids` below): EFA traffic
+    does not cross availability zones, so pools that exchange KV caches must share one. For a
+    looked-up cluster's own subnets (known at plan time), the first by id.
+
+    Props:
+        cluster: the EKS cluster (created or looked up): its VPC and cluster security group.
+        name: the security group's name.
+        subnet_ids: the node subnets.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, cluster: Cluster, name: str, subnet_ids: Sequence[str]):
+        super().__init__(scope, id)
+        if not name or len(name) > _MAX_GROUP_NAME or name.startswith("sg-"):
+            raise ValueError(f"name: {name!r}: a security group name of 1-{_MAX_GROUP_NAME} characters, not starting with 'sg-'")
+        if not subnet_ids:
+            raise ValueError("subnet_ids: give the node subnets (EFA pools launch in the first)")
+        for subnet in subnet_ids:
+            require("subnet_ids", subnet_id_problem(subnet))
+        vpc = cluster.cluster.vpc_config
+        vpc = vpc.get(0) if isinstance(cluster.cluster, DataAwsEksCluster) else vpc
+        self.cluster_security_group_id: str = vpc.cluster_security_group_id
+        self.security_group = SecurityGroup(
+            self, "security-group", name=name, vpc_id=vpc.vpc_id, tags={"Name": name},
+            description="EFA: all traffic between the EFA nodes of this group, nothing else",
+        )
+        self.ingress = VpcSecurityGroupIngressRule(
+            self, "from-members", security_group_id=self.security_group.id, ip_protocol="-1",
+            referenced_security_group_id=self.security_group.id, description="EFA: all traffic from the group's members",
+        )
+        self.egress = VpcSecurityGroupEgressRule(
+            self, "to-members", security_group_id=self.security_group.id, ip_protocol="-1",
+            referenced_security_group_id=self.security_group.id, description="EFA: all traffic to the group's members",
+        )
+        listed = list(subnet_ids)
+        first = Fn.element(Fn.sort(listed), 0) if any(is_token(s) for s in listed) else listed[0]
+        self._subnet_ids = [first]
+
+    @property
+    def security_group_id(self) -> str:
+        return self.security_group.id
+
+    @property
+    def security_group_ids(self) -> list[str]:
+        """What every EFA interface is in: the EFA group, then the cluster security group."""
+        return [self.security_group.id, self.cluster_security_group_id]
+
+    @property
+    def subnet_ids(self) -> list[str]:
+        """The one subnet EFA pools launch in."""
+        return list(self._subnet_ids)
+
+
+class EfaDevicePlugin(ChartRelease):
+    """The AWS EFA Kubernetes device plugin (platform stack), on the EFA pools' nodes only.
+
+    It advertises each node's EFA devices as `vpc.amazonaws.com/efa` (`infra.efa.EFA_RESOURCE`);
+    the EKS AMIs carry the EFA software but not the plugin. Values: `infra.efa.device_plugin_values`.
+
+    Props:
+        pool_names: the EFA pools (their nodes carry the pool label).
+        tolerations: the pools' taints as tolerations, so the plugin reaches tainted GPU nodes.
+        namespace: default kube-system (the DaemonSet asks for the system-node-critical priority).
+        depends_on: what must be installed first.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, pool_names: Iterable[str],
+                 tolerations: Iterable[Mapping[str, str]] = (), namespace: str = DEVICE_PLUGIN_NAMESPACE,
+                 depends_on: Sequence[ITerraformDependable] = ()):
+        super().__init__(scope, id, chart=CHARTS["aws-efa-k8s-device-plugin"], namespace=namespace,
+                         values=device_plugin_values(pool_names, tolerations), depends_on=depends_on)
