@@ -33,5 +33,8 @@ CHARTS: dict[str, Chart] = {
               "github.com/anyscale/helm-charts, tag anyscale-operator-1.8.0, charts/anyscale-operator"),
         Chart("kube-prometheus-stack", "https://prometheus-community.github.io/helm-charts", "88.5.3", "2026-11-26",
               "v0.93.1 (Prometheus operator)", "github.com/prometheus-community/helm-charts, charts/kube-prometheus-stack"),
+        # Installed only where a node pool has efa. The chart's versions carry a leading "v".
+        Chart("aws-efa-k8s-device-plugin", "https://aws.github.io/eks-charts", "v0.5.30", "2026-11-26", "v0.5.20",
+              "github.com/aws/eks-charts, stable/aws-efa-k8s-device-plugin (Chart.yaml; the gh-pages index.yaml)"),
     )
 }

@@ -3,8 +3,9 @@
 Deployed after the AWS stack (a cdktf dependency: `cdktf deploy` orders them), it
 reads nothing from that stack's state: every name it needs is derived from the
 plan, and the cluster is looked up by name. It installs, with Helm and in this order:
-our namespace objects (`stacks.specs.platform`); the node autoscaler, monitoring and
-the serving target's operator; then the RayService (kuberay) and monitoring objects.
+our namespace objects (`stacks.specs.platform`); the node autoscaler, monitoring, the EFA
+device plugin (where a pool has efa) and the serving target's operator; then the RayService
+(kuberay) and monitoring objects.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTag
 
 from infra import AnyscaleInstanceType, AnyscaleOperator, ClusterAutoscaler, KubeRayOperator
 from infra.charts import CHARTS
+from infra.efa_network import EfaDevicePlugin
 from infra.helm import ChartRelease, EksHelm, ManifestsRelease
 from infra.observability import MONITORING_NAMESPACE, kube_prometheus_stack_values
 from infra.scheduling import pod_size
@@ -54,9 +56,12 @@ class PlatformStack(TerraformStack):
                                           manifests=objects.namespace)
         self.autoscaler = self._node_autoscaler()
         self.monitoring = self._monitoring()
+        self.efa_device_plugin = self._efa_device_plugin()
         self.operator = self._operator()
-        # The RayService and monitoring objects need the operator's and the monitoring chart's CRDs.
-        prerequisites = [r.release for r in (self.namespace, self.monitoring, self.operator) if r is not None]
+        # The RayService and monitoring objects need the operator's and the monitoring chart's CRDs
+        # (and pods on EFA pools the device plugin's resource).
+        prerequisites = [r.release for r in (self.namespace, self.monitoring, self.efa_device_plugin, self.operator)
+                         if r is not None]
         self.objects = ManifestsRelease(self, "serving", name=PLATFORM_RELEASE, namespace=PLATFORM_NAMESPACE,
                                         manifests=objects.serving, depends_on=prerequisites) if objects.serving else None
 
@@ -72,6 +77,14 @@ class PlatformStack(TerraformStack):
         # Brings the Prometheus operator's CRDs (PodMonitor, PrometheusRule) our objects use.
         return ChartRelease(self, "monitoring", chart=CHARTS["kube-prometheus-stack"], namespace=MONITORING_NAMESPACE,
                             values=kube_prometheus_stack_values())
+
+    def _efa_device_plugin(self) -> EfaDevicePlugin | None:
+        """The EFA device plugin on the EFA pools' nodes, tolerating their taints; none without EFA pools."""
+        pools = [p for p in self.plan.pools if p.config.efa]
+        if not pools:
+            return None
+        return EfaDevicePlugin(self, "efa-device-plugin", pool_names=[p.name for p in pools],
+                               tolerations=[t for p in pools for t in p.tolerations()])
 
     def _operator(self) -> ChartRelease | None:
         serving = self.plan.env.serving
