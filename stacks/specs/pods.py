@@ -4,6 +4,7 @@ pod may run on (node selector, tolerations), its identity, and its size."""
 from __future__ import annotations
 
 from infra.autoscaler import RAY_POD_ANNOTATIONS
+from infra.efa import pod_resources, pool_efa_interfaces
 from infra.scheduling import pod_size
 from stacks.planning.plan import EnvironmentPlan
 from stacks.planning.pools import PoolPlan
@@ -38,11 +39,14 @@ def declared_resources(pool: PoolPlan) -> dict[str, float]:
 
 
 def container(name: str, image: str, pool: PoolPlan) -> dict:
-    """A Ray container taking a whole node of the pool, minus room for the kubelet and daemon sets."""
+    """A Ray container taking a whole node of the pool, minus room for the kubelet and daemon sets;
+    on an EFA pool, every EFA interface of the node too (`vpc.amazonaws.com/efa`)."""
     cpu, memory_gib = pod_size(pool.smallest)
     limits = {"cpu": str(cpu), "memory": f"{memory_gib}Gi"}
     if pool.gpus_per_node:
         limits["nvidia.com/gpu"] = str(pool.gpus_per_node)
+    if pool.config.efa:
+        limits |= pod_resources(pool_efa_interfaces(pool.config.instance_types))
     return {"name": name, "image": image, "resources": {"requests": dict(limits), "limits": limits}}
 
 
