@@ -32,6 +32,10 @@ EMULATOR_NOISE = {
                             "moto reports tag specifications and versions differently"),
     # moto stores EventBridge delivery but leaves it out of GetBucketNotificationConfiguration.
     "aws_s3_bucket_notification": (("eventbridge",), "moto does not return eventbridge when it is read back"),
+    # The EFA security group's rules: moto's DescribeSecurityGroupRules leaves out the description
+    # (DescribeSecurityGroups returns it, and the tests read it there).
+    "aws_vpc_security_group_ingress_rule": (("description",), "moto does not return a rule's description"),
+    "aws_vpc_security_group_egress_rule": (("description",), "moto does not return a rule's description"),
 }
 
 
