@@ -1,4 +1,5 @@
-"""The per-stack summary `llmstacks synth` prints: resources, node pools, models, cost."""
+"""The per-stack summary `llmstacks synth` prints: resources, node pools, models (one row per
+Ray Serve deployment: a disaggregated model's prefill and decode apart), cost per model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 from infra.catalog import PRICES_AS_OF
-from stacks.planning.plan import EnvironmentPlan, ModelPlan
+from stacks.planning.plan import EnvironmentPlan, ModelPlan, PartPlan
+from stacks.planning.pools import At, nodes_for
 from stacks.specs.render import SPEC_FILES
 
 
@@ -24,6 +26,84 @@ def weights_source(plan: EnvironmentPlan, model: ModelPlan) -> str:
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
     return ["    " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+
+
+def part_label(model: ModelPlan, part: PartPlan) -> str:
+    """The model's id, with the part's role for a disaggregated model: "llama (prefill)"."""
+    return model.id if part.role == "model" else f"{model.id} ({part.role})"
+
+
+def _engines(part: PartPlan) -> str:
+    dp = part.deployment.data_parallel_size
+    return f" (each of {dp} engines)" if dp > 1 else ""
+
+
+def _per_engine(part: PartPlan, text: str) -> str:
+    """A per-engine figure, as "4 x <figure>" where a replica is a gang of engines."""
+    dp = part.deployment.data_parallel_size
+    return f"{dp} x {text}" if dp > 1 else text
+
+
+def _models_table(plan: EnvironmentPlan) -> list[str]:
+    """One row per Ray Serve deployment: a disaggregated model's prefill and decode apart."""
+    spans = any(part.nodes_per_replica > 1 for part in plan.parts)
+    header = ["ID", "PATTERN", "POOL", "GPUS/REPLICA", *(["NODES/REPLICA"] if spans else []), "REPLICAS", "MAX LEN",
+              "KV CACHE", "CONCURRENCY", "LOAD TARGET", "ROUTING", "LORA", "WEIGHTS"]
+    rows = []
+    for m in plan.models:
+        lora = m.config.lora
+        for part in m.parts:
+            per_engine = " per engine" if part.deployment.data_parallel_size > 1 else ""
+            rows.append([
+                part_label(m, part),
+                m.pattern,
+                part.pool.name,
+                f"{part.gpus_per_replica} ({part.shape})",
+                *([str(part.nodes_per_replica)] if spans else []),
+                f"{part.replicas.min}-{part.replicas.max}",
+                str(m.config.max_model_len),
+                _per_engine(part, f"{part.capacity.kv_cache_tokens:,} tok"),
+                _per_engine(part, f"{part.capacity.max_concurrency:.1f}x"),
+                f"{part.load.target_ongoing_requests:g} / {part.load.max_ongoing_requests}{per_engine}",
+                m.config.routing_policy.policy,
+                f"up to {lora.max_adapters_per_replica}, rank <= {lora.max_rank}" if lora.enabled else "off",
+                weights_source(plan, m),
+            ])
+    return _table(header, rows)
+
+
+def part_nodes(part: PartPlan, at: At) -> int:
+    """Nodes the part's replicas take at their `at` bound, counted as the plan counts its pool's nodes."""
+    replicas = part.replicas.min if at == "min" else part.replicas.max
+    return nodes_for(replicas, part.gpus_per_replica, part.pool.gpus_per_node)
+
+
+def model_costs(plan: EnvironmentPlan) -> dict[str, dict[At, tuple[int, float]]]:
+    """Per model, at min and at max replicas: (nodes, on-demand cost per hour) of the nodes its
+    parts take. The nodes a pool's min_size keeps beyond them are nobody's: see `idle`."""
+    costs: dict[str, dict[At, tuple[int, float]]] = {}
+    for m in plan.models:
+        costs[m.id] = {}
+        for at in ("min", "max"):
+            nodes = [(part_nodes(p, at), p.pool.price_per_hour) for p in m.parts]
+            costs[m.id][at] = (sum(n for n, _ in nodes), sum(n * price for n, price in nodes))
+    return costs
+
+
+def idle(plan: EnvironmentPlan, at: At) -> tuple[int, float]:
+    """(nodes, cost per hour) of the GPU nodes the pools' min_size keeps beyond what their models take."""
+    nodes = {p.name: max(p.config.min_size - p.nodes(at), 0) for p in plan.pools if p.has_gpus}
+    return sum(nodes.values()), sum(n * plan.pool(name).price_per_hour for name, n in nodes.items())
+
+
+def _cost_table(plan: EnvironmentPlan) -> list[str]:
+    rows = [[model, str(c["min"][0]), str(c["max"][0]), f"${c['min'][1]:,.2f}", f"${c['max'][1]:,.2f}"]
+            for model, c in model_costs(plan).items()]
+    low, high = idle(plan, "min"), idle(plan, "max")
+    if low[0] or high[0]:
+        rows.append(["(idle: pools' min_size)", str(low[0]), str(high[0]), f"${low[1]:,.2f}", f"${high[1]:,.2f}"])
+    return ["  GPU cost per model (the nodes its replicas take):",
+            *_table(["MODEL", "NODES AT MIN", "NODES AT MAX", "COST/H AT MIN", "COST/H AT MAX"], rows)]
 
 
 def summarize(plan: EnvironmentPlan, stack_file: Path) -> str:
@@ -50,30 +130,12 @@ def summarize(plan: EnvironmentPlan, stack_file: Path) -> str:
     )
     if plan.models:
         lines.append("  models:")
-        lines += _table(
-            ["ID", "POOL", "GPUS/REPLICA", "REPLICAS", "MAX LEN", "KV CACHE", "CONCURRENCY", "LOAD TARGET", "ROUTING", "LORA",
-             "WEIGHTS"],
-            [
-                [
-                    m.id,
-                    m.pool.name,
-                    f"{m.gpus_per_replica} (tp {m.config.tensor_parallel_size} x pp {m.config.pipeline_parallel_size})",
-                    f"{m.config.replicas.min}-{m.config.replicas.max}",
-                    str(m.config.max_model_len),
-                    f"{m.capacity.kv_cache_tokens:,} tok",
-                    f"{m.capacity.max_concurrency:.1f}x",
-                    f"{m.target_ongoing_requests:g} / {m.max_ongoing_requests}",
-                    m.config.routing_policy.policy,
-                    f"up to {m.config.lora.max_adapters_per_replica}, rank <= {m.config.lora.max_rank}" if m.config.lora.enabled else "off",
-                    weights_source(plan, m),
-                ]
-                for m in plan.models
-            ],
-        )
-        lines.append("  load targets (target / max ongoing requests per replica):")
-        lines += [f"    {m.id}: {m.load.reasoning}" for m in plan.models]
+        lines += _models_table(plan)
+        lines.append("  load targets (target / max ongoing requests per Ray Serve replica: per engine for data_parallel):")
+        lines += [f"    {part_label(m, part)}{_engines(part)}: {part.load.reasoning}" for m in plan.models for part in m.parts]
         lines.append(f"  GPU cost: ${plan.cost_per_hour('min'):,.2f}/h at min replicas, "
                      f"${plan.cost_per_hour('max'):,.2f}/h at max (on-demand, us-east-1 prices of {PRICES_AS_OF})")
+        lines += _cost_table(plan)
     else:
         lines.append("  models: none")
     specs = stack_file.parent.parent.parent / "specs" / names.stack
