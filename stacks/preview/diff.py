@@ -9,7 +9,7 @@ import yaml
 from dataclasses import dataclass, field
 from typing import Any
 
-from stacks.planning.plan import EnvironmentPlan
+from stacks.planning.plan import EnvironmentPlan, PartPlan
 from stacks.specs.platform import PLATFORM_FILE
 from stacks.specs.render import RAYSERVICE_FILE
 from stacks.synth.summary import weights_source
@@ -75,25 +75,67 @@ def diff_resources(base: dict | None, head: dict | None) -> list[ResourceChange]
 
 # ------------------------------------------------------------------ serving
 
+# A fact a model omits has this value: what is the same for most models is not listed for each.
+MODEL_DEFAULTS = {"pattern": "standard", "nodes per replica": 1, "expert parallel": "off", "KV connector": "none"}
+
+
+def _default(kind: str, key: str) -> Any:
+    if kind == "model":
+        for fact, value in MODEL_DEFAULTS.items():
+            if key == fact or key.endswith(f" {fact}"):
+                return value
+    return "(none)"
+
+
+def _part_facts(part: PartPlan) -> dict[str, Any]:
+    """Where a part runs and how wide it is; its keys are prefixed with its role ("prefill node
+    pool") for a disaggregated model."""
+    prefix = "" if part.role == "model" else f"{part.role} "
+    # The shape only where it says more than the GPU count: "16 x H100 (tp 8 x pp 2)", but "1 x L4".
+    shape = "" if part.shape == f"tp {part.gpus_per_replica}" else f" ({part.shape})"
+    facts: dict[str, Any] = {
+        f"{prefix}node pool": part.pool.name,
+        f"{prefix}GPUs per replica": f"{part.gpus_per_replica} x {part.pool.gpu.name}{shape}",
+    }
+    if part.nodes_per_replica > 1:
+        facts[f"{prefix}nodes per replica"] = part.nodes_per_replica
+    facts[f"{prefix}replicas"] = f"{part.replicas.min}-{part.replicas.max}"
+    return facts
+
+
 def model_facts(plan: EnvironmentPlan | None) -> dict[str, dict[str, Any]]:
+    """Per model, what a reviewer reads a change in: its pattern (where not standard), each part's
+    pool, GPUs, nodes and replicas, its settings, and each part's load targets."""
     if plan is None:
         return {}
     facts = {}
     for m in plan.models:
         lora = m.config.lora
-        facts[m.id] = {
-            "node pool": m.pool.name,
-            "GPUs per replica": f"{m.gpus_per_replica} x {m.pool.gpu.name}",
-            "replicas": f"{m.config.replicas.min}-{m.config.replicas.max}",
+        model: dict[str, Any] = {}
+        if m.pattern != "standard":
+            model["pattern"] = m.pattern
+        for part in m.parts:
+            model.update(_part_facts(part))
+        if m.config.uses_expert_parallel:
+            model["expert parallel"] = "on"
+        if m.config.connector is not None:
+            model["KV connector"] = m.config.connector.connector
+        model.update({
             "max_model_len": m.config.max_model_len,
             "weights": weights_source(plan, m),
             "LoRA": (f"up to {lora.max_adapters_per_replica}, rank <= {lora.max_rank}, from {plan.names.model_adapters_uri(m.id)}"
                      if lora.enabled else "off"),
             "engine_kwargs": json.dumps(m.config.engine_kwargs.as_dict(), sort_keys=True),
-            "load target": f"{m.target_ongoing_requests:g} / {m.max_ongoing_requests}",
+        })
+        for part in m.parts:
+            prefix = "" if part.role == "model" else f"{part.role} "
+            per_engine = " per engine" if part.deployment.data_parallel_size > 1 else ""
+            model[f"{prefix}load target"] = f"{part.load.target_ongoing_requests:g} / {part.load.max_ongoing_requests}{per_engine}"
+        model.update({
             "routing": json.dumps(m.config.routing_policy.model_dump(exclude_defaults=True), sort_keys=True),
             "workload": json.dumps(m.config.workload.model_dump(), sort_keys=True),
-        }
+        })
+        facts[m.id] = model
     return facts
 
 
@@ -112,30 +154,61 @@ def pool_facts(plan: EnvironmentPlan | None) -> dict[str, dict[str, Any]]:
 
 
 def compare(kind: str, before: dict[str, dict], after: dict[str, dict]) -> list[str]:
+    """Lines of what was added, removed or changed. A fact one side omits has its default
+    (`MODEL_DEFAULTS`), or is listed as new ("now ...") or gone ("was ..."): a model going standard
+    -> disaggregated gets its prefill and decode facts, and its single deployment's go."""
     lines = []
     for key in sorted(after.keys() - before.keys()):
         lines.append(f"{kind} `{key}` added: " + ", ".join(f"{k} {v}" for k, v in after[key].items()))
     for key in sorted(before.keys() - after.keys()):
         lines.append(f"{kind} `{key}` removed")
     for key in sorted(before.keys() & after.keys()):
-        changed = [f"{k} {before[key].get(k)} -> {v}" for k, v in after[key].items() if before[key].get(k) != v]
+        old, new = before[key], after[key]
+        changed, now, was = [], [], []
+        for k in [*new, *(k for k in old if k not in new)]:
+            b, a = old.get(k, _default(kind, k)), new.get(k, _default(kind, k))
+            if b == a:
+                continue
+            if a == "(none)":
+                was.append(f"{k} {b}")
+            elif b == "(none)":
+                now.append(f"{k} {a}")
+            else:
+                changed.append(f"{k} {b} -> {a}")
+        if now:
+            changed.append("now " + ", ".join(now))
+        if was:
+            changed.append("was " + ", ".join(was))
         if changed:
             lines.append(f"{kind} `{key}`: " + "; ".join(changed))
     return lines
 
 
+def _replica_capacity(part: PartPlan) -> tuple[float, int]:
+    """(requests of max_model_len, KV cache tokens) one replica holds: every engine of a
+    data-parallel gang has its own KV cache."""
+    dp = part.deployment.data_parallel_size
+    return part.capacity.max_concurrency * dp, part.capacity.kv_cache_tokens * dp
+
+
 def capacity_rows(base: EnvironmentPlan | None, head: EnvironmentPlan | None) -> list[dict[str, Any]]:
-    before = {m.id: m.capacity for m in base.models} if base else {}
-    after = {m.id: m.capacity for m in head.models} if head else {}
+    """Per model and part (a disaggregated model's prefill and decode apart), before and after."""
+
+    def parts(plan: EnvironmentPlan | None) -> dict[tuple[str, str], tuple[float, int]]:
+        return {(m.id, p.role): _replica_capacity(p) for m in plan.models for p in m.parts} if plan else {}
+
+    before, after = parts(base), parts(head)
     rows = []
-    for model in sorted(before.keys() | after.keys()):
-        b, a = before.get(model), after.get(model)
+    roles = ("model", "prefill", "decode")  # serving order
+    for model, role in sorted(before.keys() | after.keys(), key=lambda k: (k[0], roles.index(k[1]))):
+        b, a = before.get((model, role)), after.get((model, role))
         rows.append({
             "model": model,
-            "concurrency_before": round(b.max_concurrency, 2) if b else None,
-            "concurrency_after": round(a.max_concurrency, 2) if a else None,
-            "kv_tokens_before": b.kv_cache_tokens if b else None,
-            "kv_tokens_after": a.kv_cache_tokens if a else None,
+            "part": role,
+            "concurrency_before": round(b[0], 2) if b else None,
+            "concurrency_after": round(a[0], 2) if a else None,
+            "kv_tokens_before": b[1] if b else None,
+            "kv_tokens_after": a[1] if a else None,
         })
     return rows
 

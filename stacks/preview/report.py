@@ -57,6 +57,11 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"${value:,.2f}"
 
 
+def _part(row: dict[str, Any]) -> str:
+    """A capacity row's model, with its part where it is one side of a disaggregated model."""
+    return row["model"] if row.get("part", "model") == "model" else f"{row['model']} ({row['part']})"
+
+
 def _details(summary: str, lines: list[str], fence: str | None = None) -> list[str]:
     body = [f"```{fence}", *lines, "```"] if fence is not None else lines
     if len(lines) <= DETAILS_OVER and fence is None:
@@ -88,7 +93,7 @@ def to_markdown(result: Preview) -> str:
         if rows:
             out += ["**Capacity** (requests of max_model_len a replica holds, planned)", "",
                     "| model | before | after |", "|---|---|---|"]
-            out += [f"| {r['model']} | {_times(r['concurrency_before'])} | {_times(r['concurrency_after'])} |" for r in rows]
+            out += [f"| {_part(r)} | {_times(r['concurrency_before'])} | {_times(r['concurrency_after'])} |" for r in rows]
             out.append("")
         if not e.policy_ok:
             out += [f"**Policy gate failed:** {e.policy}", ""]
