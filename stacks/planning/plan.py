@@ -21,13 +21,27 @@ from pathlib import Path
 from infra.catalog import EKS_VERSIONS, GPUS
 from stacks.config.checks import Problem, check_environment
 from stacks.config.loader import load_environment
-from stacks.config.names import Names
 from stacks.config.models import Deployment, Model, Replicas
+from stacks.config.names import Names
 from stacks.config.schema import Environment
 from stacks.errors import ConfigError
-from stacks.planning.capacity import DEFAULT_UTILIZATION, CapacityPlan, LoadTargets, load_targets, options, plan
+from stacks.planning.capacity import (
+    DEFAULT_UTILIZATION,
+    CapacityPlan,
+    LoadTargets,
+    load_targets,
+    options,
+    plan,
+)
 from stacks.planning.model_catalog import CATALOG, Architecture, find, from_config
-from stacks.planning.pools import At, PoolPlan, nodes_per_replica, pool_plan, with_models
+from stacks.planning.pools import (
+    At,
+    PoolPlan,
+    nodes_for,
+    nodes_per_replica,
+    pool_plan,
+    with_models,
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,15 @@ class PartPlan:
     def nodes_per_replica(self) -> int:
         """Whole nodes a replica spans: one per pipeline stage when it is wider than a node."""
         return nodes_per_replica(self.gpus_per_replica, self.pool.gpus_per_node)
+
+    def nodes(self, at: At) -> int:
+        """Nodes its replicas take at their `at` bound, counted as the pool's nodes are."""
+        replicas = self.replicas.min if at == "min" else self.replicas.max
+        return nodes_for(replicas, self.gpus_per_replica, self.pool.gpus_per_node)
+
+    def cost_per_hour(self, at: At) -> float:
+        """On-demand cost of those nodes."""
+        return self.nodes(at) * self.pool.price_per_hour
 
     @property
     def shape(self) -> str:
@@ -131,6 +154,13 @@ class ModelPlan:
     def gpus_at_max(self) -> int:
         return sum(p.gpus_per_replica * p.replicas.max for p in self.parts)
 
+    def nodes(self, at: At) -> int:
+        return sum(p.nodes(at) for p in self.parts)
+
+    def cost_per_hour(self, at: At) -> float:
+        """On-demand cost of the nodes its parts take at their `at` replicas."""
+        return sum(p.cost_per_hour(at) for p in self.parts)
+
 
 @dataclass(frozen=True)
 class EnvironmentPlan:
@@ -163,6 +193,11 @@ class EnvironmentPlan:
 
     def cost_per_hour(self, at: At) -> float:
         return sum(p.cost_per_hour(at) for p in self.pools)
+
+    def idle(self, at: At) -> tuple[int, float]:
+        """(nodes, cost per hour) of the GPU nodes the pools' min_size keeps beyond what their models take."""
+        nodes = {p.name: max(p.config.min_size - p.nodes(at), 0) for p in self.pools if p.has_gpus}
+        return sum(nodes.values()), sum(n * self.pool(name).price_per_hour for name, n in nodes.items())
 
     @property
     def gpus_at_max(self) -> int:

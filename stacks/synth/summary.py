@@ -9,7 +9,6 @@ from pathlib import Path
 
 from infra.catalog import PRICES_AS_OF
 from stacks.planning.plan import EnvironmentPlan, ModelPlan, PartPlan
-from stacks.planning.pools import At, nodes_for
 from stacks.specs.render import SPEC_FILES
 
 
@@ -72,34 +71,10 @@ def _models_table(plan: EnvironmentPlan) -> list[str]:
     return _table(header, rows)
 
 
-def part_nodes(part: PartPlan, at: At) -> int:
-    """Nodes the part's replicas take at their `at` bound, counted as the plan counts its pool's nodes."""
-    replicas = part.replicas.min if at == "min" else part.replicas.max
-    return nodes_for(replicas, part.gpus_per_replica, part.pool.gpus_per_node)
-
-
-def model_costs(plan: EnvironmentPlan) -> dict[str, dict[At, tuple[int, float]]]:
-    """Per model, at min and at max replicas: (nodes, on-demand cost per hour) of the nodes its
-    parts take. The nodes a pool's min_size keeps beyond them are nobody's: see `idle`."""
-    costs: dict[str, dict[At, tuple[int, float]]] = {}
-    for m in plan.models:
-        costs[m.id] = {}
-        for at in ("min", "max"):
-            nodes = [(part_nodes(p, at), p.pool.price_per_hour) for p in m.parts]
-            costs[m.id][at] = (sum(n for n, _ in nodes), sum(n * price for n, price in nodes))
-    return costs
-
-
-def idle(plan: EnvironmentPlan, at: At) -> tuple[int, float]:
-    """(nodes, cost per hour) of the GPU nodes the pools' min_size keeps beyond what their models take."""
-    nodes = {p.name: max(p.config.min_size - p.nodes(at), 0) for p in plan.pools if p.has_gpus}
-    return sum(nodes.values()), sum(n * plan.pool(name).price_per_hour for name, n in nodes.items())
-
-
 def _cost_table(plan: EnvironmentPlan) -> list[str]:
-    rows = [[model, str(c["min"][0]), str(c["max"][0]), f"${c['min'][1]:,.2f}", f"${c['max'][1]:,.2f}"]
-            for model, c in model_costs(plan).items()]
-    low, high = idle(plan, "min"), idle(plan, "max")
+    rows = [[m.id, str(m.nodes("min")), str(m.nodes("max")), f"${m.cost_per_hour('min'):,.2f}",
+             f"${m.cost_per_hour('max'):,.2f}"] for m in plan.models]
+    low, high = plan.idle("min"), plan.idle("max")
     if low[0] or high[0]:
         rows.append(["(idle: pools' min_size)", str(low[0]), str(high[0]), f"${low[1]:,.2f}", f"${high[1]:,.2f}"])
     return ["  GPU cost per model (the nodes its replicas take):",

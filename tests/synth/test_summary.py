@@ -17,7 +17,7 @@ import yaml
 from stacks.cli import main
 from stacks.config.loader import parse_environment
 from stacks.planning.plan import plan_environment
-from stacks.synth.summary import idle, model_costs, summarize
+from stacks.synth.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_FILE = ROOT / "examples" / "patterns.yaml"
@@ -100,7 +100,7 @@ def test_kv_cache_concurrency_and_load_targets_are_each_parts(plan, text):
 
 
 def test_cost_per_model_is_the_nodes_it_takes_and_adds_up_to_the_pools(plan, text):
-    costs = model_costs(plan)
+    costs = {m.id: {at: (m.nodes(at), m.cost_per_hour(at)) for at in ("min", "max")} for m in plan.models}
     price = {p.name: p.price_per_hour for p in plan.pools}
     # 405B: one replica of 2 whole nodes; MoE: one 8-GPU node per gang (1-2);
     # 70B: prefill and decode 1-4 replicas of 4 GPUs each, two to a node.
@@ -112,7 +112,7 @@ def test_cost_per_model_is_the_nodes_it_takes_and_adds_up_to_the_pools(plan, tex
     assert costs["llama-3.1-70b-instruct"]["max"] == (4, pytest.approx(2 * price["h200-prefill"] + 2 * price["h200-decode"]))
     for at in ("min", "max"):
         assert sum(c[at][1] for c in costs.values()) == pytest.approx(plan.cost_per_hour(at))
-        assert idle(plan, at) == (0, 0)
+        assert plan.idle(at) == (0, 0)
     table = rows(text, "MODEL")
     assert table["llama-3.1-70b-instruct"] == {
         "MODEL": "llama-3.1-70b-instruct", "NODES AT MIN": "2", "NODES AT MAX": "4",
@@ -125,9 +125,9 @@ def test_cost_per_model_is_the_nodes_it_takes_and_adds_up_to_the_pools(plan, tex
 def test_nodes_a_pool_keeps_beyond_its_models_are_shown_as_idle(tmp_path):
     plan = planned(lambda d: d["node_pools"][2].update(min_size=3))  # h100-moe: its model needs 1-2 nodes
     price = plan.pool("h100-moe").price_per_hour
-    assert idle(plan, "min") == (2, pytest.approx(2 * price)) and idle(plan, "max") == (1, pytest.approx(price))
+    assert plan.idle("min") == (2, pytest.approx(2 * price)) and plan.idle("max") == (1, pytest.approx(price))
     for at in ("min", "max"):
-        assert sum(c[at][1] for c in model_costs(plan).values()) + idle(plan, at)[1] == pytest.approx(plan.cost_per_hour(at))
+        assert sum(m.cost_per_hour(at) for m in plan.models) + plan.idle(at)[1] == pytest.approx(plan.cost_per_hour(at))
     row = rows(summarize(plan, stack_file(tmp_path)), "MODEL")["(idle: pools' min_size)"]
     assert (row["NODES AT MIN"], row["NODES AT MAX"], row["COST/H AT MIN"]) == ("2", "1", f"${2 * price:,.2f}")
 
