@@ -1,6 +1,7 @@
 """Elastic Fabric Adapter constructs: the network an environment's EFA pools share (AWS stack) and
 the device plugin that makes their EFA devices requestable (platform stack). A pool joins with
-`NodePool(..., efa=network)`; the plain data (interfaces, values, resource name) is `infra.efa`.
+`NodePool(..., efa=network)`; the plain data (interfaces, values, resource name) is `infra.efa`,
+the Anyscale operator's instance type for EFA pools `infra.efa_anyscale`.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTag
 
 from infra import AnyscaleInstanceType, AnyscaleOperator, ClusterAutoscaler, KubeRayOperator
 from infra.charts import CHARTS
+from infra.efa import pool_efa_interfaces
+from infra.efa_anyscale import EfaAnyscaleInstanceType
 from infra.efa_network import EfaDevicePlugin
 from infra.helm import ChartRelease, EksHelm, ManifestsRelease
 from infra.observability import MONITORING_NAMESPACE, kube_prometheus_stack_values
@@ -101,11 +103,14 @@ class PlatformStack(TerraformStack):
             operator_service_account=ANYSCALE_OPERATOR_ACCOUNT, depends_on=[self.namespace.release])
 
     def _anyscale_instance_types(self) -> list[AnyscaleInstanceType]:
-        """One per pool the service config names, sized and placed as the KubeRay pods would be."""
+        """One per pool the service config names, sized and placed as the KubeRay pods would be (with
+        the node's EFA interfaces on an EFA pool)."""
         types = {}
         for pool in (self.plan.head_pool, *self.plan.serving_pools):
             cpu, memory_gib = pod_size(pool.smallest)
             name = instance_type_name(self.plan, pool)
-            types[name] = AnyscaleInstanceType(name=name, cpu=cpu, memory_gib=memory_gib, node_selector=pool.selector(),
-                                               tolerations=pool.tolerations(), gpu=pool.gpu, gpus=pool.gpus_per_node)
+            shape = {"name": name, "cpu": cpu, "memory_gib": memory_gib, "node_selector": pool.selector(),
+                     "tolerations": pool.tolerations(), "gpu": pool.gpu, "gpus": pool.gpus_per_node}
+            types[name] = (EfaAnyscaleInstanceType(**shape, efa_interfaces=pool_efa_interfaces(pool.config.instance_types))
+                           if pool.config.efa else AnyscaleInstanceType(**shape))
         return list(types.values())

@@ -23,6 +23,7 @@ from infra import EksCluster, ExistingCluster, GpuNodePool, NodePool, NodeRole
 from infra.catalog import EFA_INTERFACES, INSTANCE_TYPES, efa_interfaces
 from infra.charts import CHARTS
 from infra.efa import EFA_RESOURCE, device_plugin_values, interface_layout, pod_resources
+from infra.efa_anyscale import EfaAnyscaleInstanceType
 from infra.efa_network import EfaNetwork
 from infra.rules import efa_instance_types_problem, efa_subnets_problem
 from infra.scheduling import POOL_LABEL
@@ -331,8 +332,10 @@ def test_the_platform_installs_the_device_plugin_only_with_efa_pools(efa_prod, s
     taints = {(t["key"], t["value"], t["effect"]) for t in values["tolerations"]}
     assert taints == {("nvidia.com/gpu", "present", "NoSchedule"), ("node.anyscale.com/accelerator-type", "GPU", "NoSchedule"),
                       ("node.anyscale.com/capacity-type", "ON_DEMAND", "NoSchedule")}
+    # Beside it, only the serving objects' prerequisites and the Anyscale operator's instance types change.
     assert changed(synthesized["prod-platform"], efa_prod["prod-platform"]) <= {
-        f"helm_release.{name}" for name, r in releases.items() if r["name"] in ("aws-efa-k8s-device-plugin", "llm-serving-platform")}
+        f"helm_release.{name}" for name, r in releases.items()
+        if r["name"] in ("aws-efa-k8s-device-plugin", "llm-serving-platform", "anyscale-operator")}
     for env in ("dev", "staging", "prod"):
         assert all(r["name"] != "aws-efa-k8s-device-plugin" for r in resources(synthesized[f"{env}-platform"], "helm_release").values())
 
@@ -350,6 +353,29 @@ def test_workers_on_an_efa_pool_request_and_limit_every_interface(efa_prod, ship
     (shipped_worker,) = shipped_group["template"]["spec"]["containers"]
     for kind in ("requests", "limits"):
         assert {k: v for k, v in resources_[kind].items() if k != EFA_RESOURCE} == shipped_worker["resources"][kind]
+
+
+def test_anyscale_pods_on_an_efa_pool_request_every_interface(efa_prod, synthesized):
+    def instance_types(platform: dict) -> dict:
+        (operator,) = [r for r in resources(platform, "helm_release").values() if r["name"] == "anyscale-operator"]
+        return yaml.safe_load(operator["values"][0])["workloads"]["instanceTypes"]["additional"]
+
+    efa, shipped = instance_types(efa_prod["prod-platform"]), instance_types(synthesized["prod-platform"])
+    assert efa["g6e.12xlarge"]["resources"][EFA_RESOURCE] == 1
+    assert {k: v for k, v in efa["g6e.12xlarge"]["resources"].items() if k != EFA_RESOURCE} == \
+        shipped["g6e.12xlarge"]["resources"]
+    assert {k: v for k, v in efa.items() if k != "g6e.12xlarge"} == {k: v for k, v in shipped.items() if k != "g6e.12xlarge"}
+
+
+def test_an_efa_instance_type_needs_its_gpus_and_interfaces():
+    from infra.catalog import GPUS
+
+    shape = {"name": "p5.48xlarge", "cpu": 190, "memory_gib": 1638, "node_selector": {POOL_LABEL: "p5"}}
+    assert EfaAnyscaleInstanceType(**shape, gpu=GPUS["H100"], gpus=8, efa_interfaces=32).values()["resources"] == {
+        "CPU": 190, "memory": "1638Gi", "GPU": 8, "accelerators": ["H100"], EFA_RESOURCE: 32}
+    for wrong in ({"gpu": GPUS["H100"], "gpus": 8, "efa_interfaces": 0}, {"efa_interfaces": 32}):
+        with pytest.raises(ValueError, match="efa_interfaces"):
+            EfaAnyscaleInstanceType(**shape, **wrong)
 
 
 def test_the_efa_rayservice_is_valid_for_kuberay_and_kubernetes(efa_prod):
