@@ -254,6 +254,11 @@ def plan_environment(env: Environment, source: str = "<environment>", today: dat
     for i, model in enumerate(env.models):
         if (architecture := _architecture(model, i, problems)) is None:
             continue
+        if model.pattern == "data_parallel" and not architecture.experts:
+            problems.append(Problem(f"models[{i}].pattern", f"data_parallel spreads a mixture-of-experts model's experts "
+                                    f"over a gang of engines; {architecture.hf_id} is dense: serve it standard and "
+                                    "raise replicas instead"))
+            continue
         parts = [_part(model, d, architecture, pools[d.node_pool], problems) for d in deployments[model.id]]
         if all(parts):
             models.append(ModelPlan(model, i, architecture, tuple(p for p in parts if p)))

@@ -152,6 +152,8 @@ def test_the_serve_config_carries_each_pattern(plan):
      "need up to 2 nodes at max replicas (models[0]: 1 x 16 GPU; 8 GPUs per node) plus 2 for rollouts"),
     (lambda d: model(d, "qwen3-30b-a3b").update(data_parallel_size=8), "models[1].data_parallel_size",
      "data_parallel_size 8 x tensor_parallel_size 2 = 16 GPUs does not fit a node of pool 'h100-moe'"),
+    (lambda d: model(d, "qwen3-30b-a3b").update(architecture="meta-llama/Llama-3.1-8B-Instruct", lora={}),
+     "models[1].pattern", "meta-llama/Llama-3.1-8B-Instruct is dense: serve it standard"),
     (lambda d: model(d, "qwen3-30b-a3b").update(node_pool="h100-405b"), "models[1].node_pool",
      "pool 'h100-405b' runs multi-node model 'llama-3.1-405b-instruct'"),
     (lambda d: model(d, "llama-3.1-70b-instruct")["decode"].update(node_pool="system"), "models[2].decode.node_pool",
