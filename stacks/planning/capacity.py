@@ -8,7 +8,13 @@ It follows `Worker.determine_available_memory` and `kv_cache_utils`:
     concurrency = blocks / ceil(max_model_len / 16)        ("Maximum concurrency for N tokens")
 
 Weights, KV bytes per token and block arithmetic are exact for the catalog's
-architectures. The activation peak (a profile run of max_num_batched_tokens
+architectures, on the most loaded GPU: a pipeline stage holds ceil(layers / pp)
+layers and, with pp > 1, one vocab x hidden matrix (embedding or LM head), all
+divided by tensor parallelism, except that with expert parallelism over E GPUs
+a mixture-of-experts layer's routed experts (layers x experts x 3 x hidden x
+moe_intermediate parameters) are not divided: each GPU holds ceil(experts / E)
+of them whole. Checkpoints given by size (MXFP4) are taken to keep all but the
+experts in 16 bits. The activation peak (a profile run of max_num_batched_tokens
 tokens and a sampler pass of max_num_seqs), non-torch memory (CUDA context,
 NCCL buffers) and CUDA graph memory are estimated; README documents the method
 and its expected error. Sliding-window layers need only their window
@@ -37,6 +43,7 @@ class CapacityPlan:
     gpu: str
     tensor_parallel: int
     pipeline_parallel: int
+    expert_parallel: int  # GPUs the routed experts are spread over (1: divided by tensor parallelism)
     max_model_len: int
     gpu_memory_utilization: float
     max_num_batched_tokens: int
@@ -92,26 +99,22 @@ def plan(arch: Architecture, gpu: Gpu, *, tensor_parallel: int = 1, pipeline_par
     tokens = max_num_batched_tokens or default_tokens
     seqs = max_num_seqs or default_seqs
 
-    quantized = quantization in QUANTIZATION_BYTES
-    if quantization and not quantized:
+    if quantization and quantization not in QUANTIZATION_BYTES:
         notes.append(f"quantization {quantization!r} is not modelled: weights are taken at the checkpoint's size")
-    bytes_per_param = QUANTIZATION_BYTES[quantization] if quantized else WEIGHT_DTYPE_BYTES.get(dtype) or arch.weight_bytes_per_param
-    # Quantized checkpoints keep embeddings and the LM head in 16 bits.
-    embedding_bytes = arch.embedding_params * (2.0 if quantized else bytes_per_param)
-    if arch.weights_gib is not None and not quantization and dtype == "auto":
-        total_weights = arch.weight_bytes
-        notes.append("weights from the published checkpoint size (mixed-precision format)")
-    else:
-        total_weights = (arch.params - arch.embedding_params) * bytes_per_param + embedding_bytes
-    # Each pipeline stage holds its share of the layers; embeddings sit on the first and last stage.
-    weights = ((total_weights - embedding_bytes) / pp + embedding_bytes) / tp
+    moe = arch.experts > 0 and arch.moe_intermediate > 0
+    ep = expert_parallel if moe else 1
+    if expert_parallel > 1 and not moe:
+        notes.append(f"expert_parallel {expert_parallel} has no effect: {arch.hf_id} is not a mixture-of-experts model")
+    weights = _weights_per_gpu(arch, tp, pp, ep, quantization, dtype, notes)
 
     act_bytes = 2.0
-    mlp_width = max(arch.intermediate, arch.moe_intermediate * min(arch.experts, 8) if arch.experts else 0)
-    per_token = (4 * arch.hidden + 2 * mlp_width / tp + 2 * (arch.heads * arch.dim_per_head) / tp) * act_bytes
+    # Expert parallelism keeps each expert whole on its GPU: its MLP width is not divided by tp.
+    moe_width = arch.moe_intermediate * min(arch.experts, 8) / (1 if ep > 1 else tp) if arch.experts else 0
+    mlp_width = max(arch.intermediate / tp, moe_width)
+    per_token = (4 * arch.hidden + 2 * mlp_width + 2 * (arch.heads * arch.dim_per_head) / tp) * act_bytes
     # The sampler's profile pass: fp32 logits (and their softmax) for max_num_seqs requests.
     activation = tokens * per_token + 2 * seqs * arch.vocab / tp * 4
-    non_torch = 0.45 * GIB + (0.35 * GIB if tp * pp > 1 else 0.0)
+    non_torch = 0.45 * GIB + (0.35 * GIB if tp * pp > 1 or ep > 1 else 0.0)
     cuda_graphs = min(1.5 * GIB, (0.15 + 0.008 * math.ceil(arch.layers / pp)) * GIB)
 
     requested = gpu.usable_gib * GIB * gpu_memory_utilization
@@ -145,7 +148,8 @@ def plan(arch: Architecture, gpu: Gpu, *, tensor_parallel: int = 1, pipeline_par
     elif concurrency < 1:
         problems.append(f"the KV cache holds {cache_tokens:,} tokens, less than one request of max_model_len {max_model_len:,}")
     return CapacityPlan(
-        model=arch.hf_id, gpu=gpu.name, tensor_parallel=tp, pipeline_parallel=pp, max_model_len=max_model_len,
+        model=arch.hf_id, gpu=gpu.name, tensor_parallel=tp, pipeline_parallel=pp, expert_parallel=ep,
+        max_model_len=max_model_len,
         gpu_memory_utilization=gpu_memory_utilization, max_num_batched_tokens=tokens, max_num_seqs=seqs,
         dtype=dtype, kv_cache_dtype=kv_cache_dtype, quantization=quantization,
         requested_gib_per_gpu=requested / GIB, weights_gib_per_gpu=weights / GIB, activation_gib_per_gpu=activation / GIB,
@@ -153,6 +157,48 @@ def plan(arch: Architecture, gpu: Gpu, *, tensor_parallel: int = 1, pipeline_par
         kv_cache_gib_per_gpu=kv_cache / GIB, kv_bytes_per_token=int(kv_per_token), kv_cache_tokens=cache_tokens,
         max_concurrency=concurrency, fits=not problems, problems=tuple(problems), notes=tuple(notes),
     )
+
+
+def _weights_per_gpu(arch: Architecture, tp: int, pp: int, ep: int, quantization: str | None, dtype: str,
+                     notes: list[str]) -> float:
+    """Weight bytes on the most loaded GPU of one engine.
+
+    A pipeline stage holds ceil(layers / pp) decoder layers (vLLM gives the first stages any
+    remainder) and, when pp > 1, one vocab x hidden matrix (the embedding on the first stage,
+    the LM head on the last); with pp = 1 the one stage holds both (one if they are tied).
+    Tensor parallelism divides a stage by tp. With expert parallelism (ep > 1) a mixture-of-experts
+    layer's routed experts are not divided by tp: the ep GPUs each hold ceil(experts / ep) experts
+    whole (vLLM's enable_expert_parallel); attention, embeddings, router and shared experts
+    stay divided by tp.
+    """
+    quantized = quantization in QUANTIZATION_BYTES
+    bytes_per_param = QUANTIZATION_BYTES[quantization] if quantized else WEIGHT_DTYPE_BYTES.get(dtype) or arch.weight_bytes_per_param
+    # Quantized checkpoints keep embeddings and the LM head in 16 bits.
+    embedding_per_param = 2.0 if quantized else bytes_per_param
+    embedding_bytes = arch.embedding_params * embedding_per_param
+    if arch.weights_gib is not None and not quantization and dtype == "auto":
+        total = arch.weight_bytes
+        notes.append("weights from the published checkpoint size (mixed-precision format)")
+        # Mixed-precision MoE checkpoints (MXFP4) pack the routed experts and keep everything else
+        # in 16 bits: the experts are what the checkpoint holds beyond the rest at 16 bits.
+        rest_16 = (arch.params - arch.expert_params) * 2.0
+        expert_bytes = total - rest_16 if arch.expert_params and total > rest_16 else total * arch.expert_params / arch.params
+        if ep > 1:
+            notes.append(f"experts taken as {expert_bytes / GIB:.1f} GiB of the checkpoint: its size less the "
+                         "non-expert parameters at 16 bits")
+    else:
+        expert_bytes = arch.expert_params * bytes_per_param
+        total = (arch.params - arch.embedding_params) * bytes_per_param + embedding_bytes
+    layer_bytes = total - embedding_bytes - expert_bytes  # attention, norms, routers, shared experts
+    stage_share = math.ceil(arch.layers / pp) / arch.layers
+    stage_embedding = arch.vocab * arch.hidden * embedding_per_param if pp > 1 else embedding_bytes
+    dense = (layer_bytes * stage_share + stage_embedding) / tp
+    if ep > 1:
+        held = math.ceil(arch.experts / ep)
+        notes.append(f"expert parallel over {ep} GPUs: each holds {held} of the {arch.experts} experts of a layer "
+                     f"whole; attention and embeddings are divided by tensor_parallel_size {tp}")
+        return dense + expert_bytes * stage_share * held / arch.experts
+    return dense + expert_bytes * stage_share / tp
 
 
 # Scale out while the replicas still have room: a new replica takes minutes to start.
@@ -199,14 +245,17 @@ def options(arch: Architecture, gpu: Gpu, capacity: CapacityPlan) -> str:
     c = capacity
 
     def fits(**change) -> bool:
-        settings = dict(tensor_parallel=c.tensor_parallel, pipeline_parallel=c.pipeline_parallel, max_model_len=c.max_model_len,
+        settings = dict(tensor_parallel=c.tensor_parallel, pipeline_parallel=c.pipeline_parallel,
+                        expert_parallel=c.expert_parallel, max_model_len=c.max_model_len,
                         gpu_memory_utilization=c.gpu_memory_utilization, dtype=c.dtype, kv_cache_dtype=c.kv_cache_dtype,
                         quantization=c.quantization, max_num_batched_tokens=c.max_num_batched_tokens, max_num_seqs=c.max_num_seqs)
         target = change.pop("gpu", gpu)
         return plan(arch, target, **{**settings, **change}).fits
 
     ways = []
-    tp = next((t for t in (2, 4, 8) if t > c.tensor_parallel and arch.heads % t == 0 and fits(tensor_parallel=t)), None)
+    # Experts spread over data_parallel x tensor_parallel GPUs: as many more as tp grows.
+    tp = next((t for t in (2, 4, 8) if t > c.tensor_parallel and arch.heads % t == 0
+               and fits(tensor_parallel=t, expert_parallel=max(1, c.expert_parallel * t // c.tensor_parallel))), None)
     if tp:
         ways.append(f"tensor_parallel_size {tp} (a pool with {tp * c.pipeline_parallel} GPUs per node)")
     larger = next((g for g in sorted(GPUS.values(), key=lambda g: g.usable_gib) if g.usable_gib > gpu.usable_gib and fits(gpu=g)), None)

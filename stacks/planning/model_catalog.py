@@ -70,6 +70,12 @@ class Architecture:
         return attention + mlp + 2 * self.hidden
 
     @property
+    def expert_params(self) -> int:
+        """Parameters of the routed experts, every layer (gated MLPs: gate, up and down projections).
+        Expert parallelism spreads these over GPUs; 0 for a dense model."""
+        return self.layers * self.experts * 3 * self.hidden * self.moe_intermediate if self.experts else 0
+
+    @property
     def params(self) -> int:
         return self.layers * self.layer_params + self.embedding_params + self.hidden
 
