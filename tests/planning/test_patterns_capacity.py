@@ -1,16 +1,19 @@
 """The capacity planner for the serving patterns, against arithmetic done by hand: Llama 3.1 405B
-split over two nodes (tp 8 x pp 2), and a mixture-of-experts model with its experts spread over a
-data-parallel gang (expert parallelism)."""
+split over two nodes (tp 8 x pp 2), a mixture-of-experts model with its experts spread over a
+data-parallel gang (expert parallelism), and `llmstacks plan-capacity` showing each pattern's
+parts (from flags and from an environment file)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import pytest
 import yaml
 
-from infra.catalog import GPUS
+from infra.catalog import GPUS, INSTANCE_TYPES
+from stacks.cli import main
 from stacks.config.loader import parse_environment
 from stacks.planning.capacity import plan
 from stacks.planning.model_catalog import find
@@ -141,3 +144,112 @@ def test_the_example_environment_plans_its_parts_with_these_figures():
     moe = by_id["qwen3-30b-a3b"].capacity
     assert moe.expert_parallel == 8
     assert moe.weights_gib_per_gpu * GIB == pytest.approx(QWEN_REST / 2 + QWEN_EXPERTS * 16 / 128)
+
+
+# ------------------------------------------------------------------ plan-capacity
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    status = main(["plan-capacity", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+QWEN_DP = ["--model", "Qwen/Qwen3-30B-A3B", "--instance-type", "p5.48xlarge", "--data-parallel", "4",
+           "--tensor-parallel", "2", "--max-model-len", "32768"]
+
+
+def test_plan_capacity_sizes_a_data_parallel_gang_from_flags(capsys):
+    status, out, _ = run(capsys, *QWEN_DP, "--expert-parallel", "--json")
+    assert status == 0
+    data = json.loads(out)
+    assert data["expert_parallel"] == 8 and data["gpu"] == "H100"
+    assert data["weights_gib_per_gpu"] == pytest.approx((QWEN_REST / 2 + QWEN_EXPERTS * 16 / 128) / GIB, abs=0.001)
+    replica = data["replica"]
+    assert (replica["data_parallel"], replica["gpus_per_engine"], replica["gpus_per_replica"]) == (4, 2, 8)
+    assert (replica["instance_type"], replica["nodes_per_replica"]) == ("p5.48xlarge", 1)
+    assert replica["cost_per_hour"] == pytest.approx(INSTANCE_TYPES["p5.48xlarge"].price_per_hour)
+    assert replica["max_concurrency"] == pytest.approx(4 * data["max_concurrency"], abs=0.01)
+    assert data["load_targets"]["max_ongoing_requests"] >= data["load_targets"]["target_ongoing_requests"]
+    status, out, _ = run(capsys, *QWEN_DP, "--expert-parallel")
+    assert status == 0
+    assert out.startswith("Qwen/Qwen3-30B-A3B on 8 x H100 (dp 4 x tp 2, experts over 8 GPUs)")
+    assert "per replica of 4 engines" in out and "replica: 8 GPUs on 1 x p5.48xlarge" in out
+    # Without --expert-parallel each engine's tp 2 splits every expert.
+    status, out, _ = run(capsys, *QWEN_DP, "--json")
+    assert json.loads(out)["expert_parallel"] == 1
+    assert json.loads(out)["weights_gib_per_gpu"] == pytest.approx((QWEN_REST + QWEN_EXPERTS) / 2 / GIB, abs=0.001)
+
+
+def test_plan_capacity_spans_nodes_for_a_multi_node_replica(capsys):
+    args = ["--model", "meta-llama/Llama-3.1-405B-Instruct", "--instance-type", "p5.48xlarge", "--tensor-parallel", "8",
+            "--max-model-len", "32768"]
+    status, out, _ = run(capsys, *args)
+    assert status == 0 and "does not fit: the weights and runtime need" in out
+    status, out, _ = run(capsys, *args, "--pipeline-parallel", "2", "--json")
+    data = json.loads(out)
+    assert data["fits"] and data["kv_bytes_per_token"] == 32_256
+    assert (data["replica"]["gpus_per_replica"], data["replica"]["nodes_per_replica"]) == (16, 2)
+    assert data["replica"]["cost_per_hour"] == pytest.approx(2 * INSTANCE_TYPES["p5.48xlarge"].price_per_hour)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    ([*QWEN_DP[:5], "0", *QWEN_DP[6:]], "error: --data-parallel: 0: a replica runs at least 1 engine"),
+    ([*QWEN_DP[:5], "8", *QWEN_DP[6:]], "error: --data-parallel: data_parallel 8 x tensor_parallel 2 = 16 GPUs do not "
+                                         "fit one p5.48xlarge (8 x H100)"),
+    (["--model", "meta-llama/Llama-3.1-70B-Instruct", "--gpu", "H100", "--tensor-parallel", "4", "--max-model-len", "8192",
+      "--expert-parallel"], "error: --expert-parallel: meta-llama/Llama-3.1-70B-Instruct is not a mixture-of-experts model"),
+    (["--model", "meta-llama/Llama-3.1-405B-Instruct", "--instance-type", "p5.48xlarge", "--tensor-parallel", "4",
+      "--pipeline-parallel", "4", "--max-model-len", "8192"], "error: --tensor-parallel: 16 GPUs per replica span"),
+    ([*QWEN_DP, "--gpu", "H200"], "error: --gpu: H200, but --instance-type p5.48xlarge has H100 GPUs"),
+    (["--model", "Qwen/Qwen3-8B", "--instance-type", "m7i.2xlarge", "--max-model-len", "10"],
+     "error: --instance-type: 'm7i.2xlarge' is not a GPU instance type of the catalog"),
+    (["--config", str(EXAMPLE), "--gpu", "H100"], "error: --gpu: describes a model by hand"),
+    (["--config", str(EXAMPLE), "--model", "nope"], "error: --model: 'nope' is not a model of"),
+    (["--config", str(EXAMPLE), "--env", "dev"], "error: --env: give --env or --config, not both"),
+])
+def test_bad_plan_capacity_flags_are_one_line_exit_2(capsys, args, needle):
+    status, out, err = run(capsys, *args)
+    lines = err.strip().splitlines()
+    assert status == 2 and out == "" and len(lines) == 1 and lines[0].startswith(needle), err
+
+
+def test_plan_capacity_of_an_environment_shows_every_part(capsys):
+    environment = plan_environment(parse_environment(yaml.safe_load(EXAMPLE.read_text()), "patterns.yaml"))
+    status, out, _ = run(capsys, "--config", str(EXAMPLE), "--json")
+    assert status == 0
+    data = json.loads(out)
+    assert data["environment"] == "patterns"
+    assert data["cost_per_hour"] == {"min": pytest.approx(environment.cost_per_hour("min")),
+                                     "max": pytest.approx(environment.cost_per_hour("max"))}
+    models = {m["id"]: m for m in data["models"]}
+    assert [m["pattern"] for m in data["models"]] == ["multi_node", "data_parallel", "disaggregated"]
+    (multi,) = models["llama-3.1-405b-instruct"]["parts"]
+    assert (multi["gpus_per_replica"], multi["nodes_per_replica"], multi["shape"]) == (16, 2, "tp 8 x pp 2")
+    assert multi["cost_per_hour"] == {"min": 2 * 55.04, "max": 2 * 55.04}
+    (gang,) = models["qwen3-30b-a3b"]["parts"]
+    assert (gang["gpus_per_engine"], gang["gpus_per_replica"], gang["capacity"]["expert_parallel"]) == (2, 8, 8)
+    assert gang["max_concurrency_per_replica"] == pytest.approx(4 * gang["capacity"]["max_concurrency"], abs=0.01)
+    assert gang["cost_per_hour"] == {"min": 55.04, "max": 2 * 55.04}  # replicas 1-2, one node each
+    prefill, decode = models["llama-3.1-70b-instruct"]["parts"]
+    planned = {p.role: p for p in environment.models[2].parts}
+    for shown in (prefill, decode):
+        part = planned[shown["role"]]
+        assert shown["node_pool"] == part.pool.name and shown["instance_type"] == "p5e.48xlarge"
+        assert (shown["gpus_per_replica"], shown["nodes_per_replica"]) == (4, 1)
+        assert shown["capacity"]["kv_cache_tokens"] == part.capacity.kv_cache_tokens
+        assert shown["load_targets"]["target_ongoing_requests"] == part.load.target_ongoing_requests
+        # Replicas 1-4 of 4 GPUs: two share an 8-GPU p5e node, so 1 node at min and 2 at max.
+        assert shown["cost_per_hour"] == {"min": 60.0, "max": 120.0}
+    assert prefill["load_targets"] != decode["load_targets"]  # prefill holds prompts only
+
+    status, out, _ = run(capsys, "--config", str(EXAMPLE), "--model", "llama-3.1-70b-instruct")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[1] == "llama-3.1-70b-instruct (disaggregated, meta-llama/Llama-3.1-70B-Instruct), max_model_len 32,768"
+    prefill_line = next(line for line in lines if line.startswith("  prefill (models[2].prefill): pool h200-prefill"))
+    assert "4 GPUs and 1 node per replica, replicas 1-4" in prefill_line
+    assert any(line.startswith("  decode (models[2].decode): pool h200-decode") for line in lines)
+    assert sum("load targets: target_ongoing_requests" in line for line in lines) == 2
+    assert sum(line.strip() == "cost: $60.00/h at min replicas, $120.00/h at max (the nodes its replicas take)"
+               for line in lines) == 2
+    assert "GPU cost" not in out  # one model asked for: no environment total
