@@ -16,10 +16,18 @@ from stacks.cli.arguments import environment_file, fraction, positive
 from stacks.config.loader import ENVIRONMENTS_DIR
 from stacks.config.models import Workload
 from stacks.errors import ConfigError
-from stacks.planning.capacity import KV_DTYPE_BYTES, WEIGHT_DTYPE_BYTES, CapacityPlan, LoadTargets, load_targets, options, plan
+from stacks.planning.capacity import (
+    KV_DTYPE_BYTES,
+    WEIGHT_DTYPE_BYTES,
+    CapacityPlan,
+    LoadTargets,
+    load_targets,
+    options,
+    plan,
+)
 from stacks.planning.model_catalog import CATALOG, Architecture, find, from_config
 from stacks.planning.plan import EnvironmentPlan, ModelPlan, PartPlan, plan_file
-from stacks.planning.pools import At, nodes_for, nodes_per_replica
+from stacks.planning.pools import nodes_per_replica
 
 EPILOG = """\
 From flags: --model, --gpu (or --instance-type) and --max-model-len; a replica is
@@ -280,12 +288,6 @@ def _environment(args: argparse.Namespace) -> int:
     return 0
 
 
-def part_cost(part: PartPlan, at: At) -> float:
-    """On-demand cost per hour of the nodes the part's own replicas take at `at` replicas."""
-    replicas = part.replicas.min if at == "min" else part.replicas.max
-    return nodes_for(replicas, part.gpus_per_replica, part.pool.gpus_per_node) * part.pool.price_per_hour
-
-
 def _part_json(part: PartPlan) -> dict:
     return {
         "role": part.role, "field": part.field, "node_pool": part.pool.name,
@@ -294,7 +296,7 @@ def _part_json(part: PartPlan) -> dict:
         "gpus_per_engine": part.gpus_per_engine, "gpus_per_replica": part.gpus_per_replica,
         "nodes_per_replica": part.nodes_per_replica,
         "max_concurrency_per_replica": round(part.capacity.max_concurrency * part.deployment.data_parallel_size, 3),
-        "cost_per_hour": {at: round(part_cost(part, at), 4) for at in ("min", "max")},
+        "cost_per_hour": {at: round(part.cost_per_hour(at), 4) for at in ("min", "max")},
         "load_targets": _targets(part.load),
         "capacity": part.capacity.as_dict(),
     }
@@ -326,7 +328,7 @@ def _environment_report(env_plan: EnvironmentPlan, models: list[ModelPlan], ever
                 *(f"    note: {note}" for note in c.notes),
                 f"    load targets: target_ongoing_requests {part.load.target_ongoing_requests:g}, "
                 f"max_ongoing_requests {part.load.max_ongoing_requests}: {part.load.reasoning}",
-                f"    cost: ${part_cost(part, 'min'):,.2f}/h at min replicas, ${part_cost(part, 'max'):,.2f}/h at max "
+                f"    cost: ${part.cost_per_hour('min'):,.2f}/h at min replicas, ${part.cost_per_hour('max'):,.2f}/h at max "
                 "(the nodes its replicas take)",
             ]
     if every:
