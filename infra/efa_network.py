@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from constructs import Construct
 
 from infra import node_runtime  # noqa: F401  (before cdktf)
-from cdktf import Fn, ITerraformDependable
+from cdktf import Fn, ITerraformDependable, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.data_aws_eks_cluster import DataAwsEksCluster
 from cdktf_cdktf_provider_aws.security_group import SecurityGroup
 from cdktf_cdktf_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
@@ -23,8 +23,9 @@ from infra.efa import DEVICE_PLUGIN_NAMESPACE, device_plugin_values
 from infra.helm import ChartRelease
 from infra.rules import is_token, require, subnet_id_problem
 
-# Security group names: up to 255 characters, not starting with "sg-" (EC2 API, CreateSecurityGroup).
-_MAX_GROUP_NAME = 255
+# A security group name has up to 255 characters and never starts "sg-" (EC2); the provider's unique
+# suffix takes 26 of them, so a name prefix has up to 229 (its aws_security_group schema).
+_MAX_NAME_PREFIX = 255 - 26
 
 
 class EfaNetwork(Construct):
@@ -41,16 +42,19 @@ class EfaNetwork(Construct):
     does not cross availability zones, so pools that exchange KV caches must share one. For a
     looked-up cluster's own subnets (known at plan time), the first by id.
 
+    The group is named `<name>-<suffix>` and replaced create-before-destroy: a change that replaces
+    it makes the new one first, and the old one goes once the node groups have moved off it.
+
     Props:
         cluster: the EKS cluster (created or looked up): its VPC and cluster security group.
-        name: the security group's name.
+        name: the start of the security group's name (it is also its Name tag).
         subnet_ids: the node subnets.
     """
 
     def __init__(self, scope: Construct, id: str, *, cluster: Cluster, name: str, subnet_ids: Sequence[str]):
         super().__init__(scope, id)
-        if not name or len(name) > _MAX_GROUP_NAME or name.startswith("sg-"):
-            raise ValueError(f"name: {name!r}: a security group name of 1-{_MAX_GROUP_NAME} characters, not starting with 'sg-'")
+        if not name or len(name) >= _MAX_NAME_PREFIX or name.startswith("sg-"):
+            raise ValueError(f"name: {name!r}: 1-{_MAX_NAME_PREFIX - 1} characters, not starting with 'sg-'")
         if not subnet_ids:
             raise ValueError("subnet_ids: give the node subnets (EFA pools launch in the first)")
         for subnet in subnet_ids:
@@ -59,8 +63,9 @@ class EfaNetwork(Construct):
         vpc = vpc.get(0) if isinstance(cluster.cluster, DataAwsEksCluster) else vpc
         self.cluster_security_group_id: str = vpc.cluster_security_group_id
         self.security_group = SecurityGroup(
-            self, "security-group", name=name, vpc_id=vpc.vpc_id, tags={"Name": name},
+            self, "security-group", name_prefix=f"{name}-", vpc_id=vpc.vpc_id, tags={"Name": name},
             description="EFA: all traffic between the EFA nodes of this group, nothing else",
+            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
         self.ingress = VpcSecurityGroupIngressRule(
             self, "from-members", security_group_id=self.security_group.id, ip_protocol="-1",

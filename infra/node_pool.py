@@ -208,9 +208,9 @@ class NodePool(Construct):
         self.taints = node_taints(o["taints"], gpu=gpu, capacity_type=o["capacity_type"])
         require("taints", pool_taints_problem(self.taints))
         efa = o["efa"]
-        # The EFA interfaces of each node (0: no EFA).
-        self.efa_interfaces = pool_efa_interfaces(instance_types) if efa is not None else 0
+        self.efa_interfaces = 0  # EFA interfaces per node
         if efa is not None:
+            self.efa_interfaces = pool_efa_interfaces(instance_types)
             require("subnet_ids", efa_subnets_problem(subnet_ids))
         asg_tags = autoscaler_tags(o["autoscaler_cluster_name"], labels=self.labels, taints=self.taints,
                                    gpus_per_node=self.gpus_per_node, capacity_type=o["capacity_type"]) if autoscaled else []

@@ -54,7 +54,7 @@ def applied(tmp_path_factory):
 
 def efa_group(deployment, plan) -> dict:
     (group,) = deployment.emulator.client("ec2").describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": [f"{plan.names.base}-efa"]}])["SecurityGroups"]
+        Filters=[{"Name": "tag:Name", "Values": [f"{plan.names.base}-efa"]}])["SecurityGroups"]
     return group
 
 

@@ -158,7 +158,9 @@ def test_one_efa_per_network_card_the_primary_at_device_0():
 def test_the_security_group_admits_only_its_members_and_sends_only_to_them(built):
     tf = built["tf"]
     (group,) = resources(tf, "aws_security_group").values()
-    assert group["name"] == "test-efa" and group["vpc_id"].endswith(".vpc_config[0].vpc_id}")
+    assert (group["name_prefix"], group["tags"]) == ("test-efa-", {"Name": "test-efa"})
+    assert group["lifecycle"] == {"create_before_destroy": True}  # replaced only once the pools moved off it
+    assert group["vpc_id"].endswith(".vpc_config[0].vpc_id}")
     assert "ingress" not in group and "egress" not in group  # Terraform also removes EC2's allow-all egress
     ref = group_ref(tf)
     (ingress,) = resources(tf, "aws_vpc_security_group_ingress_rule").values()
