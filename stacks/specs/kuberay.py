@@ -26,6 +26,18 @@ HEAD_PORTS = [
 HEAD_RESOURCES = {"cpu": "2", "memory": "8Gi"}
 
 
+def with_shared_memory(template: dict) -> dict:
+    """A GPU worker's /dev/shm in memory, not the container runtime's 64 MiB: NCCL passes tensors
+    between a node's GPUs through it (tensor parallelism fails or crawls without)."""
+    spec = template["spec"]
+    (worker,) = spec["containers"]
+    return {**template, "spec": {
+        **spec,
+        "containers": [{**worker, "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+    }}
+
+
 def rayservice(plan: EnvironmentPlan, application: dict) -> dict:
     names, image = plan.names, plan.env.serving.kuberay.ray_image
     head = {**container("ray-head", image, plan.head_pool), "ports": HEAD_PORTS,
@@ -38,7 +50,8 @@ def rayservice(plan: EnvironmentPlan, application: dict) -> dict:
             "minReplicas": pool.nodes_at_min,
             "maxReplicas": pool.max_nodes,
             "rayStartParams": {},
-            "template": pod_template(plan, pool, {**container("ray-worker", image, pool), "ports": METRICS_PORTS}),
+            "template": with_shared_memory(pod_template(plan, pool, {**container("ray-worker", image, pool),
+                                                                      "ports": METRICS_PORTS})),
         }
         if resources := declared_resources(pool):
             # KubeRay (1.4+) passes these to `ray start --resources` and tells its autoscaler.

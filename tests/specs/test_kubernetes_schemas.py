@@ -63,3 +63,18 @@ def test_the_schemas_catch_a_broken_object(shipped_plans, rayservice_schema):
     namespace = next(o for o in platform_objects(plan, render_specs(plan)).all if o["kind"] == "Namespace")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate({**namespace, "spek": {}}, DEFAULT_EKS_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_ray_workers_are_valid_pods_with_shared_memory_for_nccl(shipped_plans, env):
+    """Each worker group's pod, as Kubernetes will create it (strict), with /dev/shm in memory:
+    the container runtime's 64 MiB default breaks tensor parallelism across a node's GPUs."""
+    groups = render_specs(shipped_plans[env]).documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    for group in groups:
+        template = group["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", **template["metadata"]}, "spec": template["spec"]}
+        kubernetes_validate.validate(pod, DEFAULT_EKS_VERSION, strict=True)
+        (worker,) = template["spec"]["containers"]
+        (mount,) = [m for m in worker["volumeMounts"] if m["mountPath"] == "/dev/shm"]
+        (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
+        assert volume["emptyDir"] == {"medium": "Memory"}
