@@ -140,7 +140,7 @@ def _config_dict(spec: AppArgs, model: ModelSpec, part: ModelSpec | PrefillSpec)
             "dynamic_lora_loading_path": adapters_uri(spec.lora_bucket, model.id),
             "max_num_adapters_per_replica": model.lora.max_adapters_per_replica,
         }
-    source = weights_uri(spec.weights_bucket, model.id) if model.weights == "bucket" else model.hf_id
+    source = weights_uri(spec.weights_bucket, model.id, model.snapshot) if model.snapshot else model.hf_id
     # Replicas read S3 with boto3: without a region, LoRA reads can fail.
     env_vars = {**model.env_vars, "AWS_REGION": spec.region, "AWS_DEFAULT_REGION": spec.region}
     if spec.s3_endpoint_url:

@@ -4,7 +4,9 @@ Pure pydantic, no Ray import: the stacks render these arguments from the
 environment file, and `app.serving.build_app` receives them from Ray Serve.
 It also owns the bucket layout both sides rely on:
 
-    s3://<weights bucket>/models/<model id>/     weights (config.json, *.safetensors, tokenizer)
+    s3://<weights bucket>/models/<model id>/<snapshot>/  one published upload of the weights (config.json,
+                                                          *.safetensors, tokenizer, hash, manifest.json last),
+                                                          content-addressed and never modified
     s3://<lora bucket>/adapters/<model id>/<adapter>/   adapter_config.json + weights
     s3://<lora bucket>/staging/...                      uploads in progress (never read by Ray)
 """
@@ -95,8 +97,22 @@ def env_var_problem(name: str, value: str) -> str | None:
     return None
 
 
-def weights_uri(bucket: str, model_id: str) -> str:
-    return f"s3://{bucket}/{WEIGHTS_PREFIX}/{model_id}"
+# A snapshot's id: the first 16 hex digits of its manifest's SHA-256 (stacks.publishing.models).
+SNAPSHOT_PATTERN = r"^[0-9a-f]{16}$"
+# Every object of a snapshot is published with this tag; the weights bucket's lifecycle rule
+# expires tagged objects after the environment's age, and `llmstacks pin` removes the tag, for
+# good, from each snapshot an environment pins. So only snapshots never pinned can expire.
+UNPINNED_TAG = ("llmstacks-unpinned", "true")
+
+
+def snapshot_prefix(model_id: str, snapshot: str) -> str:
+    """The key prefix of one snapshot, ending in "/"."""
+    return f"{WEIGHTS_PREFIX}/{model_id}/{snapshot}/"
+
+
+def weights_uri(bucket: str, model_id: str, snapshot: str) -> str:
+    """What Ray downloads from (every object under it) and vLLM's streamer reads: one snapshot."""
+    return f"s3://{bucket}/{snapshot_prefix(model_id, snapshot).rstrip('/')}"
 
 
 def adapters_uri(bucket: str, model_id: str) -> str:
@@ -222,8 +238,10 @@ def pattern_problem(pattern: str, *, data_parallel_size: int, pipeline_parallel_
 
 class ModelSpec(Strict):
     id: Annotated[str, Field(pattern=MODEL_ID_PATTERN)]
-    # "bucket": weights_uri(weights_bucket, id). "huggingface": hf_id, downloaded by vLLM.
+    # "bucket": weights_uri(weights_bucket, id, snapshot). "huggingface": hf_id, downloaded by vLLM.
     weights: Literal["bucket", "huggingface"] = "bucket"
+    # The pinned snapshot of bucket weights: every replica loads exactly these bytes.
+    snapshot: Annotated[str, Field(pattern=SNAPSHOT_PATTERN)] | None = None
     hf_id: Annotated[str, Field(pattern=HF_ID_PATTERN)] | None = None
     # Secrets Manager secret holding the Hugging Face token; only its name is here.
     hf_token_secret: Annotated[str, Field(pattern=SECRET_NAME_PATTERN)] | None = None
@@ -274,6 +292,8 @@ class ModelSpec(Strict):
             raise ValueError(problem)
         if problem := weights_source_problem(self.weights, self.hf_id, self.hf_token_secret):
             raise ValueError(problem)
+        if (self.weights == "bucket") != (self.snapshot is not None):
+            raise ValueError("bucket weights are served from a pinned snapshot (snapshot); Hugging Face weights have none")
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas {self.min_replicas} is greater than max_replicas {self.max_replicas}")
         if problem := load_targets_problem(self.target_ongoing_requests, self.max_ongoing_requests):

@@ -131,6 +131,11 @@ def _models(env: Environment) -> list[Problem]:
         if model.weights.hf_token_secret and model.server_cls is not None:
             problems.append(Problem(f"{where}.server_cls", "a gated model (weights.hf_token_secret) runs "
                                     "app.gated_server:GatedModelServer; a server of your own must subclass it"))
+        if model.weights.source == "bucket" and model.weights.snapshot is None:
+            problems.append(Problem(f"{where}.weights.snapshot", (
+                f"required for bucket weights: the snapshot `llmstacks upload-model --model {model.id}` printed, or one "
+                f"`llmstacks list-models` shows; a model published before snapshots (models/{model.id}/ holding the files "
+                "themselves) must be published again with upload-model")))
         if pattern := model.pattern_problem():
             problems.append(Problem(f"{where}.{pattern[0]}", pattern[1]))
             continue

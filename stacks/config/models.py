@@ -14,6 +14,7 @@ from app.spec import (
     LORA_RANKS,
     MODEL_ID_PATTERN,
     SERVER_CLS_PATTERN,
+    SNAPSHOT_PATTERN,
     Pattern,
     env_var_problem,
     load_targets_problem,
@@ -30,8 +31,11 @@ MAX_ENV_VARS = 32
 class Weights(Strict):
     """Where a model's weights come from: the weights bucket (default) or the Hugging Face Hub."""
 
-    # bucket: published to models/<model id>/ in the weights bucket (llmstacks upload-model).
+    # bucket: published to models/<model id>/<snapshot>/ in the weights bucket (llmstacks upload-model).
     source: Literal["bucket", "huggingface"] = "bucket"
+    # bucket: the snapshot every replica loads, as upload-model printed it (llmstacks list-models
+    # shows them). Changing it is the reviewed weights update; the previous one is the rollback.
+    snapshot: Annotated[str, Field(pattern=SNAPSHOT_PATTERN)] | None = None
     hf_id: Annotated[str, Field(pattern=HF_ID_PATTERN)] | None = None
     # Name of an AWS Secrets Manager secret holding the Hugging Face token for gated models.
     hf_token_secret: Annotated[str, rule(rules.secret_name_problem)] | None = None
@@ -45,6 +49,8 @@ class Weights(Strict):
     def _source_fields(self) -> Weights:
         if problem := weights_source_problem(self.source, self.hf_id, self.hf_token_secret):
             raise ValueError(problem)
+        if self.source == "huggingface" and self.snapshot is not None:
+            raise ValueError("snapshot names a published upload in the weights bucket; Hugging Face weights have none")
         if self.source == "huggingface" and self.load == "stream":
             raise ValueError("load 'stream' reads the weights bucket; Hugging Face weights are downloaded (load: download)")
         if self.stream_concurrency is not None and self.load_mode != "stream":

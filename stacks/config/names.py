@@ -92,8 +92,8 @@ class Names:
     def service(self) -> str:
         return self.env.serving.anyscale.service_name or self.base
 
-    def model_weights_uri(self, model_id: str) -> str:
-        return weights_uri(self.weights_bucket, model_id)
+    def model_weights_uri(self, model_id: str, snapshot: str) -> str:
+        return weights_uri(self.weights_bucket, model_id, snapshot)
 
     def model_adapters_uri(self, model_id: str) -> str:
         return adapters_uri(self.lora_bucket, model_id)

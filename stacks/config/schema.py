@@ -151,6 +151,12 @@ class Bucket(Strict):
     abort_incomplete_uploads_days: Annotated[int, Field(ge=1, le=365)] = 7
 
 
+class WeightsBucket(Bucket):
+    # Expire snapshots no environment ever pinned (llmstacks pin) this many days after upload;
+    # None keeps them until delete-snapshot. A pinned snapshot never expires (README: "Snapshots").
+    unpinned_snapshot_days: Annotated[int, Field(ge=1, le=3650)] | None = 30
+
+
 class AccessLogs(Strict):
     """S3 server access logs of the weights and LoRA buckets, in a log bucket of their own."""
 
@@ -159,7 +165,7 @@ class AccessLogs(Strict):
 
 
 class Buckets(Strict):
-    weights: Bucket = Bucket()
+    weights: WeightsBucket = WeightsBucket()
     lora: Bucket = Bucket()
     access_logs: AccessLogs = AccessLogs()
     # Reuse an existing KMS key; by default the stack creates one per environment.

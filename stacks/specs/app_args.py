@@ -68,6 +68,7 @@ def model_spec(model: ModelPlan) -> ModelSpec:
     return ModelSpec(
         id=m.id,
         weights=m.weights.source,
+        snapshot=m.weights.snapshot,
         hf_id=m.weights.hf_id,
         hf_token_secret=m.weights.hf_token_secret,
         load=m.weights.load_mode,

@@ -16,9 +16,15 @@ def resource_counts(tf_json: dict) -> Counter[str]:
     return Counter({kind: len(items) for kind, items in tf_json.get("resource", {}).items()})
 
 
-def weights_source(plan: EnvironmentPlan, model: ModelPlan) -> str:
+def weights_source(plan: EnvironmentPlan, model: ModelPlan, snapshot: bool = True) -> str:
+    """How and where from a model's weights load: its pinned snapshot (or, `snapshot` False, its
+    folder of snapshots), or its Hugging Face repository."""
     weights = model.config.weights
-    source = plan.names.model_weights_uri(model.id) if weights.source == "bucket" else f"hf:{weights.hf_id}"
+    if weights.snapshot:
+        uri = plan.names.model_weights_uri(model.id, weights.snapshot)
+        source = uri if snapshot else uri.rsplit("/", 1)[0]
+    else:
+        source = f"hf:{weights.hf_id}"
     return f"{weights.load_mode} {source}"
 
 

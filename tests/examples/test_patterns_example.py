@@ -147,7 +147,7 @@ MISTAKES = [
      "models[0].tensor_parallel_size", "must be 8"),
     ("second-model-on-the-multi-node-pool",
      lambda d: d["models"].append({"id": "qwen3-0.6b", "architecture": "Qwen/Qwen3-0.6B", "node_pool": "h100-405b",
-                                   "max_model_len": 4096}),
+                                   "max_model_len": 4096, "weights": {"snapshot": "0123456789abcdef"}}),
      "models[3].node_pool", "runs multi-node model 'llama-3.1-405b-instruct'"),
     ("prefill-on-a-standard-model", _standard_with_prefill, "models[1].prefill", "only for pattern disaggregated"),
     ("disaggregated-with-a-top-level-node-pool", lambda d: model_named(d, PD).update(node_pool="h200-decode"),

@@ -152,13 +152,14 @@ def test_bucket_weights_stream_from_s3_and_hugging_face_weights_download(monkeyp
     by_id = configs(planned(PROD, name="prod"), monkeypatch)
     streamed, downloaded = by_id["llama-3.1-8b-instruct"], by_id["llama-3.1-70b-instruct"]
     assert streamed.engine_kwargs["load_format"] == "runai_streamer"
-    assert streamed.model_loading_config.model_source == "s3://llm-prod-weights-333333333333/models/llama-3.1-8b-instruct"
+    snapshot = PROD["models"][0]["weights"]["snapshot"]
+    assert streamed.model_loading_config.model_source == f"s3://llm-prod-weights-333333333333/models/llama-3.1-8b-instruct/{snapshot}"
     assert streamed.runtime_env["env_vars"]["AWS_REGION"] == "us-east-1"
     assert downloaded.engine_kwargs["load_format"] == "auto"
 
     def download(data):
-        data["models"][0]["weights"] = {"load": "download"}
-        data["models"][1]["weights"] = {"stream_concurrency": 32}
+        data["models"][0]["weights"]["load"] = "download"
+        data["models"][1]["weights"]["stream_concurrency"] = 32
 
     by_id = configs(planned(DEV, download), monkeypatch)
     assert by_id["qwen2.5-7b-instruct"].engine_kwargs["load_format"] == "auto"
