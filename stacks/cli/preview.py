@@ -15,13 +15,22 @@ def register(commands) -> None:
     preview.add_argument("--output", metavar="FILE", help="write the preview here instead of standard output")
     preview.add_argument("--env-dir", default=str(ENVIRONMENTS_DIR), metavar="DIR")
     preview.add_argument("--no-policy", action="store_true", help="skip the policy gate (faster; no checkov needed)")
+    preview.add_argument("--snapshot-details", action="store_true",
+                         help="read each pinned weights snapshot's size and date from the weights bucket "
+                              "(needs read access, e.g. the plan role; the rest stays offline)")
     preview.set_defaults(func=cmd_preview)
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
     import stacks.preview as previews  # noqa: PLC0415  (loads cdktf through synth)
 
-    result = previews.preview(args.base, env_dir=Path(args.env_dir), policy=not args.no_policy)
+    describe = None
+    if args.snapshot_details:
+        from stacks.publishing.aws import s3_client  # noqa: PLC0415
+        from stacks.preview.snapshots import describer  # noqa: PLC0415
+
+        describe = describer(s3_client)
+    result = previews.preview(args.base, env_dir=Path(args.env_dir), policy=not args.no_policy, describe=describe)
     text = previews.to_json(result) if args.format == "json" else previews.to_markdown(result)
     if args.output:
         Path(args.output).write_text(text)

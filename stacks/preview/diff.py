@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import difflib
 import json
-
-import yaml
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 from stacks.planning.plan import EnvironmentPlan, PartPlan
 from stacks.specs.platform import PLATFORM_FILE
@@ -103,9 +104,14 @@ def _part_facts(part: PartPlan) -> dict[str, Any]:
     return facts
 
 
-def model_facts(plan: EnvironmentPlan | None) -> dict[str, dict[str, Any]]:
+# (region, weights bucket, model id, snapshot) -> its size and publication date, read from the bucket.
+DescribeSnapshot = Callable[[str, str, str, str], str]
+
+
+def model_facts(plan: EnvironmentPlan | None, describe: DescribeSnapshot | None = None) -> dict[str, dict[str, Any]]:
     """Per model, what a reviewer reads a change in: its pattern (where not standard), each part's
-    pool, GPUs, nodes and replicas, its settings, and each part's load targets."""
+    pool, GPUs, nodes and replicas, its settings (the weights snapshot it pins, described by
+    `describe` when given), and each part's load targets."""
     if plan is None:
         return {}
     facts = {}
@@ -122,7 +128,7 @@ def model_facts(plan: EnvironmentPlan | None) -> dict[str, dict[str, Any]]:
             model["KV connector"] = m.config.connector.connector
         model.update({
             "max_model_len": m.config.max_model_len,
-            "weights": weights_source(plan, m),
+            "weights": weights_source(plan, m, snapshot=False),
             "LoRA": (f"up to {lora.max_adapters_per_replica}, rank <= {lora.max_rank}, from {plan.names.model_adapters_uri(m.id)}"
                      if lora.enabled else "off"),
             "engine_kwargs": json.dumps(m.config.engine_kwargs.as_dict(), sort_keys=True),
@@ -131,6 +137,9 @@ def model_facts(plan: EnvironmentPlan | None) -> dict[str, dict[str, Any]]:
             prefix = "" if part.role == "model" else f"{part.role} "
             per_engine = " per engine" if part.deployment.data_parallel_size > 1 else ""
             model[f"{prefix}load target"] = f"{part.load.target_ongoing_requests:g} / {part.load.max_ongoing_requests}{per_engine}"
+        if snapshot := m.config.weights.snapshot:
+            detail = describe(plan.env.aws.region, plan.names.weights_bucket, m.id, snapshot) if describe else None
+            model["weights snapshot"] = f"{snapshot} ({detail})" if detail else snapshot
         model.update({
             "routing": json.dumps(m.config.routing_policy.model_dump(exclude_defaults=True), sort_keys=True),
             "workload": json.dumps(m.config.workload.model_dump(), sort_keys=True),

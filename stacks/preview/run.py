@@ -22,7 +22,15 @@ from policies.gate import GateReport, run_gate
 from stacks.config.loader import ENVIRONMENTS_DIR, environment_files
 from stacks.errors import ConfigError, ToolError
 from stacks.planning.plan import EnvironmentPlan, plan_file
-from stacks.preview.diff import capacity_rows, compare, diff_resources, model_facts, pool_facts, spec_diff
+from stacks.preview.diff import (
+    DescribeSnapshot,
+    capacity_rows,
+    compare,
+    diff_resources,
+    model_facts,
+    pool_facts,
+    spec_diff,
+)
 from stacks.preview.report import EnvironmentPreview, Preview
 from stacks.synth.run import synthesize
 
@@ -30,10 +38,11 @@ BASE_SYNTH_TIMEOUT = 900
 
 
 def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = None, policy: bool = True,
-            keep_outputs: Path | None = None) -> Preview:
+            keep_outputs: Path | None = None, describe: DescribeSnapshot | None = None) -> Preview:
     """Compare `base_ref` with the working tree of `repo` (default: the current directory's repository).
 
     `keep_outputs`: copy both synth outputs there (`base.out`, `head.out`), e.g. to apply them.
+    `describe`: reads each pinned weights snapshot's size and date (the only step that needs AWS).
     """
     repo = _toplevel(Path(repo or Path.cwd()).resolve())
     env_dir = Path(env_dir or ENVIRONMENTS_DIR)
@@ -61,7 +70,8 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
             if base_problems and not base_error:
                 base_error = f"some base environment files do not load with this revision's schema: {base_problems[0]}"
             environments = [
-                _environment(name, base_plans.get(name), head_plans.get(name), workdir / "base.out", head_out, verdicts)
+                _environment(name, base_plans.get(name), head_plans.get(name), workdir / "base.out", head_out, verdicts,
+                             describe)
                 for name in sorted(head_plans.keys() | base_plans.keys())
             ]
             if keep_outputs is not None:
@@ -76,7 +86,7 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
 
 
 def _environment(name: str, base: EnvironmentPlan | None, head: EnvironmentPlan | None, base_out: Path, head_out: Path,
-                 verdicts: dict[str, tuple[bool, str]]) -> EnvironmentPreview:
+                 verdicts: dict[str, tuple[bool, str]], describe: DescribeSnapshot | None = None) -> EnvironmentPreview:
     head_tf, head_platform, head_specs = _read_out(head_out, name)
     base_tf, base_platform, base_specs = _read_out(base_out, name)
     item = EnvironmentPreview(name, "added" if base_tf is None and base is None else "removed" if head is None else "changed")
@@ -85,7 +95,8 @@ def _environment(name: str, base: EnvironmentPlan | None, head: EnvironmentPlan 
     for change in diff_resources(base_platform, head_platform):
         change.address = f"{name}-platform/{change.address}"
         item.resources.append(change)
-    item.serving = compare("model", model_facts(base), model_facts(head)) + compare("node pool", pool_facts(base), pool_facts(head))
+    item.serving = (compare("model", model_facts(base, describe), model_facts(head, describe))
+                    + compare("node pool", pool_facts(base), pool_facts(head)))
     item.capacity = capacity_rows(base, head)
     item.cost = {at: {"before": round(base.cost_per_hour(at), 2) if base else None,
                       "after": round(head.cost_per_hour(at), 2) if head else None} for at in ("min", "max")}

@@ -49,8 +49,9 @@ def repo(tmp_path_factory) -> Path:
         d["node_pools"] = [p for p in d["node_pools"] if p["name"] != "batch"]
         d["node_pools"][1]["max_size"] = 6
         d["models"][0]["replicas"] = {"min": 1, "max": 3}
+        d["models"][1]["weights"]["snapshot"] = "5e1f0c2b9a7d4e63"  # a weights update
         d["models"].append({"id": "qwen3-0.6b", "architecture": "Qwen/Qwen3-0.6B", "node_pool": "l4", "max_model_len": 4096,
-                            "replicas": {"min": 0, "max": 1}})
+                            "replicas": {"min": 0, "max": 1}, "weights": {"snapshot": "a0b1c2d3e4f50617"}})
 
     _edit(envs / "dev.yaml", dev)
     _edit(envs / "prod.yaml", lambda d: d["buckets"].update(prevent_destroy=False))  # breaks CKV_LLM_11
@@ -72,6 +73,8 @@ def test_serving_changes_are_reported_in_serving_terms(result):
     serving = "\n".join(dev.serving)
     assert "model `qwen3-0.6b` added: node pool l4, GPUs per replica 1 x L4, replicas 0-1, max_model_len 4096" in serving
     assert "model `qwen2.5-7b-instruct`: replicas 0-2 -> 1-3" in serving
+    old = yaml.safe_load((ROOT / "stacks" / "environments" / "dev.yaml").read_text())["models"][1]["weights"]["snapshot"]
+    assert f"model `llama-3.2-1b-instruct`: weights snapshot {old} -> 5e1f0c2b9a7d4e63" in serving
     assert "node pool `batch` removed" in serving
     assert "node pool `l4`: nodes 0-4 -> 0-6" in serving
     assert dev.gpus == {"before": 3, "after": 5}
