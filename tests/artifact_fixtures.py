@@ -85,3 +85,44 @@ def write_torch_zip(path: Path, member: str = "archive/data.pkl") -> Path:
         archive.writestr(member, pickle.dumps({"weight": [1.0, 2.0]}, protocol=2))
         archive.writestr("archive/version", "3\n")
     return path
+
+
+def environment_dir(root: Path, *, prefix: str = "llm", snapshots: dict[str, str | None] | None = None,
+                    name: str = "dev", only: list[str] | None = None, **changes) -> Path:
+    """A directory holding a copy of the shipped environment `name`, with `prefix` (so that its
+    buckets are its own), only the models `only` names (default: all) and `snapshots` pinned
+    (model id -> weights.snapshot; None removes it). Written again on each call."""
+    import yaml
+
+    from stacks.config.loader import ENVIRONMENTS_DIR
+
+    data = yaml.safe_load((ENVIRONMENTS_DIR / f"{name}.yaml").read_text())
+    data["prefix"] = prefix
+    data.update(changes)
+    if only is not None:
+        data["models"] = [m for m in data["models"] if m["id"] in only]
+    for model in data["models"]:
+        if model["id"] in (snapshots or {}):
+            weights = model.setdefault("weights", {})
+            if snapshots[model["id"]] is None:
+                weights.pop("snapshot", None)
+            else:
+                weights["snapshot"] = snapshots[model["id"]]
+    directory = root / f"environments-{prefix}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return directory
+
+
+def ray_download(source: str, destination: Path) -> Path:
+    """What a replica with `load: download` does at start: Ray's own S3 download of every object
+    under `source` into the Hugging Face cache layout. Returns the local snapshot folder."""
+    from ray.llm._internal.common.utils.cloud_utils import CloudFileSystem
+
+    CloudFileSystem.download_model(str(destination), source, tokenizer_only=False)
+    return destination / "snapshots" / (destination / "refs" / "main").read_text()
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` (relative name -> bytes)."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}

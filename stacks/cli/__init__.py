@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stacks.cli import artifacts, capacity, local, preview, service, synth
+from stacks.cli import artifacts, capacity, local, preview, service, synth, weights
 from stacks.errors import ToolError, UserError
 
-COMMAND_GROUPS = (synth, local, service, artifacts, capacity, preview)
+COMMAND_GROUPS = (synth, local, service, weights, artifacts, capacity, preview)
 
 # 0: done. 1: a check found problems (policy gate, verify-model). Then, by what was raised:
 EXIT_STATUS: dict[type[Exception], int] = {

@@ -1,4 +1,4 @@
-"""`llmstacks upload-model`, `verify-model`, `upload-adapter`, `list-adapters`, `delete-adapter`."""
+"""`llmstacks upload-adapter`, `list-adapters`, `delete-adapter` (model weights: stacks.cli.weights)."""
 
 from __future__ import annotations
 
@@ -14,20 +14,6 @@ from stacks.planning.plan import EnvironmentPlan, ModelPlan, plan_file
 
 
 def register(commands) -> None:
-    upload = commands.add_parser("upload-model", help="publish a model directory to the weights bucket")
-    add_environment(upload)
-    upload.add_argument("--model", required=True, metavar="ID", help="model id from the environment file")
-    upload.add_argument("--from", required=True, metavar="DIR", help="the model directory (config.json, *.safetensors, tokenizer)")
-    upload.add_argument("--trust-remote-code", action="store_true",
-                        help="publish a model that ships Python code (*.py, auto_map); its trust_remote_code must be true too")
-    upload.set_defaults(func=cmd_upload_model)
-
-    verify = commands.add_parser("verify-model", help="check a published model against its manifest")
-    add_environment(verify)
-    verify.add_argument("--model", required=True, metavar="ID")
-    verify.add_argument("--deep", action="store_true", help="re-read every byte instead of comparing S3's checksums")
-    verify.set_defaults(func=cmd_verify_model)
-
     upload_adapter = commands.add_parser("upload-adapter", help="publish a LoRA adapter directory to the LoRA bucket")
     add_environment(upload_adapter)
     upload_adapter.add_argument("--model", required=True, metavar="ID", help="the base model's id from the environment file")
@@ -62,49 +48,6 @@ def _s3(plan: EnvironmentPlan):
     from stacks.publishing.aws import s3_client  # noqa: PLC0415
 
     return s3_client(plan.env.aws.region)
-
-
-def _weights_target(args: argparse.Namespace) -> tuple[EnvironmentPlan, ModelPlan, str]:
-    """(plan, model, weights bucket) for --model, which must take its weights from the bucket."""
-    plan = plan_file(environment_file(args))
-    model = _model(plan, args.model)
-    if model.config.weights.source != "bucket":
-        raise ConfigError(plan.source, "--model", f"{args.model!r} takes its weights from {model.config.weights.source}, not the weights bucket")
-    return plan, model, plan.names.weights_bucket
-
-
-def cmd_upload_model(args: argparse.Namespace) -> int:
-    from stacks.publishing.aws import transfer_config, translate_aws_errors  # noqa: PLC0415
-    from stacks.publishing.files import Progress  # noqa: PLC0415
-    from stacks.publishing.models import RemoteCode, model_prefix, upload_model  # noqa: PLC0415
-    from stacks.publishing.scan import local_files  # noqa: PLC0415
-
-    plan, model, bucket = _weights_target(args)
-    directory = Path(getattr(args, "from"))
-    remote_code = RemoteCode(flag=args.trust_remote_code, configured=model.config.trust_remote_code,
-                             where=f"{plan.source}: models[{model.index}]")
-    with translate_aws_errors():
-        progress = Progress(sum(f.size for f in local_files(directory, model_prefix(args.model))))
-        report = upload_model(_s3(plan), bucket, args.model, directory, remote_code=remote_code,
-                              transfer_config=transfer_config(), progress=progress)
-        progress.close()
-    print(f"published {args.model} to s3://{bucket}/{report.manifest_key.rsplit('/', 1)[0]}/ "
-          f"({len(report.uploaded)} uploaded, {len(report.skipped)} already there, {len(report.removed)} left by an "
-          f"earlier upload removed; snapshot {report.snapshot[:12]})")
-    return 0
-
-
-def cmd_verify_model(args: argparse.Namespace) -> int:
-    from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
-    from stacks.publishing.models import verify_model  # noqa: PLC0415
-
-    plan, _, bucket = _weights_target(args)
-    with translate_aws_errors():
-        problems = verify_model(_s3(plan), bucket, args.model, deep=args.deep)
-    for problem in problems:
-        print(problem)
-    print(f"{args.model}: {'OK' if not problems else f'{len(problems)} object(s) differ from the manifest'}")
-    return 0 if not problems else 1
 
 
 def _adapter_target(plan: EnvironmentPlan, model_id: str):
@@ -176,7 +119,7 @@ def cmd_list_adapters(args: argparse.Namespace) -> int:
         state = "ready" if a.ready else "incomplete (not served; rerun its upload or delete it)"
         if a.model_id not in known:
             state += f", model not in {plan.env.name}"
-        rows.append((f"{a.model_id}:{a.name}", str(a.rank or "-"), _size(a.size), state, a.base_model or "-"))
+        rows.append((f"{a.model_id}:{a.name}", str(a.rank or "-"), size_text(a.size), state, a.base_model or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
@@ -202,7 +145,8 @@ def cmd_delete_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
+    """Bytes for people: 512 B, 3.0 MiB, 12.4 GiB."""
     if n < 1024:
         return f"{n:.0f} B"
     for unit in ("KiB", "MiB", "GiB"):

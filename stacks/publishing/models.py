@@ -1,39 +1,45 @@
-"""Publishing model weights to the weights bucket: validated, checksummed, resumable.
+"""Publishing model weights to the weights bucket: validated, checksummed, resumable, immutable.
 
-Layout under `models/<model id>/`: the model's files, then `hash` (the name
-Ray gives its local snapshot) and, last, `manifest.json` (every file's size,
-SHA-256 and S3 checksum). A model is published when, and only when, its
-manifest is there: an upload first removes the old manifest, and writes the
-new one after every file is in place.
+Each upload goes to its own snapshot, `models/<model id>/<snapshot>/`, named after its content
+(`manifests.snapshot_id`): the model's files, then `hash` (the name Ray gives its local copy) and,
+last, `manifest.json`, written only if no manifest is there yet. A snapshot is published when, and
+only when, its manifest is there, and is never changed after: different content is another
+snapshot, identical content the same one (a no-op). Nothing is written outside the snapshot's
+prefix, so the snapshot an environment pins cannot change under its replicas, whatever an upload
+does or wherever it is interrupted.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.spec import WEIGHTS_PREFIX
+from app.spec import snapshot_prefix
 from stacks.errors import ArtifactError
+from stacks.publishing.aws import CONDITIONAL_CONFLICT, NOT_FOUND, PRECONDITION_FAILED, error_code
 from stacks.publishing.aws import transfer_config as default_transfer_config
-from stacks.publishing.files import (
-    checksum_matches,
-    parse_json,
-    read_json_object,
-    safetensors_header,
-    with_digests,
+from stacks.publishing.files import read_json_object, safetensors_header, with_digests
+from stacks.publishing.manifests import (
+    HASH_OBJECT,
+    MANIFEST,
+    manifest_bytes,
+    manifest_for,
+    manifest_size,
+    read_manifest,
+    snapshot_id,
 )
-from stacks.publishing.objects import delete_keys, head, list_keys, read_object, stream_sha256, upload_missing
+from stacks.publishing.objects import SHA_METADATA, delete_keys, head, holds, read_object, upload_missing
 from stacks.publishing.scan import LocalFile, local_files, shown
-
-MANIFEST = "manifest.json"
-HASH_OBJECT = "hash"
+from stacks.publishing.snapshots import UNPINNED_TAGGING, legacy_objects, snapshots_in, unlisted_keys, verify_snapshot
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 # Gemma 3's tokenizer_config.json alone is over 1 MiB (thousands of added tokens).
 TOKENIZER_CONFIG_LIMIT = 16 * 1024 * 1024
-MANIFEST_LIMIT = 16 * 1024 * 1024  # ~80,000 entries
+# Any snapshot's prefix has this length: names are checked against S3's key limit before the id is known.
+SNAPSHOT_PLACEHOLDER = "0" * 16
+ATTEMPTS = 5
+REUSE_SNAPSHOTS = 20  # the manifests of at most this many other snapshots are read to copy unchanged files
 
 
 @dataclass(frozen=True)
@@ -82,102 +88,146 @@ def _check_remote_code(directory: Path, files: list[LocalFile], config: dict, to
                         f"to publish it, {' and '.join(missing)}")
 
 
-def manifest_for(model_id: str, files: list[LocalFile]) -> dict:
-    return {
-        "model_id": model_id,
-        "files": [{"path": f.name, "size": f.size, "sha256": f.sha256, "checksum_sha256": f.s3_checksum} for f in files],
-    }
 
 
-def manifest_digest(manifest: dict) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-
-
-def model_prefix(model_id: str) -> str:
-    return f"{WEIGHTS_PREFIX}/{model_id}/"
+PUBLISHED, ALREADY, CONCURRENT, REPAIRED = "published", "already published", "published concurrently", "repaired"
 
 
 @dataclass
 class UploadReport:
-    uploaded: list[str]
-    skipped: list[str]
-    manifest_key: str
+    model_id: str
     snapshot: str
-    removed: list[str]  # objects of an earlier upload that this one does not have
+    prefix: str  # models/<model id>/<snapshot>/
+    outcome: str  # PUBLISHED; ALREADY (nothing written); CONCURRENT (another upload of this content wrote
+    #               the manifest first); REPAIRED (a published snapshot's objects put back as its manifest says)
+    size: int  # bytes of the snapshot's files
+    files: int
+    uploaded: list[str]
+    skipped: list[str]  # already held by the object under the snapshot's prefix (a rerun resumes)
+    removed: list[str]  # objects under the snapshot's prefix that its manifest does not list
+    legacy_objects: int  # objects of an upload in the old layout, still under models/<model id>/
+    tagged: bool  # what it wrote carries the unpinned tag (False: an environment already pins this snapshot)
+    copied: list[str] = field(default_factory=list)  # copied within S3 from another snapshot that holds the file
+
+    @property
+    def manifest_key(self) -> str:
+        return self.prefix + MANIFEST
 
 
 def upload_model(s3, bucket: str, model_id: str, directory: Path, *, remote_code: RemoteCode = RemoteCode(),
-                 transfer_config=None, progress: Callable[[int], None] | None = None) -> UploadReport:
-    """Upload `directory` to models/<model_id>/; objects S3 says already hold a file are skipped."""
+                 transfer_config=None, progress: Callable[[int], None] | None = None,
+                 pinned: Collection[str] = ()) -> UploadReport:
+    """Publish `directory` as a snapshot of `model_id` (see the module's docstring).
+
+    `pinned`: the snapshots environments pin; objects written into one of those (a repair) go
+    without the unpinned tag, so the lifecycle rule cannot expire them before `llmstacks pin` runs.
+    """
     transfer_config = transfer_config or default_transfer_config()
-    prefix = model_prefix(model_id)
-    files = scan_model_dir(directory, key_prefix=prefix, remote_code=remote_code, transfer_config=transfer_config)
-    # Unpublish first: from here until the new manifest, readers see no model.
-    s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
-    uploaded, skipped = upload_missing(s3, bucket, prefix, files, transfer_config=transfer_config, progress=progress)
-    # The folder holds exactly this upload: a streamed load reads every *.safetensors in it, and Ray's
-    # download every object, so a shard left by an earlier upload would be loaded too.
-    removed = stale_keys(s3, bucket, model_id, {prefix + f.name for f in files})
-    delete_keys(s3, bucket, removed)
+    files = scan_model_dir(directory, key_prefix=snapshot_prefix(model_id, SNAPSHOT_PLACEHOLDER), remote_code=remote_code,
+                           transfer_config=transfer_config)
     manifest = manifest_for(model_id, files)
-    snapshot = manifest_digest(manifest)[:40]
-    s3.put_object(Bucket=bucket, Key=prefix + HASH_OBJECT, Body=snapshot.encode(), ChecksumAlgorithm="SHA256")
-    s3.put_object(Bucket=bucket, Key=prefix + MANIFEST, Body=json.dumps(manifest, indent=2).encode(),
-                  ContentType="application/json", ChecksumAlgorithm="SHA256")
-    return UploadReport(uploaded, skipped, prefix + MANIFEST, snapshot, removed)
+    snapshot = snapshot_id(manifest)
+    prefix = snapshot_prefix(model_id, snapshot)
+    report = UploadReport(model_id, snapshot, prefix, PUBLISHED, manifest_size(manifest), len(files), [], [], [],
+                          len(legacy_objects(s3, bucket, model_id)), snapshot not in pinned)
+    present, existing = _existing_manifest(s3, bucket, model_id, snapshot)
+    if existing == manifest and not verify_snapshot(s3, bucket, model_id, snapshot, manifest=manifest):
+        report.outcome, report.skipped = ALREADY, [f.name for f in files]
+        if progress:
+            progress(report.size)
+        return report
+    if present and existing != manifest:  # not what this content's upload writes: it never described these files
+        s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
+    tagging = UNPINNED_TAGGING if report.tagged else None
+    report.copied = _copy_unchanged(s3, bucket, model_id, prefix, files, transfer_config, tagging, progress)
+    report.uploaded, report.skipped = upload_missing(s3, bucket, prefix, [f for f in files if f.name not in report.copied],
+                                                     transfer_config=transfer_config, progress=progress, tagging=tagging)
+    # Ray downloads every object under the prefix and the streamer reads every *.safetensors in it:
+    # whatever an earlier attempt or anyone else left there goes.
+    report.removed = unlisted_keys(s3, bucket, prefix, {prefix + f.name for f in files})
+    delete_keys(s3, bucket, report.removed)
+    if read_object(s3, bucket, prefix + HASH_OBJECT, 1024) != snapshot.encode():
+        _put(s3, bucket, prefix + HASH_OBJECT, snapshot.encode(), tagging)
+    if existing == manifest:
+        report.outcome = REPAIRED
+    elif not _put_manifest(s3, bucket, prefix + MANIFEST, manifest, tagging):
+        report.outcome = CONCURRENT
+    if report.outcome != PUBLISHED and (problems := verify_snapshot(s3, bucket, model_id, snapshot)):
+        raise ArtifactError(f"snapshot {snapshot} of {model_id} is {report.outcome} but differs from its manifest: "
+                            f"{problems[0]}")
+    return report
 
 
-def stale_keys(s3, bucket: str, model_id: str, published: set[str]) -> list[str]:
-    """Objects under the model's folder that are not among `published` (its manifest and hash aside)."""
-    prefix = model_prefix(model_id)
-    own = {prefix + MANIFEST, prefix + HASH_OBJECT}
-    return sorted(o["Key"] for o in list_keys(s3, bucket, prefix) if o["Key"] not in published | own)
+def _copy_unchanged(s3, bucket: str, model_id: str, prefix: str, files: list[LocalFile], transfer_config,
+                    tagging: str | None, progress: Callable[[int], None] | None) -> list[str]:
+    """Files that another published snapshot of the model holds are copied within S3 instead of sent
+    again (a new tokenizer does not re-upload the weights). With the upload's part size the copy gets
+    the same S3 checksum; each copy is checked like an upload. Returns the names copied."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    wanted = [f for f in files if not holds(head(s3, bucket, prefix + f.name), f)]
+    sources = _published_files(s3, bucket, model_id, prefix) if wanted else {}
+    copied = []
+    for f in wanted:
+        source = sources.get((f.size, f.sha256, f.s3_checksum))
+        if source is None or not holds(head(s3, bucket, source), f):
+            continue
+        try:
+            s3.copy({"Bucket": bucket, "Key": source}, bucket, prefix + f.name, Config=transfer_config,
+                    ExtraArgs={"Metadata": {SHA_METADATA: f.sha256}, "MetadataDirective": "REPLACE",
+                               "ChecksumAlgorithm": "SHA256", "TaggingDirective": "REPLACE", "Tagging": tagging or ""})
+        except ClientError as exc:
+            if error_code(exc) in NOT_FOUND:
+                continue  # the source went in between: upload the file instead
+            raise
+        if holds(head(s3, bucket, prefix + f.name), f):
+            copied.append(f.name)
+            if progress:
+                progress(f.size)
+    return copied
 
 
-def verify_model(s3, bucket: str, model_id: str, *, deep: bool = False) -> list[str]:
-    """Every object against the manifest: size and S3's checksum (`deep`: the bytes' SHA-256). [] means intact."""
-    prefix = model_prefix(model_id)
-    problems = []
-    manifest = read_manifest(s3, bucket, model_id)
-    problems += [f"{key}: not in the manifest (a load reads it too); rerun upload-model to remove it"
-                 for key in stale_keys(s3, bucket, model_id, {prefix + e["path"] for e in manifest["files"]})]
-    for entry in manifest["files"]:
-        key = prefix + entry["path"]
-        found = head(s3, bucket, key)
-        if found is None:
-            problems.append(f"{key}: missing")
-        elif found["ContentLength"] != entry["size"]:
-            problems.append(f"{key}: {found['ContentLength']} bytes, manifest says {entry['size']}")
-        elif deep:
-            if (digest := stream_sha256(s3, bucket, key)) != entry["sha256"]:
-                problems.append(f"{key}: SHA-256 {digest} differs from the manifest")
-        elif not entry.get("checksum_sha256"):
-            problems.append(f"{key}: the manifest records no S3 checksum (an older upload-model wrote it); "
-                            "rerun upload-model, or verify with --deep")
-        elif not checksum_matches(stored := found.get("ChecksumSHA256"), entry["checksum_sha256"]):
-            problems.append(f"{key}: S3 checksum {stored or 'none'} differs from the manifest's "
-                            f"{entry['checksum_sha256']} (the object was replaced)")
-    return problems
+def _published_files(s3, bucket: str, model_id: str, prefix: str) -> dict[tuple, str]:
+    """(size, SHA-256, S3 checksum) -> a key holding it, from the manifests of the model's other snapshots."""
+    found = {}
+    for snap in snapshots_in(s3, bucket, model_id)[:REUSE_SNAPSHOTS]:
+        other = snapshot_prefix(model_id, snap)
+        try:
+            manifest = read_manifest(s3, bucket, model_id, snap) if other != prefix else None
+        except ArtifactError:
+            manifest = None
+        for e in (manifest or {}).get("files", []):
+            if e.get("checksum_sha256"):
+                found.setdefault((e["size"], e["sha256"], e["checksum_sha256"]), other + e["path"])
+    return found
 
 
-def read_manifest(s3, bucket: str, model_id: str) -> dict:
-    where = f"s3://{bucket}/{model_prefix(model_id)}{MANIFEST}"
-    body = read_object(s3, bucket, model_prefix(model_id) + MANIFEST, MANIFEST_LIMIT)
-    if body is None:
-        raise ArtifactError(f"model {model_id!r} is not published in s3://{bucket}/{model_prefix(model_id)} (no manifest)")
+def _existing_manifest(s3, bucket: str, model_id: str, snapshot: str) -> tuple[bool, dict | None]:
+    """(whether a manifest is there, it if it is one upload-model writes)."""
     try:
-        manifest = parse_json(body)
-    except (ValueError, UnicodeDecodeError):
-        manifest = None
-    if not _manifest_shape(manifest):
-        raise ArtifactError(f"{where}: not a manifest upload-model writes; rerun upload-model")
-    return manifest
+        manifest = read_manifest(s3, bucket, model_id, snapshot)
+    except ArtifactError:
+        return True, None
+    return manifest is not None, manifest
 
 
-def _manifest_shape(manifest: object) -> bool:
-    def entry_ok(e: object) -> bool:
-        return (isinstance(e, dict) and isinstance(e.get("path"), str) and e["path"].isprintable()
-                and isinstance(e.get("size"), int) and isinstance(e.get("sha256"), str)
-                and isinstance(e.get("checksum_sha256", ""), str))
+def _put(s3, bucket: str, key: str, body: bytes, tagging: str | None, **extra) -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
+                  **({"Tagging": tagging} if tagging else {}), **extra)
 
-    return isinstance(manifest, dict) and isinstance(manifest.get("files"), list) and all(entry_ok(e) for e in manifest["files"])
+
+def _put_manifest(s3, bucket: str, key: str, manifest: dict, tagging: str | None) -> bool:
+    """Write the manifest unless one is there (S3's conditional write); False: another upload did."""
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    for attempt in range(ATTEMPTS):
+        try:
+            _put(s3, bucket, key, manifest_bytes(manifest), tagging, IfNoneMatch="*", ContentType="application/json")
+            return True
+        except ClientError as exc:
+            if error_code(exc) in PRECONDITION_FAILED:
+                return False
+            if error_code(exc) not in CONDITIONAL_CONFLICT:
+                raise
+            time.sleep(0.2 * (attempt + 1))  # another manifest is being written: look again
+    return False

@@ -20,15 +20,17 @@ SHA_METADATA = "sha256"
 
 
 def put_file(s3, bucket: str, key: str, f: LocalFile, *, transfer_config,
-             progress: Callable[[int], None] | None = None) -> None:
-    """Concurrent multipart upload with an S3 SHA-256 checksum, then checked: S3 must hold exactly `f`."""
+             progress: Callable[[int], None] | None = None, tagging: str | None = None) -> None:
+    """Concurrent multipart upload with an S3 SHA-256 checksum (and `tagging`, S3's "k=v" form),
+    then checked: S3 must hold exactly `f`."""
     from boto3.s3.transfer import S3Transfer  # noqa: PLC0415
 
     classic = copy.copy(transfer_config)
     classic.preferred_transfer_client = "classic"  # the CRT client would open the file itself
     with S3Transfer(s3, classic, osutil=_regular_file_only(f)) as transfer:
+        extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {SHA_METADATA: f.sha256}}
         transfer.upload_file(str(f.source), bucket, key, callback=progress,
-                             extra_args={"ChecksumAlgorithm": "SHA256", "Metadata": {SHA_METADATA: f.sha256}})
+                             extra_args=extra | ({"Tagging": tagging} if tagging else {}))
     if not holds(head(s3, bucket, key), f):
         raise ArtifactError(f"{shown(f.path)}: changed while being uploaded (S3's checksum of s3://{bucket}/{key} "
                             "is not the file's); rerun once it is final")
@@ -50,7 +52,8 @@ def _regular_file_only(f: LocalFile):
 
 
 def upload_missing(s3, bucket: str, prefix: str, files: list[LocalFile], *, transfer_config,
-                   progress: Callable[[int], None] | None = None) -> tuple[list[str], list[str]]:
+                   progress: Callable[[int], None] | None = None,
+                   tagging: str | None = None) -> tuple[list[str], list[str]]:
     """Upload each file to `prefix` + its name unless the object there already holds it (a rerun
     resumes; an object that differs is replaced); returns the names (uploaded, skipped)."""
     uploaded, skipped = [], []
@@ -60,7 +63,7 @@ def upload_missing(s3, bucket: str, prefix: str, files: list[LocalFile], *, tran
             if progress:
                 progress(f.size)
             continue
-        put_file(s3, bucket, prefix + f.name, f, transfer_config=transfer_config, progress=progress)
+        put_file(s3, bucket, prefix + f.name, f, transfer_config=transfer_config, progress=progress, tagging=tagging)
         uploaded.append(f.name)
     return uploaded, skipped
 

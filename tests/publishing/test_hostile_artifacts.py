@@ -312,15 +312,16 @@ def test_what_is_allowed_is_published(aws, tmp_path):
     result = llmstacks(aws, "upload-model", "--config", str(aws.trusted), "--model", QWEN, "--from", str(directory),
                        "--trust-remote-code")
     assert result.returncode == 0, result.stderr
-    keys = {o["Key"] for o in aws.s3.list_objects_v2(Bucket=WEIGHTS, Prefix=f"models/{QWEN}/")["Contents"]}
-    assert {f"models/{QWEN}/{n}" for n in ("modeling_custom.py", "tokenizer.model", "説明.txt", "extras.zip")} <= keys
-    linked = aws.s3.get_object(Bucket=WEIGHTS, Key=f"models/{QWEN}/tokenizer.model")["Body"].read()
+    snapshot = result.stdout.split("pin it: models[0].weights.snapshot: ")[1].split()[0]
+    prefix = f"models/{QWEN}/{snapshot}/"
+    keys = {o["Key"] for o in aws.s3.list_objects_v2(Bucket=WEIGHTS, Prefix=prefix)["Contents"]}
+    assert {prefix + n for n in ("modeling_custom.py", "tokenizer.model", "説明.txt", "extras.zip")} <= keys
+    linked = aws.s3.get_object(Bucket=WEIGHTS, Key=f"{prefix}tokenizer.model")["Body"].read()
     assert linked == (directory / "tokenizer.json").read_bytes()
 
 
 # ---------------------------------------------------------------- objects replaced behind the tools' back
 
-PREFIX = f"models/{QWEN}/"
 
 
 @pytest.fixture
@@ -332,84 +333,92 @@ def cli_env(aws, monkeypatch):
     return aws
 
 
-def _verify(*flags: str) -> int:
-    return main(["verify-model", "--env", "dev", "--model", QWEN, *flags])
+def _verify(snapshot: str, *flags: str) -> int:
+    return main(["verify-model", "--env", "dev", "--model", QWEN, "--snapshot", snapshot, *flags])
 
 
 @pytest.mark.parametrize("with_checksum", [False, True], ids=["no-checksum", "own-sha256-checksum"])
 def test_an_object_replaced_with_its_metadata_kept_is_reported_and_a_rerun_repairs_it(cli_env, tmp_path, capsys, with_checksum):
     s3, directory = cli_env.s3, model_dir(tmp_path)
     assert main(["upload-model", "--env", "dev", "--model", QWEN, "--from", str(directory)]) == 0
-    shard = PREFIX + "model-00001-of-00002.safetensors"
+    snapshot = capsys.readouterr().out.split("pin it: models[0].weights.snapshot: ")[1].split()[0]
+    shard = f"models/{QWEN}/{snapshot}/model-00001-of-00002.safetensors"
     original = s3.head_object(Bucket=WEIGHTS, Key=shard)
     extra = {"ChecksumAlgorithm": "SHA256"} if with_checksum else {}
     s3.put_object(Bucket=WEIGHTS, Key=shard, Body=os.urandom(original["ContentLength"]), Metadata=original["Metadata"], **extra)
     assert s3.head_object(Bucket=WEIGHTS, Key=shard)["Metadata"] == original["Metadata"]
     capsys.readouterr()
-    assert _verify() == 1
+    assert _verify(snapshot) == 1
     out = capsys.readouterr().out
-    assert f"{shard}: S3 checksum" in out and "the object was replaced" in out and out.strip().endswith("1 object(s) differ from the manifest")
+    assert f"{shard}: S3 checksum" in out and "the object was replaced" in out
+    assert out.strip().endswith(f"snapshot {snapshot}: 1 problem(s): it differs from its manifest")
     assert main(["upload-model", "--env", "dev", "--model", QWEN, "--from", str(directory)]) == 0
-    assert "(1 uploaded, 4 already there" in capsys.readouterr().out
-    assert _verify() == 0 and _verify("--deep") == 0
+    assert f"repaired {QWEN} snapshot {snapshot}" in (out := capsys.readouterr().out) and ": 1 uploaded, 4 already there)" in out
+    assert _verify(snapshot) == 0 and _verify(snapshot, "--deep") == 0
 
 
 def test_multipart_objects_are_compared_by_their_composite_checksum(cli_env, tmp_path):
     from boto3.s3.transfer import TransferConfig
 
-    from stacks.publishing.models import verify_model
+    from stacks.publishing.snapshots import verify_snapshot
 
     s3 = cli_env.s3
     small_parts = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, preferred_transfer_client="classic")
     directory = model_dir(tmp_path, shards=1, shard_bytes=12 * MiB)
     report = upload_model(s3, WEIGHTS, QWEN, directory, transfer_config=small_parts)
-    manifest = json.loads(s3.get_object(Bucket=WEIGHTS, Key=PREFIX + "manifest.json")["Body"].read())
+    manifest = json.loads(s3.get_object(Bucket=WEIGHTS, Key=report.manifest_key)["Body"].read())
     (shard,) = [e for e in manifest["files"] if e["path"].endswith(".safetensors")]
     assert shard["checksum_sha256"].endswith("-3") and shard["path"] in report.uploaded  # three 5 MiB parts
-    assert verify_model(s3, WEIGHTS, QWEN) == []
+    snapshot = report.snapshot
+    assert verify_snapshot(s3, WEIGHTS, QWEN, snapshot) == []
     assert upload_model(s3, WEIGHTS, QWEN, directory, transfer_config=small_parts).uploaded == []
     # The same bytes in one part: another checksum, so reported (and a rerun sends the file again).
-    s3.put_object(Bucket=WEIGHTS, Key=PREFIX + shard["path"], Body=(directory / shard["path"]).read_bytes(), ChecksumAlgorithm="SHA256")
-    assert len(verify_model(s3, WEIGHTS, QWEN)) == 1 and verify_model(s3, WEIGHTS, QWEN, deep=True) == []
+    s3.put_object(Bucket=WEIGHTS, Key=report.prefix + shard["path"], Body=(directory / shard["path"]).read_bytes(),
+                  ChecksumAlgorithm="SHA256")
+    assert len(verify_snapshot(s3, WEIGHTS, QWEN, snapshot)) == 1 and verify_snapshot(s3, WEIGHTS, QWEN, snapshot, deep=True) == []
     assert upload_model(s3, WEIGHTS, QWEN, directory, transfer_config=small_parts).uploaded == [shard["path"]]
-    assert verify_model(s3, WEIGHTS, QWEN) == []
+    assert verify_snapshot(s3, WEIGHTS, QWEN, snapshot) == []
 
 
-def _put_manifest(s3, body: bytes) -> None:
-    s3.put_object(Bucket=WEIGHTS, Key=PREFIX + "manifest.json", Body=body)
+def _put_manifest(s3, report, body: bytes) -> None:
+    s3.put_object(Bucket=WEIGHTS, Key=report.manifest_key, Body=body)
 
 
 def test_a_manifest_without_checksums_is_reported_not_trusted(cli_env, tmp_path, capsys):
     s3 = cli_env.s3
-    upload_model(s3, WEIGHTS, QWEN, model_dir(tmp_path))
-    manifest = json.loads(s3.get_object(Bucket=WEIGHTS, Key=PREFIX + "manifest.json")["Body"].read())
-    _put_manifest(s3, json.dumps({**manifest, "files": [{k: v for k, v in e.items() if k != "checksum_sha256"}
+    report = upload_model(s3, WEIGHTS, QWEN, model_dir(tmp_path))
+    manifest = json.loads(s3.get_object(Bucket=WEIGHTS, Key=report.manifest_key)["Body"].read())
+    _put_manifest(s3, report, json.dumps({**manifest, "files": [{k: v for k, v in e.items() if k != "checksum_sha256"}
                                                          for e in manifest["files"]]}).encode())
     capsys.readouterr()
-    assert _verify() == 1
-    assert "the manifest records no S3 checksum (an older upload-model wrote it)" in capsys.readouterr().out
-    assert _verify("--deep") == 0
+    assert _verify(report.snapshot) == 1
+    out = capsys.readouterr().out
+    assert "the manifest records no S3 checksum (an older upload-model wrote it)" in out
+    # It is no longer the manifest the snapshot id was derived from, and --deep says so too.
+    assert f"manifest.json: describes snapshot " in out
+    assert _verify(report.snapshot, "--deep") == 1
+    assert "checksum" not in (out := capsys.readouterr().out) and "manifest.json: describes snapshot" in out
 
 
 @pytest.mark.parametrize("body", [deep_json(100_000).encode(), b'"' + b'\\"' * 400_000, b"[]",
                                   b'{"files": [{"path": "a\\nb", "size": 1, "sha256": "x"}]}', b"\xff\xfe"],
                          ids=["deep", "unterminated", "a-list", "newline-in-path", "not-utf8"])
 def test_a_manifest_that_is_not_one_is_one_line_exit_2(cli_env, tmp_path, capsys, body):
-    upload_model(cli_env.s3, WEIGHTS, QWEN, model_dir(tmp_path))
-    _put_manifest(cli_env.s3, body)
+    report = upload_model(cli_env.s3, WEIGHTS, QWEN, model_dir(tmp_path))
+    _put_manifest(cli_env.s3, report, body)
     capsys.readouterr()
-    assert _verify() == 2
+    assert _verify(report.snapshot) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].endswith("manifest.json: not a manifest upload-model writes; rerun upload-model")
 
 
 def test_a_manifest_over_its_limit_is_not_read(cli_env, tmp_path, capsys, monkeypatch):
-    from stacks.publishing import models
+    from stacks.publishing import manifests
 
-    upload_model(cli_env.s3, WEIGHTS, QWEN, model_dir(tmp_path))
-    monkeypatch.setattr(models, "MANIFEST_LIMIT", 100)
+    report = upload_model(cli_env.s3, WEIGHTS, QWEN, model_dir(tmp_path))
+    monkeypatch.setattr(manifests, "MANIFEST_LIMIT", 100)
     capsys.readouterr()
-    assert _verify() == 2
+    assert _verify(report.snapshot) == 2
     assert "manifest.json: over 100 bytes; not an object this tool wrote" in capsys.readouterr().err
 
 

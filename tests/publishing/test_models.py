@@ -1,23 +1,26 @@
-"""`llmstacks upload-model` / `verify-model` against a moto S3 server on 127.0.0.1."""
+"""`llmstacks upload-model` / `verify-model` against a moto S3 server on 127.0.0.1: snapshots
+(models/<id>/<snapshot>/), their manifests, resuming and repairing."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
-import signal
+import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
 import pytest
-
-from stacks.errors import ArtifactError
-from stacks.publishing.models import upload_model
 from artifact_fixtures import model_dir, write_safetensors
+
+from app.spec import SNAPSHOT_PATTERN, UNPINNED_TAG
 from stacks.cli import main
+from stacks.errors import ArtifactError
+from stacks.publishing.manifests import manifest_digest
+from stacks.publishing.models import upload_model
 
 LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
 BUCKET, REGION, MODEL = "llm-dev-weights-111111111111", "us-west-2", "qwen2.5-7b-instruct"
@@ -34,8 +37,9 @@ def s3(s3_endpoint, monkeypatch):
         client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     except client.exceptions.BucketAlreadyOwnedByYou:
         pass
-    for obj in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
-        client.delete_object(Bucket=BUCKET, Key=obj["Key"])
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=BUCKET):
+        for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            client.delete_object(Bucket=BUCKET, Key=v["Key"], VersionId=v["VersionId"])
     return client
 
 
@@ -47,64 +51,101 @@ def upload(directory: Path) -> int:
     return main(["upload-model", "--env", "dev", "--model", MODEL, "--from", str(directory)])
 
 
-def test_upload_publishes_files_then_hash_then_manifest(s3, tmp_path, capsys):
+def published(capsys) -> str:
+    """The snapshot upload-model printed (its `pin it:` line)."""
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.startswith("pin it: ")]
+    return line.rsplit(" ", 1)[1]
+
+
+def verify(snapshot: str, *extra: str) -> int:
+    return main(["verify-model", "--env", "dev", "--model", MODEL, "--snapshot", snapshot, *extra])
+
+
+NAMES = {"config.json", "tokenizer.json", "tokenizer_config.json",
+         "model-00000-of-00002.safetensors", "model-00001-of-00002.safetensors"}
+
+
+def test_upload_publishes_a_snapshot_files_then_hash_then_manifest(s3, tmp_path, capsys):
     directory = model_dir(tmp_path)
     assert upload(directory) == 0
-    assert f"published {MODEL} to s3://{BUCKET}/models/{MODEL}/ (5 uploaded, 0 already there" in capsys.readouterr().out
-    names = {"config.json", "tokenizer.json", "tokenizer_config.json",
-             "model-00000-of-00002.safetensors", "model-00001-of-00002.safetensors"}
-    assert keys(s3) == {PREFIX + n for n in names} | {PREFIX + "hash", PREFIX + "manifest.json"}
-    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=PREFIX + "manifest.json")["Body"].read())
-    assert {f["path"] for f in manifest["files"]} == names
+    out = capsys.readouterr().out.splitlines()
+    snapshot = out[1].rsplit(" ", 1)[1]
+    assert re.fullmatch(SNAPSHOT_PATTERN, snapshot)
+    prefix = f"{PREFIX}{snapshot}/"
+    assert out[0].startswith(f"published {MODEL} snapshot {snapshot} at s3://{BUCKET}/{prefix} (5 files, ")
+    assert out[0].endswith(": 5 uploaded, 0 already there)")
+    # dev pins its models: this one is models[0]; no other environment pins this snapshot yet.
+    assert out[1] == f"pin it: models[0].weights.snapshot: {snapshot}"
+    assert out[2].startswith("until an environment pins it and `llmstacks pin` runs") and out[2].endswith("expires 30 days after upload")
+    assert keys(s3) == {prefix + n for n in NAMES} | {prefix + "hash", prefix + "manifest.json"}
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=prefix + "manifest.json")["Body"].read())
+    assert {f["path"] for f in manifest["files"]} == NAMES
+    assert manifest_digest(manifest)[:16] == snapshot
+    assert s3.get_object(Bucket=BUCKET, Key=prefix + "hash")["Body"].read() == snapshot.encode()
     shard = next(f for f in manifest["files"] if f["path"].endswith("00000-of-00002.safetensors"))
-    import hashlib
-
     assert shard["sha256"] == hashlib.sha256((directory / shard["path"]).read_bytes()).hexdigest()
-    head = s3.head_object(Bucket=BUCKET, Key=PREFIX + shard["path"], ChecksumMode="ENABLED")
+    head = s3.head_object(Bucket=BUCKET, Key=prefix + shard["path"], ChecksumMode="ENABLED")
     assert head["Metadata"]["sha256"] == shard["sha256"] and head.get("ChecksumSHA256")
-    assert main(["verify-model", "--env", "dev", "--model", MODEL, "--deep"]) == 0
-    assert capsys.readouterr().out.strip().endswith(f"{MODEL}: OK")
+    # Every object of the snapshot carries the unpinned tag (the lifecycle rule's filter).
+    for key in keys(s3):
+        assert s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"] == [{"Key": UNPINNED_TAG[0], "Value": UNPINNED_TAG[1]}]
+    assert verify(snapshot, "--deep") == 0
+    assert capsys.readouterr().out.strip().endswith(f"{MODEL} snapshot {snapshot}: OK")
 
 
-def test_rerun_skips_what_is_there_and_reuploads_what_changed(s3, tmp_path, capsys):
+def test_identical_content_is_the_same_snapshot_and_other_content_another(s3, tmp_path, capsys):
     directory = model_dir(tmp_path)
     assert upload(directory) == 0
+    first = published(capsys)
+    before = keys(s3)
     assert upload(directory) == 0
-    assert "(0 uploaded, 5 already there" in capsys.readouterr().out.splitlines()[-1]
+    out = capsys.readouterr().out
+    assert f"{MODEL} snapshot {first} is already published at s3://{BUCKET}/{PREFIX}{first}/ (5 files, " in out
+    assert out.splitlines()[0].endswith("); nothing uploaded") and f"pin it: models[0].weights.snapshot: {first}" in out
+    assert keys(s3) == before
     write_safetensors(directory / "model-00001-of-00002.safetensors", {"w": ("U8", [4096])})
     assert upload(directory) == 0
-    assert "(1 uploaded, 4 already there" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    second = out.split("pin it: models[0].weights.snapshot: ")[1].split()[0]
+    assert second != first
+    # Only the changed shard is sent: the four unchanged files are copied within S3, tagged like uploads.
+    assert ": 1 uploaded, 4 copied from earlier snapshots, 0 already there)" in out.splitlines()[0]
+    copied = f"{PREFIX}{second}/model-00000-of-00002.safetensors"
+    assert s3.get_object_tagging(Bucket=BUCKET, Key=copied)["TagSet"] == [{"Key": UNPINNED_TAG[0], "Value": UNPINNED_TAG[1]}]
+    # The first snapshot is untouched; the second holds only its own files.
+    assert {k for k in keys(s3) if k.startswith(f"{PREFIX}{first}/")} == {k for k in before}
+    assert verify(first) == 0 and verify(second) == 0
 
 
-def test_republishing_fewer_shards_removes_the_ones_left_over(s3, tmp_path, capsys):
-    # A streamed load reads every *.safetensors in the folder: a third shard left by the first
-    # upload would be loaded alongside the two of the second.
+def test_republishing_fewer_shards_is_a_snapshot_of_its_own(s3, tmp_path, capsys):
+    # A streamed load reads every *.safetensors in the snapshot's folder: the third shard of an
+    # earlier upload must never be in the folder of a two-shard one.
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})  # as the stack makes it
-    three = model_dir(tmp_path / "three", shards=3)
-    assert upload(three) == 0
-    assert PREFIX + "model-00002-of-00003.safetensors" in keys(s3)
-    two = model_dir(tmp_path / "two", shards=2)
-    assert upload(two) == 0
-    assert "3 left by an earlier upload removed" in capsys.readouterr().out.splitlines()[-1]
-    shards = {k for k in keys(s3) if k.endswith(".safetensors")}
-    assert shards == {PREFIX + "model-00000-of-00002.safetensors", PREFIX + "model-00001-of-00002.safetensors"}
-    assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 0
-    # Removed, not destroyed: the versioned bucket keeps them behind a delete marker.
-    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=PREFIX + "model-00002-of-00003")
-    assert [m["Key"] for m in versions["DeleteMarkers"]] == [PREFIX + "model-00002-of-00003.safetensors"]
-    assert [v["Key"] for v in versions["Versions"]] == [PREFIX + "model-00002-of-00003.safetensors"]
+    assert upload(model_dir(tmp_path / "three", shards=3)) == 0
+    three = published(capsys)
+    assert upload(model_dir(tmp_path / "two", shards=2)) == 0
+    two = published(capsys)
+    shards = lambda snap: {k.rsplit("/", 1)[1] for k in keys(s3) if k.startswith(f"{PREFIX}{snap}/") and k.endswith(".safetensors")}  # noqa: E731
+    assert shards(two) == {"model-00000-of-00002.safetensors", "model-00001-of-00002.safetensors"}
+    assert len(shards(three)) == 3
+    assert verify(two) == 0 and verify(three) == 0
+    # Nothing was deleted: no delete markers anywhere.
+    assert not s3.list_object_versions(Bucket=BUCKET, Prefix=PREFIX).get("DeleteMarkers")
 
 
-def test_verify_model_reports_an_object_the_manifest_does_not_list(s3, tmp_path, capsys):
+def test_a_rerun_removes_an_object_planted_in_its_snapshot(s3, tmp_path, capsys):
     directory = model_dir(tmp_path)
     assert upload(directory) == 0
-    s3.put_object(Bucket=BUCKET, Key=PREFIX + "consolidated.safetensors", Body=b"x")
-    capsys.readouterr()
-    assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 1
-    assert capsys.readouterr().out.splitlines()[0] == (f"{PREFIX}consolidated.safetensors: not in the manifest "
-                                                       "(a load reads it too); rerun upload-model to remove it")
+    snapshot = published(capsys)
+    planted = f"{PREFIX}{snapshot}/consolidated.safetensors"
+    s3.put_object(Bucket=BUCKET, Key=planted, Body=b"x")
+    assert verify(snapshot) == 1
+    assert capsys.readouterr().out.splitlines()[0] == (f"{planted}: not in the manifest (a replica loads it too); "
+                                                       "rerun upload-model with this snapshot's content to remove it")
     assert upload(directory) == 0
-    assert PREFIX + "consolidated.safetensors" not in keys(s3)
+    assert capsys.readouterr().out.startswith(f"repaired {MODEL} snapshot {snapshot} at ")
+    assert planted not in keys(s3) and verify(snapshot) == 0
 
 
 class FailingClient:
@@ -123,65 +164,42 @@ class FailingClient:
         return getattr(self._client, name)
 
 
-@pytest.mark.parametrize("fail_at", [1, 2, 3])  # the three files this rerun has to send
-def test_an_interrupted_upload_leaves_no_manifest_and_a_rerun_completes(s3, tmp_path, capsys, fail_at):
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4])  # the two files that changed, then hash, then the manifest
+def test_an_interrupted_upload_leaves_its_snapshot_unpublished_and_a_rerun_completes(s3, tmp_path, capsys, fail_at):
     directory = model_dir(tmp_path)
-    assert upload(directory) == 0  # a published version exists
+    assert upload(directory) == 0  # a published snapshot exists
+    old = published(capsys)
+    old_objects = {k: s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in keys(s3)}
     write_safetensors(directory / "model-00000-of-00002.safetensors", {"w": ("U8", [4096])})
     (directory / "tokenizer.json").write_text('{"v": 2}')
-    s3.delete_object(Bucket=BUCKET, Key=PREFIX + "config.json")
     with pytest.raises(ConnectionError):
         upload_model(FailingClient(s3, fail_at), BUCKET, MODEL, directory)
-    assert PREFIX + "manifest.json" not in keys(s3)  # unpublished, not half-published
+    new = [k for k in keys(s3) if not k.startswith(f"{PREFIX}{old}/")]
+    assert new and not any(k.endswith("manifest.json") for k in new)  # unpublished, not half-published
+    assert {k: s3.head_object(Bucket=BUCKET, Key=k)["ETag"] for k in old_objects} == old_objects
     assert upload(directory) == 0
-    assert main(["verify-model", "--env", "dev", "--model", MODEL, "--deep"]) == 0
-
-
-def test_killed_uploads_never_leave_a_manifest(s3, s3_endpoint, tmp_path):
-    directory = model_dir(tmp_path, shards=4, shard_bytes=48 * 1024 * 1024)
-    env = {**os.environ}
-    killed = 0
-    for kill_after in (1, 2, 4):
-        process = subprocess.Popen([LLMSTACKS, "upload-model", "--env", "dev", "--model", MODEL, "--from", str(directory)],
-                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            shards = [k for k in keys(s3) if k.endswith(".safetensors")]
-            if len(shards) >= kill_after:
-                break
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        if process.returncode == 0:
-            continue  # finished before the kill: nothing to check this round
-        killed += 1
-        assert PREFIX + "manifest.json" not in keys(s3)
-        s3.delete_object(Bucket=BUCKET, Key=PREFIX + "hash")
-    assert killed >= 2  # the test proves nothing unless uploads were really cut short
-    result = subprocess.run([LLMSTACKS, "upload-model", "--env", "dev", "--model", MODEL, "--from", str(directory)],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert PREFIX + "manifest.json" in keys(s3)
+    snapshot = published(capsys)
+    assert verify(snapshot, "--deep") == 0 and verify(old) == 0
 
 
 def test_verify_catches_a_changed_object(s3, tmp_path, capsys):
     directory = model_dir(tmp_path)
     assert upload(directory) == 0
-    shard = PREFIX + "model-00001-of-00002.safetensors"
+    snapshot = published(capsys)
+    shard = f"{PREFIX}{snapshot}/model-00001-of-00002.safetensors"
     original = s3.head_object(Bucket=BUCKET, Key=shard)
     size = original["ContentLength"]
     # Same size, digest metadata copied: S3's own checksum still tells.
     s3.put_object(Bucket=BUCKET, Key=shard, Body=os.urandom(size), Metadata=original["Metadata"])
-    capsys.readouterr()
-    assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 1
+    assert verify(snapshot) == 1
     assert f"{shard}: S3 checksum" in capsys.readouterr().out
-    assert main(["verify-model", "--env", "dev", "--model", MODEL, "--deep"]) == 1
+    assert verify(snapshot, "--deep") == 1
     assert f"{shard}: SHA-256" in capsys.readouterr().out
     s3.put_object(Bucket=BUCKET, Key=shard, Body=b"short")
-    assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 1
+    assert verify(snapshot) == 1
     assert f"{shard}: 5 bytes, manifest says {size}" in capsys.readouterr().out
     s3.delete_object(Bucket=BUCKET, Key=shard)
-    assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 1
+    assert verify(snapshot) == 1
     assert f"{shard}: missing" in capsys.readouterr().out
 
 
@@ -222,7 +240,7 @@ def test_bad_model_directories_are_one_line_exit_2_and_upload_nothing(s3, tmp_pa
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["--env", "dev", "--model", "no-such-model"], "--model: 'no-such-model' is not a model of dev"),
+    (["--env", "dev", "--model", "qwen:7b"], "--model: "),
     (["--env", "prod", "--model", "llama-3.1-70b-instruct"], "takes its weights from huggingface"),
     (["--env", "dev", "--model", MODEL, "--from", "/nonexistent/dir"], "not a directory"),
 ])
@@ -244,9 +262,13 @@ def test_no_credentials_is_one_line_exit_2(s3_endpoint, tmp_path):
     assert result.stderr.strip() == "error: no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)"
 
 
-def test_verify_of_an_unpublished_model_says_so(s3, capsys):
+def test_verify_of_an_unpublished_model_or_snapshot_says_so(s3, capsys):
     assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 2
-    assert "is not published" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (f"error: model {MODEL!r} is not published in s3://{BUCKET}/{PREFIX} "
+                                               "(no snapshots)")
+    assert verify("0123456789abcdef") == 2
+    assert capsys.readouterr().err.strip() == (f"error: snapshot 0123456789abcdef of {MODEL} is not in s3://{BUCKET}/{PREFIX} "
+                                               "(never uploaded, expired or deleted; list-models shows what is there)")
 
 
 def test_library_rejects_before_touching_s3(tmp_path):
