@@ -220,10 +220,10 @@ def run(size_gib: float = 2.0, concurrencies: tuple[int | None, ...] = (2, 4, 8,
             shards, tensor_bytes, file_bytes = write_model(work / "model", size_gib)
             log(f"wrote {shards} shards, {tensor_bytes / GiB:.2f} GiB of tensors in {time.perf_counter() - start:.1f} s")
             start = time.perf_counter()
-            upload_model(s3, BUCKET, MODEL, work / "model")
-            log(f"published in {time.perf_counter() - start:.1f} s")
+            snapshot = upload_model(s3, BUCKET, MODEL, work / "model").snapshot
+            log(f"published snapshot {snapshot} in {time.perf_counter() - start:.1f} s")
             shutil.rmtree(work / "model")  # the emulator holds it now
-            source = weights_uri(BUCKET, MODEL)
+            source = weights_uri(BUCKET, MODEL, snapshot)  # what a replica pinned to it reads
             base = {**TEST_CREDENTIALS, **streamer_env(region=REGION, endpoint_url=aws.endpoint, concurrency=None,
                                                       ca_bundle=str(aws.ca_bundle))}
 

@@ -1,7 +1,9 @@
 """vLLM's `runai_streamer` model load, on CPU, without building a model. Test-only.
 
 `load_streamed(source)` stands in for what a replica with `load_format: runai_streamer`
-does at start: vLLM's own functions pull the non-weight files of the `s3://` folder to a
+does at start, `source` being the snapshot its environment pins
+(`app.spec.weights_uri(bucket, model id, snapshot)`, as upload-model reported it): vLLM's own
+functions pull the non-weight files of the `s3://` folder to a
 local directory (ModelConfig.maybe_pull_model_tokenizer_for_runai: ObjectStorageModel),
 list the folder's `*.safetensors` and stream their tensors with the Run:ai iterator
 (RunaiModelStreamerLoader._get_weights_iterator: list_safetensors +

@@ -1,5 +1,7 @@
 """`load: stream`: vLLM's runai_streamer load (tests/streamed_load.py, on CPU) against the local
-AWS (moto over HTTPS, stacks/emulator) holding models published by upload-model.
+AWS (moto over HTTPS, stacks/emulator) holding models published by upload-model: each load reads
+the snapshot the upload reported (`models/<id>/<snapshot>/`), as a replica reads the one its
+environment pins.
 
 Each load runs in a process of its own whose environment is exactly the replica's:
 `app.streaming.streamer_env(...)` plus credentials.
@@ -12,6 +14,7 @@ import ssl
 import threading
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from artifact_fixtures import write_safetensors
 from boto3.s3.transfer import TransferConfig
 from streamed_load import Loads, Outcome, local_digest
 
-from app.spec import weights_uri
+from app.spec import snapshot_prefix, weights_uri
 from app.streaming import streamer_env
 from stacks.emulator.server import TEST_CREDENTIALS, Emulator
 from stacks.publishing.models import upload_model
@@ -80,15 +83,25 @@ def loads(tmp_path_factory):
         yield server
 
 
+@dataclass(frozen=True)
+class Published:
+    folder: Path  # the local model folder
+    snapshot: str  # the snapshot upload-model made of it
+    uri: str  # what the app serves for it: weights_uri(bucket, id, snapshot)
+
+
 @pytest.fixture(scope="module")
-def models(aws, tmp_path_factory) -> dict[str, Path]:
-    """Model id -> its local folder, published with upload-model's code (files, `hash`, `manifest.json`)."""
+def models(aws, tmp_path_factory) -> dict[str, Published]:
+    """Model id -> its local folder and snapshot, published with upload-model's code (files, `hash`,
+    `manifest.json` under models/<id>/<snapshot>/)."""
     root = tmp_path_factory.mktemp("models")
     folders = {"one-shard": model_folder(root, "one-shard", ONE_SHARD), "sharded": model_folder(root, "sharded", SHARDED)}
     s3 = aws.client("s3")
+    published = {}
     for model_id, folder in folders.items():
-        upload_model(s3, BUCKET, model_id, folder, transfer_config=SMALL_PARTS)
-    return folders
+        snapshot = upload_model(s3, BUCKET, model_id, folder, transfer_config=SMALL_PARTS).snapshot
+        published[model_id] = Published(folder, snapshot, weights_uri(BUCKET, model_id, snapshot))
+    return published
 
 
 def replica_env(aws: Emulator, concurrency: int | None = None) -> dict[str, str]:
@@ -122,14 +135,14 @@ def test_streams_a_published_model_with_the_replica_env(aws, models, loads):
     """Exactly streamer_env + credentials: the tensors are the local safetensors' (bf16, fp16,
     f32, an odd-sized u8 that leaves the next tensor unaligned); `hash` and `manifest.json` in the
     folder are pulled with the config and change nothing."""
-    outcome = loads.run(weights_uri(BUCKET, "one-shard"), replica_env(aws) | TEST_CREDENTIALS)
-    assert loaded(outcome, models["one-shard"])["tensors"] == len(ONE_SHARD[0])
+    outcome = loads.run(models["one-shard"].uri, replica_env(aws) | TEST_CREDENTIALS)
+    assert loaded(outcome, models["one-shard"].folder)["tensors"] == len(ONE_SHARD[0])
 
 
 def test_streams_several_multipart_shards_with_the_set_concurrency(aws, models, loads):
     env = replica_env(aws, concurrency=3) | TEST_CREDENTIALS | {"RUNAI_STREAMER_LOG_LEVEL": "DEBUG"}
-    outcome = loads.run(weights_uri(BUCKET, "sharded"), env)
-    result = loaded(outcome, models["sharded"])
+    outcome = loads.run(models["sharded"].uri, env)
+    result = loaded(outcome, models["sharded"].folder)
     assert result["tensors"] == 12 and result["bytes"] > 4 * 6 * MiB
     # The C++ reader took RUNAI_STREAMER_CONCURRENCY, and read the shards in ranges.
     assert "s3 concurrency 3 " in outcome.stderr
@@ -142,9 +155,20 @@ def test_reaches_a_local_s3_by_host_name_over_http(s3_endpoint, models, loads):
                       **{k.lower(): v for k, v in TEST_CREDENTIALS.items()})
     bucket = "streamed-by-host-name"
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    upload_model(s3, bucket, "one-shard", models["one-shard"])
+    snapshot = upload_model(s3, bucket, "one-shard", models["one-shard"].folder).snapshot
     env = streamer_env(region=REGION, endpoint_url=endpoint, concurrency=None) | TEST_CREDENTIALS
-    loaded(loads.run(weights_uri(bucket, "one-shard"), env), models["one-shard"])
+    loaded(loads.run(weights_uri(bucket, "one-shard", snapshot), env), models["one-shard"].folder)
+
+
+def test_a_load_reads_its_snapshot_alone_while_another_is_published_beside_it(aws, models, loads, tmp_path):
+    """Another snapshot of the same model, with more shards, in the model's folder: the streamer
+    reads the top-level *.safetensors of the pinned snapshot's prefix, never those of its neighbour."""
+    other = model_folder(tmp_path, "sharded-v2", [*SHARDED[:2], ONE_SHARD[0], SHARDED[3]])
+    report = upload_model(aws.client("s3"), BUCKET, "sharded", other, transfer_config=SMALL_PARTS)
+    assert report.snapshot != models["sharded"].snapshot
+    env = replica_env(aws) | TEST_CREDENTIALS
+    assert loaded(loads.run(models["sharded"].uri, env), models["sharded"].folder)["tensors"] == 12
+    assert loaded(loads.run(weights_uri(BUCKET, "sharded", report.snapshot), env), other)["tensors"] == 9 + len(ONE_SHARD[0])
 
 
 # --- Identity and permissions: moto checks IAM while `enforced_iam` holds ------------------------
@@ -219,8 +243,8 @@ def test_pod_identity_and_the_serving_roles_permissions_are_enough(aws, models, 
     reads the shards), and s3:ListBucket + s3:GetObject under models/ is all they need."""
     credentials = role_credentials(aws, "serving", SERVING_ROLE_S3)
     with pod_identity_agent(credentials, tmp_path) as (pod_env, callers), enforced_iam(aws):
-        outcome = loads.run(weights_uri(BUCKET, "sharded"), replica_env(aws) | pod_env)
-    loaded(outcome, models["sharded"])
+        outcome = loads.run(models["sharded"].uri, replica_env(aws) | pod_env)
+    loaded(outcome, models["sharded"].folder)
     assert any(c.startswith("aws-sdk-cpp/") for c in callers), callers
     assert any("urllib3" in c or "Boto" in c for c in callers), callers
 
@@ -237,31 +261,34 @@ def test_pod_identity_and_the_serving_roles_permissions_are_enough(aws, models, 
 def test_access_denied_is_an_error(aws, models, loads, tmp_path, name, statements, error, in_log):
     credentials = role_credentials(aws, name, statements)
     with pod_identity_agent(credentials, tmp_path) as (pod_env, _), enforced_iam(aws):
-        outcome = loads.run(weights_uri(BUCKET, "one-shard"), replica_env(aws) | pod_env)
+        outcome = loads.run(models["one-shard"].uri, replica_env(aws) | pod_env)
     failed(outcome, error, *in_log)
 
 
 def test_no_credentials_is_an_error(aws, models, loads):
-    failed(loads.run(weights_uri(BUCKET, "one-shard"), replica_env(aws)), "NoCredentialsError")
+    failed(loads.run(models["one-shard"].uri, replica_env(aws)), "NoCredentialsError")
 
 
 @pytest.mark.parametrize(("source", "error"), [
-    (weights_uri("llm-dev-weights-222222222222", "one-shard"), "NoSuchBucket"),
+    (lambda snap: weights_uri("llm-dev-weights-222222222222", "one-shard", snap), "NoSuchBucket"),
     # Nothing to pull: vLLM then finds no config.json (this stand-in says so itself).
-    (weights_uri(BUCKET, "not-published"), "no config.json"),
-    # A prefix of a model id is not the model: the folder is matched with its trailing '/'.
-    (weights_uri(BUCKET, "one"), "no config.json"),
-])
-def test_a_wrong_bucket_or_model_is_an_error(aws, models, loads, source, error):
-    failed(loads.run(source, replica_env(aws) | TEST_CREDENTIALS, timeout=30), error)
+    (lambda snap: weights_uri(BUCKET, "not-published", snap), "no config.json"),
+    (lambda snap: weights_uri(BUCKET, "one-shard", "0123456789abcdef"), "no config.json"),
+    # A prefix of a model id or of a snapshot id is not it: the folder is matched with its trailing '/'.
+    (lambda snap: weights_uri(BUCKET, "one", snap), "no config.json"),
+    (lambda snap: f"s3://{BUCKET}/{snapshot_prefix('one-shard', snap)[:-5]}", "no config.json"),
+], ids=["bucket", "model", "snapshot", "model-id-prefix", "snapshot-id-prefix"])
+def test_a_wrong_bucket_model_or_snapshot_is_an_error(aws, models, loads, source, error):
+    failed(loads.run(source(models["one-shard"].snapshot), replica_env(aws) | TEST_CREDENTIALS, timeout=30), error)
 
 
 def test_a_folder_without_safetensors_is_an_error(aws, models, loads):
     s3 = aws.client("s3")
+    prefix = snapshot_prefix("no-weights", "0123456789abcdef")
     for name in ("config.json", "tokenizer.json"):
-        s3.put_object(Bucket=BUCKET, Key=f"models/no-weights/{name}", Body=(models["one-shard"] / name).read_bytes())
-    s3.put_object(Bucket=BUCKET, Key="models/no-weights/pytorch_model.bin", Body=b"\0" * 64)
-    failed(loads.run(weights_uri(BUCKET, "no-weights"), replica_env(aws) | TEST_CREDENTIALS),
+        s3.put_object(Bucket=BUCKET, Key=prefix + name, Body=(models["one-shard"].folder / name).read_bytes())
+    s3.put_object(Bucket=BUCKET, Key=prefix + "pytorch_model.bin", Body=b"\0" * 64)
+    failed(loads.run(weights_uri(BUCKET, "no-weights", "0123456789abcdef"), replica_env(aws) | TEST_CREDENTIALS),
            "Cannot find any safetensors model weights")
 
 
@@ -272,4 +299,4 @@ def test_a_folder_without_safetensors_is_an_error(aws, models, loads):
 ])
 def test_the_emulator_needs_the_endpoint_and_the_ca(aws, models, loads, dropped, error, in_log):
     env = {k: v for k, v in (replica_env(aws) | TEST_CREDENTIALS).items() if k != dropped}
-    failed(loads.run(weights_uri(BUCKET, "one-shard"), env, timeout=45), error, *in_log)
+    failed(loads.run(models["one-shard"].uri, env, timeout=45), error, *in_log)
