@@ -79,6 +79,18 @@ def test_main_deploys_dev_then_staging_then_prod_behind_environments():
     assert len(order) == 3 and order == sorted(order)  # gate, deploy, then publish
 
 
+def test_the_deploy_pins_the_weights_snapshots_after_the_gate_and_before_deploying_them():
+    steps = load("deploy-environment.yml")["jobs"]["deploy"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    gate, pin, deploy = (next(i for i, r in enumerate(runs) if text in r) for text in ("llmstacks check", "llmstacks pin", "make deploy"))
+    assert gate < pin < deploy  # the gate installs the venv it runs from
+    assert steps[pin]["run"].strip() == '.venv/bin/llmstacks pin --env "$STACK"'
+    assert steps[pin]["env"] == {"STACK": "${{ inputs.stack }}"}  # the input through the environment; no secret
+    # With the credentials the job assumed for the deploy, and no others.
+    assume = [i for i, s in enumerate(steps) if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@")]
+    assert len(assume) == 1 and assume[0] < pin
+
+
 def test_the_make_preview_target_installs_the_gate_and_needs_a_base():
     makefile = (ROOT / "Makefile").read_text()
     assert "preview: $(VENV)/.installed-base $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)" in makefile
