@@ -172,14 +172,20 @@ def _copy_unchanged(s3, bucket: str, model_id: str, prefix: str, files: list[Loc
         source = sources.get((f.size, f.sha256, f.s3_checksum))
         if source is None or not holds(head(s3, bucket, source), f):
             continue
+        # One CopyObject sets the tags it is given (not the source's); a multipart copy starts with
+        # none, and gets them after (without a version id: s3:PutObjectTagging is all it takes).
+        single = f.size < transfer_config.multipart_threshold
+        extra = {"Metadata": {SHA_METADATA: f.sha256}, "MetadataDirective": "REPLACE", "ChecksumAlgorithm": "SHA256"}
         try:
             s3.copy({"Bucket": bucket, "Key": source}, bucket, prefix + f.name, Config=transfer_config,
-                    ExtraArgs={"Metadata": {SHA_METADATA: f.sha256}, "MetadataDirective": "REPLACE",
-                               "ChecksumAlgorithm": "SHA256", "TaggingDirective": "REPLACE", "Tagging": tagging or ""})
+                    ExtraArgs=extra | ({"TaggingDirective": "REPLACE", "Tagging": tagging or ""} if single else {}))
         except ClientError as exc:
             if error_code(exc) in NOT_FOUND:
                 continue  # the source went in between: upload the file instead
             raise
+        if tagging and not single:
+            key, value = tagging.split("=", 1)
+            s3.put_object_tagging(Bucket=bucket, Key=prefix + f.name, Tagging={"TagSet": [{"Key": key, "Value": value}]})
         if holds(head(s3, bucket, prefix + f.name), f):
             copied.append(f.name)
             if progress:

@@ -18,7 +18,7 @@ from artifact_fixtures import environment_dir, model_dir, write_safetensors
 from app.spec import UNPINNED_TAG
 from stacks.cli import main
 from stacks.publishing.models import ALREADY, CONCURRENT, PUBLISHED, upload_model
-from stacks.publishing.snapshots import delete_snapshot
+from stacks.publishing.snapshots import delete_snapshot, verify_snapshot
 
 REGION, MODEL, LLAMA = "us-west-2", "qwen2.5-7b-instruct", "llama-3.2-1b-instruct"
 BUCKET = "snap-dev-weights-111111111111"
@@ -407,3 +407,30 @@ def test_list_models_shows_snapshots_their_state_and_who_pins_them(s3, tmp_path,
     assert by_snapshot["(old"].split()[3:5] == ["2", "B"] and "old layout (re-publish with upload-model" in by_snapshot["(old"]
     assert run(envs, "list-models", "--model", LLAMA) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_unchanged_files_are_copied_from_another_snapshot_with_their_checksum_and_the_tag(s3, tmp_path):
+    """A new tokenizer makes a new snapshot without sending the weights again: the shards are copied
+    within S3, a multipart one part by part (the same S3 checksum), tagged like an upload."""
+    from boto3.s3.transfer import TransferConfig
+
+    small_parts = TransferConfig(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20, preferred_transfer_client="classic")
+    directory = model_dir(tmp_path, shards=2, shard_bytes=12 * 2**20)
+    first = upload_model(s3, BUCKET, MODEL, directory, transfer_config=small_parts)
+    (directory / "tokenizer.json").write_text('{"version": "2"}')
+    client = boto3.client("s3", region_name=REGION)
+    calls = counted(client)
+    second = upload_model(client, BUCKET, MODEL, directory, transfer_config=small_parts)
+    assert second.snapshot != first.snapshot
+    assert (second.uploaded, sorted(second.copied)) == (["tokenizer.json"], [
+        "config.json", "model-00000-of-00002.safetensors", "model-00001-of-00002.safetensors", "tokenizer_config.json"])
+    assert "UploadPartCopy" in calls and "UploadPart" not in calls  # the shards went part by part, within S3
+    for name in second.copied:
+        assert tags(s3, second.prefix + name) == TAG
+    assert verify_snapshot(s3, BUCKET, MODEL, second.snapshot) == []
+    # Copied into a snapshot an environment pins (a repair): no tag.
+    s3.delete_object(Bucket=BUCKET, Key=second.prefix + "model-00000-of-00002.safetensors")
+    repaired = upload_model(s3, BUCKET, MODEL, directory, transfer_config=small_parts, pinned={second.snapshot})
+    assert repaired.copied == ["model-00000-of-00002.safetensors"] and not repaired.tagged
+    assert tags(s3, second.prefix + "model-00000-of-00002.safetensors") == []
+    assert verify_snapshot(s3, BUCKET, MODEL, second.snapshot) == []
