@@ -178,7 +178,7 @@ def _copy_unchanged(s3, bucket: str, model_id: str, prefix: str, files: list[Loc
         extra = {"Metadata": {SHA_METADATA: f.sha256}, "MetadataDirective": "REPLACE", "ChecksumAlgorithm": "SHA256"}
         try:
             s3.copy({"Bucket": bucket, "Key": source}, bucket, prefix + f.name, Config=transfer_config,
-                    ExtraArgs=extra | ({"TaggingDirective": "REPLACE", "Tagging": tagging or ""} if single else {}))
+                    ExtraArgs=extra | ({"TaggingDirective": "REPLACE"} | ({"Tagging": tagging} if tagging else {}) if single else {}))
         except ClientError as exc:
             if error_code(exc) in NOT_FOUND:
                 continue  # the source went in between: upload the file instead

@@ -429,8 +429,10 @@ def test_unchanged_files_are_copied_from_another_snapshot_with_their_checksum_an
         assert tags(s3, second.prefix + name) == TAG
     assert verify_snapshot(s3, BUCKET, MODEL, second.snapshot) == []
     # Copied into a snapshot an environment pins (a repair): no tag.
-    s3.delete_object(Bucket=BUCKET, Key=second.prefix + "model-00000-of-00002.safetensors")
+    for name in ("config.json", "model-00000-of-00002.safetensors"):  # one CopyObject, one multipart copy
+        s3.delete_object(Bucket=BUCKET, Key=second.prefix + name)
     repaired = upload_model(s3, BUCKET, MODEL, directory, transfer_config=small_parts, pinned={second.snapshot})
-    assert repaired.copied == ["model-00000-of-00002.safetensors"] and not repaired.tagged
-    assert tags(s3, second.prefix + "model-00000-of-00002.safetensors") == []
+    assert repaired.copied == ["config.json", "model-00000-of-00002.safetensors"] and not repaired.tagged
+    assert tags(s3, first.prefix + "config.json") == TAG  # the source's tag is not copied
+    assert tags(s3, second.prefix + "config.json") == [] and tags(s3, second.prefix + "model-00000-of-00002.safetensors") == []
     assert verify_snapshot(s3, BUCKET, MODEL, second.snapshot) == []
