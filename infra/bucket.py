@@ -42,7 +42,14 @@ from cdktf_cdktf_provider_aws.s3_bucket_logging import S3BucketLoggingA
 
 from infra.access_logs import AccessLogBucket
 from infra.identity import Identity
-from infra.policy import PURPOSE_TAG, Statement, dns_suffix, policy_document, tls_only_statements
+from infra.policy import (
+    PURPOSE_TAG,
+    Statement,
+    dns_suffix,
+    kms_upload_statements,
+    policy_document,
+    tls_only_statements,
+)
 from infra.rules import bucket_name_problem, kms_key_arn_problem, partition_problem, region_problem, require
 
 POLICY_NAME_LIMIT = 128  # IAM inline policy names
@@ -53,8 +60,11 @@ class ModelBucket(Construct):
 
     Not configurable, on purpose: public access (all four blocks on), ACLs
     (`BucketOwnerEnforced`), plain-HTTP or TLS < 1.2 access (denied by the
-    bucket policy), unencrypted objects (SSE-KMS with a bucket key) and
-    `force_destroy` (off). Object events go to EventBridge.
+    bucket policy), unencrypted objects (SSE-KMS with a bucket key), uploads
+    encrypted any other way than SSE-KMS with `kms_key_arn` (denied by the bucket
+    policy: an upload naming no encryption gets the key by default, see
+    `infra.policy.kms_upload_statements`) and `force_destroy` (off). Object events
+    go to EventBridge.
 
     Props:
         bucket_name: the S3 bucket name (S3's naming rules are checked here).
@@ -144,7 +154,8 @@ class ModelBucket(Construct):
         S3BucketNotification(self, "events", bucket=self.bucket.id, eventbridge=True)
         S3BucketPolicy(
             self, "policy", bucket=self.bucket.id,
-            policy=policy_document(tls_only_statements(self.bucket_arn)),
+            policy=policy_document([*tls_only_statements(self.bucket_arn),
+                                    *kms_upload_statements(self.bucket_arn, kms_key_arn)]),
             depends_on=[public_access],
         )
         S3BucketLifecycleConfiguration(

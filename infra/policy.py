@@ -74,6 +74,36 @@ def tls_only_statements(bucket_arn: str) -> list[Statement]:
     ]
 
 
+# The request headers S3 exposes as condition keys of s3:PutObject (S3 User Guide, "Using
+# server-side encryption with AWS KMS keys", "Requiring server-side encryption").
+SSE_HEADER = "s3:x-amz-server-side-encryption"
+SSE_KMS_KEY_HEADER = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+SSE_CUSTOMER_HEADER = "s3:x-amz-server-side-encryption-customer-algorithm"
+
+
+def kms_upload_statements(bucket_arn: str, kms_key_arn: str) -> list[Statement]:
+    """A bucket policy's denies of every upload not encrypted with SSE-KMS under `kms_key_arn`, for everyone.
+
+    An upload that names no encryption gets the bucket's default (SSE-KMS with this key), so it is
+    allowed, as is one naming `aws:kms` and this key by its ARN. Anything else is denied: SSE-S3 or
+    DSSE-KMS; another key (or this one by key id or alias: the condition compares the ARN);
+    `aws:kms` naming no key (S3 then uses the AWS managed key `aws/s3`, not the bucket's); a
+    customer-provided key (SSE-C). CreateMultipartUpload is authorized as s3:PutObject and carries
+    these headers for the whole upload (UploadPart carries only SSE-C's, denied there too).
+    """
+    objects = (f"{bucket_arn}/*",)
+
+    def deny(sid: str, conditions: dict) -> Statement:
+        return Statement(sid, ("s3:PutObject",), objects, effect="Deny", principals={"AWS": "*"}, conditions=conditions)
+
+    return [
+        deny("DenyOtherEncryption", {"StringNotEqualsIfExists": {SSE_HEADER: "aws:kms"}}),
+        deny("DenyOtherKmsKey", {"StringNotEqualsIfExists": {SSE_KMS_KEY_HEADER: kms_key_arn}}),
+        deny("DenyKmsWithoutKey", {"StringEquals": {SSE_HEADER: "aws:kms"}, "Null": {SSE_KMS_KEY_HEADER: "true"}}),
+        deny("DenyCustomerKeys", {"Null": {SSE_CUSTOMER_HEADER: "false"}}),
+    ]
+
+
 def service_trust(service: str, actions: Sequence[str] = ("sts:AssumeRole",), conditions: Mapping | None = None) -> str:
     """Trust policy letting an AWS service principal assume a role."""
     return policy_document([

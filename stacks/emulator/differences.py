@@ -67,29 +67,51 @@ def for_emulator(tf: dict, endpoint: str, provider_version: str) -> tuple[dict, 
     for kind, names in dropped.items():
         differences.append(Difference(f"{kind} left out ({len(names)})", "moto does not implement it"))
     _drop_references(tf, dropped)
-    if emptied := _without_tls_denies(resources.get("aws_s3_bucket_policy", {})):
+    policies = resources.get("aws_s3_bucket_policy", {})
+    statements = [s for body in policies.values() for s in json.loads(body["policy"])["Statement"]]
+    had_tls_denies = any(_denies_on(s, TLS_CONDITION_KEYS) for s in statements)
+    had_encryption_denies = any(_denies_on(s, ENCRYPTION_CONDITION_KEYS) for s in statements)
+    if emptied := _without_unevaluated_denies(policies):
         _drop_references(tf, {"aws_s3_bucket_policy": emptied})
+        if not policies:  # Terraform refuses a resource type with no resource
+            del resources["aws_s3_bucket_policy"]
+    if had_tls_denies:
         differences.append(Difference(
-            f"TLS-only deny statements left out of the bucket policies ({len(emptied)} policies held nothing else; "
-            "one-item Resource lists written as strings)",
+            f"TLS-only deny statements left out of the bucket policies ({len(emptied)} policies held nothing else but "
+            "these and the SSE-KMS upload denies, so they go; one-item Resource lists written as strings)",
             "moto treats a Deny whose condition does not hold (aws:SecureTransport, s3:TlsVersion) as a deny "
             "(moto/iam/access_control.py, _check_conditions), so the emulator would refuse every upload; the "
             "synthesized policy is checked by the synth tests and the policy gate"))
+    if had_encryption_denies:
+        differences.append(Difference(
+            "SSE-KMS upload denies left out of the bucket policies (uploads not encrypted with the environment's key)",
+            "moto reads no s3:x-amz-server-side-encryption* values from a request and treats a Deny conditioned on "
+            "them as a deny, so the emulator would refuse every upload, the compliant ones too; the synth tests "
+            "assert the statements exactly, and tests/emulator/test_snapshot_rules_apply.py applies them (without "
+            "uploads) and reads them back"))
     return tf, differences
 
 
-# Condition keys of the statements `_without_tls_denies` takes out.
+# Condition keys moto cannot evaluate (it has no value for them), of the statements
+# `_without_unevaluated_denies` takes out.
 TLS_CONDITION_KEYS = ("aws:SecureTransport", "s3:TlsVersion")
+ENCRYPTION_CONDITION_KEYS = ("s3:x-amz-server-side-encryption", "s3:x-amz-server-side-encryption-aws-kms-key-id",
+                             "s3:x-amz-server-side-encryption-customer-algorithm")
 
 
-def _without_tls_denies(policies: dict[str, dict]) -> list[str]:
-    """Takes the TLS-only denies out of each bucket policy (in place); returns the policies left empty, removed."""
+def _denies_on(statement: dict, keys: tuple[str, ...]) -> bool:
+    """A Deny with a condition on one of `keys`."""
+    return statement.get("Effect") == "Deny" and any(k in c for c in (statement.get("Condition") or {}).values()
+                                                     for k in keys)
+
+
+def _without_unevaluated_denies(policies: dict[str, dict]) -> list[str]:
+    """Takes the TLS-only and SSE-KMS upload denies out of each bucket policy (in place); returns the
+    policies left empty, removed."""
     emptied = []
     for name, body in list(policies.items()):
         document = json.loads(body["policy"])
-        kept = [s for s in document["Statement"]
-                if not (s.get("Effect") == "Deny" and any(k in c for c in (s.get("Condition") or {}).values()
-                                                          for k in TLS_CONDITION_KEYS))]
+        kept = [s for s in document["Statement"] if not _denies_on(s, TLS_CONDITION_KEYS + ENCRYPTION_CONDITION_KEYS)]
         if kept:
             # A one-item Resource list as the string it equals: moto's logging check compares a string.
             kept = [{**s, "Resource": s["Resource"][0]} if isinstance(s.get("Resource"), list) and len(s["Resource"]) == 1

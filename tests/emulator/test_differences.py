@@ -28,11 +28,14 @@ def test_the_emulator_copy_changes_only_what_it_says_and_leaves_the_synthesized_
         for name, body in items.items():
             applied = tf["resource"][kind][name]
             assert {k: v for k, v in applied.items() if k != "depends_on"} == {k: v for k, v in body.items() if k != "depends_on"}
-    # Bucket policies lose their TLS-only denies, and nothing else: the log bucket keeps log delivery.
+    # Bucket policies lose their TLS-only and SSE-KMS upload denies, and nothing else: the log bucket
+    # keeps log delivery.
     policies = resources(tf, "aws_s3_bucket_policy")
+    left_out = ("DenyInsecureTransport", "DenyOutdatedTls", "DenyOtherEncryption", "DenyOtherKmsKey",
+                "DenyKmsWithoutKey", "DenyCustomerKeys")
     for name, body in resources(original, "aws_s3_bucket_policy").items():
         statements = json.loads(body["policy"])["Statement"]
-        kept_statements = [s for s in statements if not s["Sid"].startswith(("DenyInsecureTransport", "DenyOutdatedTls"))]
+        kept_statements = [s for s in statements if s["Sid"] not in left_out]
         applied = json.loads(policies[name]["policy"])["Statement"] if name in policies else []
         assert applied == [{**s, "Resource": s["Resource"][0]} for s in kept_statements]
     # prod logs three buckets: weights, LoRA and the Anyscale cloud's storage.
@@ -40,7 +43,7 @@ def test_the_emulator_copy_changes_only_what_it_says_and_leaves_the_synthesized_
         "DeliverAccessLogs0", "DeliverAccessLogs1", "DeliverAccessLogs2"]
     assert not any(d.startswith(("aws_eks_addon", "aws_eks_access_entry")) for items in tf["resource"].values()
                    for body in items.values() for d in body.get("depends_on", []))
-    assert {d.what.split(" ")[0] for d in differences} >= {"AWS", "aws_eks_addon", "TLS-only"}
+    assert {d.what.split(" ")[0] for d in differences} >= {"AWS", "aws_eks_addon", "TLS-only", "SSE-KMS"}
     assert all(d.why for d in differences)
 
 
