@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from constructs import Construct
 
@@ -19,6 +20,7 @@ from cdktf_cdktf_provider_aws.s3_bucket_lifecycle_configuration import (
     S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload,
     S3BucketLifecycleConfigurationRuleExpiration,
     S3BucketLifecycleConfigurationRuleFilter,
+    S3BucketLifecycleConfigurationRuleFilterAnd,
     S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration,
 )
 from cdktf_cdktf_provider_aws.s3_bucket_ownership_controls import (
@@ -53,6 +55,46 @@ from infra.policy import (
 from infra.rules import bucket_name_problem, kms_key_arn_problem, partition_problem, region_problem, require
 
 POLICY_NAME_LIMIT = 128  # IAM inline policy names
+# The lifecycle rules every bucket has; a TaggedExpiration may not take their ids.
+BUILT_IN_RULES = ("abort-incomplete-multipart-uploads", "expire-noncurrent-versions")
+_RULE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+# S3 object tags: keys up to 128 characters, values up to 256 (S3 User Guide, "Object tagging").
+TAG_KEY_LIMIT, TAG_VALUE_LIMIT = 128, 256
+
+
+@dataclass(frozen=True)
+class TaggedExpiration:
+    """A lifecycle rule: objects under `prefix/` that carry the tag `tag` (key, value) expire `days`
+    after they were written.
+
+    An object whose tag is removed before `days` have passed (e.g. a model snapshot an environment
+    pinned) is not expired by this rule. In a versioned bucket expiring adds a delete marker: the
+    object stays recoverable until noncurrent versions expire.
+
+    Fields:
+        name: the rule's id (lowercase letters, digits and "-", at most 64), e.g. "expire-unpinned-snapshots".
+        prefix: the key prefix, e.g. "models".
+        tag: the (key, value) an object must carry, e.g. ("llmstacks-unpinned", "true").
+        days: days after an object was written; at least 1.
+    """
+
+    name: str
+    prefix: str
+    tag: tuple[str, str]
+    days: int
+
+    def __post_init__(self):
+        if not _RULE_ID.fullmatch(self.name) or self.name in BUILT_IN_RULES:
+            raise ValueError(f"name {self.name!r}: use lowercase letters, digits and '-' (at most 64), "
+                             f"not one of {', '.join(BUILT_IN_RULES)}")
+        object.__setattr__(self, "prefix", _prefix(self.prefix))
+        key, value = self.tag
+        if not 0 < len(key) <= TAG_KEY_LIMIT or len(value) > TAG_VALUE_LIMIT:
+            raise ValueError(f"tag {self.tag!r}: a key of 1-{TAG_KEY_LIMIT} characters and a value of at most "
+                             f"{TAG_VALUE_LIMIT}")
+        object.__setattr__(self, "tag", (key, value))
+        if self.days < 1:
+            raise ValueError(f"days {self.days}: must be at least 1")
 
 
 class ModelBucket(Construct):
@@ -80,11 +122,13 @@ class ModelBucket(Construct):
             (e.g. `{"staging": 7}`). Default none.
         purpose: what the bucket holds when it is not model data, as the tag
             `llm-serving-stacks:purpose` (e.g. "anyscale-storage"). Default none.
+        expire_tagged: `TaggedExpiration` rules: objects under a prefix that carry a tag expire
+            after some days (e.g. model snapshots no environment pinned). Default none.
 
     `log_access_to(AccessLogBucket)` turns on S3 server access logging.
 
-    Grants (`grant_read`, `grant_write`, `grant_delete`) attach one inline policy
-    per intent to an `Identity` and return it.
+    Grants (`grant_read`, `grant_write`, `grant_delete`, `grant_tag`) attach one inline
+    policy per intent to an `Identity` and return it.
     """
 
     def __init__(
@@ -101,6 +145,7 @@ class ModelBucket(Construct):
         prevent_destroy: bool = False,
         expire_prefixes: Mapping[str, int] | None = None,
         purpose: str | None = None,
+        expire_tagged: Sequence[TaggedExpiration] = (),
     ):
         super().__init__(scope, id)
         require("bucket_name", bucket_name_problem(bucket_name))
@@ -117,6 +162,11 @@ class ModelBucket(Construct):
             raise ValueError(f"expire_prefixes: {exc}") from None
         if any(days < 1 for days in expire_prefixes.values()):
             raise ValueError("expire_prefixes: days must be at least 1")
+        expire_tagged = tuple(expire_tagged)
+        taken = {f"expire-{prefix.replace('/', '-')}" for prefix in expire_prefixes}
+        names = [rule.name for rule in expire_tagged]
+        if clash := sorted({n for n in names if names.count(n) > 1 or n in taken}):
+            raise ValueError(f"expire_tagged: rule name {clash[0]!r} is used by another lifecycle rule")
         self._name, self._key_arn, self._region, self._partition = bucket_name, kms_key_arn, region, partition
 
         self.bucket = S3Bucket(
@@ -182,6 +232,14 @@ class ModelBucket(Construct):
                     filter=[S3BucketLifecycleConfigurationRuleFilter(prefix=f"{prefix}/")],
                     expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=days)],
                 ) for prefix, days in sorted(expire_prefixes.items())),
+                *(S3BucketLifecycleConfigurationRule(
+                    id=rule.name, status="Enabled",
+                    # A prefix and a tag together: S3 takes both only inside `and`.
+                    filter=[S3BucketLifecycleConfigurationRuleFilter(and_=[S3BucketLifecycleConfigurationRuleFilterAnd(
+                        prefix=f"{rule.prefix}/", tags=dict([rule.tag]),
+                    )])],
+                    expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=rule.days)],
+                ) for rule in expire_tagged),
             ],
             # Lifecycle rules on noncurrent versions need versioning in place first.
             depends_on=[versioning],
@@ -246,6 +304,20 @@ class ModelBucket(Construct):
         p = _prefix(prefix)
         return identity.add_policy(self._policy_name("delete", p), [
             Statement("DeleteObjects", ("s3:DeleteObject",), (self.objects_arn(p),)),
+        ])
+
+    def grant_tag(self, identity: Identity, prefix: str) -> IamRolePolicy:
+        """Read, set and remove the tags of objects under `prefix/`; returns the policy.
+
+        An upload that tags its object (a `Tagging` header, multipart included) needs this besides
+        `grant_write`. Tags decide what `expire_tagged` rules expire, so changing them is a grant of
+        its own: setting a tag can schedule an object's expiry, removing one can keep it forever.
+        Current versions only (no `s3:*ObjectVersionTagging`).
+        """
+        p = _prefix(prefix)
+        return identity.add_policy(self._policy_name("tag", p), [
+            Statement("TagObjects", ("s3:PutObjectTagging", "s3:GetObjectTagging", "s3:DeleteObjectTagging"),
+                      (self.objects_arn(p),)),
         ])
 
     def log_access_to(self, log_bucket: AccessLogBucket) -> S3BucketLoggingA:

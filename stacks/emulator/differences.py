@@ -89,7 +89,28 @@ def for_emulator(tf: dict, endpoint: str, provider_version: str) -> tuple[dict, 
             "them as a deny, so the emulator would refuse every upload, the compliant ones too; the synth tests "
             "assert the statements exactly, and tests/emulator/test_snapshot_rules_apply.py applies them (without "
             "uploads) and reads them back"))
+    if rewritten := _tag_filters_without_and(resources.get("aws_s3_bucket_lifecycle_configuration", {})):
+        differences.append(Difference(
+            f"lifecycle rules that filter on a prefix and a tag applied on the tag alone ({', '.join(rewritten)})",
+            "the provider sends ObjectSizeGreaterThan 0 inside a filter's `and` and moto drops it, so the provider "
+            "would wait for the configuration it sent until it times out (3 min); moto runs no lifecycle rule, so "
+            "only what is read back differs; the synth tests assert the `and` filter exactly"))
     return tf, differences
+
+
+def _tag_filters_without_and(lifecycles: dict[str, dict]) -> list[str]:
+    """Rewrites (in place) each rule filtering on `and { prefix, one tag }` to filter on that tag; returns their ids."""
+    rewritten = []
+    for body in lifecycles.values():
+        for rule in body.get("rule", []):
+            for f in rule.get("filter") or []:
+                conditions = f.get("and") or []
+                if len(conditions) == 1 and len(conditions[0].get("tags") or {}) == 1 \
+                        and set(conditions[0]) <= {"prefix", "tags"}:
+                    ((key, value),) = f.pop("and")[0]["tags"].items()
+                    f["tag"] = [{"key": key, "value": value}]
+                    rewritten.append(rule["id"])
+    return sorted(set(rewritten))
 
 
 # Condition keys moto cannot evaluate (it has no value for them), of the statements

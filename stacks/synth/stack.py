@@ -20,7 +20,7 @@ from infra import node_runtime  # noqa: F401  (before cdktf: picks the Node runt
 from cdktf import S3Backend, TerraformOutput, TerraformStack
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 
-from app.spec import ADAPTERS_PREFIX, STAGING_PREFIX, WEIGHTS_PREFIX
+from app.spec import ADAPTERS_PREFIX, STAGING_PREFIX, UNPINNED_TAG, WEIGHTS_PREFIX
 from infra import (
     AccessLogBucket,
     AnyscaleOperatorIdentity,
@@ -37,6 +37,7 @@ from infra import (
     ServingIdentity,
     Taint,
 )
+from infra.bucket import TaggedExpiration
 from infra.efa_network import EfaNetwork
 from stacks.config.schema import Bucket
 from stacks.errors import ConfigError
@@ -69,7 +70,8 @@ class ServingStack(TerraformStack):
             self._backend()
         with self._field("buckets"):
             self.key_arn = self._encryption_key()
-            self.weights = self._bucket("weights", self.names.weights_bucket, env.buckets.weights)
+            self.weights = self._bucket("weights", self.names.weights_bucket, env.buckets.weights,
+                                        expire_tagged=self._unpinned_snapshots_expire())
             # upload-adapter stages there first; what an interrupted upload leaves stays resumable this long.
             self.lora = self._bucket("lora", self.names.lora_bucket, env.buckets.lora, {STAGING_PREFIX: STAGING_EXPIRATION_DAYS})
             # The Anyscale cloud's object storage (target anyscale), a bucket of its own.
@@ -138,8 +140,15 @@ class ServingStack(TerraformStack):
         )
         return self.key.key_arn
 
+    def _unpinned_snapshots_expire(self) -> list[TaggedExpiration]:
+        """Snapshots publish with UNPINNED_TAG and `llmstacks pin` removes it: only never-pinned ones expire."""
+        days = self.plan.env.buckets.weights.unpinned_snapshot_days
+        if days is None:
+            return []
+        return [TaggedExpiration("expire-unpinned-snapshots", prefix=WEIGHTS_PREFIX, tag=UNPINNED_TAG, days=days)]
+
     def _bucket(self, id: str, name: str, settings: Bucket, expire_prefixes: dict[str, int] | None = None,
-                purpose: str | None = None) -> ModelBucket:
+                purpose: str | None = None, expire_tagged: list[TaggedExpiration] | None = None) -> ModelBucket:
         return ModelBucket(
             self,
             id,
@@ -152,6 +161,7 @@ class ServingStack(TerraformStack):
             prevent_destroy=self.plan.env.buckets.prevent_destroy,
             expire_prefixes=expire_prefixes,
             purpose=purpose,
+            expire_tagged=expire_tagged or (),
         )
 
     def _access_logs(self) -> AccessLogBucket | None:
@@ -289,6 +299,8 @@ class ServingStack(TerraformStack):
             bucket.grant_read(identity, prefix)
             bucket.grant_write(identity, prefix)
             bucket.grant_delete(identity, prefix)
+        # Snapshots upload tagged UNPINNED_TAG, and `llmstacks pin` removes the tag.
+        self.weights.grant_tag(identity, WEIGHTS_PREFIX)
         return identity
 
     def _publish_specs(self) -> str:

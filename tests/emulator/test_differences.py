@@ -23,7 +23,8 @@ def test_the_emulator_copy_changes_only_what_it_says_and_leaves_the_synthesized_
     backend = tf["terraform"]["backend"]["s3"]
     assert (backend["encrypt"], backend["use_lockfile"], backend["endpoints"]["s3"]) == (True, True, ENDPOINT)
     assert not any(kind in tf["resource"] for kind in NOT_EMULATED)
-    kept = {k: v for k, v in original["resource"].items() if k not in (*NOT_EMULATED, "aws_s3_bucket_policy")}
+    rewritten = ("aws_s3_bucket_policy", "aws_s3_bucket_lifecycle_configuration")
+    kept = {k: v for k, v in original["resource"].items() if k not in (*NOT_EMULATED, *rewritten)}
     for kind, items in kept.items():
         for name, body in items.items():
             applied = tf["resource"][kind][name]
@@ -38,12 +39,20 @@ def test_the_emulator_copy_changes_only_what_it_says_and_leaves_the_synthesized_
         kept_statements = [s for s in statements if s["Sid"] not in left_out]
         applied = json.loads(policies[name]["policy"])["Statement"] if name in policies else []
         assert applied == [{**s, "Resource": s["Resource"][0]} for s in kept_statements]
+    # Lifecycle rules on a prefix and a tag go on the tag alone, and nothing else changes.
+    for name, body in resources(original, "aws_s3_bucket_lifecycle_configuration").items():
+        expected = copy.deepcopy(body)
+        for rule in expected["rule"]:
+            for f in rule["filter"]:
+                if "and" in f:
+                    f["tag"] = [{"key": k, "value": v} for k, v in f.pop("and")[0]["tags"].items()]
+        assert resources(tf, "aws_s3_bucket_lifecycle_configuration")[name] == expected
     # prod logs three buckets: weights, LoRA and the Anyscale cloud's storage.
     assert [s["Sid"] for p in policies.values() for s in json.loads(p["policy"])["Statement"]] == [
         "DeliverAccessLogs0", "DeliverAccessLogs1", "DeliverAccessLogs2"]
     assert not any(d.startswith(("aws_eks_addon", "aws_eks_access_entry")) for items in tf["resource"].values()
                    for body in items.values() for d in body.get("depends_on", []))
-    assert {d.what.split(" ")[0] for d in differences} >= {"AWS", "aws_eks_addon", "TLS-only", "SSE-KMS"}
+    assert {d.what.split(" ")[0] for d in differences} >= {"AWS", "aws_eks_addon", "TLS-only", "SSE-KMS", "lifecycle"}
     assert all(d.why for d in differences)
 
 
