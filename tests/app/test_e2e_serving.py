@@ -15,6 +15,7 @@ default load is. Structured output needs no engine setting and is asked of dev's
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -24,6 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import yaml
 
 from app.spec import weights_uri
 from artifact_fixtures import adapter_dir, model_dir
@@ -39,6 +41,7 @@ ADAPTERS = {"support": 8, "legal": 16}
 FEATURES = "llama-3.2-1b-instruct"  # dev's other model, served with the request features' engine settings
 FEATURE_ENGINE_KWARGS = {"limit_mm_per_prompt": {"image": 2}, "reasoning_parser": "deepseek_r1"}
 MODEL_TYPES = {MODEL: "tiny-test", FEATURES: "tiny-features"}
+PINS: dict[str, tuple[str, str]] = {}  # model id -> (the field upload-model names, the snapshot it printed)
 
 
 def free_port() -> int:
@@ -83,7 +86,13 @@ def published(writer_env, tmp_path_factory):
     models = {MODEL: model_dir(root, shards=1, model_type=MODEL_TYPES[MODEL]),
               FEATURES: model_dir(root, shards=2, model_type=MODEL_TYPES[FEATURES], name="features")}
     for model_id, folder in models.items():
-        assert main(["upload-model", "--config", str(ENV_FILE), "--model", model_id, "--from", str(folder)]) == 0
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["upload-model", "--config", str(ENV_FILE), "--model", model_id, "--from", str(folder)]) == 0
+        # The line upload-model prints for the environment file, as a user copies it.
+        (pin,) = [line for line in out.getvalue().splitlines() if line.startswith("pin it: models[")]
+        field, snapshot = pin.removeprefix("pin it: ").split(": ")
+        PINS[model_id] = (field, snapshot)
     for name, rank in ADAPTERS.items():
         adapter = adapter_dir(root, name, rank=rank, base_model=MODEL)
         assert main(["upload-adapter", "--config", str(ENV_FILE), "--model", MODEL, "--adapter", name, "--from", str(adapter)]) == 0
@@ -91,8 +100,16 @@ def published(writer_env, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def env_file(published):
-    return ENV_FILE
+def env_file(published, tmp_path_factory):
+    """dev.yaml with each model pinned to the snapshot upload-model printed for it."""
+    data = yaml.safe_load(ENV_FILE.read_text())
+    for model_id, (field, snapshot) in PINS.items():
+        index = int(field.split("[", 1)[1].split("]", 1)[0])
+        assert data["models"][index]["id"] == model_id and field.endswith(".weights.snapshot")
+        data["models"][index]["weights"]["snapshot"] = snapshot
+    path = tmp_path_factory.mktemp("pinned") / "dev.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +237,9 @@ def test_each_replica_holds_the_published_tensors_loaded_the_way_its_args_say(se
     rendered = llm_config_dict(spec, model)["engine_kwargs"].get("load_format")
     assert (rendered == "runai_streamer") == (model.load == "stream")
     report = load_report(model_id)
-    assert report == {"load": model.load, "source": weights_uri(served_args["weights_bucket"], model_id),
+    # Exactly the pinned snapshot: the one upload-model printed, and nothing else of the model's folder.
+    assert model.snapshot == PINS[model_id][1]
+    assert report == {"load": model.load, "source": weights_uri(served_args["weights_bucket"], model_id, model.snapshot),
                       **local_digest(published[model_id])}
     assert report["tensors"] == {MODEL: 1, FEATURES: 2}[model_id]
     if model_id == FEATURES:
