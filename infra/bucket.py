@@ -124,6 +124,9 @@ class ModelBucket(Construct):
             `llm-serving-stacks:purpose` (e.g. "anyscale-storage"). Default none.
         expire_tagged: `TaggedExpiration` rules: objects under a prefix that carry a tag expire
             after some days (e.g. model snapshots no environment pinned). Default none.
+        require_kms_uploads: deny uploads encrypted any other way than SSE-KMS with
+            `kms_key_arn`. Default True; turn it off only for a bucket another vendor's
+            services write with headers of their own (its default encryption still applies).
 
     `log_access_to(AccessLogBucket)` turns on S3 server access logging.
 
@@ -146,6 +149,7 @@ class ModelBucket(Construct):
         expire_prefixes: Mapping[str, int] | None = None,
         purpose: str | None = None,
         expire_tagged: Sequence[TaggedExpiration] = (),
+        require_kms_uploads: bool = True,
     ):
         super().__init__(scope, id)
         require("bucket_name", bucket_name_problem(bucket_name))
@@ -205,7 +209,7 @@ class ModelBucket(Construct):
         S3BucketPolicy(
             self, "policy", bucket=self.bucket.id,
             policy=policy_document([*tls_only_statements(self.bucket_arn),
-                                    *kms_upload_statements(self.bucket_arn, kms_key_arn)]),
+                                    *(kms_upload_statements(self.bucket_arn, kms_key_arn) if require_kms_uploads else ())]),
             depends_on=[public_access],
         )
         S3BucketLifecycleConfiguration(

@@ -75,8 +75,10 @@ class ServingStack(TerraformStack):
             # upload-adapter stages there first; what an interrupted upload leaves stays resumable this long.
             self.lora = self._bucket("lora", self.names.lora_bucket, env.buckets.lora, {STAGING_PREFIX: STAGING_EXPIRATION_DAYS})
             # The Anyscale cloud's object storage (target anyscale), a bucket of its own.
+            # Anyscale's services write it with encryption headers of their own choosing: the upload
+            # rule of the data buckets is left off (its default SSE-KMS with the key still applies).
             self.anyscale_storage = (self._bucket("anyscale-storage", self.names.anyscale_bucket, Bucket(),
-                                                  purpose="anyscale-storage")
+                                                  purpose="anyscale-storage", require_kms_uploads=False)
                                      if env.serving.target == "anyscale" else None)
             self.access_logs = self._access_logs()
         with self._field("cluster"):
@@ -148,7 +150,8 @@ class ServingStack(TerraformStack):
         return [TaggedExpiration("expire-unpinned-snapshots", prefix=WEIGHTS_PREFIX, tag=UNPINNED_TAG, days=days)]
 
     def _bucket(self, id: str, name: str, settings: Bucket, expire_prefixes: dict[str, int] | None = None,
-                purpose: str | None = None, expire_tagged: list[TaggedExpiration] | None = None) -> ModelBucket:
+                purpose: str | None = None, expire_tagged: list[TaggedExpiration] | None = None,
+                require_kms_uploads: bool = True) -> ModelBucket:
         return ModelBucket(
             self,
             id,
@@ -162,6 +165,7 @@ class ServingStack(TerraformStack):
             expire_prefixes=expire_prefixes,
             purpose=purpose,
             expire_tagged=expire_tagged or (),
+            require_kms_uploads=require_kms_uploads,
         )
 
     def _access_logs(self) -> AccessLogBucket | None:
