@@ -90,7 +90,8 @@ clean:
 # The cdktf CLI runs `python -m stacks` (cdktf.json) and then Terraform; it
 # needs Terraform >= 1.10 on PATH and credentials for the environment's account.
 # The platform stack depends on the AWS stack: cdktf deploys them in that order.
+# STACKS="<env>" deploys the AWS stack alone (the deploy workflow pins weights in between).
 deploy: $(VENV)/.installed-base
-	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment>" >&2; exit 2; }
+	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment> [STACKS=<stacks>]" >&2; exit 2; }
 	PATH="$$($(PY) -c 'import infra.node_runtime as n; print(n.wheel_node().parent)'):$$PATH" \
-		npx --yes $(CDKTF_CLI) deploy $(ENV) $(ENV)-platform
+		npx --yes $(CDKTF_CLI) deploy $(or $(STACKS),$(ENV) $(ENV)-platform)

@@ -76,14 +76,18 @@ def test_main_deploys_dev_then_staging_then_prod_behind_environments():
     assert deploy["environment"] == "${{ inputs.stack }}"
     runs = [step.get("run", "") for step in deploy["steps"]]
     order = [i for i, r in enumerate(runs) if "llmstacks check" in r or "make deploy" in r or "llmstacks publish" in r]
-    assert len(order) == 3 and order == sorted(order)  # gate, deploy, then publish
+    assert len(order) == 4 and order == sorted(order)  # gate, deploy (AWS, then with the platform), then publish
 
 
 def test_the_deploy_pins_the_weights_snapshots_after_the_gate_and_before_deploying_them():
+    """The AWS stack (which creates the weights bucket), then the pin, then the platform stack that
+    serves the pinned snapshots: a first deploy fails at the pin, not at a replica start."""
     steps = load("deploy-environment.yml")["jobs"]["deploy"]["steps"]
-    runs = [step.get("run", "") for step in steps]
-    gate, pin, deploy = (next(i for i, r in enumerate(runs) if text in r) for text in ("llmstacks check", "llmstacks pin", "make deploy"))
-    assert gate < pin < deploy  # the gate installs the venv it runs from
+    runs = [step.get("run", "").strip() for step in steps]
+    gate, pin = (next(i for i, r in enumerate(runs) if text in r) for text in ("llmstacks check", "llmstacks pin"))
+    aws = runs.index('make deploy ENV="$STACK" STACKS="$STACK"')
+    both = runs.index('make deploy ENV="$STACK"')
+    assert gate < aws < pin < both  # the gate installs the venv it runs from
     assert steps[pin]["run"].strip() == '.venv/bin/llmstacks pin --env "$STACK"'
     assert steps[pin]["env"] == {"STACK": "${{ inputs.stack }}"}  # the input through the environment; no secret
     # With the credentials the job assumed for the deploy, and no others.

@@ -83,7 +83,7 @@ def _check_pinnable(s3, pin: Pin) -> None:
         if error_code(exc) != "NoSuchBucket":
             raise
         raise ConfigError(pin.source, pin.field, f"{pin.snapshot} is not published: the weights bucket s3://{pin.bucket} "
-                          "does not exist yet (deploy the environment without this model first, then upload-model)") from None
+                          "does not exist yet: deploy the AWS stack first (make deploy ENV=<env> STACKS=<env>), then upload-model") from None
     if manifest is None:
         raise ConfigError(pin.source, pin.field, f"{pin.snapshot} is not published in {where} (expired or never uploaded): "
                           "run upload-model again; identical content gives the same snapshot")
