@@ -205,7 +205,8 @@ def app_args(model_id: str, router_class: str, router_kwargs: dict | None = None
     return {
         "region": "us-east-1", "weights_bucket": "routing-test-weights", "lora_bucket": "routing-test-lora",
         "models": [{
-            "id": model_id, "max_model_len": 32768, "server_cls": SERVER_CLS, "accelerator_type": None,
+            "id": model_id, "snapshot": "0123456789abcdef", "max_model_len": 32768, "server_cls": SERVER_CLS,
+            "accelerator_type": None,
             "min_replicas": replicas, "max_replicas": replicas,
             "target_ongoing_requests": max_ongoing_requests // 2, "max_ongoing_requests": max_ongoing_requests,
             "routing": {"request_router_class": router_class, "request_router_kwargs": router_kwargs or {}},

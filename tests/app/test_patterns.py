@@ -49,15 +49,15 @@ ARGS = {
     "weights_bucket": "llm-prod-weights-111111111111",
     "lora_bucket": "llm-prod-lora-111111111111",
     "models": [
-        {"id": "qwen2.5-7b-instruct", "accelerator_type": "L4", "max_model_len": 8192, "min_replicas": 0,
+        {"id": "qwen2.5-7b-instruct", "snapshot": "0123456789abcdef", "accelerator_type": "L4", "max_model_len": 8192, "min_replicas": 0,
          "max_replicas": 3, "lora": {"max_adapters_per_replica": 8, "max_rank": 32}},
-        {"id": "llama-3.1-405b-instruct", "pattern": "multi_node", "accelerator_type": "H100", "max_model_len": 16384,
+        {"id": "llama-3.1-405b-instruct", "snapshot": "1123456789abcdef", "pattern": "multi_node", "accelerator_type": "H100", "max_model_len": 16384,
          "tensor_parallel_size": 8, "pipeline_parallel_size": 2, "min_replicas": 1, "max_replicas": 2,
          "placement": {"strategy": "PACK", "bundles": gpus(16)}},
-        {"id": "deepseek-v3", "pattern": "data_parallel", "accelerator_type": "H100", "max_model_len": 32768,
+        {"id": "deepseek-v3", "snapshot": "2123456789abcdef", "pattern": "data_parallel", "accelerator_type": "H100", "max_model_len": 32768,
          "data_parallel_size": 4, "tensor_parallel_size": 2, "expert_parallel": True, "min_replicas": 1,
          "max_replicas": 2, "placement": {"strategy": "STRICT_PACK", "bundles": gpus(2)}},
-        {"id": "llama-3.3-70b-pd", "pattern": "disaggregated", "kv_connector": "nixl", "accelerator_type": "H100",
+        {"id": "llama-3.3-70b-pd", "snapshot": "3123456789abcdef", "pattern": "disaggregated", "kv_connector": "nixl", "accelerator_type": "H100",
          "max_model_len": 32768, "tensor_parallel_size": 4, "min_replicas": 1, "max_replicas": 3,
          "target_ongoing_requests": 16, "max_ongoing_requests": 32, "lora": {},
          "placement": {"strategy": "STRICT_PACK", "bundles": gpus(4)},
@@ -285,7 +285,7 @@ def test_gated_models_fetch_their_token_in_rays_data_parallel_and_disaggregated_
 
     def gated(args):
         for model in args["models"][2:]:
-            model.update(weights="huggingface", hf_id="org/gated", hf_token_secret="llm-prod/hf-token")
+            model.update(weights="huggingface", snapshot=None, hf_id="org/gated", hf_token_secret="llm-prod/hf-token")
 
     with mock_aws():
         boto3.client("secretsmanager", region_name="us-west-2").create_secret(Name="llm-prod/hf-token", SecretString=TOKEN)
@@ -386,14 +386,16 @@ def e2e_args(s3_endpoint, tmp_path_factory):
     for bucket in E2E_BUCKETS:
         s3.create_bucket(Bucket=bucket)
     root = tmp_path_factory.mktemp("patterns")
-    for model_id in (E2E_STANDARD, E2E_DATA_PARALLEL):
-        upload_model(s3, E2E_BUCKETS[0], model_id, model_dir(root, shards=1, model_type=f"tiny-{model_id}", name=model_id))
+    snapshots = {model_id: upload_model(s3, E2E_BUCKETS[0], model_id, model_dir(root, shards=1, model_type=f"tiny-{model_id}",
+                                                                            name=model_id)).snapshot
+                 for model_id in (E2E_STANDARD, E2E_DATA_PARALLEL)}
     cpu = {"accelerator_type": None, "max_model_len": 4096, "target_ongoing_requests": 8, "max_ongoing_requests": 16}
     return {
         "region": E2E_REGION, "weights_bucket": E2E_BUCKETS[0], "lora_bucket": E2E_BUCKETS[1], "s3_endpoint_url": s3_endpoint,
         "models": [
-            {"id": E2E_STANDARD, "server_cls": "cpu_engine:CpuLLMServer", **cpu},
-            {"id": E2E_DATA_PARALLEL, "server_cls": "cpu_engine:CpuDPServer", "pattern": "data_parallel",
+            {"id": E2E_STANDARD, "snapshot": snapshots[E2E_STANDARD], "server_cls": "cpu_engine:CpuLLMServer", **cpu},
+            {"id": E2E_DATA_PARALLEL, "snapshot": snapshots[E2E_DATA_PARALLEL], "server_cls": "cpu_engine:CpuDPServer",
+             "pattern": "data_parallel",
              "data_parallel_size": 2, "expert_parallel": True, "placement": {"strategy": "PACK", "bundles": [{"CPU": 1}]},
              **cpu},
         ],

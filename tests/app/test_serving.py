@@ -18,6 +18,7 @@ ARGS = {
     "models": [
         {
             "id": "qwen2.5-7b-instruct",
+            "snapshot": "0123456789abcdef",
             "accelerator_type": "L4",
             "max_model_len": 8192,
             "min_replicas": 0,
@@ -50,7 +51,7 @@ def test_bucket_model_reads_weights_and_adapters_from_their_prefixes():
     config = llm_config_dict(parse_args(ARGS), parse_args(ARGS).models[0])
     assert config["model_loading_config"] == {
         "model_id": "qwen2.5-7b-instruct",
-        "model_source": "s3://llm-dev-weights-111111111111/models/qwen2.5-7b-instruct",
+        "model_source": "s3://llm-dev-weights-111111111111/models/qwen2.5-7b-instruct/0123456789abcdef",
     }
     assert config["lora_config"] == {
         "dynamic_lora_loading_path": "s3://llm-dev-lora-111111111111/adapters/qwen2.5-7b-instruct",

@@ -36,7 +36,7 @@ def test_other_engine_settings_pass_through(key):
     assert engine_kwarg_problem(key) is None
 
 
-BASE = {"id": "m", "max_model_len": 4096}
+BASE = {"id": "m", "max_model_len": 4096, "snapshot": "0123456789abcdef"}
 
 
 @pytest.mark.parametrize(("fields", "needle"), [
@@ -69,3 +69,14 @@ def test_each_pattern_is_a_valid_contract():
     spec = ModelSpec.model_validate({**BASE, "pattern": "disaggregated", "kv_connector": "nixl",
                                      "prefill": {"tensor_parallel_size": 2}})
     assert spec.prefill == PrefillSpec(tensor_parallel_size=2)
+
+
+@pytest.mark.parametrize(("fields", "needle"), [
+    ({"snapshot": None}, "bucket weights are served from a pinned snapshot"),
+    ({"weights": "huggingface", "hf_id": "org/model"}, "Hugging Face weights have none"),
+    ({"snapshot": "../other-model00"}, "String should match pattern"),
+])
+def test_the_contract_serves_bucket_weights_from_one_pinned_snapshot(fields, needle):
+    with pytest.raises(ValidationError) as caught:
+        ModelSpec.model_validate({**BASE, **fields})
+    assert needle in str(caught.value)
