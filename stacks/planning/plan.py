@@ -18,22 +18,16 @@ import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.catalog import EKS_VERSIONS, GPUS
+from infra.catalog import EKS_VERSIONS
 from stacks.config.checks import Problem, check_environment
 from stacks.config.loader import load_environment
 from stacks.config.models import Deployment, Model, Replicas
 from stacks.config.names import Names
 from stacks.config.schema import Environment
 from stacks.errors import ConfigError
-from stacks.planning.capacity import (
-    DEFAULT_UTILIZATION,
-    CapacityPlan,
-    LoadTargets,
-    load_targets,
-    options,
-    plan,
-)
-from stacks.planning.model_catalog import CATALOG, Architecture, find, from_config
+from stacks.planning.capacity import CapacityPlan, LoadTargets
+from stacks.planning.model_catalog import Architecture
+from stacks.planning.placement import dedicated_pool_problems, placement_problem
 from stacks.planning.pools import (
     At,
     PoolPlan,
@@ -41,6 +35,11 @@ from stacks.planning.pools import (
     nodes_per_replica,
     pool_plan,
     with_models,
+)
+from stacks.planning.sizing import (
+    find_architecture,
+    fitting_capacity,
+    part_load_targets,
 )
 
 
@@ -230,9 +229,9 @@ def plan_environment(env: Environment, source: str = "<environment>", today: dat
     deployments = {m.id: m.deployments(i) for i, m in enumerate(env.models)}
     for i, model in enumerate(env.models):
         for d in deployments[model.id]:
-            if problem := _placement_problem(model, d, shapes[d.node_pool]):
+            if problem := placement_problem(model, d, shapes[d.node_pool]):
                 problems.append(problem)
-    problems += _dedicated_pools(env, deployments, shapes)
+    problems += dedicated_pool_problems(env, deployments)
     if problems:
         raise ConfigError(source, problems[0].field, problems[0].message, more=len(problems) - 1)
     every = [d for ds in deployments.values() for d in ds]
@@ -252,16 +251,19 @@ def plan_environment(env: Environment, source: str = "<environment>", today: dat
             ))
     models = []
     for i, model in enumerate(env.models):
-        if (architecture := _architecture(model, i, problems)) is None:
+        if (architecture := find_architecture(model, i, problems)) is None:
             continue
         if model.pattern == "data_parallel" and not architecture.experts:
             problems.append(Problem(f"models[{i}].pattern", f"data_parallel spreads a mixture-of-experts model's experts "
                                     f"over a gang of engines; {architecture.hf_id} is dense: serve it standard and "
                                     "raise replicas instead"))
             continue
-        parts = [_part(model, d, architecture, pools[d.node_pool], problems) for d in deployments[model.id]]
-        if all(parts):
-            models.append(ModelPlan(model, i, architecture, tuple(p for p in parts if p)))
+        parts = []
+        for d in deployments[model.id]:
+            if capacity := fitting_capacity(model, d, architecture, pools[d.node_pool], problems):
+                parts.append(PartPlan(d, pools[d.node_pool], capacity, part_load_targets(model, d, capacity)))
+        if len(parts) == len(deployments[model.id]):
+            models.append(ModelPlan(model, i, architecture, tuple(parts)))
     if problems:
         raise ConfigError(source, problems[0].field, problems[0].message, more=len(problems) - 1)
     warnings = _warnings(env, list(pools.values()), models, today or datetime.date.today())
@@ -312,131 +314,3 @@ def _warnings(env: Environment, pools: list[PoolPlan], models: list[ModelPlan], 
                                 "this stack: log it elsewhere (CloudTrail data events), and the policy gate fails "
                                 "CKV_AWS_18 on both buckets until policies/baseline.yaml says where"))
     return warnings
-
-
-def _placement_problem(model: Model, d: Deployment, pool: PoolPlan) -> Problem | None:
-    """Whether a replica of `d` can be placed on its pool as its pattern places it."""
-    tp, pp, dp, per_node = d.tensor_parallel_size, d.pipeline_parallel_size, d.data_parallel_size, pool.gpus_per_node
-    node = f"a node of pool {pool.name!r} ({per_node} x {pool.config.accelerator})"
-    if model.pattern == "multi_node":
-        # Each pipeline stage takes one whole node: tensor parallelism stays on NVLink, and the
-        # pool's free GPUs always come in whole nodes, so Ray's PACK placement puts one stage per node.
-        if tp != per_node:
-            return Problem(f"{d.field}.tensor_parallel_size",
-                           f"pattern multi_node runs one pipeline stage per node, tensor parallel within it: "
-                           f"tensor_parallel_size must be {per_node}, the GPUs of {node}, not {tp}")
-        if pp > pool.config.max_size:
-            return Problem(f"{d.field}.pipeline_parallel_size",
-                           f"{pp} pipeline stages need {pp} nodes of pool {pool.name!r} at once, but its max_size is "
-                           f"{pool.config.max_size}")
-        return None
-    if tp * pp * dp <= per_node:
-        return None
-    if model.pattern == "data_parallel":
-        return Problem(f"{d.field}.data_parallel_size",
-                       f"data_parallel_size {dp} x tensor_parallel_size {tp} = {dp * tp} GPUs does not fit {node}: "
-                       "a data-parallel gang runs on one node; lower either, or use a larger instance type")
-    field = "tensor_parallel_size" if tp > per_node else "pipeline_parallel_size"
-    hint = (f"; or pattern: multi_node with tensor_parallel_size {per_node} to run one pipeline stage per node"
-            if model.pattern == "standard" and per_node and (tp * pp) % per_node == 0 and tp * pp > per_node else "")
-    return Problem(f"{d.field}.{field}",
-                   f"tensor_parallel_size {tp} x pipeline_parallel_size {pp} = {tp * pp} GPUs does not fit {node}; "
-                   f"lower the parallelism or use a larger instance type{hint}")
-
-
-def _dedicated_pools(env: Environment, deployments: dict[str, tuple[Deployment, ...]],
-                     shapes: dict[str, PoolPlan]) -> list[Problem]:
-    """A multi-node model has its pool to itself: then every node it may get is whole, which is
-    what keeps each of its pipeline stages on one node."""
-    problems = []
-    for model in env.models:
-        if model.pattern != "multi_node":
-            continue
-        own = deployments[model.id][0]
-        others = [d.field for m in env.models if m.id != model.id for d in deployments[m.id] if d.node_pool == own.node_pool]
-        if others:
-            problems.append(Problem(f"{others[0]}.node_pool",
-                                    f"pool {own.node_pool!r} runs multi-node model {model.id!r}, whose replicas take whole "
-                                    f"nodes; give this deployment another pool"))
-    return problems
-
-
-def architecture_of(model: Model) -> Architecture | None:
-    """The model's architecture: `architecture` (a catalog model or a config.json), else its hf_id,
-    lora.base_model or id in the catalog. None if unknown; ValueError/OSError if a config.json is unusable."""
-    if model.architecture:
-        if model.architecture.endswith(".json"):
-            return from_config(Path(model.architecture))
-        return find(model.architecture)
-    for name in (model.weights.hf_id, model.lora.base_model, model.id):
-        if name and (found := find(name)):
-            return found
-    return None
-
-
-def capacity_of(model: Model, d: Deployment, architecture: Architecture, pool: PoolPlan) -> CapacityPlan:
-    """The planner for one engine of `d` on the pool's GPU, with the model's engine settings."""
-    engine = model.engine_kwargs
-    return plan(
-        architecture, pool.gpu, tensor_parallel=d.tensor_parallel_size, pipeline_parallel=d.pipeline_parallel_size,
-        max_model_len=model.max_model_len, gpu_memory_utilization=engine.gpu_memory_utilization or DEFAULT_UTILIZATION,
-        dtype=engine.dtype or "auto", kv_cache_dtype=engine.kv_cache_dtype or "auto", quantization=engine.quantization,
-        max_num_batched_tokens=engine.max_num_batched_tokens, max_num_seqs=engine.max_num_seqs,
-        expert_parallel=d.data_parallel_size * d.tensor_parallel_size if model.uses_expert_parallel else 1,
-    )
-
-
-def _architecture(model: Model, i: int, problems: list[Problem]) -> Architecture | None:
-    where = f"models[{i}]"
-    try:
-        architecture = architecture_of(model)
-    except ConfigError as exc:  # unreadable, not a regular file, or too large
-        problems.append(Problem(f"{where}.architecture", f"cannot read {model.architecture!r}: {exc.message}"))
-        return None
-    except ValueError as exc:  # not a usable config.json
-        problems.append(Problem(f"{where}.architecture", f"cannot read {model.architecture!r}: {exc}"))
-        return None
-    if architecture is None:
-        problems.append(Problem(
-            f"{where}.architecture",
-            f"no architecture known for {model.id!r}: set architecture to a catalog model "
-            f"(e.g. {next(iter(CATALOG.values())).hf_id}; `llmstacks plan-capacity --list`) or a config.json path",
-        ))
-    return architecture
-
-
-def _part(model: Model, d: Deployment, architecture: Architecture, pool: PoolPlan,
-          problems: list[Problem]) -> PartPlan | None:
-    """Every engine fits its GPU with room for at least one request of max_model_len."""
-    capacity = capacity_of(model, d, architecture, pool)
-    if not capacity.fits:
-        problems.append(Problem(
-            d.field,
-            f"{model.id}{'' if d.role == 'model' else ' ' + d.role} does not fit {pool.gpu.name} "
-            f"(tp {d.tensor_parallel_size} x pp {d.pipeline_parallel_size}, max_model_len {model.max_model_len:,}): "
-            f"{capacity.problems[0]}. Options: {options(architecture, GPUS[pool.gpu.name], capacity)}",
-        ))
-        return None
-    return PartPlan(d, pool, capacity, _load_targets(model, d, capacity))
-
-
-def _load_targets(model: Model, d: Deployment, capacity: CapacityPlan) -> LoadTargets:
-    """The environment's load targets where it sets them, else the planner's from the workload.
-    A prefill engine holds a request's prompt only, until decode takes its KV cache."""
-    work = model.workload
-    typical, p95 = ((work.prompt_tokens.typical, work.prompt_tokens.p95) if d.role == "prefill"
-                    else (work.typical_tokens, work.p95_tokens))
-    # No request is longer than max_model_len (the default workload may describe longer ones).
-    derived = load_targets(capacity, typical_tokens=min(typical, model.max_model_len),
-                           p95_tokens=min(p95, model.max_model_len))
-    target, maximum = derived.target_ongoing_requests, derived.max_ongoing_requests
-    if d.role == "prefill" or (model.max_ongoing_requests is None and model.target_ongoing_requests is None):
-        return derived
-    if model.max_ongoing_requests is not None:
-        maximum = model.max_ongoing_requests
-        target = min(target, maximum)
-    if model.target_ongoing_requests is not None:
-        target = model.target_ongoing_requests
-        maximum = max(maximum, int(target + 0.999))
-    return LoadTargets(target, maximum, f"set in the environment file (derived: target "
-                       f"{derived.target_ongoing_requests:g}, max {derived.max_ongoing_requests})")
