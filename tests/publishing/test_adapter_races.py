@@ -17,9 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 from artifact_fixtures import adapter_dir
+from local_s3 import empty, fresh_bucket
 from botocore.exceptions import ClientError
 
 from stacks.cli import main
@@ -47,17 +47,7 @@ sys.exit(main(sys.argv[3:]))
 
 @pytest.fixture
 def s3(s3_endpoint, monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION,
-                       "AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", region_name=REGION)
-    try:
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    empty_bucket(client)
-    return client
+    return fresh_bucket(monkeypatch, s3_endpoint, BUCKET, REGION)
 
 
 @pytest.fixture
@@ -77,9 +67,7 @@ def atomic_conditional_writes(monkeypatch):
 
 
 def empty_bucket(s3) -> None:
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET):
-        for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
-            s3.delete_object(Bucket=BUCKET, Key=v["Key"], VersionId=v["VersionId"])
+    empty(s3, BUCKET)
 
 
 def keys(s3, prefix: str = "") -> set[str]:

@@ -14,16 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 import yaml
-
-from stacks.publishing.adapter_dirs import AdapterTarget, base_model_matches
-from stacks.publishing.adapters import upload_adapter
-from stacks.errors import ArtifactError
 from artifact_fixtures import adapter_dir, write_safetensors
+from local_s3 import empty, fresh_bucket
+
 from stacks.cli import main
 from stacks.config.loader import ENVIRONMENTS_DIR
+from stacks.errors import ArtifactError
+from stacks.publishing.adapter_dirs import AdapterTarget, base_model_matches
+from stacks.publishing.adapters import upload_adapter
 
 LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
 BUCKET, REGION = "llm-dev-lora-111111111111", "us-west-2"
@@ -33,23 +33,11 @@ TARGET = AdapterTarget(QWEN, 32, (QWEN, "Qwen/Qwen2.5-7B-Instruct"), where="dev.
 
 @pytest.fixture
 def s3(s3_endpoint, monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION,
-                       "AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", region_name=REGION)
-    try:
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    empty_bucket(client)
-    return client
+    return fresh_bucket(monkeypatch, s3_endpoint, BUCKET, REGION)
 
 
 def empty_bucket(s3) -> None:
-    for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET):
-        for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
-            s3.delete_object(Bucket=BUCKET, Key=v["Key"], VersionId=v["VersionId"])
+    empty(s3, BUCKET)
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 from artifact_fixtures import model_dir, write_safetensors
+from local_s3 import fresh_bucket
 
 from app.spec import SNAPSHOT_PATTERN, UNPINNED_TAG
 from stacks.cli import main
@@ -29,18 +29,7 @@ PREFIX = f"models/{MODEL}/"
 
 @pytest.fixture
 def s3(s3_endpoint, monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", region_name=REGION)
-    try:
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    for page in client.get_paginator("list_object_versions").paginate(Bucket=BUCKET):
-        for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
-            client.delete_object(Bucket=BUCKET, Key=v["Key"], VersionId=v["VersionId"])
-    return client
+    return fresh_bucket(monkeypatch, s3_endpoint, BUCKET, REGION, versioned=False)
 
 
 def keys(s3) -> set[str]:

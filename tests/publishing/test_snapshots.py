@@ -14,6 +14,7 @@ import time
 import boto3
 import pytest
 from artifact_fixtures import environment_dir, model_dir, write_safetensors
+from local_s3 import fresh_bucket
 
 from app.spec import UNPINNED_TAG
 from stacks.cli import main
@@ -30,19 +31,7 @@ WRITES = {"PutObject", "CreateMultipartUpload", "UploadPart", "UploadPartCopy", 
 
 @pytest.fixture
 def s3(s3_endpoint, monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", region_name=REGION)
-    try:
-        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
-    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})  # as the stack makes it
-    for page in client.get_paginator("list_object_versions").paginate(Bucket=BUCKET):
-        for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
-            client.delete_object(Bucket=BUCKET, Key=v["Key"], VersionId=v["VersionId"])
-    return client
+    return fresh_bucket(monkeypatch, s3_endpoint, BUCKET, REGION)
 
 
 @pytest.fixture
