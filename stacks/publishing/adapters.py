@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,13 +32,11 @@ from stacks.publishing.adapter_dirs import (
     scan_adapter_dir,
 )
 from stacks.publishing.aws import (
-    CONDITIONAL_CONFLICT,
     NOT_FOUND,
-    PRECONDITION_FAILED,
     error_code,
 )
 from stacks.publishing.aws import transfer_config as default_transfer_config
-from stacks.publishing.claims import ATTEMPTS, Claim, release_claim, take_claim
+from stacks.publishing.claims import Claim, release_claim, take_claim
 from stacks.publishing.files import CONFIG_LIMIT, parse_json, read_small
 from stacks.publishing.objects import (
     SHA_METADATA,
@@ -49,6 +46,7 @@ from stacks.publishing.objects import (
     holds,
     list_folders,
     list_keys,
+    put_if_absent,
     read_object,
     upload_missing,
 )
@@ -191,23 +189,12 @@ def _in_place(s3, bucket: str, staging: str, final: str, f: LocalFile, transfer_
 
 def _put_config(s3, bucket: str, key: str, f: LocalFile) -> bool:
     """Write adapter_config.json from the local bytes if the key is free; False if it is taken."""
-    from botocore.exceptions import ClientError  # noqa: PLC0415
-
     body = read_small(f, CONFIG_LIMIT)
     if hashlib.sha256(body).hexdigest() != f.sha256:
         raise ArtifactError(f"{shown(f.path)}: changed while being published; rerun once it is final")
-    for attempt in range(ATTEMPTS):
-        try:
-            s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/json",
-                          ChecksumAlgorithm="SHA256", Metadata={SHA_METADATA: f.sha256})
-            return True
-        except ClientError as exc:
-            if error_code(exc) in PRECONDITION_FAILED:
-                return False
-            if error_code(exc) not in CONDITIONAL_CONFLICT:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    return False
+    return put_if_absent(lambda: s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*",
+                                               ContentType="application/json", ChecksumAlgorithm="SHA256",
+                                               Metadata={SHA_METADATA: f.sha256}))
 
 
 def list_adapters(s3, bucket: str, model_ids: Iterable[str] | None = None) -> list[PublishedAdapter]:

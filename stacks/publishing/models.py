@@ -11,14 +11,16 @@ does or wherever it is interrupted.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.spec import snapshot_prefix
 from stacks.errors import ArtifactError
-from stacks.publishing.aws import CONDITIONAL_CONFLICT, NOT_FOUND, PRECONDITION_FAILED, error_code
+from stacks.publishing.aws import (
+    NOT_FOUND,
+    error_code,
+)
 from stacks.publishing.aws import transfer_config as default_transfer_config
 from stacks.publishing.files import read_json_object, safetensors_header, with_digests
 from stacks.publishing.manifests import (
@@ -30,15 +32,29 @@ from stacks.publishing.manifests import (
     read_manifest,
     snapshot_id,
 )
-from stacks.publishing.objects import SHA_METADATA, delete_keys, head, holds, read_object, upload_missing
+from stacks.publishing.objects import (
+    SHA_METADATA,
+    delete_keys,
+    head,
+    holds,
+    put_if_absent,
+    read_object,
+    upload_missing,
+)
 from stacks.publishing.scan import LocalFile, local_files, shown
-from stacks.publishing.snapshots import UNPINNED_TAGGING, legacy_objects, snapshots_in, unlisted_keys, verify_snapshot
+from stacks.publishing.snapshots import (
+    UNPINNED_TAGGING,
+    legacy_objects,
+    snapshots_in,
+    unlisted_keys,
+    verify_snapshot,
+)
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 # Gemma 3's tokenizer_config.json alone is over 1 MiB (thousands of added tokens).
 TOKENIZER_CONFIG_LIMIT = 16 * 1024 * 1024
 # Any snapshot's prefix has this length: names are checked against S3's key limit before the id is known.
 SNAPSHOT_PLACEHOLDER = "0" * 16
-ATTEMPTS = 5
 REUSE_SNAPSHOTS = 20  # the manifests of at most this many other snapshots are read to copy unchanged files
 
 
@@ -224,16 +240,5 @@ def _put(s3, bucket: str, key: str, body: bytes, tagging: str | None, **extra) -
 
 def _put_manifest(s3, bucket: str, key: str, manifest: dict, tagging: str | None) -> bool:
     """Write the manifest unless one is there (S3's conditional write); False: another upload did."""
-    from botocore.exceptions import ClientError  # noqa: PLC0415
-
-    for attempt in range(ATTEMPTS):
-        try:
-            _put(s3, bucket, key, manifest_bytes(manifest), tagging, IfNoneMatch="*", ContentType="application/json")
-            return True
-        except ClientError as exc:
-            if error_code(exc) in PRECONDITION_FAILED:
-                return False
-            if error_code(exc) not in CONDITIONAL_CONFLICT:
-                raise
-            time.sleep(0.2 * (attempt + 1))  # another manifest is being written: look again
-    return False
+    return put_if_absent(lambda: _put(s3, bucket, key, manifest_bytes(manifest), tagging, IfNoneMatch="*",
+                                      ContentType="application/json"))

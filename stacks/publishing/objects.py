@@ -12,7 +12,12 @@ import copy
 from collections.abc import Callable
 
 from stacks.errors import ArtifactError
-from stacks.publishing.aws import NOT_FOUND, error_code
+from stacks.publishing.aws import (
+    CONDITIONAL_CONFLICT,
+    NOT_FOUND,
+    PRECONDITION_FAILED,
+    error_code,
+)
 from stacks.publishing.files import checksum_matches
 from stacks.publishing.scan import LocalFile, open_regular, shown
 
@@ -140,3 +145,27 @@ def delete_keys(s3, bucket: str, keys: list[str]) -> None:
         if errors := result.get("Errors"):
             first = errors[0]
             raise ArtifactError(f"S3 refused to delete s3://{bucket}/{first['Key']}: {first.get('Code')}: {first.get('Message', '')}")
+
+
+# Tries of a conditional write while S3 reports another one to the key in flight (409).
+CONDITIONAL_ATTEMPTS = 5
+
+
+def put_if_absent(write: Callable[[], object]) -> bool:
+    """Run `write`, a conditional PUT (If-None-Match: *): True if it wrote, False if the key was
+    already taken; retried while another conditional write to the key is in flight."""
+    import time  # noqa: PLC0415
+
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
+    for attempt in range(CONDITIONAL_ATTEMPTS):
+        try:
+            write()
+            return True
+        except ClientError as exc:
+            if error_code(exc) in PRECONDITION_FAILED:
+                return False
+            if error_code(exc) not in CONDITIONAL_CONFLICT:
+                raise
+            time.sleep(0.2 * (attempt + 1))  # another write is in flight: look again
+    return False

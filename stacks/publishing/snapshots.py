@@ -24,7 +24,14 @@ from stacks.publishing.manifests import (
     snapshot_id,
     snapshot_of,
 )
-from stacks.publishing.objects import delete_keys, head, list_folders, list_keys, read_object, stream_sha256
+from stacks.publishing.objects import (
+    delete_keys,
+    head,
+    list_folders,
+    list_keys,
+    read_object,
+    stream_sha256,
+)
 
 UNPINNED_TAGGING = f"{UNPINNED_TAG[0]}={UNPINNED_TAG[1]}"  # S3's Tagging header form
 
