@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.catalog import efa_interfaces
-from infra.rules import efa_instance_types_problem, label_value_problem, require
+from infra.efa_rules import efa_instance_types_problem
+from infra.rules import label_value_problem, require
 from infra.scheduling import POOL_LABEL
 
 # What the device plugin advertises per node, one unit per EFA device.

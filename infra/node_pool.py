@@ -31,13 +31,13 @@ from cdktf_cdktf_provider_aws.launch_template import (
 from infra.autoscaler import NODE_TEMPLATE, AsgTag, autoscaler_node_labels, autoscaler_tags
 from infra.catalog import Gpu, InstanceType, gpu_instance
 from infra.efa import EFA_RESOURCE, interface_layout, pool_efa_interfaces
+from infra.efa_rules import efa_subnets_problem
 from infra.identity import IDENTITY_TAG
 from infra.policy import dns_suffix, managed_policy_arn, service_trust
 from infra.rules import (
     ami_type_problem,
     capacity_type_problem,
     cluster_reference_problem,
-    efa_subnets_problem,
     label_value_problem,
     node_group_name_problem,
     partition_problem,

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from infra import rules
 from infra.catalog import DEFAULT_EKS_VERSION, GPUS, REGIONS
+from infra.efa_rules import efa_instance_types_problem
 from stacks.config.fields import (
     INSTANCE_TYPE_PATTERN,
     MAX_LABELS,
@@ -137,7 +138,7 @@ class NodePool(Strict):
     def _efa_instance_types(cls, value: bool, info: ValidationInfo) -> bool:
         # Reported at node_pools[i].efa; instance_types is validated first (it comes earlier).
         if value and "instance_types" in info.data:
-            if problem := rules.efa_instance_types_problem(info.data["instance_types"]):
+            if problem := efa_instance_types_problem(info.data["instance_types"]):
                 raise ValueError(problem)
         return value
 

@@ -25,7 +25,7 @@ from infra.charts import CHARTS
 from infra.efa import EFA_RESOURCE, device_plugin_values, interface_layout, pod_resources
 from infra.efa_anyscale import EfaAnyscaleInstanceType
 from infra.efa_network import EfaNetwork
-from infra.rules import efa_instance_types_problem, efa_subnets_problem
+from infra.efa_rules import efa_instance_types_problem, efa_subnets_problem
 from infra.scheduling import POOL_LABEL
 from stacks.config.loader import ENVIRONMENTS_DIR
 from stacks.specs.render import RAYSERVICE_FILE, render_specs
