@@ -13,6 +13,7 @@ import re
 
 import pytest
 
+from app.spec import UNPINNED_TAG
 from conftest import resources
 from stacks.config.schema import Bucket
 from stacks.emulator.differences import EMULATOR_NOISE, NOT_EMULATED
@@ -171,6 +172,23 @@ def test_what_the_emulator_leaves_out_is_only_what_it_cannot_run(local_deploymen
     gone = {kind for kind in synthesized[env]["resource"] if kind not in applied["resource"]}
     assert gone <= set(NOT_EMULATED)
     assert all(d.why for d in local_deployments[env].differences)
+
+
+@pytest.mark.parametrize("env", ("dev", "staging", "prod"))
+def test_the_weights_bucket_expires_only_tagged_snapshot_objects_after_the_environments_days(local_deployments,
+                                                                                            shipped_plans, env):
+    deployment, plan = local_deployments[env], shipped_plans[env]
+    s3 = deployment.emulator.client("s3")
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=plan.names.weights_bucket)["Rules"]}
+    rule = rules["expire-unpinned-snapshots"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Expiration"] == {"Days": plan.env.buckets.weights.unpinned_snapshot_days}
+    # On the tag alone here: moto cannot hold the `and` filter the provider sends
+    # (stacks/emulator/differences.py); tests/infra/test_snapshot_rules.py asserts the prefix too.
+    assert rule["Filter"] == {"Tag": {"Key": UNPINNED_TAG[0], "Value": UNPINNED_TAG[1]}}
+    assert any(d.what.startswith("lifecycle rules that filter on a prefix and a tag") for d in deployment.differences)
+    lora = s3.get_bucket_lifecycle_configuration(Bucket=plan.names.lora_bucket)["Rules"]
+    assert "expire-unpinned-snapshots" not in {r["ID"] for r in lora}
 
 
 def test_prod_refuses_to_be_destroyed(local_deployments):

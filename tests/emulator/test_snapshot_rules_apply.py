@@ -6,8 +6,9 @@ treats such a Deny as holding, so it refuses every upload, compliant or not: sho
 the emulator copy leaves them out (stacks/emulator/differences.py) and the shipped environments
 apply without them. Here dev's buckets and key (without objects, which moto would refuse) are
 applied with the policies exactly as synthesized, and read back. The lifecycle rule is read back
-from the shipped environments' apply, on its tag alone (moto cannot hold the `and` filter the
-provider sends: another difference of the emulator copy). And our uploader is shown to send no
+from the shipped environments' apply in test_local_deploy.py (before dev is destroyed there), on
+its tag alone (moto cannot hold the `and` filter the provider sends: another difference of the
+emulator copy). And our uploader is shown to send no
 encryption header, so S3 encrypts with the bucket's default (the environment's key) and the
 denies never apply to it.
 """
@@ -23,7 +24,6 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from app.spec import UNPINNED_TAG
 from conftest import resources
 from stacks.errors import ToolError
 
@@ -90,23 +90,6 @@ def test_the_upload_denies_are_applied_exactly_as_synthesized(applied):
         assert allowed == {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}
         (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
         assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}
-
-
-@pytest.mark.parametrize("env", ("dev", "staging", "prod"))
-def test_the_weights_bucket_expires_only_tagged_snapshot_objects_after_the_environments_days(local_deployments,
-                                                                                            shipped_plans, env):
-    deployment, plan = local_deployments[env], shipped_plans[env]
-    s3 = deployment.emulator.client("s3")
-    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=plan.names.weights_bucket)["Rules"]}
-    rule = rules["expire-unpinned-snapshots"]
-    assert rule["Status"] == "Enabled"
-    assert rule["Expiration"] == {"Days": plan.env.buckets.weights.unpinned_snapshot_days}
-    # On the tag alone here: moto cannot hold the `and` filter the provider sends
-    # (stacks/emulator/differences.py); tests/infra/test_snapshot_rules.py asserts the prefix too.
-    assert rule["Filter"] == {"Tag": {"Key": UNPINNED_TAG[0], "Value": UNPINNED_TAG[1]}}
-    assert any(d.what.startswith("lifecycle rules that filter on a prefix and a tag") for d in deployment.differences)
-    lora = s3.get_bucket_lifecycle_configuration(Bucket=plan.names.lora_bucket)["Rules"]
-    assert "expire-unpinned-snapshots" not in {r["ID"] for r in lora}
 
 
 # --- against moto as a plain S3 server ------------------------------------------------------------
