@@ -8,14 +8,13 @@ tests/emulator/test_local_deploy.py applies already; leaving it out keeps this t
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
 import yaml
 
 from stacks.config.loader import ENVIRONMENTS_DIR
-from stacks.errors import ToolError
+from local_apply import only, start
 
 # The construct paths (under the stack) of what EFA touches.
 KEPT = ("node-role/", "pool-", "efa/")
@@ -23,7 +22,6 @@ KEPT = ("node-role/", "pool-", "efa/")
 
 @pytest.fixture(scope="module")
 def applied(tmp_path_factory):
-    from stacks.emulator.deploy import LocalDeployment
     from stacks.planning.plan import plan_file
     from stacks.synth.run import synthesize
 
@@ -35,16 +33,7 @@ def applied(tmp_path_factory):
     plan = plan_file(root / "dev.yaml")
     synthesize([plan], root / "cdktf.out", replace_all=True)
     tf = json.loads((root / "cdktf.out" / "stacks" / "dev" / "cdk.tf.json").read_text())
-    subset = copy.deepcopy(tf)
-    subset["resource"] = {kind: kept for kind, items in tf["resource"].items()
-                          if (kept := {name: b for name, b in items.items()
-                                       if b["//"]["metadata"]["path"].split("/", 1)[1].startswith(KEPT)})}
-    subset.pop("output", None)
-    (root / "subset.json").write_text(json.dumps(subset))
-    try:
-        deployment = LocalDeployment.start(plan, root / "subset.json", root / "work")
-    except ToolError as exc:  # Terraform or the provider mirror missing: say which, in one line
-        pytest.fail(str(exc), pytrace=False)
+    deployment = start(plan, only(tf, KEPT), root)
     try:
         deployment.apply()
         yield deployment, plan

@@ -15,7 +15,6 @@ denies never apply to it.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import uuid
@@ -25,7 +24,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from conftest import resources
-from stacks.errors import ToolError
+from local_apply import only, start
 
 # The construct paths (under the stack) applied here; objects go out (moto would refuse them under
 # these policies), as do access logging (to a bucket not applied) and lifecycle (read back from
@@ -43,21 +42,10 @@ def resolve(text: str, state: dict[str, dict]) -> str:
 
 @pytest.fixture(scope="module")
 def applied(synth_dir, shipped_plans, tmp_path_factory):
-    from stacks.emulator.deploy import LocalDeployment
-
     plan = shipped_plans["dev"]
     tf = json.loads((synth_dir / "stacks" / "dev" / "cdk.tf.json").read_text())
-    subset = copy.deepcopy(tf)
-    subset["resource"] = {kind: kept for kind, items in tf["resource"].items() if kind not in LEFT_OUT
-                          if (kept := {name: b for name, b in items.items()
-                                       if b["//"]["metadata"]["path"].split("/", 1)[1].startswith(KEPT)})}
-    subset.pop("output", None)
-    root = tmp_path_factory.mktemp("snapshot-rules")
-    (root / "subset.json").write_text(json.dumps(subset))
-    try:
-        deployment = LocalDeployment.start(plan, root / "subset.json", root / "work")
-    except ToolError as exc:  # Terraform or the provider mirror missing: say which, in one line
-        pytest.fail(str(exc), pytrace=False)
+    subset = only(tf, KEPT, LEFT_OUT)
+    deployment = start(plan, subset, tmp_path_factory.mktemp("snapshot-rules"))
     try:
         # The emulator copy left the policies out (they held only denies moto cannot evaluate):
         # with no object to upload, they can go back exactly as synthesized.
