@@ -232,13 +232,13 @@ def test_the_ingress_serves_the_openai_routes(graph):
 
 
 def test_the_patterns_example_as_the_stacks_render_it_builds(no_cluster):
-    """examples/patterns.yaml (multi_node, data_parallel with LoRA, disaggregated on two pools): the args the
+    """stacks/examples/patterns.yaml (multi_node, data_parallel with LoRA, disaggregated on two pools): the args the
     service spec carries build, each part placed on its own pool."""
     from conftest import ROOT
     from stacks.planning.plan import plan_file
     from stacks.specs.app_args import app_args
 
-    ingress = build_app(app_args(plan_file(ROOT / "examples" / "patterns.yaml")).model_dump())._bound_deployment
+    ingress = build_app(app_args(plan_file(ROOT / "stacks" / "examples" / "patterns.yaml")).model_dump())._bound_deployment
     deployments = {mid: bound._bound_deployment for mid, bound in ingress.init_kwargs["llm_deployments"].items()}
     prefill = deployments["llama-3.1-70b-instruct"].init_kwargs["prefill_server"]._bound_deployment
     built = {d.name: (placement(d)[0], {k for b in placement(d)[1] for k in b if k.startswith("llmstacks-pool")},

@@ -1,4 +1,4 @@
-"""`examples/patterns.yaml` through the real command: it synthesizes, its specs pass the vendors'
+"""`stacks/examples/patterns.yaml` through the real command: it synthesizes, its specs pass the vendors'
 schemas, and the plan and the rendered specs serve each pattern as the README says (Llama 3.1
 405B over two nodes, a mixture-of-experts model as data-parallel gangs, Llama 3.1 70B with
 prefill and decode apart). Then the mistakes one makes writing such a file, each refused in one
@@ -17,7 +17,7 @@ from cli.test_bad_input import LLMSTACKS, assert_refused
 from stacks.planning.plan import plan_file
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_FILE = ROOT / "examples" / "patterns.yaml"
+EXAMPLE_FILE = ROOT / "stacks" / "examples" / "patterns.yaml"
 EXAMPLE = yaml.safe_load(EXAMPLE_FILE.read_text())
 BIG, MOE, PD = "llama-3.1-405b-instruct", "qwen3-30b-a3b", "llama-3.1-70b-instruct"
 
@@ -25,7 +25,7 @@ BIG, MOE, PD = "llama-3.1-405b-instruct", "qwen3-30b-a3b", "llama-3.1-70b-instru
 @pytest.fixture(scope="module")
 def synthesized(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("example") / "tmp"
-    result = subprocess.run([LLMSTACKS, "synth", "--config", "examples/patterns.yaml", "--outdir", str(out)],
+    result = subprocess.run([LLMSTACKS, "synth", "--config", "stacks/examples/patterns.yaml", "--outdir", str(out)],
                             check=False, capture_output=True, text=True, cwd=ROOT, timeout=600)
     return result, out
 

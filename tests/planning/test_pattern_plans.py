@@ -18,7 +18,7 @@ from stacks.specs.app_args import app_args
 from stacks.specs.render import ANYSCALE_FILE, RAYSERVICE_FILE, SERVE_FILE, render_specs
 from stacks.specs.validate import placement_problems
 
-EXAMPLE = yaml.safe_load((Path(__file__).parents[2] / "examples" / "patterns.yaml").read_text())
+EXAMPLE = yaml.safe_load((Path(__file__).parents[2] / "stacks" / "examples" / "patterns.yaml").read_text())
 
 
 def planned(change=None):

@@ -23,7 +23,7 @@ GIB = 2**30
 LLAMA_405B = find("meta-llama/Llama-3.1-405B-Instruct")
 QWEN3_MOE = find("Qwen/Qwen3-30B-A3B")
 GPT_OSS = find("openai/gpt-oss-120b")
-EXAMPLE = Path(__file__).parents[2] / "examples" / "patterns.yaml"
+EXAMPLE = Path(__file__).parents[2] / "stacks" / "examples" / "patterns.yaml"
 
 # ------------------------------------------------------------------ Llama 3.1 405B, tp 8 x pp 2
 

@@ -20,7 +20,7 @@ from stacks.preview import preview, to_json, to_markdown
 from stacks.preview.diff import capacity_rows, compare, model_facts
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = yaml.safe_load((ROOT / "examples" / "patterns.yaml").read_text())
+EXAMPLE = yaml.safe_load((ROOT / "stacks" / "examples" / "patterns.yaml").read_text())
 
 
 def planned(change=None):
@@ -142,7 +142,7 @@ def repo(tmp_path_factory) -> Path:
     git(repo, "init", "--quiet", "--initial-branch", "base")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", "--all")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet", "-m", "base")
-    shutil.copy2(ROOT / "examples" / "patterns.yaml", envs / "patterns.yaml")
+    shutil.copy2(ROOT / "stacks" / "examples" / "patterns.yaml", envs / "patterns.yaml")
     return repo
 
 
