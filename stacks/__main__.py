@@ -1,12 +1,11 @@
 """`python -m stacks`: the cdktf app entry (cdktf.json "app").
 
-Synthesizes every environment into the directory the cdktf CLI asks for
-(CDKTF_OUTDIR), or cdktf.out.
+Synthesizes every environment of the project into the directory the cdktf CLI
+asks for (CDKTF_OUTDIR), or the project's output folder.
 """
 
-import os
 import sys
 
 from stacks.cli import main
 
-sys.exit(main(["synth", "--outdir", os.environ.get("CDKTF_OUTDIR", "cdktf.out")]))
+sys.exit(main(["synth"]))

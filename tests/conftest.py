@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stacks.config.loader import environment_files
+from stacks.config.loader import ENVIRONMENTS_DIR, environment_files
 from stacks.planning.plan import plan_file
 
 TESTS = Path(__file__).resolve().parent
@@ -33,7 +33,7 @@ def s3_endpoint():
 @pytest.fixture(scope="session")
 def shipped_plans():
     """Environment name -> the plan of each shipped environment file."""
-    return {p.stem: plan_file(p) for p in environment_files()}
+    return {p.stem: plan_file(p) for p in environment_files(ENVIRONMENTS_DIR)}
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 
 from infra.catalog import GPUS, INSTANCE_TYPES, PRICES_AS_OF, InstanceType, gpu_instance
-from stacks.cli.arguments import environment_file, fraction, positive
-from stacks.config.loader import ENVIRONMENTS_DIR
+from stacks.cli.arguments import ENV_DIR_HELP, environment_file, fraction, positive
 from stacks.config.models import Workload
 from stacks.errors import ConfigError
 from stacks.planning.capacity import (
@@ -95,7 +94,7 @@ def register(commands) -> None:
     capacity.add_argument("--output-tokens-p95", type=positive, metavar="N", help=f"default {chat.output_tokens.p95}")
     capacity.add_argument("--env", metavar="NAME", help="plan the models of this environment")
     capacity.add_argument("--config", metavar="PATH", help="plan the models of this environment file")
-    capacity.add_argument("--env-dir", default=str(ENVIRONMENTS_DIR), metavar="DIR", help="where --env names are looked up")
+    capacity.add_argument("--env-dir", metavar="DIR", help=ENV_DIR_HELP)
     capacity.add_argument("--json", action="store_true", help="one JSON object (shape below)")
     capacity.add_argument("--list", action="store_true", help="list the catalog's models and GPUs")
     capacity.set_defaults(func=cmd_plan_capacity)

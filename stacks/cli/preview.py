@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stacks.config.loader import ENVIRONMENTS_DIR
+from stacks.cli.arguments import ENV_DIR_HELP
 
 
 def register(commands) -> None:
@@ -13,7 +13,7 @@ def register(commands) -> None:
     preview.add_argument("--base", required=True, metavar="REF", help="the git revision to compare with (e.g. origin/main)")
     preview.add_argument("--format", choices=("markdown", "json"), default="markdown")
     preview.add_argument("--output", metavar="FILE", help="write the preview here instead of standard output")
-    preview.add_argument("--env-dir", default=str(ENVIRONMENTS_DIR), metavar="DIR")
+    preview.add_argument("--env-dir", metavar="DIR", help=ENV_DIR_HELP)
     preview.add_argument("--no-policy", action="store_true", help="skip the policy gate (faster; no checkov needed)")
     preview.add_argument("--snapshot-details", action="store_true",
                          help="read each pinned weights snapshot's size and date from the weights bucket "
@@ -26,11 +26,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
     describe = None
     if args.snapshot_details:
-        from stacks.publishing.aws import s3_client  # noqa: PLC0415
         from stacks.preview.snapshots import describer  # noqa: PLC0415
+        from stacks.publishing.aws import s3_client  # noqa: PLC0415
 
         describe = describer(s3_client)
-    result = previews.preview(args.base, env_dir=Path(args.env_dir), policy=not args.no_policy, describe=describe)
+    result = previews.preview(args.base, env_dir=Path(args.env_dir) if args.env_dir else None, policy=not args.no_policy,
+                              describe=describe)
     text = previews.to_json(result) if args.format == "json" else previews.to_markdown(result)
     if args.output:
         Path(args.output).write_text(text)

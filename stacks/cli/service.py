@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from stacks.cli.arguments import add_environment, environment_file, percent
+from stacks.cli.arguments import add_environment, environment_file, output_dir, percent
 from stacks.planning.plan import EnvironmentPlan, plan_file
 
 
@@ -16,8 +15,7 @@ def register(commands) -> None:
     publish.add_argument("--in-place", action="store_true", help="update the running cluster instead of a new one")
     publish.add_argument("--canary-percent", type=percent, metavar="N", help="traffic share for the new version first")
     publish.add_argument("--max-surge-percent", type=percent, metavar="N", help="extra capacity during the rollout")
-    publish.add_argument("--outdir", default="cdktf.out", metavar="DIR",
-                         help="unused: for the kuberay target the platform stack applies the RayService")
+    publish.add_argument("--outdir", metavar="DIR", help="unused: for the kuberay target the platform stack applies the RayService")
     publish.set_defaults(func=cmd_publish)
 
     status = commands.add_parser("status", help="show the environment's Anyscale service status")
@@ -43,7 +41,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     specs = render_specs(plan)
     check_specs(plan, specs)
     options = RolloutOptions(in_place=args.in_place, canary_percent=args.canary_percent, max_surge_percent=args.max_surge_percent)
-    print(publish(plan, specs, options, dry_run=args.dry_run, outdir=Path(args.outdir)))
+    print(publish(plan, specs, options, dry_run=args.dry_run, outdir=output_dir(args)))
     return 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from app.spec import SNAPSHOT_PATTERN, model_id_problem, snapshot_prefix
 from infra.rules import quoted
-from stacks.cli.arguments import add_environment, environment_file
+from stacks.cli.arguments import add_environment, environment_file, environments_dir
 from stacks.cli.artifacts import size_text
 from stacks.config.loader import environment_files, load_environment
 from stacks.config.models import Model
@@ -91,7 +91,7 @@ def _pins(args: argparse.Namespace, target: Target):
     """What every environment file pins in this environment's bucket."""
     from stacks.publishing.pins import environment_pins  # noqa: PLC0415
 
-    files = [*environment_files(Path(args.env_dir)), target.source]
+    files = [*environment_files(environments_dir(args)), target.source]
     return [p for p in environment_pins(files) if p.bucket == target.bucket]
 
 

@@ -21,7 +21,10 @@ from stacks.config.schema import Environment
 from stacks.errors import ConfigError
 from stacks.inputs import YAML_MAX_BYTES, read_bounded, yaml_shape_problem
 
+# The kit's shipped environment files: examples (`llmstacks init --example`) and, in the kit's own
+# repository, its environments. Never a default: commands find a project's own (stacks.config.project).
 ENVIRONMENTS_DIR = Path(__file__).resolve().parents[1] / "environments"
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -84,11 +87,11 @@ def load_environment(path: Path | str) -> Environment:
     return env
 
 
-def environment_files(directory: Path = ENVIRONMENTS_DIR) -> list[Path]:
+def environment_files(directory: Path) -> list[Path]:
     return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
 
 
-def find_environment(name: str, directory: Path = ENVIRONMENTS_DIR) -> Path:
+def find_environment(name: str, directory: Path) -> Path:
     files = environment_files(directory)
     for path in files:
         if path.stem == name:
@@ -97,7 +100,7 @@ def find_environment(name: str, directory: Path = ENVIRONMENTS_DIR) -> Path:
     raise ConfigError(directory, "--env", f"no environment {quoted(name)} (known: {known})")
 
 
-def select_environments(names: list[str], files: list[str], directory: Path = ENVIRONMENTS_DIR) -> tuple[list[Path], bool]:
+def select_environments(names: list[str], files: list[str], directory: Path) -> tuple[list[Path], bool]:
     """The environment files named (`names` in `directory`, plus `files`); with none named, every
     file in `directory`. Also returns whether that is all of them."""
     paths = [find_environment(name, directory) for name in names] + [Path(p) for p in files]
@@ -105,8 +108,13 @@ def select_environments(names: list[str], files: list[str], directory: Path = EN
         return paths, False
     paths = environment_files(directory)
     if not paths:
-        raise ConfigError(directory, "--env-dir", "no environment files (*.yaml) in this directory")
+        raise ConfigError(directory, "", "no environment files (*.yaml) in this folder")
     return paths, True
+
+
+def shipped_examples() -> dict[str, Path]:
+    """Name -> file of every environment file the kit ships (`llmstacks init --example NAME`)."""
+    return {p.stem: p for p in [*environment_files(ENVIRONMENTS_DIR), *environment_files(EXAMPLES_DIR)]}
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:

@@ -192,7 +192,7 @@ def test_a_config_that_is_not_a_regular_file_never_blocks(tmp_path: Path, make, 
 
 
 def test_a_huge_environment_name_is_quoted_short(tmp_path: Path):
-    result = run("synth", "--env", "e" * 100_000, "--outdir", str(tmp_path / "out"), cwd=tmp_path)
+    result = run("synth", "--env-dir", str(ENVIRONMENTS_DIR), "--env", "e" * 100_000, "--outdir", str(tmp_path / "out"), cwd=tmp_path)
     assert_one_line_exit_2(result, f"error: {ENVIRONMENTS_DIR}: --env: no environment 'eeee", "(100,000 characters)")
 
 
@@ -205,7 +205,7 @@ def test_synth_never_replaces_what_is_not_its_own_output(tmp_path: Path, kind):
         target.mkdir()
         (target / "notes.txt").write_text("precious")
     before = tree(tmp_path)
-    result = run("synth", "--env", "dev", "--outdir", str(target), cwd=tmp_path)
+    result = run("synth", "--env-dir", str(ENVIRONMENTS_DIR), "--env", "dev", "--outdir", str(target), cwd=tmp_path)
     assert_one_line_exit_2(result, f"error: --outdir: {target}", "give a new or a previous output directory")
     assert tree(tmp_path) == before
 
@@ -213,7 +213,7 @@ def test_synth_never_replaces_what_is_not_its_own_output(tmp_path: Path, kind):
 def test_a_hostile_baseline_is_refused_before_anything_runs(tmp_path: Path):
     baseline = tmp_path / "baseline.yaml"
     baseline.write_text(laughs(9))
-    result = run("check", "--env", "dev", "--outdir", str(tmp_path / "out"), "--baseline", str(baseline), cwd=tmp_path)
+    result = run("check", "--env-dir", str(ENVIRONMENTS_DIR), "--env", "dev", "--outdir", str(tmp_path / "out"), "--baseline", str(baseline), cwd=tmp_path)
     assert_one_line_exit_2(result, f"error: {baseline}: ", "expands to more than 100,000 values")
     assert not (tmp_path / "out").exists()
 

@@ -298,9 +298,9 @@ def test_a_value_a_construct_still_refuses_is_one_line_naming_the_field(tmp_path
 
 
 def shipped_plans_source(env: str) -> str:
-    from stacks.config.loader import find_environment
+    from stacks.config.loader import ENVIRONMENTS_DIR, find_environment
 
-    return str(find_environment(env))
+    return str(find_environment(env, ENVIRONMENTS_DIR))
 
 
 def test_spec_objects_hold_the_spec_text_exactly_even_with_terraform_templates_in_it(tmp_path: Path):
