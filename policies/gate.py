@@ -66,7 +66,7 @@ class GateReport:
     spec_problems: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # env -> (policy id, problem)
     spec_passed: Counter = field(default_factory=Counter)
     missing_checks: list[str] = field(default_factory=list)
-    stale_baseline: list[str] = field(default_factory=list)
+    stale_baseline: list[tuple[str, Path]] = field(default_factory=list)  # (check, the baseline file naming it)
     sarif: Path | None = None
     json: Path | None = None
 
@@ -96,8 +96,8 @@ class GateReport:
             lines += [f"  FAILED {policy} {problem}" for policy, problem in specs_failed]
         lines += [f"error: custom check {c} did not run (checkov could not load it; run checkov on policies/checks to see why)"
                   for c in self.missing_checks]
-        lines += [f"note: baseline entry {c} matches no failure any more; remove it from {BASELINE_FILE.name}"
-                  for c in self.stale_baseline]
+        lines += [f"note: baseline entry {c} matches no failure any more; remove it from {path}"
+                  for c, path in self.stale_baseline]
         if self.sarif:
             lines.append(f"results: {self.json} (JSON), {self.sarif} (SARIF)")
         lines.append("policy gate: " + ("passed" if self.ok else "FAILED"))
@@ -129,32 +129,68 @@ def load_baseline(path: Path = BASELINE_FILE) -> dict[str, BaselineEntry]:
     return {e.check: e for e in entries}
 
 
+def load_baselines(paths: list[Path]) -> tuple[dict[str, BaselineEntry], dict[str, Path]]:
+    """The kit's and the team's baselines as one: (check -> entry, check -> the file naming it). A
+    check both name is skipped where either skips it."""
+    merged: dict[str, BaselineEntry] = {}
+    sources: dict[str, Path] = {}
+    for path in dict.fromkeys(p.resolve() for p in paths):
+        for check, entry in load_baseline(path).items():
+            if check in merged:
+                earlier = merged[check]
+                resources = () if not earlier.resources or not entry.resources else earlier.resources + entry.resources
+                entry = earlier.model_copy(update={"resources": resources})
+            merged[check] = entry
+            sources.setdefault(check, path)
+    return merged, sources
+
+
+def project_policies(project_root: Path | None, baseline: Path | None = None) -> tuple[tuple[Path, ...], Path | None]:
+    """(baseline files, the team's checks folder) for a project: the kit's baseline plus the
+    project's `policies/baseline.yaml` (or `baseline`), and its `policies/checks/` (checkov checks,
+    Python or YAML). In the kit's own repository the project's policies are the kit's: there
+    `baseline` replaces the kit's baseline."""
+    kit_repository = project_root is not None and project_root.resolve() == ROOT
+    own = project_root is not None and not kit_repository
+    team = baseline
+    if team is None and own and (project_root / "policies" / "baseline.yaml").is_file():
+        team = project_root / "policies" / "baseline.yaml"
+    baselines = (team,) if kit_repository and team else (BASELINE_FILE, *([team] if team else []))
+    checks = project_root / "policies" / "checks" if own else None
+    return baselines, checks if checks and checks.is_dir() else None
+
+
 def custom_check_ids() -> list[str]:
     return sorted({m for p in CHECKS_DIR.glob("*.py") for m in CUSTOM_ID.findall(p.read_text())}, key=_numeric)
 
 
-def find_checkov() -> str:
-    """$LLMSTACKS_CHECKOV, else the project's .venv-checkov, else checkov on PATH."""
+def find_checkov(project_root: Path | None = None) -> str:
+    """$LLMSTACKS_CHECKOV, else the project's .venv-checkov (or the kit repository's), else checkov on PATH."""
     configured = os.environ.get(CHECKOV_ENV)
     if configured:
         if not (Path(configured).is_file() and os.access(configured, os.X_OK)):
             raise ToolError(f"{CHECKOV_ENV}: {configured} is not an executable checkov")
         return configured
-    if LOCAL_CHECKOV.is_file():
-        return str(LOCAL_CHECKOV)
+    own = project_root is not None and project_root.resolve() != ROOT
+    for local in ([project_root / ".venv-checkov" / "bin" / "checkov"] if own else []) + [LOCAL_CHECKOV]:
+        if local.is_file():
+            return str(local)
     found = shutil.which("checkov")
     if found is None:
         raise ToolError(f"checkov: not installed: `make check` installs checkov=={CHECKOV_VERSION} into .venv-checkov "
-                        f"(or set {CHECKOV_ENV} to a checkov in its own virtualenv)")
+                        f"(in a project of your own: python3 -m venv .venv-checkov && .venv-checkov/bin/pip install "
+                        f"checkov=={CHECKOV_VERSION}; or set {CHECKOV_ENV} to a checkov in its own virtualenv)")
     return found
 
 
-def run_checkov(stacks_dir: Path, report_dir: Path, checkov: str | None = None) -> dict:
-    """checkov's JSON report for every stack under `stacks_dir`; also leaves its SARIF in `report_dir`."""
+def run_checkov(stacks_dir: Path, report_dir: Path, checkov: str | None = None, team_checks: Path | None = None) -> dict:
+    """checkov's JSON report for every stack under `stacks_dir`, with our checks and the team's
+    (`team_checks`, a folder of checkov checks); also leaves its SARIF in `report_dir`."""
     report_dir.mkdir(parents=True, exist_ok=True)
+    checks = [CHECKS_DIR] + ([team_checks] if team_checks and team_checks.resolve() != CHECKS_DIR else [])
     command = [
         checkov or find_checkov(), "--directory", str(stacks_dir), "--framework", "terraform_json",
-        "--external-checks-dir", str(CHECKS_DIR), "--skip-download", "--soft-fail",
+        *[arg for folder in checks for arg in ("--external-checks-dir", str(folder))], "--skip-download", "--soft-fail",
         "--output", "json", "--output", "sarif", "--output-file-path", str(report_dir),
     ]
     # Offline: no vendor API mapping, no guideline download.
@@ -194,9 +230,11 @@ def findings_from(report: dict, baseline: dict[str, BaselineEntry], stacks_dir: 
 
 
 def run_gate(outdir: Path, environments: list[str], report_dir: Path | None = None, *,
-             baseline_file: Path = BASELINE_FILE, checkov: str | None = None) -> GateReport:
-    """Gate the synthesized `environments` in `outdir` (cdktf.out)."""
-    baseline = load_baseline(baseline_file)
+             baselines: tuple[Path, ...] = (BASELINE_FILE,), checkov: str | None = None,
+             team_checks: Path | None = None) -> GateReport:
+    """Gate the synthesized `environments` in `outdir` (cdktf.out): our checks and the team's
+    (`team_checks`), failures skipped where one of `baselines` (the kit's, the team's) says so."""
+    baseline, sources = load_baselines(list(baselines))
     report_dir = report_dir or outdir / "policy"
     stacks_dir = outdir / "stacks"
     # Only the selected environments: checkov scans a directory, so point it at one that holds just them.
@@ -207,12 +245,12 @@ def run_gate(outdir: Path, environments: list[str], report_dir: Path | None = No
         for stack in (env, f"{env}-platform"):  # the AWS stack and, where synthesized, the in-cluster one
             if (stacks_dir / stack).is_dir():
                 shutil.copytree(stacks_dir / stack, selected / stack)
-    raw = run_checkov(selected, report_dir, checkov)
+    raw = run_checkov(selected, report_dir, checkov, team_checks)
     report = GateReport(findings=findings_from(raw, baseline, selected))
     ran = {f.check for f in report.findings}
     report.missing_checks = [c for c in custom_check_ids() if c not in ran]
     used = {f.check for f in report.findings if f.baselined}
-    report.stale_baseline = sorted(c for c in baseline if c not in used)
+    report.stale_baseline = sorted((c, sources[c]) for c in baseline if c not in used)
     for env in environments:
         documents = load_specs(outdir / "specs" / env)
         report.spec_problems[env] = []

@@ -43,6 +43,8 @@ class Preview:
     base: str
     environments: list[EnvironmentPreview]
     base_error: str | None = None
+    # The kit version each side pins (requirements.txt) and the one installed: {"base", "head", "installed"}.
+    kit: dict[str, str | None] | None = None
 
     @property
     def policy_ok(self) -> bool:
@@ -73,6 +75,7 @@ def to_markdown(result: Preview) -> str:
     out = [MARKER, f"## llm-serving-stacks preview: `{result.base}` → this change", ""]
     if result.base_error:
         out += [f"> ⚠️ {result.base_error}", ""]
+    out += [f"> {line}" for line in kit_notes(result.kit)] + ([""] if kit_notes(result.kit) else [])
     out += ["| environment | change | resources (+/~/-) | GPUs at max | GPU cost/h at min | GPU cost/h at max | policy |",
             "|---|---|---|---|---|---|---|"]
     for e in result.environments:
@@ -112,6 +115,23 @@ def to_markdown(result: Preview) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def kit_notes(kit: dict[str, str | None] | None) -> list[str]:
+    """What the preview says about the kit version: a changed pin (both versions named), and an
+    installed kit that is not the pinned one."""
+    if not kit:
+        return []
+    notes = []
+    if kit["base"] != kit["head"]:
+        notes.append(f"📦 This change moves the kit pin (requirements.txt) from llm-serving-stacks {kit['base'] or 'unpinned'} "
+                     f"to {kit['head'] or 'unpinned'}. Both revisions' environment files were synthesized with the "
+                     f"installed kit {kit['installed']}: what the upgrade itself changes in the stacks is not in this diff; "
+                     "read the kit's release notes.")
+    if kit["head"] and kit["head"] != kit["installed"]:
+        notes.append(f"⚠️ requirements.txt pins llm-serving-stacks {kit['head']}, but {kit['installed']} is installed: "
+                     "install the pinned version for a faithful preview.")
+    return notes
+
+
 def to_json(result: Preview) -> str:
-    return json.dumps({"base": result.base, "base_error": result.base_error, "policy_passed": result.policy_ok,
+    return json.dumps({"base": result.base, "base_error": result.base_error, "kit": result.kit, "policy_passed": result.policy_ok,
                        "environments": [e.as_dict() for e in result.environments]}, indent=2)

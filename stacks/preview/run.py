@@ -18,9 +18,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from policies.gate import GateReport, run_gate
-from stacks.config.loader import ENVIRONMENTS_DIR, environment_files
+from policies.gate import GateReport, find_checkov, project_policies, run_gate
+from stacks.config.loader import environment_files
+from stacks.config.project import NOT_A_PROJECT, PIN_FILE, kit_pin, locate_project
 from stacks.errors import ConfigError, ToolError
+from stacks.inputs import read_bounded
 from stacks.planning.plan import EnvironmentPlan, plan_file
 from stacks.preview.diff import (
     DescribeSnapshot,
@@ -41,24 +43,39 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
             keep_outputs: Path | None = None, describe: DescribeSnapshot | None = None) -> Preview:
     """Compare `base_ref` with the working tree of `repo` (default: the current directory's repository).
 
+    `env_dir`: default, the project's environments (the project holding `repo`, else the working
+    directory); the base revision's are the same folder at `base_ref`.
     `keep_outputs`: copy both synth outputs there (`base.out`, `head.out`), e.g. to apply them.
     `describe`: reads each pinned weights snapshot's size and date (the only step that needs AWS).
     """
-    repo = _toplevel(Path(repo or Path.cwd()).resolve())
-    env_dir = Path(env_dir or ENVIRONMENTS_DIR)
-    relative_env_dir = env_dir.resolve().relative_to(repo) if env_dir.resolve().is_relative_to(repo) else Path("stacks/environments")
+    start = Path(repo or Path.cwd()).resolve()
+    project = locate_project(start)
+    if env_dir is None and project is None:
+        raise ConfigError(start, "", NOT_A_PROJECT)
+    env_dir = Path(env_dir or project.environments).resolve()
+    repo = _toplevel(start)
+    if not env_dir.is_relative_to(repo):
+        raise ConfigError(env_dir, "--env-dir", f"outside the git repository {repo}: the preview compares its files at two revisions")
+    relative_env_dir = env_dir.relative_to(repo)
+    project_dir = (project.root if project else env_dir.parent).resolve()
+    relative_project = project_dir.relative_to(repo) if project_dir.is_relative_to(repo) else Path(".")
+    baselines, team_checks = project_policies(project.root if project else None)
     # The working tree must be valid: its errors are the user's to fix (exit 2).
     head_plans = {p.env.name: p for p in (plan_file(path) for path in environment_files(env_dir))}
 
     with tempfile.TemporaryDirectory(prefix="llmstacks-preview-") as tmp:
         workdir = Path(tmp)
-        process, tree = _start_base_synth(repo, base_ref, workdir)
+        process, tree = _start_base_synth(repo, base_ref, workdir, relative_project)
         try:
             # This revision, in this process, while the base synthesizes in another.
             head_out = workdir / "head.out"
             ordered = [head_plans[name] for name in sorted(head_plans)]
             synthesize(ordered, head_out, replace_all=True)
-            verdicts = _verdicts(run_gate(head_out, list(head_plans), workdir / "policy")) if policy and ordered else {}
+            verdicts = {}
+            if policy and ordered:
+                report = run_gate(head_out, list(head_plans), workdir / "policy", baselines=baselines, team_checks=team_checks,
+                                  checkov=find_checkov(project.root if project else None))
+                verdicts = _verdicts(report)
             try:
                 _, stderr = process.communicate(timeout=BASE_SYNTH_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -78,7 +95,8 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
                 for out in ("base.out", "head.out"):
                     if (workdir / out).is_dir():
                         shutil.copytree(workdir / out, Path(keep_outputs) / out)
-            return Preview(base_ref, environments, base_error)
+            kit = _kit_versions(tree / relative_project / PIN_FILE, project_dir / PIN_FILE)
+            return Preview(base_ref, environments, base_error, kit)
         finally:
             if process.poll() is None:
                 process.kill()
@@ -148,16 +166,36 @@ def _plan_all(directory: Path) -> tuple[dict[str, EnvironmentPlan], list[str]]:
     return plans, problems
 
 
-def _start_base_synth(repo: Path, ref: str, workdir: Path) -> tuple[subprocess.Popen, Path]:
-    """Check out `ref` in a worktree and start its own synth; (process, its worktree)."""
+def _kit_versions(base: Path, head: Path) -> dict[str, str | None]:
+    """The kit version each revision pins (requirements.txt) and the one installed here."""
+    from stacks import __version__  # noqa: PLC0415
+
+    def pinned(path: Path) -> str | None:
+        try:
+            return kit_pin(read_bounded(path, 64 * 1024, "a requirements file").decode("utf-8", "replace"))
+        except ConfigError:  # no such file (the kit's own repository has none)
+            return None
+
+    return {"base": pinned(base), "head": pinned(head), "installed": __version__}
+
+
+def _start_base_synth(repo: Path, ref: str, workdir: Path, project: Path) -> tuple[subprocess.Popen, Path]:
+    """Check out `ref` in a worktree and start the synth of its project (at `project`, relative to
+    the repository): by the base revision's own code in the kit's repository, else by the
+    installed kit; (process, its worktree)."""
     tree = workdir / "base"
     result = _git("-C", str(repo), "worktree", "add", "--detach", "--quiet", str(tree), ref)
     if result.returncode != 0:
         message = (result.stderr.strip().splitlines() or ["git worktree failed"])[-1]
         raise ConfigError("--base", "", f"cannot check out {ref!r}: {message}")
-    env = {**os.environ, "PYTHONPATH": str(tree), "CDKTF_OUTDIR": str(workdir / "base.out")}
-    process = subprocess.Popen([sys.executable, "-m", "stacks"], cwd=tree, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "CDKTF_OUTDIR": str(workdir / "base.out")}
+    if (tree / "stacks" / "cli").is_dir() and (tree / "stacks" / "__main__.py").is_file():  # the kit's own repository
+        command = [sys.executable, "-m", "stacks"]
+        env["PYTHONPATH"] = str(tree)
+    else:  # -I: not the project's folders (its policies/, say) on the import path, only the installed kit
+        command = [sys.executable, "-I", "-m", "stacks"]
+    cwd = tree / project if (tree / project).is_dir() else tree
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return process, tree
 
 
