@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stacks.cli import artifacts, capacity, local, preview, service, synth, weights
+from stacks.cli import artifacts, capacity, init, local, preview, service, synth, weights
 from stacks.errors import ToolError, UserError
 
-COMMAND_GROUPS = (synth, local, service, weights, artifacts, capacity, preview)
+COMMAND_GROUPS = (init, synth, local, service, weights, artifacts, capacity, preview)
 
 # 0: done. 1: a check found problems (policy gate, verify-model). Then, by what was raised:
 EXIT_STATUS: dict[type[Exception], int] = {
@@ -23,8 +23,18 @@ EXIT_STATUS: dict[type[Exception], int] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported like every other: one line, exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.splitlines())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmstacks", description=__doc__.splitlines()[0])
+    from stacks import __version__  # noqa: PLC0415
+
+    parser = _Parser(prog="llmstacks", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"llmstacks {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(commands)
