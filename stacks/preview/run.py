@@ -53,6 +53,8 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
     if env_dir is None and project is None:
         raise ConfigError(start, "", NOT_A_PROJECT)
     env_dir = Path(env_dir or project.environments).resolve()
+    # The working tree must be valid: its errors are the user's to fix (exit 2), before any git work.
+    head_plans = {p.env.name: p for p in (plan_file(path) for path in environment_files(env_dir))}
     repo = _toplevel(start)
     if not env_dir.is_relative_to(repo):
         raise ConfigError(env_dir, "--env-dir", f"outside the git repository {repo}: the preview compares its files at two revisions")
@@ -60,8 +62,6 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
     project_dir = (project.root if project else env_dir.parent).resolve()
     relative_project = project_dir.relative_to(repo) if project_dir.is_relative_to(repo) else Path(".")
     baselines, team_checks = project_policies(project.root if project else None)
-    # The working tree must be valid: its errors are the user's to fix (exit 2).
-    head_plans = {p.env.name: p for p in (plan_file(path) for path in environment_files(env_dir))}
 
     with tempfile.TemporaryDirectory(prefix="llmstacks-preview-") as tmp:
         workdir = Path(tmp)

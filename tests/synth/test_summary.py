@@ -20,7 +20,7 @@ from stacks.planning.plan import plan_environment
 from stacks.synth.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_FILE = ROOT / "examples" / "patterns.yaml"
+EXAMPLE_FILE = ROOT / "stacks" / "examples" / "patterns.yaml"
 EXAMPLE = yaml.safe_load(EXAMPLE_FILE.read_text())
 
 
