@@ -7,7 +7,10 @@ RayService manifest is written and the `kubectl apply` line printed.
 
 from __future__ import annotations
 
+import io
 import os
+import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from stacks.errors import ConfigError
 from stacks.planning.plan import EnvironmentPlan
-from stacks.specs.app_package import APP_DIR
+from stacks.specs.app_package import app_zip
 from stacks.specs.render import ANYSCALE_FILE, RAYSERVICE_FILE, ServiceSpecs
 
 TOKEN_ENV = "ANYSCALE_CLI_TOKEN"
@@ -41,11 +44,21 @@ def _require_credentials(source: str) -> None:
                       "or in the Anyscale console, or use --dry-run")
 
 
-def _service_config(specs: ServiceSpecs):
+def _service_config(specs: ServiceSpecs, app_dir: Path | None = None):
     from anyscale.service.models import ServiceConfig  # noqa: PLC0415  (serving extra)
 
-    # The SDK uploads local py_modules; an absolute path works from any directory.
-    return ServiceConfig(**{**specs.documents[ANYSCALE_FILE], "py_modules": [str(APP_DIR)]})
+    # The SDK uploads local py_modules (zipping the folder itself); an absolute path works from any directory.
+    return ServiceConfig(**{**specs.documents[ANYSCALE_FILE], **({"py_modules": [str(app_dir)]} if app_dir else {})})
+
+
+@contextmanager
+def _staged_app() -> Iterator[Path]:
+    """The app package exactly as the published zip holds it, in a folder of its own for the SDK
+    to upload: never the installed folder itself, where __pycache__ and strays would ride along."""
+    with tempfile.TemporaryDirectory(prefix="llmstacks-app-") as tmp:
+        with zipfile.ZipFile(io.BytesIO(app_zip())) as archive:
+            archive.extractall(tmp)
+        yield Path(tmp) / "app"
 
 
 def publish(plan: EnvironmentPlan, specs: ServiceSpecs, options: RolloutOptions, *, dry_run: bool, outdir: Path) -> str:
@@ -68,9 +81,9 @@ def publish(plan: EnvironmentPlan, specs: ServiceSpecs, options: RolloutOptions,
         _require_credentials(plan.source)
     import anyscale  # noqa: PLC0415
 
-    with _anyscale_errors(plan):
+    with _anyscale_errors(plan), _staged_app() as app_dir:
         service_id = anyscale.service.deploy(
-            config,
+            _service_config(specs, app_dir),
             in_place=options.in_place,
             canary_percent=options.canary_percent,
             max_surge_percent=options.max_surge_percent,

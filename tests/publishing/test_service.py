@@ -120,3 +120,36 @@ def test_an_unknown_cloud_is_one_line_naming_the_field(fake, capsys, tmp_path):
     assert main(["publish", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {config}: serving.anyscale.cloud: Anyscale says: Cloud with name 'no-such-cloud' not found."]
+
+
+def test_deploy_uploads_exactly_the_app_package_the_zip_holds(fake, monkeypatch, capsys):
+    """The SDK zips the py_modules folder itself: it gets a folder holding exactly the published
+    zip's files (no __pycache__ or strays from the installed package), removed afterwards."""
+    import io
+    import zipfile
+
+    from anyscale.utils.runtime_env import zip_local_dir
+
+    from stacks.specs.app_package import APP_DIR, app_zip
+
+    with zipfile.ZipFile(io.BytesIO(app_zip())) as ours:  # the zip synth published (made once per process)
+        expected = {n: ours.read(n) for n in ours.namelist()}
+    stray = APP_DIR / "stray-notes.txt"  # appears in the installed package after the zip was made
+    stray.write_bytes(b"not ours")
+    uploaded = {}
+    real_upload = fake.upload_local_dir_to_cloud_storage
+
+    def upload(local_dir, **kwargs):
+        with zip_local_dir(local_dir, excludes=kwargs.get("excludes")) as (_, data, _):
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                uploaded[local_dir] = {n: archive.read(n) for n in archive.namelist() if not n.endswith("/")}
+        return real_upload(local_dir, **kwargs)
+
+    monkeypatch.setattr(fake, "upload_local_dir_to_cloud_storage", upload)
+    try:
+        assert main(["publish", "--env", "prod"]) == 0
+    finally:
+        stray.unlink()
+    ((local_dir, files),) = uploaded.items()
+    assert files == expected and "app/serving.py" in files
+    assert Path(local_dir).name == "app" and Path(local_dir).resolve() != APP_DIR and not Path(local_dir).exists()
