@@ -91,7 +91,8 @@ clean:
 # needs Terraform >= 1.10 on PATH and credentials for the environment's account.
 # The platform stack depends on the AWS stack: cdktf deploys them in that order.
 # STACKS="<env>" deploys the AWS stack alone (the deploy workflow pins weights in between).
+# AUTO_APPROVE=1 skips cdktf's prompt: for CI, where the GitHub environment's reviewers approve.
 deploy: $(VENV)/.installed-base
-	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment> [STACKS=<stacks>]" >&2; exit 2; }
+	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment> [STACKS=<stacks>] [AUTO_APPROVE=1]" >&2; exit 2; }
 	PATH="$$($(PY) -c 'import infra.node_runtime as n; print(n.wheel_node().parent)'):$$PATH" \
-		npx --yes $(CDKTF_CLI) deploy $(or $(STACKS),$(ENV) $(ENV)-platform)
+		npx --yes $(CDKTF_CLI) deploy $(or $(STACKS),$(ENV) $(ENV)-platform)$(if $(AUTO_APPROVE), --auto-approve)

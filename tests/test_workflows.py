@@ -61,14 +61,26 @@ def test_the_deploy_pins_the_weights_snapshots_after_the_gate_and_before_deployi
     steps = load("deploy-environment.yml")["jobs"]["deploy"]["steps"]
     runs = [step.get("run", "").strip() for step in steps]
     gate, pin = (next(i for i, r in enumerate(runs) if text in r) for text in ("llmstacks check", "llmstacks pin"))
-    aws = runs.index('make deploy ENV="$STACK" STACKS="$STACK"')
-    both = runs.index('make deploy ENV="$STACK"')
+    aws = runs.index('make deploy ENV="$STACK" STACKS="$STACK" AUTO_APPROVE=1')
+    both = runs.index('make deploy ENV="$STACK" AUTO_APPROVE=1')
     assert gate < aws < pin < both  # the gate installs the venv it runs from
     assert steps[pin]["run"].strip() == '.venv/bin/llmstacks pin --env "$STACK"'
     assert steps[pin]["env"] == {"STACK": "${{ inputs.stack }}"}  # the input through the environment; no secret
     # With the credentials the job assumed for the deploy, and no others.
     assume = [i for i, s in enumerate(steps) if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@")]
     assert len(assume) == 1 and assume[0] < pin
+
+
+def test_deploys_in_ci_skip_the_prompt_and_by_hand_ask_for_it():
+    """cdktf deploy waits for an answer nobody gives in CI: the workflow approves (its environment's
+    reviewers did), `make deploy` by hand still asks."""
+    def deploy_line(*args: str) -> str:
+        result = subprocess.run(["make", "-n", "deploy", "ENV=dev", *args], check=True, capture_output=True, text=True, cwd=ROOT)
+        return next(line for line in result.stdout.splitlines() if "cdktf-cli" in line)
+
+    assert deploy_line("AUTO_APPROVE=1").endswith(" deploy dev dev-platform --auto-approve")
+    assert deploy_line().endswith(" deploy dev dev-platform")
+    assert deploy_line("STACKS=dev", "AUTO_APPROVE=1").endswith(" deploy dev --auto-approve")
 
 
 def test_the_make_preview_target_installs_the_gate_and_needs_a_base():
