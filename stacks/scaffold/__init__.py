@@ -14,11 +14,12 @@ from importlib.resources import files
 
 import yaml
 
+from stacks.config.project import DEFAULT_ENVIRONMENTS, DEFAULT_OUTPUT
+
 __all__ = ["project_files"]
 
 PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 CDKTF_APP = ".venv/bin/llmstacks synth"
-ENVIRONMENTS_DIR = "environments"
 
 # Template (under templates/) -> its path in the new repository. No dotfiles in package data
 # (build tools and editors skip or hide them), so `.gitignore` is stored as `gitignore`.
@@ -60,7 +61,7 @@ def project_files(*, project_name: str, kit_version: str, checkov_version: str,
     }
     out = {target: _fill(_template(source), values) for source, target in TEMPLATES.items()}
     out["cdktf.json"] = _cdktf_json(project_name)
-    out.update({f"{ENVIRONMENTS_DIR}/{name}.yaml": text for name, text in environments.items()})
+    out.update({f"{DEFAULT_ENVIRONMENTS}/{name}.yaml": text for name, text in environments.items()})
     return out
 
 
@@ -70,12 +71,12 @@ def _cdktf_json(project_name: str) -> str:
     return json.dumps({
         "language": "python",
         "app": CDKTF_APP,
-        "output": "cdktf.out",
+        "output": DEFAULT_OUTPUT,
         "projectId": project_name,
         "sendCrashReports": "false",
         "terraformProviders": [],
         "terraformModules": [],
-        "context": {"environments": ENVIRONMENTS_DIR},
+        "context": {"environments": DEFAULT_ENVIRONMENTS},
     }, indent=2) + "\n"
 
 
