@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def project(tmp_path: Path, config: object, environments: str = "environments") -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "cdktf.json").write_text(config if isinstance(config, str) else json.dumps(config))
     (tmp_path / environments).mkdir(parents=True, exist_ok=True)
     shutil.copy(ENVIRONMENTS_DIR / "dev.yaml", tmp_path / environments / "dev.yaml")
@@ -90,3 +91,16 @@ def test_commands_find_the_environments_of_the_project_they_run_in(tmp_path: Pat
 ])
 def test_the_kit_pin_is_read_from_requirements(text: str, pin: str | None):
     assert kit_pin(text) == pin
+
+
+def test_synth_writes_to_the_projects_output_or_where_cdktf_asks(tmp_path: Path, monkeypatch, capsys):
+    root = project(tmp_path / "repo", {"output": "build/tf", "context": {"environments": "live"}}, "live")
+    monkeypatch.chdir(root / "live")  # from a subfolder: the output is the project's, not the working directory's
+    monkeypatch.delenv("CDKTF_OUTDIR", raising=False)
+    assert main(["synth"]) == 0
+    assert sorted(p.name for p in (root / "build" / "tf" / "stacks").iterdir()) == ["dev", "dev-platform"]
+    assert sorted(p.name for p in (root / "live").iterdir()) == ["dev.yaml"]
+    monkeypatch.setenv("CDKTF_OUTDIR", str(tmp_path / "asked"))  # what the cdktf CLI sets when it runs the app
+    assert main(["synth"]) == 0
+    assert (tmp_path / "asked" / "stacks" / "dev" / "cdk.tf.json").is_file()
+    assert "synthesized 1 environment(s)" in capsys.readouterr().out
