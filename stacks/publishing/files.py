@@ -26,14 +26,20 @@ SAFETENSORS_HEADER_LIMIT = 100 * 1024 * 1024
 
 def with_digests(files: list[LocalFile], transfer_config) -> list[LocalFile]:
     """`files` with their SHA-256 and the S3 checksum they get when uploaded with `transfer_config`."""
-    return [_digested(f, transfer_config.multipart_threshold, transfer_config.multipart_chunksize) for f in files]
+    return [_digested(f, part_size(f.size, transfer_config)) for f in files]
 
 
-def _digested(f: LocalFile, threshold: int, chunksize: int) -> LocalFile:
+def part_size(size: int, transfer_config) -> int:
+    """The part size an upload of `size` bytes uses with `transfer_config` (0: one PutObject)."""
     from s3transfer.utils import ChunksizeAdjuster  # noqa: PLC0415
 
+    if size < transfer_config.multipart_threshold:
+        return 0
+    return ChunksizeAdjuster().adjust_chunksize(transfer_config.multipart_chunksize, size)
+
+
+def _digested(f: LocalFile, part_size: int) -> LocalFile:
     # S3's SHA-256 of a multipart object is the SHA-256 of its parts' SHA-256s, "-<parts>".
-    part_size = ChunksizeAdjuster().adjust_chunksize(chunksize, f.size) if f.size >= threshold else 0
     whole, part, parts, in_part, read = hashlib.sha256(), hashlib.sha256(), [], 0, 0
     with open_regular(f) as fh:
         while chunk := fh.read(CHUNK):

@@ -19,6 +19,7 @@ from app.spec import snapshot_prefix
 from stacks.errors import ArtifactError
 from stacks.publishing.aws import (
     NOT_FOUND,
+    PRECONDITION_FAILED,
     error_code,
 )
 from stacks.publishing.aws import transfer_config as default_transfer_config
@@ -34,6 +35,7 @@ from stacks.publishing.manifests import (
 )
 from stacks.publishing.objects import (
     SHA_METADATA,
+    copy_object,
     delete_keys,
     head,
     holds,
@@ -186,22 +188,18 @@ def _copy_unchanged(s3, bucket: str, model_id: str, prefix: str, files: list[Loc
     copied = []
     for f in wanted:
         source = sources.get((f.size, f.sha256, f.s3_checksum))
-        if source is None or not holds(head(s3, bucket, source), f):
+        found = head(s3, bucket, source) if source else None
+        if not holds(found, f):
             continue
-        # One CopyObject sets the tags it is given (not the source's); a multipart copy starts with
-        # none, and gets them after (without a version id: s3:PutObjectTagging is all it takes).
-        single = f.size < transfer_config.multipart_threshold
-        extra = {"Metadata": {SHA_METADATA: f.sha256}, "MetadataDirective": "REPLACE", "ChecksumAlgorithm": "SHA256"}
+        # The copy carries the tags it is given (not the source's) from its first byte, so no kill
+        # can leave an untagged copy that the lifecycle rule would never expire.
         try:
-            s3.copy({"Bucket": bucket, "Key": source}, bucket, prefix + f.name, Config=transfer_config,
-                    ExtraArgs=extra | ({"TaggingDirective": "REPLACE"} | ({"Tagging": tagging} if tagging else {}) if single else {}))
+            copy_object(s3, bucket, found | {"Key": source}, prefix + f.name, transfer_config, tagging=tagging,
+                        metadata={SHA_METADATA: f.sha256})
         except ClientError as exc:
-            if error_code(exc) in NOT_FOUND:
-                continue  # the source went in between: upload the file instead
+            if error_code(exc) in NOT_FOUND + PRECONDITION_FAILED:
+                continue  # the source went or changed in between: upload the file instead
             raise
-        if tagging and not single:
-            key, value = tagging.split("=", 1)
-            s3.put_object_tagging(Bucket=bucket, Key=prefix + f.name, Tagging={"TagSet": [{"Key": key, "Value": value}]})
         if holds(head(s3, bucket, prefix + f.name), f):
             copied.append(f.name)
             if progress:

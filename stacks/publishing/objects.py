@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from stacks.errors import ArtifactError
 from stacks.publishing.aws import (
@@ -18,7 +19,7 @@ from stacks.publishing.aws import (
     PRECONDITION_FAILED,
     error_code,
 )
-from stacks.publishing.files import checksum_matches
+from stacks.publishing.files import checksum_matches, part_size
 from stacks.publishing.scan import LocalFile, open_regular, shown
 
 SHA_METADATA = "sha256"
@@ -89,6 +90,41 @@ def holds(head_response: dict | None, f: LocalFile) -> bool:
     """Whether an object (its HEAD response) holds exactly this file: its size and S3's checksum."""
     return (head_response is not None and head_response["ContentLength"] == f.size
             and checksum_matches(head_response.get("ChecksumSHA256"), f.s3_checksum))
+
+
+def copy_object(s3, bucket: str, source: dict, key: str, transfer_config, *, tagging: str | None,
+                metadata: dict[str, str]) -> None:
+    """Copy `source` (its HEAD response, with "Key") to `key` in the bucket with S3's SHA-256 checksum,
+    the part size an upload of it uses (so the same checksum), `metadata`, and `tagging` (or no tag)
+    from the start: s3transfer's managed copy cannot tag a multipart copy when it is created. Every
+    request is conditional on the source's ETag, so parts of two versions never mix."""
+    size, copy_source = source["ContentLength"], {"Bucket": bucket, "Key": source["Key"]}
+    common = {"Metadata": metadata, "ChecksumAlgorithm": "SHA256", **({"Tagging": tagging} if tagging else {})}
+    if_match = {"CopySource": copy_source, "CopySourceIfMatch": source["ETag"]}
+    part = part_size(size, transfer_config)
+    if not part:
+        s3.copy_object(Bucket=bucket, Key=key, MetadataDirective="REPLACE", TaggingDirective="REPLACE", **if_match, **common)
+        return
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, **common)["UploadId"]
+
+    def copy_part(number: int) -> dict:
+        start = (number - 1) * part
+        result = s3.upload_part_copy(Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, **if_match,
+                                     CopySourceRange=f"bytes={start}-{min(start + part, size) - 1}")["CopyPartResult"]
+        # S3 returns each part's checksum (an upload created with one); send it back, as s3transfer does.
+        return {"PartNumber": number, "ETag": result["ETag"]} | ({"ChecksumSHA256": result["ChecksumSHA256"]}
+                                                                  if "ChecksumSHA256" in result else {})
+
+    try:
+        with ThreadPoolExecutor(max_workers=transfer_config.max_concurrency) as pool:
+            parts = list(pool.map(copy_part, range(1, -(-size // part) + 1)))
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts})
+    except BaseException:
+        try:  # else the bucket's lifecycle rule aborts it after a day
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+        except Exception:  # noqa: BLE001, S110  (the first failure is the one to report)
+            pass
+        raise
 
 
 def read_object(s3, bucket: str, key: str, limit: int) -> bytes | None:

@@ -425,3 +425,52 @@ def test_unchanged_files_are_copied_from_another_snapshot_with_their_checksum_an
     assert tags(s3, first.prefix + "config.json") == TAG  # the source's tag is not copied
     assert tags(s3, second.prefix + "config.json") == [] and tags(s3, second.prefix + "model-00000-of-00002.safetensors") == []
     assert verify_snapshot(s3, BUCKET, MODEL, second.snapshot) == []
+
+
+def test_a_multipart_copy_is_tagged_from_the_moment_it_exists(s3, tmp_path):
+    """No window in which a kill leaves an untagged copy that the lifecycle rule would never expire:
+    the copy is created with its tag, and nothing tags it afterwards."""
+    from boto3.s3.transfer import TransferConfig
+
+    small_parts = TransferConfig(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20, preferred_transfer_client="classic")
+    directory = model_dir(tmp_path, shards=1, shard_bytes=12 * 2**20)
+    upload_model(s3, BUCKET, MODEL, directory, transfer_config=small_parts)
+    (directory / "tokenizer.json").write_text('{"version": "2"}')
+    client = boto3.client("s3", region_name=REGION)
+    calls, completing, at_completion = counted(client), [], []
+    client.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", lambda params, **_: completing.append(params["Key"]))
+    client.meta.events.register("after-call.s3.CompleteMultipartUpload", lambda **_: at_completion.append(tags(s3, completing[-1])))
+    second = upload_model(client, BUCKET, MODEL, directory, transfer_config=small_parts)
+    assert "model-00000-of-00001.safetensors" in second.copied and "UploadPartCopy" in calls
+    assert at_completion == [TAG] and "PutObjectTagging" not in calls
+
+
+def test_a_source_replaced_during_a_copy_is_never_mixed_in(s3, tmp_path):
+    """Every part is copied only while the source is still the version that was checked (S3 refuses
+    a part with 412 otherwise; moto ignores the condition), and the copy is checked against the file
+    after: replaced between parts, the file is uploaded instead of the mixed copy."""
+    from boto3.s3.transfer import TransferConfig
+
+    # One part at a time, so that the source is replaced before the next part is asked for.
+    small_parts = TransferConfig(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20, max_concurrency=1,
+                                 preferred_transfer_client="classic")
+    directory = model_dir(tmp_path, shards=1, shard_bytes=12 * 2**20)
+    first = upload_model(s3, BUCKET, MODEL, directory, transfer_config=small_parts)
+    (directory / "tokenizer.json").write_text('{"version": "2"}')
+    shard = first.prefix + "model-00000-of-00001.safetensors"
+    client = boto3.client("s3", region_name=REGION)
+    calls, replaced = counted(client), []
+
+    def replace_source(**_):
+        if not replaced:  # after the first part: the source gets other bytes of the same size
+            replaced.append(s3.put_object(Bucket=BUCKET, Key=shard, Body=b"\0" * (12 * 2**20)))
+
+    conditions = []
+    client.meta.events.register("before-parameter-build.s3.UploadPartCopy",
+                                lambda params, **_: conditions.append(params.get("CopySourceIfMatch")))
+    client.meta.events.register("after-call.s3.UploadPartCopy", replace_source)
+    source_etag = s3.head_object(Bucket=BUCKET, Key=shard)["ETag"]
+    second = upload_model(client, BUCKET, MODEL, directory, transfer_config=small_parts)
+    assert replaced and conditions == [source_etag] * 3, conditions  # 12 MiB in 5 MiB parts
+    assert "model-00000-of-00001.safetensors" in second.uploaded and "model-00000-of-00001.safetensors" not in second.copied
+    assert verify_snapshot(s3, BUCKET, MODEL, second.snapshot, deep=True) == []
