@@ -110,6 +110,10 @@ def test_the_plan_job_runs_only_for_pull_requests_from_this_repository():
     checks.assert_plan_runs_only_for_this_repository(WORKFLOWS)
 
 
+def test_the_plan_comment_lists_the_weights_snapshots_the_change_pins():
+    checks.assert_plan_lists_the_pinned_snapshots(WORKFLOWS)
+
+
 def test_every_job_has_least_privilege_permissions():
     assert checks.job_permissions(WORKFLOWS) == checks.expected_permissions(ENVIRONMENTS)
 

