@@ -87,7 +87,8 @@ def write_new(root: Path, files: dict[str, str]) -> None:
             written.append(path)
     except FileExistsError as exc:
         _undo(written, created_dirs)
-        raise ConfigError(exc.filename or root, "", "appeared while init ran; nothing was written") from None
+        # os.link names its target second: that is the file that appeared.
+        raise ConfigError(exc.filename2 or exc.filename or root, "", "appeared while init ran; nothing was written") from None
     except OSError as exc:
         _undo(written, created_dirs)
         raise UserError(f"{root}: cannot write the project ({exc.strerror or exc}); nothing was written") from None

@@ -81,3 +81,21 @@ def test_init_into_a_file_or_an_unknown_example_is_one_line(tmp_path: Path, caps
     assert main(["init", str(tmp_path / "x"), "--example", "nope"]) == 2
     assert capsys.readouterr().err.strip() == "error: --example: no example 'nope' (known: dev, patterns, prod, staging)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_file_that_appears_while_init_runs_is_named_and_nothing_is_left(tmp_path: Path, capsys, monkeypatch):
+    real_link, calls = os.link, []
+
+    def racing(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if len(calls) == 3:  # someone else writes this very file between the check and the write
+            Path(dst).write_text("theirs")
+        return real_link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", racing)
+    target = tmp_path / "acme"
+    assert main(["init", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {calls[2]}: appeared while init ran; nothing was written"]
+    assert tree(tmp_path) == {str(Path(calls[2]).relative_to(tmp_path)): b"theirs", **{
+        str(p.relative_to(tmp_path)): "dir" for p in Path(calls[2]).parents if p != tmp_path and tmp_path in p.parents}}
