@@ -21,7 +21,6 @@ PROJECT_FILE = "cdktf.json"
 DEFAULT_ENVIRONMENTS = "environments"
 DEFAULT_OUTPUT = "cdktf.out"
 PIN_FILE = "requirements.txt"
-KIT = "llm-serving-stacks"
 _MAX_BYTES = 64 * KIB
 # `llm-serving-stacks==1.2.3` (any extras, spaces or comment); names compare normalized (PEP 503).
 _PIN = re.compile(r"^\s*llm[-_.]serving[-_.]stacks\s*(?:\[[^\]]*\])?\s*==\s*([A-Za-z0-9.+!-]+)\s*(?:#.*)?$",
