@@ -57,16 +57,25 @@ def test_a_file_or_a_dangling_link_in_the_way_is_refused_too(tmp_path: Path, cap
     assert tree(tmp_path) == before and not (tmp_path / "nowhere").exists()
 
 
-def test_a_failure_part_way_removes_what_init_wrote(tmp_path: Path, capsys, monkeypatch):
+def before_link(monkeypatch, nth: int, act) -> list:
+    """os.link as init calls it, with `act(target)` run before the `nth` link; returns the targets."""
     real_link, calls = os.link, []
 
-    def failing(src, dst, *args, **kwargs):
+    def link(src, dst, *args, **kwargs):
         calls.append(dst)
-        if len(calls) == 4:
-            raise OSError(errno.ENOSPC, "No space left on device")
+        if len(calls) == nth:
+            act(Path(dst))
         return real_link(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(os, "link", failing)
+    monkeypatch.setattr(os, "link", link)
+    return calls
+
+
+def test_a_failure_part_way_removes_what_init_wrote(tmp_path: Path, capsys, monkeypatch):
+    def disk_full(_: Path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    calls = before_link(monkeypatch, 4, disk_full)
     target = tmp_path / "acme"
     assert main(["init", str(target)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -84,15 +93,8 @@ def test_init_into_a_file_or_an_unknown_example_is_one_line(tmp_path: Path, caps
 
 
 def test_a_file_that_appears_while_init_runs_is_named_and_nothing_is_left(tmp_path: Path, capsys, monkeypatch):
-    real_link, calls = os.link, []
-
-    def racing(src, dst, *args, **kwargs):
-        calls.append(dst)
-        if len(calls) == 3:  # someone else writes this very file between the check and the write
-            Path(dst).write_text("theirs")
-        return real_link(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "link", racing)
+    # Someone else writes this very file between the check and the write.
+    calls = before_link(monkeypatch, 3, lambda path: path.write_text("theirs"))
     target = tmp_path / "acme"
     assert main(["init", str(target)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
