@@ -37,3 +37,17 @@ def test_llmstacks_is_installed_and_runs(kit_venv, kit_run):
     assert script.is_file()
     assert script.read_text().splitlines()[0] == f"#!{kit_venv / 'python'}"
     assert "usage: llmstacks" in kit_run("llmstacks", "--help").stdout
+
+
+def test_sources_never_installed_name_an_unknown_version(monkeypatch):
+    """Code put on sys.path by hand (no metadata) still starts, naming no version it cannot know."""
+    import importlib.metadata
+
+    import stacks
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.delitem(stacks.__dict__, "__version__", raising=False)
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert stacks.__version__ == "0+unknown"
