@@ -99,6 +99,7 @@ def test_preview_shows_the_edit_the_kit_pin_change_and_the_teams_failing_check(k
         assert result.returncode == 1, result.stderr  # the team's check fails the gate
         assert f"max_size: {pool['max_size']} -> {pool['max_size'] + 3}" in text, text
         assert f"llm-serving-stacks {__version__} to 0.0.1" in text, text
+        assert f"pins llm-serving-stacks 0.0.1, but {__version__} is installed" in text, text
         assert "CKV_ACME_1 aws_eks_node_group." in text, text
     finally:
         (project / "requirements.txt").write_text((project / "requirements.txt").read_text().replace("0.0.1", __version__))

@@ -411,3 +411,32 @@ def test_a_baseline_entry_can_be_limited_to_some_resources(tmp_path, capsys):
     assert "  FAILED CKV_AWS_144 aws_s3_bucket.anyscale-storage_bucket_" in out
     assert "  FAILED CKV_AWS_144 aws_s3_bucket.weights_bucket_" not in out
     assert " 3 failed, 2 baselined (CKV_AWS_144, CKV_AWS_145)" in out
+
+
+def test_the_kits_and_the_teams_baselines_combine(tmp_path):
+    """A check both name is skipped where either skips it; a stale entry names its own file."""
+    from policies.gate import load_baselines
+
+    team = tmp_path / "baseline.yaml"
+    team.write_text(yaml.safe_dump([
+        {"check": "CKV_AWS_145", "reason": "our own log bucket also takes S3 server access logs", "resources": ["aws_s3_bucket.team_logs"]},
+        {"check": "CKV_AWS_144", "reason": "no replication anywhere in this organization", "resources": []},
+        {"check": "CKV_ACME_1", "reason": "dev runs on spot capacity to save cost"},
+    ]))
+    merged, sources = load_baselines([BASELINE_FILE, team, team])  # a file named twice is read once
+    assert merged["CKV_AWS_145"].covers("aws_s3_bucket.access-logs_bucket_1") and merged["CKV_AWS_145"].covers("aws_s3_bucket.team_logs")
+    assert not merged["CKV_AWS_145"].covers("aws_s3_bucket.weights_bucket_1")
+    assert merged["CKV_AWS_144"].covers("aws_s3_bucket.anything")  # no resources: every resource
+    assert sources == {"CKV_AWS_144": BASELINE_FILE, "CKV_AWS_145": BASELINE_FILE, "CKV_ACME_1": team.resolve()}
+
+
+def test_a_projects_own_checkov_is_found_in_its_folder(tmp_path, monkeypatch):
+    from policies.gate import find_checkov
+
+    monkeypatch.delenv("LLMSTACKS_CHECKOV", raising=False)
+    own = tmp_path / ".venv-checkov" / "bin" / "checkov"
+    own.parent.mkdir(parents=True)
+    own.write_text("#!/bin/sh\n")
+    own.chmod(0o755)
+    assert find_checkov(tmp_path) == str(own)
+    assert find_checkov(None) != str(own)  # outside a project: the kit repository's, or PATH's

@@ -206,3 +206,13 @@ def test_without_git_the_preview_is_one_line_exit_3(monkeypatch, capsys):
     assert main(["preview", "--base", "HEAD", "--no-policy"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: git is needed to check out the base revision")
+
+
+def test_environments_outside_the_repository_are_one_line_exit_2(repo, tmp_path, capsys, monkeypatch):
+    """The base revision's files are read from git: an --env-dir outside the repository has none."""
+    envs = tmp_path / "elsewhere"
+    shutil.copytree(repo / "stacks" / "environments", envs)
+    monkeypatch.chdir(repo)
+    assert main(["preview", "--base", "base", "--env-dir", str(envs), "--no-policy"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {envs.resolve()}: --env-dir: outside the git repository"), err
