@@ -1,7 +1,7 @@
 """`llmstacks`: the command line of llm-serving-stacks.
 
 One module per command group registers its subcommands (`COMMAND_GROUPS`);
-`main` runs one and maps what it raises to an exit status (`EXIT_STATUS`),
+`main` runs one and maps what it raises to an exit status (`EXIT_STATUS`, named in `stacks.cli.status_codes`),
 printing a single line: no traceback for anything a user or a dependency did.
 cdktf and the AWS provider are imported only once the input is known to be good.
 """
@@ -12,14 +12,15 @@ import argparse
 import sys
 
 from stacks.cli import artifacts, capacity, init, local, preview, service, synth, weights
+from stacks.cli.status_codes import TOOL_ERROR, USER_ERROR
 from stacks.errors import ToolError, UserError
 
 COMMAND_GROUPS = (init, synth, local, service, weights, artifacts, capacity, preview)
 
-# 0: done. 1: a check found problems (policy gate, verify-model). Then, by what was raised:
+# SUCCESS or CHECK_FAILED, as the command returns; then by what it raised:
 EXIT_STATUS: dict[type[Exception], int] = {
-    UserError: 2,  # bad input: an environment file, a flag, a model directory, credentials
-    ToolError: 3,  # a program we run is missing or failed: checkov, git
+    UserError: USER_ERROR,  # bad input: an environment file, a flag, a model directory, credentials
+    ToolError: TOOL_ERROR,  # a program we run is missing or failed: checkov, git
 }
 
 
@@ -27,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with a usage mistake reported like every other: one line, exit status 2."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {' '.join(message.splitlines())} (see {self.prog} --help)\n")
+        self.exit(USER_ERROR, f"error: {self.prog}: {' '.join(message.splitlines())} (see {self.prog} --help)\n")
 
 
 class _Version(argparse.Action):

@@ -9,6 +9,7 @@ from pathlib import Path
 from app.spec import adapter_name_problem, model_id_problem
 from infra.rules import quoted
 from stacks.cli.arguments import add_environment, environment_file
+from stacks.cli.status_codes import SUCCESS
 from stacks.errors import ArtifactError, ConfigError
 from stacks.planning.plan import EnvironmentPlan, ModelPlan, plan_file
 
@@ -91,7 +92,7 @@ def cmd_upload_adapter(args: argparse.Namespace) -> int:
     else:
         print(f"published {target.model_id}:{args.adapter} to {where} "
               f"({len(report.uploaded)} uploaded, {len(report.skipped)} already staged)")
-    return 0
+    return SUCCESS
 
 
 def cmd_list_adapters(args: argparse.Namespace) -> int:
@@ -109,10 +110,10 @@ def cmd_list_adapters(args: argparse.Namespace) -> int:
             "rank": a.rank, "base_model": a.base_model, "files": a.files, "bytes": a.size,
             "modified": a.modified.isoformat() if a.modified else None,
         } for a in adapters], indent=2))
-        return 0
+        return SUCCESS
     if not adapters:
         print(f"no adapters in s3://{bucket}/adapters/")
-        return 0
+        return SUCCESS
     known = {m.id for m in plan.models}
     rows = [("MODEL", "RANK", "SIZE", "STATE", "BASE MODEL")]
     for a in adapters:
@@ -123,7 +124,7 @@ def cmd_list_adapters(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
-    return 0
+    return SUCCESS
 
 
 def cmd_delete_adapter(args: argparse.Namespace) -> int:
@@ -137,12 +138,12 @@ def cmd_delete_adapter(args: argparse.Namespace) -> int:
     if not removed.published:
         print(f"{args.model}:{args.adapter} was not published; removed the {removed.staged} object(s) an interrupted "
               "upload of it left in staging (its staged files and its claim on the name)")
-        return 0
+        return SUCCESS
     days = plan.env.buckets.lora.noncurrent_version_retention_days
     print(f"deleted {args.model}:{args.adapter} ({removed.published} object(s)); new requests for it get 404, replicas that "
           f"loaded it drop it when they evict or restart. Recoverable for {days} days from the bucket's "
           "versions (README: 'Recovering a deleted adapter').")
-    return 0
+    return SUCCESS
 
 
 def size_text(n: float) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from infra.catalog import GPUS, INSTANCE_TYPES, PRICES_AS_OF, InstanceType, gpu_instance
 from stacks.cli.arguments import ENV_DIR_HELP, environment_file, fraction, positive
+from stacks.cli.status_codes import SUCCESS
 from stacks.config.models import Workload
 from stacks.errors import ConfigError
 from stacks.planning.capacity import (
@@ -125,7 +126,7 @@ def cmd_plan_capacity(args: argparse.Namespace) -> int:
             moe = f", {arch.experts} experts" if arch.experts else ""
             print(f"{arch.hf_id:45s} {arch.params / 1e9:7.1f}B  {arch.layers} layers, {arch.kv_heads} KV heads{moe}")
         print("GPUs: " + ", ".join(f"{g.name} ({g.usable_gib} GiB)" for g in GPUS.values()))
-        return 0
+        return SUCCESS
     if args.env or args.config:
         return _environment(args)
     for name, default in FLAG_DEFAULTS.items():
@@ -202,7 +203,7 @@ def _from_flags(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         print(_report(arch, capacity, targets, replica))
-    return 0
+    return SUCCESS
 
 
 def _replica(c: CapacityPlan, dp: int, instance: InstanceType | None) -> dict:
@@ -284,7 +285,7 @@ def _environment(args: argparse.Namespace) -> int:
         print(json.dumps(_environment_json(env_plan, models), indent=2))
     else:
         print(_environment_report(env_plan, models, every=not args.model))
-    return 0
+    return SUCCESS
 
 
 def _part_json(part: PartPlan) -> dict:

@@ -13,6 +13,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from stacks.cli.status_codes import SUCCESS
 from stacks.config.loader import shipped_examples
 from stacks.errors import ConfigError, UserError
 
@@ -48,7 +49,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     print("\n".join(f"wrote {target / relative}" for relative in sorted(files)))
     print(f"next: cd {target} && python3 -m venv .venv && .venv/bin/pip install -r requirements.txt "
           "&& .venv/bin/llmstacks synth (README.md has the rest)")
-    return 0
+    return SUCCESS
 
 
 def _refuse_existing(root: Path, relative: Path) -> None:

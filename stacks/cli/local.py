@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from stacks.cli.arguments import add_environment, environment_file
+from stacks.cli.status_codes import SUCCESS
 from stacks.planning.plan import plan_file
 
 
@@ -49,4 +50,4 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
         deployment.close()
-    return 0
+    return SUCCESS

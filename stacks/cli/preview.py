@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from stacks.cli.arguments import ENV_DIR_HELP
+from stacks.cli.status_codes import CHECK_FAILED, SUCCESS
 
 
 def register(commands) -> None:
@@ -37,4 +38,4 @@ def cmd_preview(args: argparse.Namespace) -> int:
         Path(args.output).write_text(text)
     else:
         print(text, end="")
-    return 0 if result.policy_ok else 1
+    return SUCCESS if result.policy_ok else CHECK_FAILED

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from stacks.cli.arguments import add_environment, environment_file, output_dir, percent
+from stacks.cli.status_codes import SUCCESS
 from stacks.planning.plan import EnvironmentPlan, plan_file
 
 
@@ -42,18 +43,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
     check_specs(plan, specs)
     options = RolloutOptions(in_place=args.in_place, canary_percent=args.canary_percent, max_surge_percent=args.max_surge_percent)
     print(publish(plan, specs, options, dry_run=args.dry_run, outdir=output_dir(args)))
-    return 0
+    return SUCCESS
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from stacks.publishing.service import status  # noqa: PLC0415
 
     print(status(_plan(args)))
-    return 0
+    return SUCCESS
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from stacks.publishing.service import rollback  # noqa: PLC0415
 
     print(rollback(_plan(args), args.max_surge_percent))
-    return 0
+    return SUCCESS

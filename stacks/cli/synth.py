@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from stacks.cli.arguments import add_selection, output_dir, selected_files
+from stacks.cli.status_codes import CHECK_FAILED, SUCCESS
 from stacks.config.project import locate_project
 from stacks.planning.plan import EnvironmentPlan, plan_files
 
@@ -25,7 +26,7 @@ def register(commands) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     synth(args)
-    return 0
+    return SUCCESS
 
 
 def synth(args: argparse.Namespace, selection: tuple[list[Path], bool] | None = None) -> list[EnvironmentPlan]:
@@ -61,4 +62,4 @@ def cmd_check(args: argparse.Namespace) -> int:
     report = run_gate(output_dir(args), [p.env.name for p in plans], Path(args.report_dir) if args.report_dir else None,
                       baselines=baselines, checkov=checkov, team_checks=team_checks)
     print(report.summary())
-    return 0 if report.ok else 1
+    return SUCCESS if report.ok else CHECK_FAILED

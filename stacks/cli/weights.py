@@ -17,6 +17,7 @@ from app.spec import SNAPSHOT_PATTERN, model_id_problem, snapshot_prefix
 from infra.rules import quoted
 from stacks.cli.arguments import add_environment, environment_file, environments_dir
 from stacks.cli.artifacts import size_text
+from stacks.cli.status_codes import CHECK_FAILED, SUCCESS
 from stacks.config.loader import environment_files, load_environment
 from stacks.config.models import Model
 from stacks.config.names import Names
@@ -140,7 +141,7 @@ def cmd_upload_model(args: argparse.Namespace) -> int:
     if report.legacy_objects:
         print(f"models/{args.model}/ still holds an upload in the old layout ({_count(report.legacy_objects, 'object')}); "
               "`llmstacks delete-snapshot --legacy` removes it once no environment serves it")
-    return 0
+    return SUCCESS
 
 
 def cmd_verify_model(args: argparse.Namespace) -> int:
@@ -164,7 +165,7 @@ def cmd_verify_model(args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem)
     print(f"{args.model} snapshot {snapshot}: {'OK' if not problems else f'{len(problems)} problem(s): it differs from its manifest'}")
-    return 0 if not problems else 1
+    return SUCCESS if not problems else CHECK_FAILED
 
 
 def cmd_list_models(args: argparse.Namespace) -> int:
@@ -178,10 +179,10 @@ def cmd_list_models(args: argparse.Namespace) -> int:
     models = _listing(target, folders, [p for p in pins if args.model in (None, p.model_id)])
     if args.json:
         print(json.dumps(models, indent=2))
-        return 0
+        return SUCCESS
     if not models:
         print(f"no models in s3://{target.bucket}/models/")
-        return 0
+        return SUCCESS
     rows = [("MODEL", "SNAPSHOT", "SIZE", "DATE", "PINNED BY", "STATE")]
     for m in models:
         for s in m["snapshots"]:
@@ -192,7 +193,7 @@ def cmd_list_models(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5])
-    return 0
+    return SUCCESS
 
 
 STATES = {
@@ -247,7 +248,7 @@ def cmd_delete_snapshot(args: argparse.Namespace) -> int:
     print(f"deleted {what} ({_count(deleted.objects, 'object')}, {size_text(deleted.size)}) from s3://{target.bucket}/, its manifest first. "
           f"Recoverable for {days} days (buckets.weights.noncurrent_version_retention_days): the versioned bucket keeps each "
           "object behind a delete marker; remove the markers, manifest.json last, to restore it")
-    return 0
+    return SUCCESS
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
@@ -258,13 +259,13 @@ def cmd_pin(args: argparse.Namespace) -> int:
     pins = environment_pins([target.source])
     if not pins:
         print(f"nothing to pin: {target.env.name} has no models with bucket weights")
-        return 0
+        return SUCCESS
     with translate_aws_errors():
         done = pin_snapshots(_s3(target), pins)
     for pin, objects in done:
         print(f"pinned {pin.model_id} snapshot {pin.snapshot} in s3://{pin.bucket}/ ({pin.field}): verified, "
               f"{_count(objects, 'object')} untagged, so it never expires")
-    return 0
+    return SUCCESS
 
 
 def _count(n: int, noun: str) -> str:
