@@ -30,6 +30,7 @@ MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 HF_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
 SECRET_NAME_PATTERN = r"^[A-Za-z0-9/_+=.@-]{1,512}$"
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$"
 SERVER_CLS_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 # vLLM accepts only these values for max_lora_rank.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -312,7 +313,7 @@ class ModelSpec(Strict):
 class AppArgs(Strict):
     """`args` of the Ray Serve application `app.serving:build_app`."""
 
-    region: Annotated[str, Field(pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")]
+    region: Annotated[str, Field(pattern=REGION_PATTERN)]
     weights_bucket: Annotated[str, Field(pattern=BUCKET_PATTERN)]
     lora_bucket: Annotated[str, Field(pattern=BUCKET_PATTERN)]
     # Another S3 endpoint (a VPC interface endpoint, or a local S3 in tests).

@@ -1,9 +1,11 @@
-"""Built-in facts about AWS GPU instances and regions.
+"""Built-in facts about AWS GPU instances (GPUs, prices, EFA interfaces) and EKS versions.
 
 Pure data (no cdktf import) so the environment checks, the constructs and
 the capacity planner share one source. GPU names are Ray's accelerator
 type names (`ray.util.accelerators`); `product_label` is the value NVIDIA
 GPU Feature Discovery puts in the `nvidia.com/gpu.product` node label.
+Regions and their partitions are the region rules' table
+(`infra.rules.REGIONS`), so the rules need nothing from here.
 """
 
 from __future__ import annotations
@@ -106,34 +108,6 @@ EFA_INTERFACES: dict[str, int] = {
     "p5.4xlarge": 1, "p5.48xlarge": 32, "p5e.48xlarge": 32, "p5en.48xlarge": 16,
     "p6-b200.48xlarge": 8,
 }
-
-# Commercial, GovCloud and China regions, with their ARN partition.
-REGIONS: dict[str, str] = {
-    **{
-        r: "aws"
-        for r in (
-            "us-east-1", "us-east-2", "us-west-1", "us-west-2",
-            "af-south-1",
-            "ap-east-1", "ap-east-2", "ap-south-1", "ap-south-2",
-            "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4",
-            "ap-southeast-5", "ap-southeast-6", "ap-southeast-7",
-            "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
-            "ca-central-1", "ca-west-1",
-            "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
-            "eu-west-1", "eu-west-2", "eu-west-3",
-            "il-central-1", "me-central-1", "me-south-1", "mx-central-1", "sa-east-1",
-        )
-    },
-    "us-gov-east-1": "aws-us-gov",
-    "us-gov-west-1": "aws-us-gov",
-    "cn-north-1": "aws-cn",
-    "cn-northwest-1": "aws-cn",
-}
-
-
-def partition(region: str) -> str:
-    return REGIONS[region]
-
 
 def gpu_instance(name: str) -> InstanceType | None:
     """The catalog entry of a GPU instance type, or None for CPU/unknown types."""

@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from infra import rules
-from infra.catalog import DEFAULT_EKS_VERSION, GPUS, REGIONS
-from infra.efa_rules import efa_instance_types_problem
+from infra.catalog import DEFAULT_EKS_VERSION, GPUS
+from infra.compute.efa.rules import efa_instance_types_problem
 from stacks.config.fields import (
     INSTANCE_TYPE_PATTERN,
     MAX_LABELS,
@@ -257,4 +257,4 @@ class Environment(Strict):
 
     @property
     def partition(self) -> str:
-        return REGIONS[self.aws.region]
+        return rules.REGIONS[self.aws.region]
