@@ -1,9 +1,9 @@
 """The errors commands report. The command line maps each kind to its exit status
-(`stacks.cli.EXIT_STATUS`); every one is printed as a single line.
+(`stacks.cli.EXIT_STATUS`, `stacks.cli.status_codes`); every one is printed as a single line.
 
 - `UserError` and its kinds: the input is wrong and the user can fix it
   (an environment file, a flag, a model directory, missing credentials).
-- `ToolError`: a program we run is missing or failed (checkov, git).
+- `ToolError`: a program or service we depend on is missing or failed (checkov, git, AWS).
 """
 
 from __future__ import annotations
@@ -30,4 +30,4 @@ class ArtifactError(UserError):
 
 
 class ToolError(Exception):
-    """A program we depend on is missing or failed (checkov, git): one line, exit status 3."""
+    """A program or service we depend on is missing or failed (checkov, git, AWS): one line, exit status 3."""

@@ -2,8 +2,8 @@
 
 One module per command group registers its subcommands (`COMMAND_GROUPS`);
 `main` runs one and maps what it raises to an exit status (`EXIT_STATUS`, named in `stacks.cli.status_codes`),
-printing a single line: no traceback for anything a user or a dependency did.
-cdktf and the AWS provider are imported only once the input is known to be good.
+printing a single line: no traceback for anything a user or a dependency did (AWS's own errors are put in
+our terms first). cdktf, boto3 and the AWS provider are imported only once they are needed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ COMMAND_GROUPS = (init, synth, local, service, weights, artifacts, capacity, pre
 # SUCCESS or CHECK_FAILED, as the command returns; then by what it raised:
 EXIT_STATUS: dict[type[Exception], int] = {
     UserError: USER_ERROR,  # bad input: an environment file, a flag, a model directory, credentials
-    ToolError: TOOL_ERROR,  # a program we run is missing or failed: checkov, git
+    ToolError: TOOL_ERROR,  # a program we run is missing or failed: checkov, git; AWS failing
 }
 
 
@@ -57,10 +57,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except tuple(EXIT_STATUS) as exc:
+    except Exception as exc:
+        reported = _in_our_terms(exc)
+        if not isinstance(reported, tuple(EXIT_STATUS)):
+            raise
         # One line, whatever a dependency put in its message.
-        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
-        return next(status for kind, status in EXIT_STATUS.items() if isinstance(exc, kind))
+        print("error: " + " ".join(str(reported).splitlines()), file=sys.stderr)
+        return next(status for kind, status in EXIT_STATUS.items() if isinstance(reported, kind))
+
+
+def _in_our_terms(exc: Exception) -> Exception:
+    """boto3's and botocore's errors as ours (stacks.publishing.aws); only imported when it is one of theirs,
+    since a command that raised one has loaded them already."""
+    if any(kind.__module__.partition(".")[0] in ("boto3", "botocore") for kind in type(exc).__mro__):
+        from stacks.publishing.aws import translated  # noqa: PLC0415
+
+        return translated(exc) or exc
+    return exc
 
 
 if __name__ == "__main__":

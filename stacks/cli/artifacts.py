@@ -72,7 +72,7 @@ def _any_model(plan: EnvironmentPlan, model_id: str | None) -> None:
 
 def cmd_upload_adapter(args: argparse.Namespace) -> int:
     from stacks.publishing.adapters import longest_prefix, upload_adapter  # noqa: PLC0415
-    from stacks.publishing.aws import transfer_config, translate_aws_errors  # noqa: PLC0415
+    from stacks.publishing.aws import transfer_config  # noqa: PLC0415
     from stacks.publishing.files import Progress  # noqa: PLC0415
     from stacks.publishing.scan import local_files  # noqa: PLC0415
 
@@ -82,10 +82,9 @@ def cmd_upload_adapter(args: argparse.Namespace) -> int:
         raise ArtifactError(f"--adapter: {problem}")
     bucket = plan.names.lora_bucket
     directory = Path(getattr(args, "from"))
-    with translate_aws_errors():
-        progress = Progress(sum(f.size for f in local_files(directory, longest_prefix(target.model_id, args.adapter))))
-        report = upload_adapter(_s3(plan), bucket, target, args.adapter, directory, transfer_config=transfer_config(), progress=progress)
-        progress.close()
+    progress = Progress(sum(f.size for f in local_files(directory, longest_prefix(target.model_id, args.adapter))))
+    report = upload_adapter(_s3(plan), bucket, target, args.adapter, directory, transfer_config=transfer_config(), progress=progress)
+    progress.close()
     where = f"s3://{bucket}/{report.prefix}"
     if report.already_published:
         print(f"{target.model_id}:{args.adapter} is already published with this content at {where}")
@@ -97,13 +96,11 @@ def cmd_upload_adapter(args: argparse.Namespace) -> int:
 
 def cmd_list_adapters(args: argparse.Namespace) -> int:
     from stacks.publishing.adapters import list_adapters  # noqa: PLC0415
-    from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
 
     plan = plan_file(environment_file(args))
     _any_model(plan, args.model)
     bucket = plan.names.lora_bucket
-    with translate_aws_errors():
-        adapters = list_adapters(_s3(plan), bucket, [args.model] if args.model else None)
+    adapters = list_adapters(_s3(plan), bucket, [args.model] if args.model else None)
     if args.json:
         print(json.dumps([{
             "model": a.model_id, "adapter": a.name, "request_model": f"{a.model_id}:{a.name}", "ready": a.ready,
@@ -129,12 +126,10 @@ def cmd_list_adapters(args: argparse.Namespace) -> int:
 
 def cmd_delete_adapter(args: argparse.Namespace) -> int:
     from stacks.publishing.adapters import delete_adapter  # noqa: PLC0415
-    from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
 
     plan = plan_file(environment_file(args))
     _any_model(plan, args.model)
-    with translate_aws_errors():
-        removed = delete_adapter(_s3(plan), plan.names.lora_bucket, args.model, args.adapter)
+    removed = delete_adapter(_s3(plan), plan.names.lora_bucket, args.model, args.adapter)
     if not removed.published:
         print(f"{args.model}:{args.adapter} was not published; removed the {removed.staged} object(s) an interrupted "
               "upload of it left in staging (its staged files and its claim on the name)")

@@ -6,4 +6,4 @@ Scripts and CI tell the outcomes apart by these numbers, so a number never chang
 SUCCESS = 0
 CHECK_FAILED = 1  # a check ran and found problems: the policy gate (check, preview), verify-model
 USER_ERROR = 2  # bad input the user can fix (stacks.errors.UserError), usage mistakes included
-TOOL_ERROR = 3  # a program we depend on is missing or failed (stacks.errors.ToolError): checkov, git
+TOOL_ERROR = 3  # a program or service we depend on is missing or failed (stacks.errors.ToolError): checkov, git, AWS

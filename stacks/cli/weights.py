@@ -105,7 +105,7 @@ def _snapshot_arg(target: Target, snapshot: str) -> str:
 
 
 def cmd_upload_model(args: argparse.Namespace) -> int:
-    from stacks.publishing.aws import transfer_config, translate_aws_errors  # noqa: PLC0415
+    from stacks.publishing.aws import transfer_config  # noqa: PLC0415
     from stacks.publishing.files import Progress  # noqa: PLC0415
     from stacks.publishing.models import ALREADY, RemoteCode, upload_model  # noqa: PLC0415
     from stacks.publishing.scan import local_files  # noqa: PLC0415
@@ -116,11 +116,10 @@ def cmd_upload_model(args: argparse.Namespace) -> int:
     where = f"{target.source}: models[{target.index}]" if target.model else f"{target.source} (add the model to it)"
     remote_code = RemoteCode(flag=args.trust_remote_code, configured=bool(target.model and target.model.trust_remote_code),
                              where=where)
-    with translate_aws_errors():
-        progress = Progress(sum(f.size for f in local_files(directory)))
-        report = upload_model(_s3(target), target.bucket, args.model, directory, remote_code=remote_code,
-                              transfer_config=transfer_config(), progress=progress, pinned={p.snapshot for p in pins})
-        progress.close()
+    progress = Progress(sum(f.size for f in local_files(directory)))
+    report = upload_model(_s3(target), target.bucket, args.model, directory, remote_code=remote_code,
+                          transfer_config=transfer_config(), progress=progress, pinned={p.snapshot for p in pins})
+    progress.close()
     uri = f"s3://{target.bucket}/{report.prefix}"
     size = f"{_count(report.files, 'file')}, {size_text(report.size)}"
     if report.outcome == ALREADY:
@@ -145,23 +144,21 @@ def cmd_upload_model(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_model(args: argparse.Namespace) -> int:
-    from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
     from stacks.publishing.snapshots import legacy_objects, old_layout, snapshots_in, verify_snapshot  # noqa: PLC0415
 
     target = _target(args, args.model)
     s3 = _s3(target)
-    with translate_aws_errors():
-        snapshot = args.snapshot and _snapshot_arg(target, args.snapshot)
-        if snapshot is None:
-            if found := snapshots_in(s3, target.bucket, args.model):
-                pinned = target.model.weights.snapshot if target.model else None
-                hint = f"; {target.env.name} pins {pinned}" if pinned else ""
-                raise ConfigError(target.source, "--snapshot", f"required: models/{args.model}/ holds snapshots "
-                                  f"({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}){hint}")
-            if legacy_objects(s3, target.bucket, args.model):
-                raise ArtifactError(old_layout(args.model))
-            raise ArtifactError(f"model {args.model!r} is not published in s3://{target.bucket}/models/{args.model}/ (no snapshots)")
-        problems = verify_snapshot(s3, target.bucket, args.model, snapshot, deep=args.deep)
+    snapshot = args.snapshot and _snapshot_arg(target, args.snapshot)
+    if snapshot is None:
+        if found := snapshots_in(s3, target.bucket, args.model):
+            pinned = target.model.weights.snapshot if target.model else None
+            hint = f"; {target.env.name} pins {pinned}" if pinned else ""
+            raise ConfigError(target.source, "--snapshot", f"required: models/{args.model}/ holds snapshots "
+                              f"({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}){hint}")
+        if legacy_objects(s3, target.bucket, args.model):
+            raise ArtifactError(old_layout(args.model))
+        raise ArtifactError(f"model {args.model!r} is not published in s3://{target.bucket}/models/{args.model}/ (no snapshots)")
+    problems = verify_snapshot(s3, target.bucket, args.model, snapshot, deep=args.deep)
     for problem in problems:
         print(problem)
     print(f"{args.model} snapshot {snapshot}: {'OK' if not problems else f'{len(problems)} problem(s): it differs from its manifest'}")
@@ -169,13 +166,11 @@ def cmd_verify_model(args: argparse.Namespace) -> int:
 
 
 def cmd_list_models(args: argparse.Namespace) -> int:
-    from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
     from stacks.publishing.snapshots import model_folders  # noqa: PLC0415
 
     target = _target(args, args.model)
     pins = _pins(args, target)
-    with translate_aws_errors():
-        folders = model_folders(_s3(target), target.bucket, [args.model] if args.model else None)
+    folders = model_folders(_s3(target), target.bucket, [args.model] if args.model else None)
     models = _listing(target, folders, [p for p in pins if args.model in (None, p.model_id)])
     if args.json:
         print(json.dumps(models, indent=2))
@@ -229,7 +224,6 @@ def _names(pins, model_id: str, snapshot: str | None) -> list[str]:
 
 
 def cmd_delete_snapshot(args: argparse.Namespace) -> int:
-    from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
     from stacks.publishing.pins import pins_of  # noqa: PLC0415
     from stacks.publishing.snapshots import delete_legacy, delete_snapshot  # noqa: PLC0415
 
@@ -241,9 +235,8 @@ def cmd_delete_snapshot(args: argparse.Namespace) -> int:
         serves = (f"pinned by {pin.environment} ({pin.source}: {pin.field})" if snapshot else
                   f"still served by {pin.environment} ({pin.source}: models[{pin.index}] has bucket weights without a snapshot)")
         raise ArtifactError(f"{what} is {serves}; nothing deleted: pin another snapshot there first")
-    with translate_aws_errors():
-        s3 = _s3(target)
-        deleted = delete_snapshot(s3, target.bucket, args.model, snapshot) if snapshot else delete_legacy(s3, target.bucket, args.model)
+    s3 = _s3(target)
+    deleted = delete_snapshot(s3, target.bucket, args.model, snapshot) if snapshot else delete_legacy(s3, target.bucket, args.model)
     days = target.env.buckets.weights.noncurrent_version_retention_days
     print(f"deleted {what} ({_count(deleted.objects, 'object')}, {size_text(deleted.size)}) from s3://{target.bucket}/, its manifest first. "
           f"Recoverable for {days} days (buckets.weights.noncurrent_version_retention_days): the versioned bucket keeps each "
@@ -252,7 +245,6 @@ def cmd_delete_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    from stacks.publishing.aws import translate_aws_errors  # noqa: PLC0415
     from stacks.publishing.pins import environment_pins, pin_snapshots  # noqa: PLC0415
 
     target = _target(args)
@@ -260,8 +252,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
     if not pins:
         print(f"nothing to pin: {target.env.name} has no models with bucket weights")
         return SUCCESS
-    with translate_aws_errors():
-        done = pin_snapshots(_s3(target), pins)
+    done = pin_snapshots(_s3(target), pins)
     for pin, objects in done:
         print(f"pinned {pin.model_id} snapshot {pin.snapshot} in s3://{pin.bucket}/ ({pin.field}): verified, "
               f"{_count(objects, 'object')} untagged, so it never expires")

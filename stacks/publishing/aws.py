@@ -1,11 +1,8 @@
-"""AWS plumbing for the artifact commands: the S3 client, transfer settings, credential errors."""
+"""AWS plumbing for the artifact commands: the S3 client, transfer settings, AWS errors in the user's terms."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-from stacks.errors import ArtifactError
+from stacks.errors import ArtifactError, ToolError
 
 MiB = 1024 * 1024
 # Files from this size up go as multipart uploads of this part size. S3's checksum of an
@@ -17,6 +14,8 @@ NOT_FOUND = ("404", "NoSuchKey", "NotFound")
 # conditional write to the key is in flight.
 PRECONDITION_FAILED = ("412", "PreconditionFailed")
 CONDITIONAL_CONFLICT = ("409", "ConditionalRequestConflict")
+# Answers that are the user's to fix: the bucket or the credentials.
+REFUSED = ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken")
 
 
 def s3_client(region: str):
@@ -41,23 +40,27 @@ def error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
 
 
-@contextmanager
-def translate_aws_errors() -> Iterator[None]:
-    from boto3.exceptions import S3UploadFailedError  # noqa: PLC0415
+def translated(exc: BaseException) -> Exception | None:
+    """An error boto3 or botocore raised, in the user's terms (None for any other); `stacks.cli.main` reports it.
+
+    Missing credentials and S3 refusing us the user can fix; any other answer from AWS, or no answer,
+    is said as AWS said it (a ToolError), never dropped."""
+    from boto3.exceptions import Boto3Error, S3UploadFailedError  # noqa: PLC0415
     from botocore.exceptions import (  # noqa: PLC0415
+        BotoCoreError,
         ClientError,
         NoCredentialsError,
         PartialCredentialsError,
     )
 
-    try:
-        yield
-    except (NoCredentialsError, PartialCredentialsError):
-        raise ArtifactError("no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)") from None
-    except S3UploadFailedError as exc:  # boto3 wraps what S3 said about an upload
-        raise ArtifactError(" ".join(str(exc).split())) from None
-    except ClientError as exc:
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return ArtifactError("no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)")
+    if isinstance(exc, S3UploadFailedError):  # boto3 wraps what S3 said about an upload
+        return ArtifactError(" ".join(str(exc).split()))
+    if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        if error.get("Code") in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"):
-            raise ArtifactError(f"S3 refused the request: {error.get('Code')}: {error.get('Message', '')}".rstrip(": ")) from None
-        raise
+        if error.get("Code") in REFUSED:
+            return ArtifactError(f"S3 refused the request: {error.get('Code')}: {error.get('Message', '')}".rstrip(": "))
+    if isinstance(exc, (ClientError, BotoCoreError, Boto3Error)):
+        return ToolError(f"AWS: {exc}")
+    return None
