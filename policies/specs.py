@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from infra.scheduling import GPU_PRODUCT_LABEL
+from infra.compute.scheduling import GPU_PRODUCT_LABEL
 from stacks.specs.render import ANYSCALE_FILE as ANYSCALE
 from stacks.specs.render import RAYSERVICE_FILE as RAYSERVICE
 from stacks.specs.render import SERVE_FILE as SERVE

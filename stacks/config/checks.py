@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from app.spec import engine_kwarg_problem
 from infra import rules
 from infra.catalog import INSTANCE_TYPES, gpu_instance
-from infra.scheduling import Taint, node_labels, node_taints, pool_labels_problem, pool_taints_problem
+from infra.compute.scheduling import Taint, node_labels, node_taints, pool_labels_problem, pool_taints_problem
 from stacks.config.names import Names
 from stacks.config.schema import Environment, NodePool
 

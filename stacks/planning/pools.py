@@ -1,7 +1,7 @@
 """Node pools as the plan sees them: GPUs per node, the nodes their models need, cost,
 and the labels and taints pods must match.
 
-Labels and taints come from `infra.scheduling`, the functions the node pool
+Labels and taints come from `infra.compute.scheduling`, the functions the node pool
 constructs put on the nodes, so what the specs select is what the nodes carry.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from infra.catalog import INSTANCE_TYPES, Gpu, InstanceType
-from infra.scheduling import Taint, node_labels, node_selector, node_taints, tolerations
+from infra.compute.scheduling import Taint, node_labels, node_selector, node_taints, tolerations
 from stacks.config.schema import NodePool
 
 At = Literal["min", "max"]

@@ -12,7 +12,7 @@ from stacks.specs.application import RAY_VERSION, SERVE_PORT
 from stacks.specs.pods import container, declared_resources, pod_template
 
 # Ray's metrics (8080) on every pod, and on the head the autoscaler's and dashboard's own
-# (44217, 44227): named as KubeRay's PodMonitor example scrapes them (infra.observability).
+# (44217, 44227): named as KubeRay's PodMonitor example scrapes them (infra.platform.observability).
 METRICS_PORTS = [{"containerPort": 8080, "name": "metrics"}]
 HEAD_PORTS = [
     {"containerPort": 6379, "name": "gcs-server"},

@@ -1,7 +1,7 @@
 """The Kubernetes objects of ours the platform stack installs, rendered from the plan.
 
 The serving namespace and service account (the one the Pod Identity association
-binds), a GPU quota if the environment sets one, monitoring (`infra.observability`:
+binds), a GPU quota if the environment sets one, monitoring (`infra.platform.observability`:
 PodMonitors, alert rules with each model's objective, Ray's dashboards), and for
 the kuberay target the RayService itself: the platform stack applies it, so a deploy of `<env>-platform`
 is how a KubeRay environment's service changes (`llmstacks publish` says so).
@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from infra.observability import ModelObjective, monitoring_objects
+from infra.platform.observability import ModelObjective, monitoring_objects
 from stacks.planning.plan import EnvironmentPlan
 from stacks.specs.render import RAYSERVICE_FILE, ServiceSpecs
 

@@ -3,9 +3,9 @@ pod may run on (node selector, tolerations), its identity, and its size."""
 
 from __future__ import annotations
 
-from infra.autoscaler import RAY_POD_ANNOTATIONS
-from infra.efa import pod_resources, pool_efa_interfaces
-from infra.scheduling import pod_size
+from infra.compute.autoscaling import RAY_POD_ANNOTATIONS
+from infra.compute.efa.plugin import pod_resources, pool_efa_interfaces
+from infra.compute.scheduling import pod_size
 from stacks.planning.plan import EnvironmentPlan
 from stacks.planning.pools import PoolPlan
 

@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from app.spec import AppArgs
-from infra.scheduling import pod_size, schedulable
+from infra.compute.scheduling import pod_size, schedulable
 from stacks.errors import ConfigError
 from stacks.planning.plan import EnvironmentPlan, PartPlan
 from stacks.specs.render import ANYSCALE_FILE, RAYSERVICE_FILE, SERVE_FILE, ServiceSpecs

@@ -17,13 +17,13 @@ from cdktf import S3Backend, TerraformStack
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 
 from infra import AnyscaleInstanceType, AnyscaleOperator, ClusterAutoscaler, KubeRayOperator
-from infra.charts import CHARTS
-from infra.efa import pool_efa_interfaces
-from infra.efa_anyscale import EfaAnyscaleInstanceType
-from infra.efa_network import EfaDevicePlugin
-from infra.helm import ChartRelease, EksHelm, ManifestsRelease
-from infra.observability import MONITORING_NAMESPACE, kube_prometheus_stack_values
-from infra.scheduling import pod_size
+from infra.compute.efa.plugin import pool_efa_interfaces
+from infra.compute.scheduling import pod_size
+from infra.platform.charts import CHARTS
+from infra.platform.efa_anyscale import EfaAnyscaleInstanceType
+from infra.platform.efa_device_plugin import EfaDevicePlugin
+from infra.platform.helm import ChartRelease, EksHelm, ManifestsRelease
+from infra.platform.observability import MONITORING_NAMESPACE, kube_prometheus_stack_values
 from stacks.planning.plan import EnvironmentPlan
 from stacks.specs.anyscale import instance_type_name
 from stacks.specs.platform import PlatformObjects

@@ -37,8 +37,8 @@ from infra import (
     ServingIdentity,
     Taint,
 )
-from infra.bucket import TaggedExpiration
-from infra.efa_network import EfaNetwork
+from infra.compute.efa.network import EfaNetwork
+from infra.storage.bucket import TaggedExpiration
 from stacks.config.schema import Bucket
 from stacks.errors import ConfigError
 from stacks.planning.plan import EnvironmentPlan

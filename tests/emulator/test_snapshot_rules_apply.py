@@ -107,7 +107,7 @@ def test_moto_cannot_evaluate_the_upload_denies_so_the_emulator_leaves_them_out(
     """moto refuses even an upload S3 accepts (no encryption header, or this key by ARN). If this
     fails, moto evaluates these conditions now: keep the denies in the emulator copy
     (stacks/emulator/differences.py) and test the refused uploads against it instead."""
-    from infra.policy import kms_upload_statements, policy_document
+    from infra.identity.policy import kms_upload_statements, policy_document
 
     bucket, key_arn = encrypted_bucket
     s3.put_object(Bucket=bucket, Key="models/m/0123456789abcdef/hash", Body=b"0")  # no policy yet: accepted

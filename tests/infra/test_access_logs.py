@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import new_stack, resources, synth_stack
 from infra import ModelBucket
-from infra.access_logs import AccessLogBucket
+from infra.storage.access_logs import AccessLogBucket
 
 ACCOUNT, REGION = "123456789012", "eu-west-1"
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"

@@ -30,8 +30,8 @@ from infra import (
     Taint,
 )
 from infra import rules
-from infra.autoscaler import DESCRIBE_ACTIONS, SCALING_ACTIONS
-from infra.charts import CHARTS
+from infra.compute.autoscaling import DESCRIBE_ACTIONS, SCALING_ACTIONS
+from infra.platform.charts import CHARTS
 
 ACCOUNT, REGION, CLUSTER = "123456789012", "eu-west-1", "ml-test"
 SUBNETS = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
@@ -294,7 +294,8 @@ def test_the_ray_pod_annotation_is_what_the_autoscaler_honors():
 
 def test_the_pure_module_loads_no_cdktf():
     """Service specs import RAY_POD_ANNOTATIONS; that must not cost the provider bindings."""
-    code = "import sys, infra.autoscaler; sys.exit(any(m.split('.')[0] in ('cdktf', 'constructs', 'jsii') for m in sys.modules))"
+    code = ("import sys, infra.compute.autoscaling; "
+            "sys.exit(any(m.split('.')[0] in ('cdktf', 'constructs', 'jsii') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60, check=False).returncode == 0
 
 

@@ -26,7 +26,7 @@ from infra import (
     Statement,
     Taint,
 )
-from infra.policy import policy_document
+from infra.identity.policy import policy_document
 
 ACCOUNT, REGION = "123456789012", "eu-west-1"
 SUBNETS = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]

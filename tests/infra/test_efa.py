@@ -21,12 +21,12 @@ import conftest
 from conftest import resources
 from infra import EksCluster, ExistingCluster, GpuNodePool, NodePool, NodeRole
 from infra.catalog import EFA_INTERFACES, INSTANCE_TYPES, efa_interfaces
-from infra.charts import CHARTS
-from infra.efa import EFA_RESOURCE, device_plugin_values, interface_layout, pod_resources
-from infra.efa_anyscale import EfaAnyscaleInstanceType
-from infra.efa_network import EfaNetwork
-from infra.efa_rules import efa_instance_types_problem, efa_subnets_problem
-from infra.scheduling import POOL_LABEL
+from infra.platform.charts import CHARTS
+from infra.compute.efa.plugin import EFA_RESOURCE, device_plugin_values, interface_layout, pod_resources
+from infra.platform.efa_anyscale import EfaAnyscaleInstanceType
+from infra.compute.efa.network import EfaNetwork
+from infra.compute.efa.rules import efa_instance_types_problem, efa_subnets_problem
+from infra.compute.scheduling import POOL_LABEL
 from stacks.config.loader import ENVIRONMENTS_DIR
 from stacks.specs.render import RAYSERVICE_FILE, render_specs
 

@@ -33,8 +33,8 @@ from infra import (
 )
 from infra import rules
 from infra.catalog import GPUS
-from infra.charts import CHARTS
-from infra.helm import ChartRelease
+from infra.platform.charts import CHARTS
+from infra.platform.helm import ChartRelease
 
 ACCOUNT, REGION, CLUSTER, ORG = "123456789012", "us-west-2", "ml-test", "org_abc123"
 SUBNETS = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]

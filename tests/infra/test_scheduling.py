@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infra.catalog import GPUS
-from infra.scheduling import Taint, node_labels, node_selector, node_taints, schedulable, tolerations
+from infra.compute.scheduling import Taint, node_labels, node_selector, node_taints, schedulable, tolerations
 
 L4 = GPUS["L4"]
 name = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)

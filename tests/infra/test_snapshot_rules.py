@@ -45,7 +45,7 @@ def sse_denies(bucket: str, key_arn: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def built():
     from infra import ArtifactWriterIdentity, EncryptionKey, ModelBucket, ServingIdentity
-    from infra.bucket import TaggedExpiration
+    from infra.storage.bucket import TaggedExpiration
 
     stack = conftest.new_stack("snapshots", REGION)
     weights = ModelBucket(stack, "weights", bucket_name=WEIGHTS, kms_key_arn=KEY, region=REGION,
@@ -219,7 +219,7 @@ def test_the_environments_writer_tags_snapshots_and_the_serving_role_gets_nothin
     ({"days": 0}, "at least 1"),
 ])
 def test_a_tagged_expiration_refuses_what_s3_would(kwargs, message):
-    from infra.bucket import TaggedExpiration
+    from infra.storage.bucket import TaggedExpiration
 
     rule = {"name": "expire-unpinned-snapshots", "prefix": "models", "tag": UNPINNED_TAG, "days": 30, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -228,7 +228,7 @@ def test_a_tagged_expiration_refuses_what_s3_would(kwargs, message):
 
 def test_a_rule_name_is_used_once_per_bucket():
     from infra import ModelBucket
-    from infra.bucket import TaggedExpiration
+    from infra.storage.bucket import TaggedExpiration
 
     rule = TaggedExpiration("expire-staging", "staging", ("k", "v"), 3)
     for kwargs in ({"expire_tagged": [rule, rule]}, {"expire_tagged": [rule], "expire_prefixes": {"staging": 7}}):

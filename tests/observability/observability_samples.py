@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.observability import ModelObjective, monitoring_objects
-from infra.observability.dashboards import dashboards
+from infra.platform.observability import ModelObjective, monitoring_objects
+from infra.platform.observability.dashboards import dashboards
 
 ENVIRONMENT = "dev"
 NAMESPACE = "llm-serving"

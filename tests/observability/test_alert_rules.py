@@ -8,7 +8,7 @@ import re
 import promql_parser as pp
 import pytest
 
-from infra.observability import ModelObjective, monitoring_objects
+from infra.platform.observability import ModelObjective, monitoring_objects
 from observability_samples import ENVIRONMENT, MODELS, NAMESPACE, rules, sample_objects
 
 EXPECTED = {

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.charts import CHARTS
-from infra.observability import kube_prometheus_stack_values
-from infra.observability.names import DASHBOARD_LABEL, DASHBOARD_LABEL_VALUE
+from infra.platform.charts import CHARTS
+from infra.platform.observability import kube_prometheus_stack_values
+from infra.platform.observability.names import DASHBOARD_LABEL, DASHBOARD_LABEL_VALUE
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas" / "monitoring"
 CHART_VALUES = SCHEMAS / f"kube-prometheus-stack-{CHARTS['kube-prometheus-stack'].version}-values.yaml"
@@ -49,7 +49,7 @@ def unknown_keys(values: dict[str, Any]) -> list[str]:
 
 
 def test_the_vendored_values_are_the_pinned_charts():
-    # Named after the version infra/charts.py pins: a chart bump needs its values vendored again.
+    # Named after the version infra/platform/charts.py pins: a chart bump needs its values vendored again.
     assert CHART_VALUES.exists(), f"vendor {CHART_VALUES.name} (see tests/schemas/monitoring/README.md)"
     assert GRAFANA_VALUES.name in (SCHEMAS / "README.md").read_text()
 

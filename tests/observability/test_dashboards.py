@@ -8,15 +8,15 @@ import subprocess
 import sys
 
 from conftest import ROOT
-from infra.observability import MONITORING_NAMESPACE
-from infra.observability.dashboards import dashboard_config_maps, dashboard_files, dashboards
+from infra.platform.observability import MONITORING_NAMESPACE
+from infra.platform.observability.dashboards import dashboard_config_maps, dashboard_files, dashboards
 from observability_samples import ENVIRONMENT
 
-DASHBOARDS = ROOT / "infra" / "observability" / "dashboards"
+DASHBOARDS = ROOT / "infra" / "platform" / "observability" / "dashboards"
 
 
 def test_committed_dashboards_are_byte_identical_to_a_fresh_generation(tmp_path):
-    from infra.observability.generate_dashboards import write
+    from infra.platform.observability.generate_dashboards import write
 
     write(tmp_path)
     fresh = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
@@ -27,7 +27,7 @@ def test_committed_dashboards_are_byte_identical_to_a_fresh_generation(tmp_path)
 
 
 def test_generation_ignores_the_factorys_environment_overrides(monkeypatch):
-    from infra.observability.generate_dashboards import render
+    from infra.platform.observability.generate_dashboards import render
 
     monkeypatch.setenv("RAY_GRAFANA_SERVE_LLM_DASHBOARD_UID", "other")
     monkeypatch.setenv("RAY_GRAFANA_SERVE_DASHBOARD_GLOBAL_FILTERS", 'job="x"')
@@ -35,13 +35,13 @@ def test_generation_ignores_the_factorys_environment_overrides(monkeypatch):
 
 
 def test_make_dashboards_runs_the_generator(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "infra.observability.generate_dashboards", "--out", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "infra.platform.observability.generate_dashboards", "--out",
+                             str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(dashboard_files())
     dry_run = subprocess.run(["make", "-n", "dashboards"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert dry_run.returncode == 0, dry_run.stderr
-    assert ".venv/bin/python -m infra.observability.generate_dashboards" in dry_run.stdout.splitlines()
+    assert ".venv/bin/python -m infra.platform.observability.generate_dashboards" in dry_run.stdout.splitlines()
 
 
 def test_dashboards_are_rays_with_stable_uids_and_kube_prometheus_stacks_datasource():

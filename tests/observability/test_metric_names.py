@@ -119,7 +119,7 @@ def test_bad_promql_is_refused():
 
 
 def test_the_generator_fixes_only_names_that_need_it():
-    from infra.observability.generate_dashboards import DROPPED, RENAMED
+    from infra.platform.observability.generate_dashboards import DROPPED, RENAMED
 
     for name in DROPPED:
         assert catalog().lookup(name) is None, f"{name} is exported after all: stop dropping it"

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from infra.catalog import DEFAULT_EKS_VERSION
-from infra.charts import CHARTS
-from infra.observability import ModelObjective, monitoring_objects
+from infra.platform.charts import CHARTS
+from infra.platform.observability import ModelObjective, monitoring_objects
 from infra.rules import label_key_problem, label_value_problem
 from observability_samples import sample_objects
 

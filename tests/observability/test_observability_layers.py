@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-PACKAGE = ROOT / "infra" / "observability"
+PACKAGE = ROOT / "infra" / "platform" / "observability"
 LINT_IMPORTS = str(Path(sys.executable).parent / "lint-imports")
 RAY_CONTRACT = "only the serving app and the vendor spec validation import Ray and vLLM BROKEN"
 
@@ -41,7 +41,7 @@ class Refuse:
         if name.split(".")[0] in {"ray", "vllm", "torch", "cdktf", "constructs", "jsii"}:
             raise ImportError(f"{name} is not installed here")
 sys.meta_path.insert(0, Refuse())
-from infra.observability import ModelObjective, kube_prometheus_stack_values, monitoring_objects
+from infra.platform.observability import ModelObjective, kube_prometheus_stack_values, monitoring_objects
 objects = monitoring_objects(environment="dev", serving_namespace="llm-serving", models=[ModelObjective("m", 1.0)])
 kube_prometheus_stack_values()
 print(len(objects))
@@ -66,7 +66,7 @@ def test_a_ray_import_elsewhere_in_observability_breaks_the_contract(tmp_path):
     env = {"PYTHONPATH": str(tree), "PATH": ""}
     kept = subprocess.run(lint, cwd=tree, env=env, capture_output=True, text=True, timeout=120)
     assert kept.returncode == 0, kept.stdout
-    module = tree / "infra" / "observability" / "dashboards.py"
+    module = tree / "infra" / "platform" / "observability" / "dashboards.py"
     module.write_text(module.read_text() + "\nimport ray  # planted\n")
     broken = subprocess.run(lint, cwd=tree, env=env, capture_output=True, text=True, timeout=120)
     assert broken.returncode != 0
@@ -81,4 +81,4 @@ def test_the_wheel_carries_the_dashboards(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for dashboard in sorted((PACKAGE / "dashboards").glob("*.json")):
-        assert f"infra/observability/dashboards/{dashboard.name}" in names
+        assert f"infra/platform/observability/dashboards/{dashboard.name}" in names

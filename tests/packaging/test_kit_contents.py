@@ -15,8 +15,8 @@ SHIPPED_DATA = [
     "stacks/environments/prod.yaml",
     "stacks/examples/patterns.yaml",
     "policies/baseline.yaml",
-    "infra/observability/dashboards/ray-serve.json",
-    "infra/observability/dashboards/ray-serve-llm.json",
+    "infra/platform/observability/dashboards/ray-serve.json",
+    "infra/platform/observability/dashboards/ray-serve-llm.json",
 ]
 REPOSITORY_ONLY = ("tests/", "benchmarks/", "examples/", ".github/", ".ci/")
 

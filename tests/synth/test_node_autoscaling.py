@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import resources
-from infra.scheduling import Taint, schedulable
+from infra.compute.scheduling import Taint, schedulable
 
 ENVS = ("dev", "staging", "prod")
 PREFIX = "k8s.io/cluster-autoscaler/"

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from conftest import resources
-from infra.charts import CHARTS
-from infra.helm import chart_files
+from infra.platform.charts import CHARTS
+from infra.platform.helm import chart_files
 from stacks.config.loader import ENVIRONMENTS_DIR
 from stacks.specs.platform import PLATFORM_FILE
 

@@ -1,6 +1,6 @@
 """Write Ray's own Serve and Serve LLM Grafana dashboards, from Ray's dashboard factory, into `dashboards/`.
 
-`make dashboards` (= `python -m infra.observability.generate_dashboards [--out DIR]`).
+`make dashboards` (= `python -m infra.platform.observability.generate_dashboards [--out DIR]`).
 The only module that imports Ray (import-linter's `ray-importers` contract names
 it): the stacks read the committed JSON, so synthesizing needs no Ray. A test
 regenerates the files and requires them byte for byte, so they follow the
@@ -28,7 +28,7 @@ from typing import Any
 import ray
 from ray.dashboard.modules.metrics import grafana_dashboard_factory as factory
 
-from infra.observability.names import GRAFANA_DATASOURCE_NAME, GRAFANA_DATASOURCE_UID
+from infra.platform.observability.names import GRAFANA_DATASOURCE_NAME, GRAFANA_DATASOURCE_UID
 
 RAY_VERSION = "2.60.0"
 DEFAULT_OUT = Path(__file__).resolve().parent / "dashboards"

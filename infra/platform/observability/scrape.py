@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.observability.names import metadata
+from infra.platform.observability.names import metadata
 
 RAY_METRICS_PORT_NAME = "metrics"
 # Head-only ports, by the names KubeRay's example gives them (a port name is at most 15 characters).

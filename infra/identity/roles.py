@@ -17,7 +17,7 @@ from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentity
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 
-from infra.policy import Statement, policy_document
+from infra.identity.policy import Statement, policy_document
 from infra.rules import (
     GITHUB_OIDC_HOST,
     account_id_problem,
@@ -44,7 +44,7 @@ class Identity(Construct):
 
     Props:
         role_name: the IAM role name (1-64 of letters, digits, +=,.@_-).
-        assume_role_policy: the trust policy, as JSON (see `infra.policy.policy_document`).
+        assume_role_policy: the trust policy, as JSON (see `infra.identity.policy.policy_document`).
         description: shown in the IAM console.
         kind: the `llm-serving-stacks:identity` tag value, so policy checks and audits can
             tell what the role is for. Default "custom".

@@ -1,26 +1,22 @@
-"""Elastic Fabric Adapter constructs: the network an environment's EFA pools share (AWS stack) and
-the device plugin that makes their EFA devices requestable (platform stack). A pool joins with
-`NodePool(..., efa=network)`; the plain data (interfaces, values, resource name) is `infra.efa`,
-the Anyscale operator's instance type for EFA pools `infra.efa_anyscale`.
+"""The network an environment's EFA (Elastic Fabric Adapter) pools share (AWS stack). A pool joins
+with `NodePool(..., efa=network)`; the plain data (interfaces, values, resource name) is
+`infra.compute.efa.plugin`, the device plugin's release `infra.platform.efa_device_plugin`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 from constructs import Construct
 
 from infra import node_runtime  # noqa: F401  (before cdktf)
-from cdktf import Fn, ITerraformDependable, TerraformResourceLifecycle
+from cdktf import Fn, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.data_aws_eks_cluster import DataAwsEksCluster
 from cdktf_cdktf_provider_aws.security_group import SecurityGroup
 from cdktf_cdktf_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
 from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
 
-from infra.charts import CHARTS
-from infra.cluster import Cluster
-from infra.efa import DEVICE_PLUGIN_NAMESPACE, device_plugin_values
-from infra.helm import ChartRelease
+from infra.compute.cluster import Cluster
 from infra.rules import is_token, require, subnet_id_problem
 
 # A security group name has up to 255 characters and never starts "sg-" (EC2); the provider's unique
@@ -92,23 +88,3 @@ class EfaNetwork(Construct):
     def subnet_ids(self) -> list[str]:
         """The one subnet EFA pools launch in."""
         return list(self._subnet_ids)
-
-
-class EfaDevicePlugin(ChartRelease):
-    """The AWS EFA Kubernetes device plugin (platform stack), on the EFA pools' nodes only.
-
-    It advertises each node's EFA devices as `vpc.amazonaws.com/efa` (`infra.efa.EFA_RESOURCE`);
-    the EKS AMIs carry the EFA software but not the plugin. Values: `infra.efa.device_plugin_values`.
-
-    Props:
-        pool_names: the EFA pools (their nodes carry the pool label).
-        tolerations: the pools' taints as tolerations, so the plugin reaches tainted GPU nodes.
-        namespace: default kube-system (the DaemonSet asks for the system-node-critical priority).
-        depends_on: what must be installed first.
-    """
-
-    def __init__(self, scope: Construct, id: str, *, pool_names: Iterable[str],
-                 tolerations: Iterable[Mapping[str, str]] = (), namespace: str = DEVICE_PLUGIN_NAMESPACE,
-                 depends_on: Sequence[ITerraformDependable] = ()):
-        super().__init__(scope, id, chart=CHARTS["aws-efa-k8s-device-plugin"], namespace=namespace,
-                         values=device_plugin_values(pool_names, tolerations), depends_on=depends_on)

@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from infra.observability.alerts import prometheus_rule
-from infra.observability.chart_values import kube_prometheus_stack_values
-from infra.observability.dashboards import dashboard_config_maps
-from infra.observability.names import MONITORING_NAMESPACE, ModelObjective
-from infra.observability.scrape import pod_monitors
+from infra.platform.observability.alerts import prometheus_rule
+from infra.platform.observability.chart_values import kube_prometheus_stack_values
+from infra.platform.observability.dashboards import dashboard_config_maps
+from infra.platform.observability.names import MONITORING_NAMESPACE, ModelObjective
+from infra.platform.observability.scrape import pod_monitors
 from infra.rules import label_value_problem, namespace_problem, require
 
 __all__ = ["MONITORING_NAMESPACE", "ModelObjective", "kube_prometheus_stack_values", "monitoring_objects"]

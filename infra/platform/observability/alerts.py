@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from infra.observability.names import ModelObjective, metadata
+from infra.platform.observability.names import ModelObjective, metadata
 
 RULE_NAME = "llm-serving-alerts"
 DASHBOARD_HINT = "Grafana: Serve LLM Dashboard (uid rayServeLlmDashboard) and Serve Dashboard (uid rayServeDashboard)."

@@ -9,7 +9,7 @@ from cdktf import TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.kms_alias import KmsAlias
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 
-from infra.policy import Statement, dns_suffix, policy_document
+from infra.identity.policy import Statement, dns_suffix, policy_document
 from infra.rules import account_id_problem, kms_alias_problem, partition_problem, region_problem, require
 
 

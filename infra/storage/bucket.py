@@ -42,9 +42,7 @@ from cdktf_cdktf_provider_aws.s3_bucket_versioning import (
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.s3_bucket_logging import S3BucketLoggingA
 
-from infra.access_logs import AccessLogBucket
-from infra.identity import Identity
-from infra.policy import (
+from infra.identity.policy import (
     PURPOSE_TAG,
     Statement,
     dns_suffix,
@@ -52,7 +50,9 @@ from infra.policy import (
     policy_document,
     tls_only_statements,
 )
+from infra.identity.roles import Identity
 from infra.rules import bucket_name_problem, kms_key_arn_problem, partition_problem, region_problem, require
+from infra.storage.access_logs import AccessLogBucket
 
 POLICY_NAME_LIMIT = 128  # IAM inline policy names
 # The lifecycle rules every bucket has; a TaggedExpiration may not take their ids.
@@ -105,7 +105,7 @@ class ModelBucket(Construct):
     bucket policy), unencrypted objects (SSE-KMS with a bucket key), uploads
     encrypted any other way than SSE-KMS with `kms_key_arn` (denied by the bucket
     policy: an upload naming no encryption gets the key by default, see
-    `infra.policy.kms_upload_statements`) and `force_destroy` (off). Object events
+    `infra.identity.policy.kms_upload_statements`) and `force_destroy` (off). Object events
     go to EventBridge.
 
     Props:

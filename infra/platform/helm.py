@@ -30,7 +30,7 @@ from cdktf_cdktf_provider_aws.data_aws_eks_cluster import DataAwsEksCluster
 from cdktf_cdktf_provider_helm.provider import HelmProvider, HelmProviderKubernetes, HelmProviderKubernetesExec
 from cdktf_cdktf_provider_helm.release import Release
 
-from infra.charts import Chart
+from infra.platform.charts import Chart
 from infra.rules import cluster_name_problem, namespace_problem, region_problem, require
 
 RELEASE_TIMEOUT_SECONDS = 900
@@ -62,7 +62,7 @@ class EksHelm(Construct):
 
 
 class ChartRelease(Construct):
-    """A pinned chart from `infra.charts`, installed atomically (a failed upgrade rolls back).
+    """A pinned chart from `infra.platform.charts`, installed atomically (a failed upgrade rolls back).
 
     Props:
         chart: the catalog entry (repository, name, version).

@@ -1,7 +1,7 @@
 """What node autoscaling with Cluster Autoscaler needs from the kit, as plain data: the pod
 annotation, the Auto Scaling group tags node pools carry, the role's IAM statements and the
 chart values. No cdktf import, so service specs can use `RAY_POD_ANNOTATIONS` at no cost; the
-constructs are `ClusterAutoscalerIdentity` and `ClusterAutoscaler` (infra.operators) and the
+constructs are `ClusterAutoscalerIdentity` and `ClusterAutoscaler` (infra.platform.operators) and the
 pools' `autoscaler_cluster_name` option.
 
 Sources, github.com/kubernetes/autoscaler at the pinned tags: cluster-autoscaler/cloudprovider/aws/
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.catalog import Gpu
-from infra.policy import Statement
+from infra.compute.scheduling import Taint
+from infra.identity.policy import Statement
 from infra.rules import (
     account_id_problem,
     asg_tag_key_problem,
@@ -32,7 +33,6 @@ from infra.rules import (
     require,
     service_account_problem,
 )
-from infra.scheduling import Taint
 
 # Cluster Autoscaler never removes a node running a pod with this annotation (FAQ, "What types of
 # pods can prevent CA from removing a node?"): put it on Ray pods so a replica is never evicted

@@ -38,7 +38,7 @@ from cdktf_cdktf_provider_aws.s3_bucket_server_side_encryption_configuration imp
 )
 from cdktf_cdktf_provider_aws.s3_bucket_versioning import S3BucketVersioningA, S3BucketVersioningVersioningConfiguration
 
-from infra.policy import PURPOSE_TAG, Statement, policy_document, tls_only_statements
+from infra.identity.policy import PURPOSE_TAG, Statement, policy_document, tls_only_statements
 from infra.rules import account_id_problem, bucket_name_problem, partition_problem, require
 
 LOG_PREFIX = "s3-access"

@@ -9,18 +9,18 @@ import json
 from importlib import resources
 from typing import Any
 
-from infra.observability.names import DASHBOARD_LABEL, DASHBOARD_LABEL_VALUE, MONITORING_NAMESPACE, metadata
+from infra.platform.observability.names import DASHBOARD_LABEL, DASHBOARD_LABEL_VALUE, MONITORING_NAMESPACE, metadata
 
 DASHBOARD_DIRECTORY = "dashboards"
 
 
 def dashboard_files() -> dict[str, str]:
     """File name -> JSON text of every committed dashboard, sorted by name."""
-    directory = resources.files("infra.observability").joinpath(DASHBOARD_DIRECTORY)
+    directory = resources.files("infra.platform.observability").joinpath(DASHBOARD_DIRECTORY)
     files = {entry.name: entry.read_text(encoding="utf-8") for entry in directory.iterdir()
              if entry.name.endswith(".json") and entry.is_file()}
     if not files:
-        raise FileNotFoundError("no dashboards in infra/observability/dashboards: run `make dashboards`")
+        raise FileNotFoundError("no dashboards in infra/platform/observability/dashboards: run `make dashboards`")
     return dict(sorted(files.items()))
 
 

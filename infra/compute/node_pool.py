@@ -28,12 +28,22 @@ from cdktf_cdktf_provider_aws.launch_template import (
     LaunchTemplateTagSpecifications,
 )
 
-from infra.autoscaler import NODE_TEMPLATE, AsgTag, autoscaler_node_labels, autoscaler_tags
 from infra.catalog import Gpu, InstanceType, gpu_instance
-from infra.efa import EFA_RESOURCE, interface_layout, pool_efa_interfaces
-from infra.efa_rules import efa_subnets_problem
-from infra.identity import IDENTITY_TAG
-from infra.policy import dns_suffix, managed_policy_arn, service_trust
+from infra.compute.autoscaling import NODE_TEMPLATE, AsgTag, autoscaler_node_labels, autoscaler_tags
+from infra.compute.efa.plugin import EFA_RESOURCE, interface_layout, pool_efa_interfaces
+from infra.compute.efa.rules import efa_subnets_problem
+from infra.compute.scheduling import (
+    POOL_LABEL,
+    Taint,
+    node_labels,
+    node_selector,
+    node_taints,
+    pool_labels_problem,
+    pool_taints_problem,
+    tolerations,
+)
+from infra.identity.policy import dns_suffix, managed_policy_arn, service_trust
+from infra.identity.roles import IDENTITY_TAG
 from infra.rules import (
     ami_type_problem,
     capacity_type_problem,
@@ -46,19 +56,9 @@ from infra.rules import (
     role_name_problem,
     root_volume_problem,
 )
-from infra.scheduling import (
-    POOL_LABEL,
-    Taint,
-    node_labels,
-    node_selector,
-    node_taints,
-    pool_labels_problem,
-    pool_taints_problem,
-    tolerations,
-)
 
 if TYPE_CHECKING:
-    from infra.efa_network import EfaNetwork
+    from infra.compute.efa.network import EfaNetwork
 
 __all__ = ["POOL_LABEL", "GpuNodePool", "NodePool", "NodePoolOptions", "NodeRole", "Taint"]
 

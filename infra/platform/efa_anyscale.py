@@ -1,7 +1,7 @@
 """The Anyscale operator's instance type for pods on an EFA pool (platform stack): its pods ask for
-every EFA interface of the node, which the device plugin (`infra.efa_network.EfaDevicePlugin`)
-registers. A module of its own: it builds on `infra.operators`, which refers to node pools, and
-node pools refer to `infra.efa_network`.
+every EFA interface of the node, which the device plugin (`infra.platform.efa_device_plugin`)
+registers. A module of its own: it builds on `infra.platform.operators`, which refers to node pools,
+and node pools refer to `infra.compute.efa.network`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from infra.efa import EFA_RESOURCE
-from infra.operators import AnyscaleInstanceType
+from infra.compute.efa.plugin import EFA_RESOURCE
+from infra.platform.operators import AnyscaleInstanceType
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Values for the pinned kube-prometheus-stack chart (infra.charts: 88.5.3).
+"""Values for the pinned kube-prometheus-stack chart (infra.platform.charts: 88.5.3).
 
 Every key exists in that chart's values.yaml (github.com/prometheus-community/helm-charts,
 tag kube-prometheus-stack-88.5.3) or, under `grafana`, in its Grafana subchart's
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.observability.names import (
+from infra.platform.observability.names import (
     DASHBOARD_LABEL,
     DASHBOARD_LABEL_VALUE,
     GRAFANA_DATASOURCE_NAME,

@@ -26,7 +26,7 @@ from cdktf_cdktf_provider_aws.eks_cluster import (
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 
-from infra.policy import managed_policy_arn, service_trust
+from infra.identity.policy import managed_policy_arn, service_trust
 from infra.rules import (
     account_id_problem,
     cidr_problem,

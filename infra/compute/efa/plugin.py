@@ -1,7 +1,8 @@
 """What Elastic Fabric Adapter (EFA) needs from the kit, as plain data: the extended resource pods
 ask for, the interfaces a node's launch template lists, and the device plugin's chart values. No
-cdktf import, so service specs can use it at no cost; the constructs are `EfaNetwork` and
-`EfaDevicePlugin` (infra.efa_network) and the node pools' `efa` option.
+cdktf import, so service specs can use it at no cost; the constructs are `EfaNetwork`
+(infra.compute.efa.network), `EfaDevicePlugin` (infra.platform.efa_device_plugin) and the node
+pools' `efa` option.
 
 Sources: Amazon EKS User Guide, "Manage EFA devices on Amazon EKS" (device-management-efa: launch
 templates of managed node groups list the interfaces, never a subnet; the security group must
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra.catalog import efa_interfaces
-from infra.efa_rules import efa_instance_types_problem
+from infra.compute.efa.rules import efa_instance_types_problem
+from infra.compute.scheduling import POOL_LABEL
 from infra.rules import label_value_problem, require
-from infra.scheduling import POOL_LABEL
 
 # What the device plugin advertises per node, one unit per EFA device.
 EFA_RESOURCE = "vpc.amazonaws.com/efa"

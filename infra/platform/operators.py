@@ -2,7 +2,7 @@
 platform stack and take plain names (it is a separate Terraform state); roles go in the AWS stack.
 Each release is a `ChartRelease`, so replacing a `ChartRelease` of the same id keeps its address.
 
-Sources (values files vendored in tests/schemas/): Cluster Autoscaler, see infra.autoscaler;
+Sources (values files vendored in tests/schemas/): Cluster Autoscaler, see infra.compute.autoscaling;
 github.com/ray-project/kuberay v1.7.0, helm-chart/kuberay-operator; github.com/anyscale/helm-charts
 anyscale-operator-1.8.0, charts/anyscale-operator (values.yaml, README.md, templates/);
 github.com/anyscale/terraform-kubernetes-anyscale-foundation-modules, examples/aws (eks-hyperpod-
@@ -24,14 +24,14 @@ from cdktf import ITerraformDependable
 from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentityAssociation
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 
-from infra import autoscaler
-from infra.autoscaler import RAY_POD_ANNOTATIONS
-from infra.bucket import ModelBucket
 from infra.catalog import Gpu, gpu_instance
-from infra.charts import CHARTS
-from infra.helm import ChartRelease
-from infra.identity import Identity
-from infra.policy import Statement, policy_document
+from infra.compute import autoscaling
+from infra.compute.autoscaling import RAY_POD_ANNOTATIONS
+from infra.compute.scheduling import node_selector, pod_size, tolerations
+from infra.identity.policy import Statement, policy_document
+from infra.identity.roles import Identity
+from infra.platform.charts import CHARTS
+from infra.platform.helm import ChartRelease
 from infra.rules import (
     account_id_problem,
     cloud_deployment_id_problem,
@@ -47,10 +47,10 @@ from infra.rules import (
     service_account_problem,
     watch_namespaces_problem,
 )
-from infra.scheduling import node_selector, pod_size, tolerations
+from infra.storage.bucket import ModelBucket
 
 if TYPE_CHECKING:
-    from infra.node_pool import NodePool
+    from infra.compute.node_pool import NodePool
 
 KUBERAY_NAMESPACE = "kuberay-system"
 # The chart's operator.serviceAccount.name, in the namespace Anyscale's EKS examples install to.
@@ -92,7 +92,7 @@ class ClusterAutoscalerIdentity(PodIdentityRole):
 
     Scaling is allowed only on Auto Scaling groups tagged `k8s.io/cluster-autoscaler/<cluster>=owned`
     and `k8s.io/cluster-autoscaler/enabled=true` (node pools with `autoscaler_cluster_name`);
-    the statements are `infra.autoscaler.autoscaler_statements`.
+    the statements are `infra.compute.autoscaling.autoscaler_statements`.
 
     Props:
         role_name: the IAM role name.
@@ -104,9 +104,9 @@ class ClusterAutoscalerIdentity(PodIdentityRole):
     """
 
     def __init__(self, scope: Construct, id: str, *, role_name: str, cluster_name: str, account_id: str, region: str,
-                 partition: str = "aws", namespace: str = autoscaler.NAMESPACE,
-                 service_account: str = autoscaler.SERVICE_ACCOUNT):
-        statements = autoscaler.autoscaler_statements(cluster_name=cluster_name, account_id=account_id, region=region,
+                 partition: str = "aws", namespace: str = autoscaling.NAMESPACE,
+                 service_account: str = autoscaling.SERVICE_ACCOUNT):
+        statements = autoscaling.autoscaler_statements(cluster_name=cluster_name, account_id=account_id, region=region,
                                                       partition=partition)
         super().__init__(scope, id, role_name=role_name, cluster_name=cluster_name, namespace=namespace,
                          service_account=service_account, kind="node-autoscaler",
@@ -120,7 +120,7 @@ class ClusterAutoscaler(ChartRelease):
     Finds node groups by their auto-discovery tags and authenticates through EKS Pod Identity
     (`ClusterAutoscalerIdentity` in the AWS stack, same namespace and service account).
 
-    Props (the why of each default: `infra.autoscaler.autoscaler_values`):
+    Props (the why of each default: `infra.compute.autoscaling.autoscaler_values`):
         cluster_name: the EKS cluster's name (a literal).
         region: its region.
         namespace, service_account: default kube-system/cluster-autoscaler.
@@ -133,11 +133,11 @@ class ClusterAutoscaler(ChartRelease):
     """
 
     def __init__(self, scope: Construct, id: str, *, cluster_name: str, region: str,
-                 namespace: str = autoscaler.NAMESPACE, service_account: str = autoscaler.SERVICE_ACCOUNT,
+                 namespace: str = autoscaling.NAMESPACE, service_account: str = autoscaling.SERVICE_ACCOUNT,
                  expander: str = "least-waste", scale_down_unneeded_minutes: int = 15,
                  scale_down_delay_after_add_minutes: int = 15, balance_similar_node_groups: bool = True,
                  skip_nodes_with_local_storage: bool = False, depends_on: Sequence[ITerraformDependable] = ()):
-        values = autoscaler.autoscaler_values(
+        values = autoscaling.autoscaler_values(
             cluster_name=cluster_name, region=region, service_account=service_account, expander=expander,
             scale_down_unneeded_minutes=scale_down_unneeded_minutes, skip_nodes_with_local_storage=skip_nodes_with_local_storage,
             scale_down_delay_after_add_minutes=scale_down_delay_after_add_minutes,

@@ -1,0 +1,1 @@
+"""Data at rest: the model buckets, the access log bucket and the KMS key."""
