@@ -23,15 +23,21 @@ _EXPORTS = {
     "AnyscaleOperator": "infra.platform.operators",
     "AnyscaleOperatorIdentity": "infra.platform.operators",
     "ArtifactWriterIdentity": "infra.identity.roles",
+    "ChartRelease": "infra.platform.helm",
     "Cluster": "infra.compute.cluster",
     "ClusterAutoscaler": "infra.platform.operators",
     "ClusterAutoscalerIdentity": "infra.platform.operators",
+    "EfaAnyscaleInstanceType": "infra.platform.efa_anyscale",
+    "EfaDevicePlugin": "infra.platform.efa_device_plugin",
+    "EfaNetwork": "infra.compute.efa.network",
     "EksCluster": "infra.compute.cluster",
+    "EksHelm": "infra.platform.helm",
     "EncryptionKey": "infra.storage.kms",
     "ExistingCluster": "infra.compute.cluster",
     "GpuNodePool": "infra.compute.node_pool",
     "Identity": "infra.identity.roles",
     "KubeRayOperator": "infra.platform.operators",
+    "ManifestsRelease": "infra.platform.helm",
     "ModelBucket": "infra.storage.bucket",
     "NodePool": "infra.compute.node_pool",
     "NodePoolOptions": "infra.compute.node_pool",
@@ -40,7 +46,8 @@ _EXPORTS = {
     "RAY_POD_ANNOTATIONS": "infra.compute.autoscaling",
     "ServingIdentity": "infra.identity.roles",
     "Statement": "infra.identity.policy",
-    "Taint": "infra.compute.node_pool",
+    "TaggedExpiration": "infra.storage.bucket",
+    "Taint": "infra.compute.scheduling",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -48,9 +55,14 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from infra.compute.autoscaling import RAY_POD_ANNOTATIONS
     from infra.compute.cluster import Cluster, EksCluster, ExistingCluster
-    from infra.compute.node_pool import GpuNodePool, NodePool, NodePoolOptions, NodeRole, Taint
+    from infra.compute.efa.network import EfaNetwork
+    from infra.compute.node_pool import GpuNodePool, NodePool, NodePoolOptions, NodeRole
+    from infra.compute.scheduling import Taint
     from infra.identity.policy import Statement
     from infra.identity.roles import ArtifactWriterIdentity, Identity, ServingIdentity
+    from infra.platform.efa_anyscale import EfaAnyscaleInstanceType
+    from infra.platform.efa_device_plugin import EfaDevicePlugin
+    from infra.platform.helm import ChartRelease, EksHelm, ManifestsRelease
     from infra.platform.operators import (
         AnyscaleInstanceType,
         AnyscaleOperator,
@@ -60,7 +72,8 @@ if TYPE_CHECKING:
         KubeRayOperator,
         PodIdentityRole,
     )
-    from infra.storage.bucket import ModelBucket
+    from infra.storage.access_logs import AccessLogBucket
+    from infra.storage.bucket import ModelBucket, TaggedExpiration
     from infra.storage.kms import EncryptionKey
 
 

@@ -16,13 +16,20 @@ from infra import node_runtime  # noqa: F401  (before cdktf: picks the Node runt
 from cdktf import S3Backend, TerraformStack
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
 
-from infra import AnyscaleInstanceType, AnyscaleOperator, ClusterAutoscaler, KubeRayOperator
+from infra import (
+    AnyscaleInstanceType,
+    AnyscaleOperator,
+    ChartRelease,
+    ClusterAutoscaler,
+    EfaAnyscaleInstanceType,
+    EfaDevicePlugin,
+    EksHelm,
+    KubeRayOperator,
+    ManifestsRelease,
+)
 from infra.compute.efa.plugin import pool_efa_interfaces
 from infra.compute.scheduling import pod_size
 from infra.platform.charts import CHARTS
-from infra.platform.efa_anyscale import EfaAnyscaleInstanceType
-from infra.platform.efa_device_plugin import EfaDevicePlugin
-from infra.platform.helm import ChartRelease, EksHelm, ManifestsRelease
 from infra.platform.observability import MONITORING_NAMESPACE, kube_prometheus_stack_values
 from stacks.planning.plan import EnvironmentPlan
 from stacks.specs.anyscale import instance_type_name

@@ -27,6 +27,7 @@ from infra import (
     ArtifactWriterIdentity,
     Cluster,
     ClusterAutoscalerIdentity,
+    EfaNetwork,
     EksCluster,
     EncryptionKey,
     ExistingCluster,
@@ -35,10 +36,9 @@ from infra import (
     NodePool,
     NodeRole,
     ServingIdentity,
+    TaggedExpiration,
     Taint,
 )
-from infra.compute.efa.network import EfaNetwork
-from infra.storage.bucket import TaggedExpiration
 from stacks.config.schema import Bucket
 from stacks.errors import ConfigError
 from stacks.planning.plan import EnvironmentPlan
