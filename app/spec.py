@@ -156,6 +156,11 @@ def adapter_name_problem(name: str) -> str | None:
 
 
 class Strict(BaseModel):
+    """Unknown keys refused, values frozen: the base of the app contract and of the environment schema
+    (`stacks.config`), so both check a pattern the same way. Pydantic's default regex engine (Rust's)
+    matches `$` only at the end of the text, as JSON Schema does; Python's `re` would let a trailing
+    newline through, so Python code matches these patterns with `re.fullmatch`."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 

@@ -6,16 +6,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
-from app.spec import HF_ID_PATTERN, MODEL_ID_PATTERN, SERVER_CLS_PATTERN
+# Strict is the app contract's base: the file's values are checked by the same regex engine as the
+# app's args they become, so nothing the file passes can fail the app's check at synth.
+from app.spec import HF_ID_PATTERN, MODEL_ID_PATTERN, SERVER_CLS_PATTERN, Strict
 from infra import rules
 
 # Kubernetes-safe DNS label; also safe in S3 keys, IAM names and Ray model ids.
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
-# AWS tag syntax; the "aws:" prefix is reserved.
-TAG_KEY_PATTERN = r"^(?!aws:)[\w .:/=+\-@]{1,128}$"
-TAG_VALUE_PATTERN = r"^[\w .:/=+\-@]{0,256}$"
+# AWS tag syntax; the "aws:" prefix is reserved (TagKey). Lengths are the types' max_length: a Unicode
+# class repeated 256 times compiles past the Rust engine's size limit.
+TAG_KEY_PATTERN = r"^[\w .:/=+\-@]+$"
+TAG_VALUE_PATTERN = r"^[\w .:/=+\-@]*$"
 PREFIX_PATTERN = r"^[a-z][a-z0-9-]{0,18}[a-z0-9]$"
 INSTANCE_TYPE_PATTERN = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"
 # An engine setting's name, as vLLM's EngineArgs spell them.
@@ -52,11 +55,6 @@ def rule(check: Callable[[Any], str | None]) -> AfterValidator:
     return AfterValidator(validate)
 
 
-class Strict(BaseModel):
-    # python-re: tag keys need a lookahead, which the default Rust engine lacks.
-    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
-
-
 def _no_number(value: Any) -> Any:
     # YAML reads 012345678901 as a number and drops the leading zero.
     if isinstance(value, int) and not isinstance(value, bool):
@@ -69,6 +67,13 @@ def _printable(value: str) -> str:
     if not value.isprintable():
         raise ValueError(f"{rules.quoted(value)} has a newline or other control character")
     return value
+
+
+def _unreserved_tag_key(key: str) -> str:
+    # AWS reserves the prefix in any case (aws:, AWS:, Aws:) for the tags it sets itself.
+    if key[:4].lower() == "aws:":
+        raise ValueError(f"{rules.quoted(key)} starts with 'aws:', which AWS reserves for its own tags")
+    return key
 
 
 def _json_like(value: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
@@ -109,6 +114,8 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 # A free-form string (an image, a cloud or project name, a path): printable, bounded.
 Text = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_printable)]
 JsonLike = Annotated[Any, AfterValidator(_json_like)]
+TagKey = Annotated[str, Field(max_length=128, pattern=TAG_KEY_PATTERN), AfterValidator(_unreserved_tag_key)]
+TagValue = Annotated[str, Field(max_length=256, pattern=TAG_VALUE_PATTERN)]
 Region = Annotated[str, rule(rules.known_region_problem)]
 AccountId = Annotated[str, BeforeValidator(_no_number), rule(rules.account_id_problem)]
 ClusterName = Annotated[str, rule(rules.cluster_name_problem)]

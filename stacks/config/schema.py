@@ -21,8 +21,6 @@ from stacks.config.fields import (
     INSTANCE_TYPE_PATTERN,
     MAX_LABELS,
     PREFIX_PATTERN,
-    TAG_KEY_PATTERN,
-    TAG_VALUE_PATTERN,
     AccountId,
     ClusterName,
     KmsKeyArn,
@@ -34,6 +32,8 @@ from stacks.config.fields import (
     RoleArn,
     Strict,
     SubnetId,
+    TagKey,
+    TagValue,
     Text,
     max_items,
     rule,
@@ -242,8 +242,7 @@ class Environment(Strict):
     name: Name
     aws: Aws
     prefix: Annotated[str, Field(pattern=PREFIX_PATTERN)] = "llm"
-    tags: Annotated[dict[Annotated[str, Field(pattern=TAG_KEY_PATTERN)], Annotated[str, Field(pattern=TAG_VALUE_PATTERN)]],
-                    max_items(USER_TAGS_MAX)] = {}
+    tags: Annotated[dict[TagKey, TagValue], max_items(USER_TAGS_MAX)] = {}
     state: RemoteState
     cluster: Cluster
     node_pools: Annotated[list[NodePool], Field(min_length=1)]
