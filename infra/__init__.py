@@ -42,7 +42,7 @@ _EXPORTS = {
     "NodePool": "infra.compute.node_pool",
     "NodePoolOptions": "infra.compute.node_pool",
     "NodeRole": "infra.compute.node_pool",
-    "PodIdentityRole": "infra.platform.operators",
+    "PodIdentityRole": "infra.identity.roles",
     "RAY_POD_ANNOTATIONS": "infra.compute.autoscaling",
     "ServingIdentity": "infra.identity.roles",
     "Statement": "infra.identity.policy",
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from infra.compute.node_pool import GpuNodePool, NodePool, NodePoolOptions, NodeRole
     from infra.compute.scheduling import Taint
     from infra.identity.policy import Statement
-    from infra.identity.roles import ArtifactWriterIdentity, Identity, ServingIdentity
+    from infra.identity.roles import ArtifactWriterIdentity, Identity, PodIdentityRole, ServingIdentity
     from infra.platform.efa_anyscale import EfaAnyscaleInstanceType
     from infra.platform.efa_device_plugin import EfaDevicePlugin
     from infra.platform.helm import ChartRelease, EksHelm, ManifestsRelease
@@ -70,7 +70,6 @@ if TYPE_CHECKING:
         ClusterAutoscaler,
         ClusterAutoscalerIdentity,
         KubeRayOperator,
-        PodIdentityRole,
     )
     from infra.storage.access_logs import AccessLogBucket
     from infra.storage.bucket import ModelBucket, TaggedExpiration

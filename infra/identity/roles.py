@@ -1,4 +1,5 @@
-"""IAM identities for the serving pods and for artifact publishers.
+"""IAM identities: roles EKS Pod Identity gives to pods (the serving pods' among them) and the role
+artifact publishers assume.
 
 Permissions are something a resource construct gives (`ModelBucket.grant_read`),
 not something callers hand-write: each grant becomes one inline policy on the
@@ -22,6 +23,7 @@ from infra.rules import (
     GITHUB_OIDC_HOST,
     account_id_problem,
     arn_problem,
+    cluster_reference_problem,
     github_subject_problem,
     namespace_problem,
     partition_problem,
@@ -115,13 +117,45 @@ class Identity(Construct):
         return self.role.name
 
 
-class ServingIdentity(Identity):
+class PodIdentityRole(Identity):
+    """A role only EKS Pod Identity may assume, for one cluster, namespace and service account.
+
+    EKS Pod Identity tags its AssumeRole call with the association's cluster, namespace and
+    service account (EKS User Guide, pod-id-role and pod-id-abac): the trust matches them, so no
+    other association in the account can use the role; the association comes with it.
+
+    Props: `Identity`'s (role_name, description, kind), plus cluster_name (a reference to a
+    created cluster is fine), namespace and service_account.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, role_name: str, cluster_name: str, namespace: str,
+                 service_account: str, description: str, kind: str):
+        require("cluster_name", cluster_reference_problem(cluster_name))
+        require("namespace", namespace_problem(namespace))
+        require("service_account", service_account_problem(service_account))
+        # No aws:SourceAccount: the User Guide does not list it for Pod Identity, and a condition
+        # the service does not send would lock every pod out. The principal is the same in every partition.
+        trust = policy_document([Statement(
+            "EksPodIdentity", ("sts:AssumeRole", "sts:TagSession"),
+            principals={"Service": "pods.eks.amazonaws.com"},
+            conditions={"StringEquals": {
+                "aws:RequestTag/eks-cluster-name": cluster_name,
+                "aws:RequestTag/kubernetes-namespace": namespace,
+                "aws:RequestTag/kubernetes-service-account": service_account,
+            }},
+        )])
+        super().__init__(scope, id, role_name=role_name, assume_role_policy=trust, description=description, kind=kind)
+        self.cluster_name, self.namespace, self.service_account = cluster_name, namespace, service_account
+        self.association = EksPodIdentityAssociation(self, "association", cluster_name=cluster_name, namespace=namespace,
+                                                     service_account=service_account, role_arn=self.role.arn)
+
+
+class ServingIdentity(PodIdentityRole):
     """The role of the Ray pods' Kubernetes service account, through EKS Pod Identity.
 
-    Trusted only by EKS Pod Identity for this cluster, namespace and service
-    account (the session tags the agent sets), with the association that binds
-    them. It holds no permission until a resource grants one
-    (`ModelBucket.grant_read(identity, "models")`).
+    A `PodIdentityRole`: trusted only by EKS Pod Identity for this cluster, namespace and service
+    account, with the association that binds them. It holds no permission until a resource grants
+    one (`ModelBucket.grant_read(identity, "models")`).
 
     Props:
         role_name: the IAM role name.
@@ -146,37 +180,10 @@ class ServingIdentity(Identity):
     ):
         require("partition", partition_problem(partition))
         require("account_id", account_id_problem(account_id))
-        require("namespace", namespace_problem(namespace))
-        require("service_account", service_account_problem(service_account))
-        # EKS Pod Identity tags its AssumeRole call with the association's cluster,
-        # namespace and service account (EKS User Guide, pod-id-role and pod-id-abac):
-        # matching them means no other association in the account can use this role.
-        # (No aws:SourceAccount: the User Guide does not list it for Pod Identity, and
-        # a condition the service does not send would lock every pod out.)
-        # The principal is the same in every partition.
-        trust = policy_document([Statement(
-            "EksPodIdentity",
-            ("sts:AssumeRole", "sts:TagSession"),
-            principals={"Service": "pods.eks.amazonaws.com"},
-            conditions={"StringEquals": {
-                "aws:RequestTag/eks-cluster-name": cluster_name,
-                "aws:RequestTag/kubernetes-namespace": namespace,
-                "aws:RequestTag/kubernetes-service-account": service_account,
-            }},
-        )])
         super().__init__(
-            scope, id, role_name=role_name, assume_role_policy=trust,
+            scope, id, role_name=role_name, cluster_name=cluster_name, namespace=namespace,
+            service_account=service_account, kind="serving",
             description=f"Ray Serve pods ({namespace}/{service_account}): read model weights and adapters",
-            kind="serving",
-        )
-        self.namespace, self.service_account = namespace, service_account
-        self.association = EksPodIdentityAssociation(
-            self,
-            "association",
-            cluster_name=cluster_name,
-            namespace=namespace,
-            service_account=service_account,
-            role_arn=self.role.arn,
         )
 
 

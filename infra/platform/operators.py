@@ -21,21 +21,18 @@ from constructs import Construct
 
 from infra import node_runtime  # noqa: F401  (before cdktf)
 from cdktf import ITerraformDependable
-from cdktf_cdktf_provider_aws.eks_pod_identity_association import EksPodIdentityAssociation
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 
 from infra.catalog import Gpu, gpu_instance
 from infra.compute import autoscaling
 from infra.compute.autoscaling import RAY_POD_ANNOTATIONS
 from infra.compute.scheduling import node_selector, pod_size, tolerations
-from infra.identity.policy import Statement, policy_document
-from infra.identity.roles import Identity
+from infra.identity.roles import Identity, PodIdentityRole
 from infra.platform.charts import CHARTS
 from infra.platform.helm import ChartRelease
 from infra.rules import (
     account_id_problem,
     cloud_deployment_id_problem,
-    cluster_reference_problem,
     ingress_class_problem,
     instance_type_name_problem,
     labels_problem,
@@ -55,36 +52,6 @@ if TYPE_CHECKING:
 KUBERAY_NAMESPACE = "kuberay-system"
 # The chart's operator.serviceAccount.name, in the namespace Anyscale's EKS examples install to.
 ANYSCALE_NAMESPACE = ANYSCALE_SERVICE_ACCOUNT = "anyscale-operator"
-
-
-class PodIdentityRole(Identity):
-    """A role only EKS Pod Identity may assume, for one cluster, namespace and service account.
-
-    The trust matches the session tags the Pod Identity agent sets (EKS User Guide, pod-id-abac),
-    so no other association in the account can use the role; the association comes with it.
-
-    Props: `Identity`'s (role_name, description, kind), plus cluster_name (a reference to a
-    created cluster is fine), namespace and service_account.
-    """
-
-    def __init__(self, scope: Construct, id: str, *, role_name: str, cluster_name: str, namespace: str,
-                 service_account: str, description: str, kind: str):
-        require("cluster_name", cluster_reference_problem(cluster_name))
-        require("namespace", namespace_problem(namespace))
-        require("service_account", service_account_problem(service_account))
-        trust = policy_document([Statement(
-            "EksPodIdentity", ("sts:AssumeRole", "sts:TagSession"),
-            principals={"Service": "pods.eks.amazonaws.com"},
-            conditions={"StringEquals": {
-                "aws:RequestTag/eks-cluster-name": cluster_name,
-                "aws:RequestTag/kubernetes-namespace": namespace,
-                "aws:RequestTag/kubernetes-service-account": service_account,
-            }},
-        )])
-        super().__init__(scope, id, role_name=role_name, assume_role_policy=trust, description=description, kind=kind)
-        self.cluster_name, self.namespace, self.service_account = cluster_name, namespace, service_account
-        self.association = EksPodIdentityAssociation(self, "association", cluster_name=cluster_name, namespace=namespace,
-                                                     service_account=service_account, role_arn=self.role.arn)
 
 
 class ClusterAutoscalerIdentity(PodIdentityRole):
