@@ -14,9 +14,10 @@ It also owns the bucket layout both sides rely on:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 # The replica environment variable naming the Hugging Face token's secret (app.gated_server).
 HF_TOKEN_SECRET_ENV = "LLMSTACKS_HF_TOKEN_SECRET"
@@ -32,7 +33,7 @@ SECRET_NAME_PATTERN = r"^[A-Za-z0-9/_+=.@-]{1,512}$"
 BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 REGION_PATTERN = r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$"
 SERVER_CLS_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
-# vLLM accepts only these values for max_lora_rank.
+# vLLM accepts only these values for max_lora_rank (LoraRank).
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 # Engine settings derived from typed fields (engine setting -> the field it comes
@@ -145,6 +146,19 @@ def load_targets_problem(target_ongoing_requests: float, max_ongoing_requests: i
     return None
 
 
+def replicas_problem(minimum: int, maximum: int, names: tuple[str, str] = ("min_replicas", "max_replicas")) -> str | None:
+    """Autoscaling bounds in order; `names` are the two fields as the caller's input spells them."""
+    if minimum > maximum:
+        return f"{names[0]} {minimum} is greater than {names[1]} {maximum}"
+    return None
+
+
+def lora_rank_problem(rank: int) -> str | None:
+    if rank not in LORA_RANKS:
+        return f"max_rank must be one of {', '.join(map(str, LORA_RANKS))} (vLLM's allowed values)"
+    return None
+
+
 def adapter_name_problem(name: str) -> str | None:
     """Why `name` cannot be a LoRA adapter name, or None.
 
@@ -153,6 +167,20 @@ def adapter_name_problem(name: str) -> str | None:
     the model id's.
     """
     return model_id_problem(name, "adapter name")
+
+
+def rule(check: Callable[[Any], str | None]) -> AfterValidator:
+    """A field validator from a `*_problem` function: its problem becomes the field's error."""
+
+    def validate(value: Any) -> Any:
+        if problem := check(value):
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(validate)
+
+
+LoraRank = Annotated[int, rule(lora_rank_problem)]
 
 
 class Strict(BaseModel):
@@ -166,7 +194,7 @@ class Strict(BaseModel):
 
 class LoraSpec(Strict):
     max_adapters_per_replica: Annotated[int, Field(ge=1, le=256)] = 16
-    max_rank: Literal[1, 8, 16, 32, 64, 128, 256, 320, 512] = 16
+    max_rank: LoraRank = 16
 
 
 class PlacementSpec(Strict):
@@ -216,29 +244,35 @@ class PrefillSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> PrefillSpec:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"prefill min_replicas {self.min_replicas} is greater than max_replicas {self.max_replicas}")
+        if problem := replicas_problem(self.min_replicas, self.max_replicas):
+            raise ValueError(f"prefill {problem}")
         if problem := load_targets_problem(self.target_ongoing_requests, self.max_ongoing_requests):
             raise ValueError(f"prefill {problem}")
         return self
 
 
 def pattern_problem(pattern: str, *, data_parallel_size: int, pipeline_parallel_size: int, expert_parallel: bool,
-                    has_prefill: bool, has_kv_connector: bool) -> str | None:
-    """Why these settings do not make the pattern, or None (the app contract's and the config's rule)."""
-    if (pattern == "data_parallel") != (data_parallel_size > 1):
-        return ("pattern data_parallel needs data_parallel_size of at least 2" if pattern == "data_parallel"
-                else f"data_parallel_size {data_parallel_size} needs pattern: data_parallel")
+                    has_prefill: bool, has_kv_connector: bool) -> tuple[str, str] | None:
+    """(field, why) if these settings do not make the pattern, else None.
+
+    The one rule of which settings make which pattern: the contract checks its args with it, and the
+    environment file's models (`stacks.config.models`) check what they will render, naming their own
+    field for `field`. `why` reads after the field's name.
+    """
+    if pattern == "data_parallel" and data_parallel_size < 2:
+        return "data_parallel_size", "pattern data_parallel needs data_parallel_size of at least 2"
+    if pattern != "data_parallel" and data_parallel_size > 1:
+        return "data_parallel_size", f"applies to pattern data_parallel (this model's pattern is {pattern})"
     if expert_parallel and pattern != "data_parallel":
-        return "expert_parallel applies to pattern data_parallel"
+        return "expert_parallel", f"applies to pattern data_parallel (this model's pattern is {pattern})"
     if pattern == "disaggregated" and not (has_prefill and has_kv_connector):
-        return "pattern disaggregated needs a prefill part and a KV connector"
+        return ("kv_connector" if has_prefill else "prefill"), "pattern disaggregated needs a prefill part and a KV connector"
     if pattern != "disaggregated" and (has_prefill or has_kv_connector):
-        return "a prefill part and a KV connector apply to pattern disaggregated"
+        return ("prefill" if has_prefill else "kv_connector"), f"only for pattern disaggregated (this model's pattern is {pattern})"
     if pattern == "multi_node" and pipeline_parallel_size < 2:
-        return "pattern multi_node needs pipeline_parallel_size of at least 2 (one pipeline stage per node)"
+        return "pipeline_parallel_size", "pattern multi_node needs at least 2 (one pipeline stage per node)"
     if pattern in ("data_parallel", "disaggregated") and pipeline_parallel_size > 1:
-        return f"pattern {pattern} runs each engine on one node: pipeline_parallel_size must be 1"
+        return "pipeline_parallel_size", f"pattern {pattern} runs each engine on one node: it must be 1"
     return None
 
 
@@ -295,13 +329,13 @@ class ModelSpec(Strict):
                                       pipeline_parallel_size=self.pipeline_parallel_size,
                                       expert_parallel=self.expert_parallel, has_prefill=self.prefill is not None,
                                       has_kv_connector=self.kv_connector is not None):
-            raise ValueError(problem)
+            raise ValueError(": ".join(problem))
         if problem := weights_source_problem(self.weights, self.hf_id, self.hf_token_secret):
             raise ValueError(problem)
         if (self.weights == "bucket") != (self.snapshot is not None):
             raise ValueError("bucket weights are served from a pinned snapshot (snapshot); Hugging Face weights have none")
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas {self.min_replicas} is greater than max_replicas {self.max_replicas}")
+        if problem := replicas_problem(self.min_replicas, self.max_replicas):
+            raise ValueError(problem)
         if problem := load_targets_problem(self.target_ongoing_requests, self.max_ongoing_requests):
             raise ValueError(problem)
         for key in self.engine_kwargs:

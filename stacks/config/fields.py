@@ -3,14 +3,14 @@ help text, and field types checked by the constructs' own rules (`infra.rules`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
 # Strict is the app contract's base: the file's values are checked by the same regex engine as the
-# app's args they become, so nothing the file passes can fail the app's check at synth.
-from app.spec import HF_ID_PATTERN, MODEL_ID_PATTERN, SERVER_CLS_PATTERN, Strict
+# app's args they become, so nothing the file passes can fail the app's check at synth. `rule` makes a
+# field validator of an `infra.rules` (or `app.spec`) function.
+from app.spec import HF_ID_PATTERN, MODEL_ID_PATTERN, SERVER_CLS_PATTERN, Strict, rule
 from infra import rules
 
 # Kubernetes-safe DNS label; also safe in S3 keys, IAM names and Ray model ids.
@@ -42,17 +42,6 @@ PATTERN_HELP = {
     SERVER_CLS_PATTERN: "a class as module:Class, importable on the cluster",
     ENGINE_KEY_PATTERN: "a vLLM engine setting: lowercase letters, digits and '_', e.g. enable_prefix_caching",
 }
-
-
-def rule(check: Callable[[Any], str | None]) -> AfterValidator:
-    """A field validator from an `infra.rules` function: its problem becomes the field's error."""
-
-    def validate(value: Any) -> Any:
-        if problem := check(value):
-            raise ValueError(problem)
-        return value
-
-    return AfterValidator(validate)
 
 
 def _no_number(value: Any) -> Any:

@@ -7,17 +7,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.spec import (
     HF_ID_PATTERN,
-    LORA_RANKS,
     MODEL_ID_PATTERN,
     SERVER_CLS_PATTERN,
     SNAPSHOT_PATTERN,
+    LoraRank,
     Pattern,
     env_var_problem,
     load_targets_problem,
+    pattern_problem,
+    replicas_problem,
     weights_source_problem,
 )
 from infra import rules
@@ -72,25 +74,18 @@ class Replicas(Strict):
 
     @model_validator(mode="after")
     def _bounds(self) -> Replicas:
-        if self.min > self.max:
-            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        if problem := replicas_problem(self.min, self.max, ("min", "max")):
+            raise ValueError(problem)
         return self
 
 
 class Lora(Strict):
     enabled: bool = False
     max_adapters_per_replica: Annotated[int, Field(ge=1, le=256)] = 16
-    max_rank: int = 16
+    max_rank: LoraRank = 16
     # What adapters trained on this model give as base_model_name_or_path (e.g. the
     # Hugging Face id it came from); upload-adapter also accepts the model id and hf_id.
     base_model: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s]+$")] | None = None
-
-    @field_validator("max_rank")
-    @classmethod
-    def _vllm_rank(cls, value: int) -> int:
-        if value not in LORA_RANKS:
-            raise ValueError(f"max_rank must be one of {', '.join(map(str, LORA_RANKS))} (vLLM's allowed values)")
-        return value
 
 
 class EngineKwargs(BaseModel):
@@ -297,7 +292,9 @@ class Model(Strict):
         return self
 
     def pattern_problem(self) -> tuple[str, str] | None:
-        """(field, why) if the fields written do not make the model's pattern, else None."""
+        """(field, why) if the fields written do not make the model's pattern, else None: which fields
+        a disaggregated model takes, then the app contract's rule (`app.spec.pattern_problem`) on what
+        the model renders, then what Ray's servers and vLLM allow."""
         written = self.model_fields_set
         pattern = self.pattern
         if pattern == "disaggregated":
@@ -305,21 +302,16 @@ class Model(Strict):
                 return stray[0], "a disaggregated model sets its pool, parallelism and replicas per part, under prefill and decode"
             if self.prefill is None or self.decode is None:
                 return ("decode" if self.prefill else "prefill"), "pattern disaggregated needs both prefill and decode"
-        else:
-            if stray := [f for f in ("prefill", "decode", "kv_transfer") if f in written]:
-                return stray[0], f"only for pattern disaggregated (this model's pattern is {pattern})"
-            if self.node_pool is None:
-                return "node_pool", "required: the GPU node pool the model runs on"
-        if pattern == "data_parallel":
-            if self.data_parallel_size < 2:
-                return "data_parallel_size", "pattern data_parallel needs data_parallel_size of at least 2"
-            if self.pipeline_parallel_size > 1:
-                return "pipeline_parallel_size", "pattern data_parallel keeps a gang on one node: it must be 1"
-        elif "data_parallel_size" in written or self.expert_parallel is not None:
-            return ("data_parallel_size" if "data_parallel_size" in written else "expert_parallel"), \
-                f"applies to pattern data_parallel (this model's pattern is {pattern})"
-        if pattern == "multi_node" and self.pipeline_parallel_size < 2:
-            return "pipeline_parallel_size", "pattern multi_node needs at least 2 (one pipeline stage per node)"
+        # A prefill or decode part stands for the contract's prefill part, kv_transfer for its connector.
+        if problem := pattern_problem(pattern, data_parallel_size=self.data_parallel_size,
+                                      pipeline_parallel_size=self.pipeline_parallel_size,
+                                      expert_parallel=bool(self.expert_parallel) or self.uses_expert_parallel,
+                                      has_prefill=self.prefill is not None or self.decode is not None,
+                                      has_kv_connector=self.kv_transfer is not None or self.connector is not None):
+            field, why = problem
+            return {"prefill": "prefill" if self.prefill else "decode", "kv_connector": "kv_transfer"}.get(field, field), why
+        if pattern != "disaggregated" and self.node_pool is None:
+            return "node_pool", "required: the GPU node pool the model runs on"
         if self.weights.hf_token_secret and pattern in ("data_parallel", "disaggregated"):
             return "weights.hf_token_secret", (f"gated Hugging Face weights are served by app.gated_server, a standard "
                                                f"server; pattern {pattern} runs Ray's own servers: publish the weights "

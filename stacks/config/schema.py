@@ -99,7 +99,7 @@ class Cluster(Strict):
 class Taint(Strict):
     key: LabelKey
     value: LabelValue = ""
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+    effect: Annotated[str, rule(rules.taint_effect_problem)] = "NoSchedule"
 
 
 class NodePool(Strict):

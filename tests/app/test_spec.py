@@ -41,11 +41,13 @@ BASE = {"id": "m", "max_model_len": 4096, "snapshot": "0123456789abcdef"}
 
 @pytest.mark.parametrize(("fields", "needle"), [
     ({"pattern": "data_parallel"}, "pattern data_parallel needs data_parallel_size of at least 2"),
-    ({"data_parallel_size": 2}, "data_parallel_size 2 needs pattern: data_parallel"),
-    ({"expert_parallel": True}, "expert_parallel applies to pattern data_parallel"),
-    ({"pattern": "disaggregated", "kv_connector": "nixl"}, "pattern disaggregated needs a prefill part and a KV connector"),
-    ({"prefill": {}}, "a prefill part and a KV connector apply to pattern disaggregated"),
-    ({"pattern": "multi_node"}, "pattern multi_node needs pipeline_parallel_size of at least 2"),
+    ({"data_parallel_size": 2}, "data_parallel_size: applies to pattern data_parallel (this model's pattern is standard)"),
+    ({"expert_parallel": True}, "expert_parallel: applies to pattern data_parallel (this model's pattern is standard)"),
+    ({"pattern": "disaggregated", "kv_connector": "nixl"}, "prefill: pattern disaggregated needs a prefill part and a KV connector"),
+    ({"prefill": {}}, "prefill: only for pattern disaggregated (this model's pattern is standard)"),
+    ({"kv_connector": "nixl"}, "kv_connector: only for pattern disaggregated (this model's pattern is standard)"),
+    ({"pattern": "disaggregated", "prefill": {}}, "kv_connector: pattern disaggregated needs a prefill part and a KV connector"),
+    ({"pattern": "multi_node"}, "pipeline_parallel_size: pattern multi_node needs at least 2"),
     ({"pattern": "data_parallel", "data_parallel_size": 2, "pipeline_parallel_size": 2},
      "pattern data_parallel runs each engine on one node"),
     ({"pattern": "disaggregated", "prefill": {}, "kv_connector": "nixl", "pipeline_parallel_size": 2},
