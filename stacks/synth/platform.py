@@ -13,8 +13,7 @@ from __future__ import annotations
 from constructs import Construct
 
 from infra import node_runtime  # noqa: F401  (before cdktf: picks the Node runtime)
-from cdktf import S3Backend, TerraformStack
-from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
+from cdktf import TerraformStack
 
 from infra import (
     AnyscaleInstanceType,
@@ -35,7 +34,8 @@ from stacks.planning.plan import EnvironmentPlan
 from stacks.specs.anyscale import instance_type_name
 from stacks.specs.platform import PlatformObjects
 from stacks.specs.render import ServiceSpecs
-from stacks.synth.stack import ANYSCALE_OPERATOR_ACCOUNT, MANAGED_BY
+from stacks.synth.provider import aws_provider_and_state
+from stacks.synth.stack import ANYSCALE_OPERATOR_ACCOUNT
 
 PLATFORM_RELEASE = "llm-serving-platform"
 NAMESPACE_RELEASE = "llm-serving-namespace"
@@ -53,12 +53,7 @@ class PlatformStack(TerraformStack):
         super().__init__(scope, plan.names.platform_stack)
         self.plan, self.names = plan, plan.names
         env = plan.env
-        AwsProvider(self, "aws", region=env.aws.region, allowed_account_ids=[env.aws.account_id],
-                    default_tags=[AwsProviderDefaultTags(tags={**env.tags, "llm-serving-stacks:environment": env.name,
-                                                               "managed-by": MANAGED_BY})])
-        backend = S3Backend(self, bucket=env.state.bucket, key=self.names.state_key_of(self.names.platform_stack),
-                            region=env.state.region or env.aws.region, encrypt=True)
-        backend.add_override("use_lockfile", True)
+        aws_provider_and_state(self, env, state_key=self.names.state_key_of(self.names.platform_stack))
         self.helm = EksHelm(self, "cluster", cluster_name=self.names.cluster, region=env.aws.region)
         # The namespace first: the operator runs in it (anyscale) or is granted only it (kuberay).
         self.namespace = ManifestsRelease(self, "namespace", name=NAMESPACE_RELEASE, namespace=PLATFORM_NAMESPACE,

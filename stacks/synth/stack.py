@@ -17,8 +17,7 @@ from contextlib import contextmanager
 from constructs import Construct
 
 from infra import node_runtime  # noqa: F401  (before cdktf: picks the Node runtime)
-from cdktf import S3Backend, TerraformOutput, TerraformStack
-from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags
+from cdktf import TerraformOutput, TerraformStack
 
 from app.spec import ADAPTERS_PREFIX, STAGING_PREFIX, UNPINNED_TAG, WEIGHTS_PREFIX
 from infra import (
@@ -44,8 +43,8 @@ from stacks.errors import ConfigError
 from stacks.planning.plan import EnvironmentPlan
 from stacks.specs.app_package import CODE_PREFIX, app_zip, app_zip_key
 from stacks.specs.render import ServiceSpecs
+from stacks.synth.provider import aws_provider_and_state
 
-MANAGED_BY = "llm-serving-stacks"
 STAGING_EXPIRATION_DAYS = 7
 # The Anyscale operator runs beside the serving pods it manages, as this service account
 # (the chart's operator.serviceAccount.name).
@@ -65,9 +64,7 @@ class ServingStack(TerraformStack):
         env = plan.env
         self.region, self.partition, self.account = env.aws.region, env.partition, env.aws.account_id
         with self._field("aws"):
-            self._provider()
-        with self._field("state"):
-            self._backend()
+            aws_provider_and_state(self, env, state_key=self.names.state_key)
         with self._field("buckets"):
             self.key_arn = self._encryption_key()
             self.weights = self._bucket("weights", self.names.weights_bucket, env.buckets.weights,
@@ -102,27 +99,6 @@ class ServingStack(TerraformStack):
             yield
         except ValueError as exc:
             raise ConfigError(self.plan.source, field, str(exc)) from None
-
-    def _provider(self) -> None:
-        env = self.plan.env
-        AwsProvider(
-            self,
-            "aws",
-            region=self.region,
-            # A dev config can never touch another account's resources.
-            allowed_account_ids=[self.account],
-            default_tags=[AwsProviderDefaultTags(tags={
-                **env.tags,
-                "llm-serving-stacks:environment": env.name,
-                "managed-by": MANAGED_BY,
-            })],
-        )
-
-    def _backend(self) -> None:
-        state = self.plan.env.state
-        backend = S3Backend(self, bucket=state.bucket, key=self.names.state_key, region=state.region or self.region, encrypt=True)
-        # Native S3 state locking (Terraform >= 1.10); cdktf 0.21 has no typed field.
-        backend.add_override("use_lockfile", True)
 
     def _encryption_key(self) -> str:
         buckets = self.plan.env.buckets
