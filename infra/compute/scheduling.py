@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from infra.catalog import Gpu, InstanceType
-from infra.rules import label_key_problem, label_value_problem, labels_problem, require, taint_effect_problem
+from infra.rules import label_key_problem, label_value_problem, labels_problem, repeated, require, taint_effect_problem
 
 POOL_LABEL = "llm-serving-stacks/node-pool"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -69,11 +69,8 @@ def pool_labels_problem(labels: Mapping[str, str], derived: Mapping[str, str]) -
 
 def pool_taints_problem(taints: Iterable[Taint]) -> str | None:
     """A pool's taints (the caller's and its own): one per key and effect."""
-    seen: set[tuple[str, str]] = set()
-    for taint in taints:
-        if (taint.key, taint.effect) in seen:
-            return f"{taint.key}:{taint.effect} appears twice (GPU pools add nvidia.com/gpu and node.anyscale.com taints themselves)"
-        seen.add((taint.key, taint.effect))
+    if twice := repeated(f"{t.key}:{t.effect}" for t in taints):
+        return f"{', '.join(twice)} appears twice (GPU pools add nvidia.com/gpu and node.anyscale.com taints themselves)"
     return None
 
 

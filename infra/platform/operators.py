@@ -40,6 +40,7 @@ from infra.rules import (
     organization_id_problem,
     partition_problem,
     region_problem,
+    repeated,
     require,
     service_account_problem,
     watch_namespaces_problem,
@@ -290,7 +291,7 @@ class AnyscaleOperator(ChartRelease):
         require("workload_service_account", service_account_problem(workload_service_account))
         if not instance_types:
             raise ValueError("instance_types: give at least one (AnyscaleInstanceType.from_pool(pool))")
-        if duplicates := sorted({t.name for t in instance_types if [u.name for u in instance_types].count(t.name) > 1}):
+        if duplicates := repeated(t.name for t in instance_types):
             raise ValueError(f"instance_types: {', '.join(duplicates)} appears twice")
         if ingress_class is not None:
             require("ingress_class", ingress_class_problem(ingress_class))

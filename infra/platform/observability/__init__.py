@@ -20,7 +20,7 @@ from infra.platform.observability.chart_values import kube_prometheus_stack_valu
 from infra.platform.observability.dashboards import dashboard_config_maps
 from infra.platform.observability.names import MONITORING_NAMESPACE, ModelObjective
 from infra.platform.observability.scrape import pod_monitors
-from infra.rules import label_value_problem, namespace_problem, require
+from infra.rules import label_value_problem, namespace_problem, repeated, require
 
 __all__ = ["MONITORING_NAMESPACE", "ModelObjective", "kube_prometheus_stack_values", "monitoring_objects"]
 
@@ -38,8 +38,7 @@ def monitoring_objects(*, environment: str, serving_namespace: str,
     for model in models:
         if not isinstance(model, ModelObjective):
             raise TypeError(f"models: expected ModelObjective, got {type(model).__name__}")
-    ids = [m.id for m in models]
-    if duplicates := sorted({i for i in ids if ids.count(i) > 1}):
+    if duplicates := repeated(m.id for m in models):
         raise ValueError(f"models: duplicate ids {duplicates}")
     return [*pod_monitors(environment, serving_namespace),
             prometheus_rule(environment, serving_namespace, models),
