@@ -72,7 +72,7 @@ class Entity:
 
 
 def reference(value: Any) -> tuple[str, str] | None:
-    match = _REFERENCE.match(value) if isinstance(value, str) else None
+    match = _REFERENCE.fullmatch(value) if isinstance(value, str) else None
     return (match.group(1), match.group(2)) if match else None
 
 

@@ -99,7 +99,7 @@ def _pins(args: argparse.Namespace, target: Target):
 def _snapshot_arg(target: Target, snapshot: str) -> str:
     import re  # noqa: PLC0415
 
-    if not re.match(SNAPSHOT_PATTERN, snapshot):
+    if not re.fullmatch(SNAPSHOT_PATTERN, snapshot):
         raise ConfigError(target.source, "--snapshot", f"{quoted(snapshot)} is not a snapshot id (16 hex digits, as upload-model prints)")
     return snapshot
 

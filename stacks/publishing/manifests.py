@@ -55,7 +55,7 @@ def snapshot_of(model_id: str, key: str) -> str | None:
     """The snapshot a key of the model's folder belongs to (None: the old layout's, or none)."""
     rest = key[len(model_prefix(model_id)):] if key.startswith(model_prefix(model_id)) else ""
     folder, slash, _ = rest.partition("/")
-    return folder if slash and SNAPSHOT_ID.match(folder) else None
+    return folder if slash and SNAPSHOT_ID.fullmatch(folder) else None
 
 
 def read_manifest(s3, bucket: str, model_id: str, snapshot: str) -> dict | None:

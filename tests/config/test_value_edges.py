@@ -74,6 +74,42 @@ def test_the_file_and_the_app_agree_on_each_shared_pattern_at_its_edges(to_file,
     assert _accepts(ModelSpec, to_app(value)) is valid
 
 
+@pytest.mark.parametrize(("value", "valid"), list(SHARED[0][3].items()), ids=[repr(v[:20]) for v in SHARED[0][3]])
+def test_the_monitoring_reads_the_model_id_pattern_as_the_app_does(value, valid):
+    from infra.platform.observability import ModelObjective
+
+    if valid:
+        assert ModelObjective(value).id == value
+    else:
+        with pytest.raises(ValueError, match="must match"):
+            ModelObjective(value)
+
+
+@pytest.mark.parametrize(("value", "valid"), list(SHARED[3][3].items()), ids=[repr(v[:20]) for v in SHARED[3][3]])
+def test_a_snapshot_in_a_key_or_an_argument_is_read_as_the_app_does(tmp_path: Path, value, valid):
+    from stacks.cli.weights import Target, _snapshot_arg
+    from stacks.errors import ConfigError
+    from stacks.publishing.manifests import snapshot_of
+
+    assert (snapshot_of("m", f"models/m/{value}/config.json") == value) is valid
+    target = Target(env=None, source=tmp_path / "dev.yaml", bucket=BUCKET, model=None, index=None)
+    if valid:
+        assert _snapshot_arg(target, value) == value
+    else:
+        with pytest.raises(ConfigError, match="is not a snapshot id"):
+            _snapshot_arg(target, value)
+
+
+@pytest.mark.parametrize(("value", "resource"), [
+    ("${aws_s3_bucket.weights.arn}", ("aws_s3_bucket", "weights")), ("${aws_s3_bucket.weights.arn}\n", None),
+    (" ${aws_s3_bucket.weights.arn}", None), ("${aws_s3_bucket.weights.arn}/*", None),
+])
+def test_the_policy_checks_read_a_reference_whole(value, resource):
+    from policies.checks.llm_document import reference
+
+    assert reference(value) == resource
+
+
 def _args(**fields):
     return {"region": "us-west-2", "weights_bucket": BUCKET, "lora_bucket": BUCKET, "models": [_spec()], **fields}
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# The model id pattern is the serving app's contract (`app.spec`): the app checks its args with it on the
+# cluster and imports nothing from infra, so it is written there once and read here.
 from app.spec import MODEL_ID_PATTERN
 
 MONITORING_NAMESPACE = "monitoring"
@@ -30,7 +32,7 @@ class ModelObjective:
     ttft_p95_seconds: float = 2.0
 
     def __post_init__(self):
-        if not isinstance(self.id, str) or not _MODEL_ID.match(self.id):
+        if not isinstance(self.id, str) or not _MODEL_ID.fullmatch(self.id):
             raise ValueError(f"model id {self.id!r} must match {MODEL_ID_PATTERN}")
         if isinstance(self.ttft_p95_seconds, bool) or not isinstance(self.ttft_p95_seconds, (int, float)) \
                 or not 0 < self.ttft_p95_seconds <= 600:
