@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from constructs import Construct
 
 from infra import node_runtime  # noqa: F401  (before cdktf)
+from cdktf import ITerraformDependable
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.data_aws_eks_cluster import DataAwsEksCluster
 from cdktf_cdktf_provider_aws.eks_access_entry import EksAccessEntry
@@ -137,40 +138,71 @@ class EksCluster(Cluster):
         log_retention_days: int = 365,
     ):
         super().__init__(scope, id)
+        self._parse_cluster(name, version, subnet_ids, kms_key_arn, account_id, partition, log_retention_days)
+        self._parse_access(partition, endpoint_public_access, public_access_cidrs, admin_principal_arns)
+        self._subnet_ids = list(subnet_ids)
+
+        attachment = self._render_role(name, partition)
+        logs = self._render_logs(name, log_retention_days, kms_key_arn)
+        self.cluster = self._render_cluster(name, version, kms_key_arn, endpoint_public_access, public_access_cidrs,
+                                            admin_principal_arns, depends_on=[attachment, logs])
+        self._render_admins(admin_principal_arns, partition)
+        self.addon = EksAddon(self, "pod-identity-agent", cluster_name=self.cluster.name, addon_name=POD_IDENTITY_AGENT)
+
+    # --- props -------------------------------------------------------------------
+
+    @staticmethod
+    def _parse_cluster(name: str, version: str, subnet_ids: Sequence[str], kms_key_arn: str, account_id: str,
+                       partition: str, log_retention_days: int) -> None:
         require("name", cluster_name_problem(name))
         require("partition", partition_problem(partition))
         require("account_id", account_id_problem(account_id))
         require("version", eks_version_problem(version))
         require("subnet_ids", cluster_subnets_problem(subnet_ids))
         require("kms_key_arn", kms_key_arn_problem(kms_key_arn, partition))
+        require("log_retention_days", log_retention_problem(log_retention_days))
+
+    @staticmethod
+    def _parse_access(partition: str, endpoint_public_access: bool, public_access_cidrs: Sequence[str],
+                      admin_principal_arns: Sequence[str]) -> None:
+        """Who reaches the API: admins by access entry, the public endpoint only from the networks listed."""
         for arn in admin_principal_arns:
             require("admin_principal_arns", principal_arn_problem(arn, partition))
-        require("log_retention_days", log_retention_problem(log_retention_days))
         require("public_access_cidrs", public_endpoint_problem(endpoint_public_access, public_access_cidrs))
         for cidr in public_access_cidrs:
             require("public_access_cidrs", cidr_problem(cidr))
 
+    # --- sub-resources, in the order they are created ------------------------------
+
+    def _render_role(self, name: str, partition: str) -> IamRolePolicyAttachment:
+        """The control plane's role; returns its policy attachment, which the cluster waits for."""
         self.role = IamRole(
             self, "role", name=_cluster_role_name(name),
             # eks.amazonaws.com in every partition: China rejects eks.amazonaws.com.cn.
             assume_role_policy=service_trust("eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")),
             description=f"EKS control plane of {name}",
         )
-        attachment = IamRolePolicyAttachment(
+        return IamRolePolicyAttachment(
             self, "cluster-policy", role=self.role.name, policy_arn=managed_policy_arn(partition, "AmazonEKSClusterPolicy")
         )
+
+    def _render_logs(self, name: str, log_retention_days: int, kms_key_arn: str) -> CloudwatchLogGroup:
         # Created before the cluster so EKS does not create an unencrypted one without retention.
-        logs = CloudwatchLogGroup(
+        return CloudwatchLogGroup(
             self, "logs", name=f"/aws/eks/{name}/cluster", retention_in_days=log_retention_days, kms_key_id=kms_key_arn
         )
-        self.cluster = EksClusterResource(
+
+    def _render_cluster(self, name: str, version: str, kms_key_arn: str, endpoint_public_access: bool,
+                        public_access_cidrs: Sequence[str], admin_principal_arns: Sequence[str],
+                        depends_on: Sequence[ITerraformDependable]) -> EksClusterResource:
+        return EksClusterResource(
             self,
             "cluster",
             name=name,
             version=version,
             role_arn=self.role.arn,
             vpc_config=EksClusterVpcConfig(
-                subnet_ids=list(subnet_ids),
+                subnet_ids=list(self._subnet_ids),
                 endpoint_private_access=True,
                 endpoint_public_access=endpoint_public_access,
                 public_access_cidrs=list(public_access_cidrs) if endpoint_public_access else None,
@@ -184,8 +216,11 @@ class EksCluster(Cluster):
                 # Without listed admins, whoever creates the cluster keeps access.
                 bootstrap_cluster_creator_admin_permissions=not admin_principal_arns,
             ),
-            depends_on=[attachment, logs],
+            depends_on=list(depends_on),
         )
+
+    def _render_admins(self, admin_principal_arns: Sequence[str], partition: str) -> None:
+        """An access entry with the cluster admin policy for each admin principal."""
         for i, principal in enumerate(admin_principal_arns):
             entry = EksAccessEntry(self, f"admin-{i}", cluster_name=self.cluster.name, principal_arn=principal)
             EksAccessPolicyAssociation(
@@ -195,8 +230,6 @@ class EksCluster(Cluster):
                 policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",
                 access_scope=EksAccessPolicyAssociationAccessScope(type="cluster"),
             )
-        self.addon = EksAddon(self, "pod-identity-agent", cluster_name=self.cluster.name, addon_name=POD_IDENTITY_AGENT)
-        self._subnet_ids = list(subnet_ids)
 
     @property
     def name(self) -> str:

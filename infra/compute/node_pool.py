@@ -182,48 +182,80 @@ class NodePool(Construct):
         **options: Unpack[NodePoolOptions],
     ):
         super().__init__(scope, id)
+        o = self._parse_options(options)
+        self._parse_shape(node_group_name, pool_name, instance_types, o)
+        self.labels, self.taints = self._parse_placement(pool_name, o)
+        self.efa_interfaces = self._parse_efa(o["efa"], instance_types, subnet_ids)  # EFA interfaces per node
+        asg_tags = self._autoscaler_tags(o)
+        self.pool_name, self.node_group_name = pool_name, node_group_name
+        self.instance_types, self.capacity_type = list(instance_types), o["capacity_type"]
+        self.min_size, self.max_size = o["min_size"], o["max_size"]
+
+        self.launch_template = self._render_launch_template(node_group_name, o)
+        self.node_group = self._render_node_group(cluster_name, node_role, subnet_ids, o)
+        self.autoscaling_group_tags = self._render_autoscaling_group_tags(asg_tags)
+
+    # --- props -------------------------------------------------------------------
+
+    def _parse_options(self, options: NodePoolOptions) -> NodePoolOptions:
+        """The options over this class's `DEFAULTS`; an option no pool has is a TypeError."""
         if unknown := sorted(set(options) - set(NodePoolOptions.__annotations__)):
             raise TypeError(f"{type(self).__name__}: unknown option(s) {', '.join(unknown)}")
-        o: NodePoolOptions = {**self.DEFAULTS, **options}
-        gpu = self.gpu is not None
+        return {**self.DEFAULTS, **options}
+
+    def _parse_shape(self, node_group_name: str, pool_name: str, instance_types: Sequence[str],
+                     o: NodePoolOptions) -> None:
+        """Names, instance and capacity types, AMI, sizes, volume, metadata and update settings."""
         require("node_group_name", node_group_name_problem(node_group_name))
         require("pool_name", label_value_problem(pool_name) if pool_name else "give the pool a name")
         if not instance_types:
             raise ValueError("instance_types: give at least one instance type")
         require("capacity_type", capacity_type_problem(o["capacity_type"]))
-        require("ami_type", ami_type_problem(o["ami_type"], gpu=gpu))
+        require("ami_type", ami_type_problem(o["ami_type"], gpu=self.gpu is not None))
         require("min_size/desired_size/max_size", pool_size_problem(o["min_size"], o["desired_size"], o["max_size"]))
         if o["http_put_response_hop_limit"] not in (1, 2):
             raise ValueError("http_put_response_hop_limit must be 1 (pods cannot reach the node's credentials) or 2")
         require("root_volume_gib", root_volume_problem(o["root_volume_gib"]))
         if o["max_unavailable"] < 1:
             raise ValueError("max_unavailable must be at least 1")
-        autoscaled = o["autoscaler_cluster_name"] is not None
-        if autoscaled:
+        if o["autoscaler_cluster_name"] is not None:
             require("autoscaler_cluster_name", cluster_reference_problem(o["autoscaler_cluster_name"]))
-        own = autoscaler_node_labels(self.gpu) if autoscaled else {}
+
+    def _parse_placement(self, pool_name: str, o: NodePoolOptions) -> tuple[dict[str, str], list[Taint]]:
+        """The nodes' labels and taints: the caller's, then the pool's own (which the caller's may not set)."""
+        own = autoscaler_node_labels(self.gpu) if o["autoscaler_cluster_name"] is not None else {}
         derived = {**node_labels(pool_name, None, self.gpu, self.gpus_per_node), **own}
         require("labels", pool_labels_problem(dict(o["labels"]), derived))
-        self.labels = {**node_labels(pool_name, o["labels"], self.gpu, self.gpus_per_node), **own}
-        self.taints = node_taints(o["taints"], gpu=gpu, capacity_type=o["capacity_type"])
-        require("taints", pool_taints_problem(self.taints))
-        efa = o["efa"]
-        self.efa_interfaces = 0  # EFA interfaces per node
-        if efa is not None:
-            self.efa_interfaces = pool_efa_interfaces(instance_types)
-            require("subnet_ids", efa_subnets_problem(subnet_ids))
-        asg_tags = autoscaler_tags(o["autoscaler_cluster_name"], labels=self.labels, taints=self.taints,
-                                   gpus_per_node=self.gpus_per_node, capacity_type=o["capacity_type"]) if autoscaled else []
-        if asg_tags and self.efa_interfaces:
-            # Pods ask for the interfaces: a pool scaled to zero must show it would have them.
-            asg_tags.append(AsgTag(f"{NODE_TEMPLATE}resources/{EFA_RESOURCE}", str(self.efa_interfaces), False))
-        self.pool_name, self.node_group_name = pool_name, node_group_name
-        self.instance_types, self.capacity_type = list(instance_types), o["capacity_type"]
-        self.min_size, self.max_size = o["min_size"], o["max_size"]
-        desired_size = o["min_size"] if o["desired_size"] is None else o["desired_size"]
+        labels = {**node_labels(pool_name, o["labels"], self.gpu, self.gpus_per_node), **own}
+        taints = node_taints(o["taints"], gpu=self.gpu is not None, capacity_type=o["capacity_type"])
+        require("taints", pool_taints_problem(taints))
+        return labels, taints
 
-        tags = dict(o["tags"])
-        self.launch_template = LaunchTemplate(
+    @staticmethod
+    def _parse_efa(efa: EfaNetwork | None, instance_types: Sequence[str], subnet_ids: Sequence[str]) -> int:
+        """The EFA interfaces of each node: 0 without `efa`."""
+        if efa is None:
+            return 0
+        interfaces = pool_efa_interfaces(instance_types)
+        require("subnet_ids", efa_subnets_problem(subnet_ids))
+        return interfaces
+
+    def _autoscaler_tags(self, o: NodePoolOptions) -> list[AsgTag]:
+        """Cluster Autoscaler's tags for the pool's Auto Scaling group; none without `autoscaler_cluster_name`."""
+        if o["autoscaler_cluster_name"] is None:
+            return []
+        tags = autoscaler_tags(o["autoscaler_cluster_name"], labels=self.labels, taints=self.taints,
+                               gpus_per_node=self.gpus_per_node, capacity_type=o["capacity_type"])
+        if tags and self.efa_interfaces:
+            # Pods ask for the interfaces: a pool scaled to zero must show it would have them.
+            tags.append(AsgTag(f"{NODE_TEMPLATE}resources/{EFA_RESOURCE}", str(self.efa_interfaces), False))
+        return tags
+
+    # --- sub-resources, in the order they are created ------------------------------
+
+    def _render_launch_template(self, node_group_name: str, o: NodePoolOptions) -> LaunchTemplate:
+        efa = o["efa"]
+        return LaunchTemplate(
             self,
             "launch-template",
             name_prefix=f"{node_group_name}-",
@@ -236,15 +268,19 @@ class NodePool(Construct):
             block_device_mappings=self._volumes(o["ami_type"], o["root_volume_gib"]),
             network_interfaces=self._efa_interfaces(efa, self.efa_interfaces) if efa is not None else None,
             tag_specifications=[
-                LaunchTemplateTagSpecifications(resource_type=kind, tags={**tags, "Name": node_group_name})
+                LaunchTemplateTagSpecifications(resource_type=kind, tags={**o["tags"], "Name": node_group_name})
                 for kind in ("instance", "volume")
             ],
         )
-        self.node_group = EksNodeGroup(
+
+    def _render_node_group(self, cluster_name: str, node_role: NodeRole, subnet_ids: Sequence[str],
+                           o: NodePoolOptions) -> EksNodeGroup:
+        desired_size = o["min_size"] if o["desired_size"] is None else o["desired_size"]
+        return EksNodeGroup(
             self,
             "node-group",
             cluster_name=cluster_name,
-            node_group_name=node_group_name,
+            node_group_name=self.node_group_name,
             node_role_arn=node_role.role_arn,
             subnet_ids=subnet_ids,
             ami_type=o["ami_type"],
@@ -257,14 +293,16 @@ class NodePool(Construct):
             launch_template=EksNodeGroupLaunchTemplate(
                 id=self.launch_template.id, version=str(self.launch_template.latest_version)
             ),
-            tags=tags,
+            tags=dict(o["tags"]),
             # Autoscalers own the current size; Terraform must not reset it.
             lifecycle=TerraformResourceLifecycle(ignore_changes=["scaling_config[0].desired_size"]),
             depends_on=node_role.attachments,
         )
+
+    def _render_autoscaling_group_tags(self, asg_tags: Sequence[AsgTag]) -> list[AutoscalingGroupTagA]:
         # On the group EKS made for the node group (its name is known after apply).
         group = self.node_group.resources.get(0).autoscaling_groups.get(0).name if asg_tags else ""
-        self.autoscaling_group_tags = [AutoscalingGroupTagA(self, t.id, autoscaling_group_name=group, tag=AutoscalingGroupTagTag(
+        return [AutoscalingGroupTagA(self, t.id, autoscaling_group_name=group, tag=AutoscalingGroupTagTag(
             key=t.key, value=t.value, propagate_at_launch=t.propagate_at_launch)) for t in asg_tags]
 
     @staticmethod

@@ -152,10 +152,37 @@ class ModelBucket(Construct):
         require_kms_uploads: bool = True,
     ):
         super().__init__(scope, id)
+        self._parse_location(bucket_name, kms_key_arn, region, partition)
+        expire_tagged = tuple(expire_tagged)
+        expire_prefixes = self._parse_lifecycle(
+            noncurrent_version_expiration_days, abort_incomplete_multipart_upload_days, expire_prefixes, expire_tagged)
+        self._name, self._key_arn, self._region, self._partition = bucket_name, kms_key_arn, region, partition
+
+        self.bucket = self._render_bucket(purpose, prevent_destroy)
+        public_access = self._render_private()
+        versioning = self._render_versioning()
+        self._render_encryption()
+        # Object events go to EventBridge (free without rules): a platform can react to a
+        # newly published model or adapter (warm caches, notify, audit) without a change here.
+        S3BucketNotification(self, "events", bucket=self.bucket.id, eventbridge=True)
+        self._render_policy(public_access, require_kms_uploads)
+        self._render_lifecycle(versioning, noncurrent_version_expiration_days, abort_incomplete_multipart_upload_days,
+                               expire_prefixes, expire_tagged)
+
+    # --- props -------------------------------------------------------------------
+
+    @staticmethod
+    def _parse_location(bucket_name: str, kms_key_arn: str, region: str, partition: str) -> None:
         require("bucket_name", bucket_name_problem(bucket_name))
         require("partition", partition_problem(partition))
         require("region", region_problem(region, partition))
         require("kms_key_arn", kms_key_arn_problem(kms_key_arn, partition))
+
+    @staticmethod
+    def _parse_lifecycle(noncurrent_version_expiration_days: int, abort_incomplete_multipart_upload_days: int,
+                         expire_prefixes: Mapping[str, int] | None, expire_tagged: tuple[TaggedExpiration, ...]
+                         ) -> dict[str, int]:
+        """The lifecycle props checked; returns expire_prefixes with normalized prefixes."""
         if noncurrent_version_expiration_days < 1:
             raise ValueError("noncurrent_version_expiration_days must be at least 1")
         if abort_incomplete_multipart_upload_days < 1:
@@ -166,52 +193,63 @@ class ModelBucket(Construct):
             raise ValueError(f"expire_prefixes: {exc}") from None
         if any(days < 1 for days in expire_prefixes.values()):
             raise ValueError("expire_prefixes: days must be at least 1")
-        expire_tagged = tuple(expire_tagged)
         taken = {f"expire-{prefix.replace('/', '-')}" for prefix in expire_prefixes}
         names = [rule.name for rule in expire_tagged]
         if clash := sorted({n for n in names if names.count(n) > 1 or n in taken}):
             raise ValueError(f"expire_tagged: rule name {clash[0]!r} is used by another lifecycle rule")
-        self._name, self._key_arn, self._region, self._partition = bucket_name, kms_key_arn, region, partition
+        return expire_prefixes
 
-        self.bucket = S3Bucket(
+    # --- sub-resources, in the order they are created ------------------------------
+
+    def _render_bucket(self, purpose: str | None, prevent_destroy: bool) -> S3Bucket:
+        return S3Bucket(
             self,
             "bucket",
-            bucket=bucket_name,
+            bucket=self._name,
             force_destroy=False,
             tags={PURPOSE_TAG: purpose} if purpose else None,
             lifecycle=TerraformResourceLifecycle(prevent_destroy=True) if prevent_destroy else None,
         )
+
+    def _render_private(self) -> S3BucketPublicAccessBlock:
+        """Object ownership enforced (no ACLs) and all four public access blocks."""
         S3BucketOwnershipControls(
             self, "ownership", bucket=self.bucket.id,
             rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"),
         )
-        public_access = S3BucketPublicAccessBlock(
+        return S3BucketPublicAccessBlock(
             self, "public-access", bucket=self.bucket.id,
             block_public_acls=True, block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True,
         )
-        versioning = S3BucketVersioningA(
+
+    def _render_versioning(self) -> S3BucketVersioningA:
+        return S3BucketVersioningA(
             self, "versioning", bucket=self.bucket.id,
             versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"),
         )
+
+    def _render_encryption(self) -> None:
         S3BucketServerSideEncryptionConfigurationA(
             self, "encryption", bucket=self.bucket.id,
             rule=[S3BucketServerSideEncryptionConfigurationRuleA(
                 apply_server_side_encryption_by_default=S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
-                    sse_algorithm="aws:kms", kms_master_key_id=kms_key_arn,
+                    sse_algorithm="aws:kms", kms_master_key_id=self._key_arn,
                 ),
                 # Bucket keys cut KMS requests (and cost) for many-shard models.
                 bucket_key_enabled=True,
             )],
         )
-        # Object events go to EventBridge (free without rules): a platform can react to a
-        # newly published model or adapter (warm caches, notify, audit) without a change here.
-        S3BucketNotification(self, "events", bucket=self.bucket.id, eventbridge=True)
-        S3BucketPolicy(
-            self, "policy", bucket=self.bucket.id,
-            policy=policy_document([*tls_only_statements(self.bucket_arn),
-                                    *(kms_upload_statements(self.bucket_arn, kms_key_arn) if require_kms_uploads else ())]),
-            depends_on=[public_access],
-        )
+
+    def _render_policy(self, public_access: S3BucketPublicAccessBlock, require_kms_uploads: bool) -> None:
+        statements = tls_only_statements(self.bucket_arn)
+        if require_kms_uploads:
+            statements += kms_upload_statements(self.bucket_arn, self._key_arn)
+        S3BucketPolicy(self, "policy", bucket=self.bucket.id, policy=policy_document(statements),
+                       depends_on=[public_access])
+
+    def _render_lifecycle(self, versioning: S3BucketVersioningA, noncurrent_version_expiration_days: int,
+                          abort_incomplete_multipart_upload_days: int, expire_prefixes: Mapping[str, int],
+                          expire_tagged: Sequence[TaggedExpiration]) -> None:
         S3BucketLifecycleConfiguration(
             self, "lifecycle", bucket=self.bucket.id,
             rule=[
@@ -248,6 +286,8 @@ class ModelBucket(Construct):
             # Lifecycle rules on noncurrent versions need versioning in place first.
             depends_on=[versioning],
         )
+
+    # --- outputs and grants ------------------------------------------------------
 
     @property
     def bucket_name(self) -> str:
