@@ -60,23 +60,19 @@ class InvalidAppArgs(ValueError):
 
 @functools.cache
 def ray_serve_llm() -> types.SimpleNamespace:
-    """Ray Serve LLM's pieces this app composes, from where Ray 2.60 defines them (needs vLLM installed)."""
-    # build_openai_app: the ingress, its routes and the /v1/models cards.
+    """Ray Serve LLM's pieces this app composes (needs vLLM installed): from its public facade,
+    `ray.serve.llm`, wherever Ray 2.60 offers them there."""
+    # The ingress, its routes (as build_openai_app wires them), and the builders and server classes
+    # of each pattern: one LLMServer deployment (standard, multi_node), the DPServer deployment
+    # (data_parallel), a prefill and a decode deployment (disaggregated).
+    from ray.serve.llm import LLMConfig, LLMServer, build_dp_deployment, build_llm_deployment  # noqa: PLC0415
+    from ray.serve.llm.deployment import DPServer, PDDecodeServer, PDPrefillServer  # noqa: PLC0415
+    from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress  # noqa: PLC0415
+    # Not in the facade of Ray 2.60, which uses them inside build_openai_app and build_pd_openai_app:
+    # the /v1/models card of a config (Ray's own OpenAiIngress example imports it from here too), and
+    # build_pd_openai_app's checks of a prefill and decode pair.
     from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata  # noqa: PLC0415
-    from ray.llm._internal.serve.core.ingress.ingress import OpenAiIngress, make_fastapi_ingress  # noqa: PLC0415
-    # build_llm_deployment: one LLMServer deployment (standard, multi_node).
-    from ray.llm._internal.serve.core.server.builder import build_llm_deployment  # noqa: PLC0415
-    from ray.llm._internal.serve.core.server.llm_server import LLMServer  # noqa: PLC0415
-    # build_dp_deployment: the DPServer deployment (data_parallel).
-    from ray.llm._internal.serve.serving_patterns.data_parallel.builder import build_dp_deployment  # noqa: PLC0415
-    from ray.llm._internal.serve.serving_patterns.data_parallel.dp_server import DPServer  # noqa: PLC0415
-    # build_pd_openai_app: its args' checks and its two server classes (disaggregated).
     from ray.llm._internal.serve.serving_patterns.prefill_decode.builder import PDServingArgs  # noqa: PLC0415
-    from ray.llm._internal.serve.serving_patterns.prefill_decode.pd_server import (  # noqa: PLC0415
-        PDDecodeServer,
-        PDPrefillServer,
-    )
-    from ray.serve.llm import LLMConfig  # noqa: PLC0415
 
     return types.SimpleNamespace(
         LLMConfig=LLMConfig, OpenAiIngress=OpenAiIngress, make_fastapi_ingress=make_fastapi_ingress,

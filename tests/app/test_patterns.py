@@ -121,8 +121,8 @@ def engine(deployment) -> dict:
 
 
 def test_one_application_one_ingress_over_every_model(graph):
-    from ray.llm._internal.serve.core.ingress.ingress import OpenAiIngress
     from ray.serve import Application
+    from ray.serve.llm.ingress import OpenAiIngress
 
     app, ingress, deployments = graph
     assert isinstance(app, Application)
@@ -136,9 +136,7 @@ def test_one_application_one_ingress_over_every_model(graph):
 
 
 def test_each_pattern_is_built_by_rays_own_server_class(graph):
-    from ray.llm._internal.serve.core.server.llm_server import LLMServer
-    from ray.llm._internal.serve.serving_patterns.data_parallel.dp_server import DPServer
-    from ray.llm._internal.serve.serving_patterns.prefill_decode.pd_server import PDDecodeServer, PDPrefillServer
+    from ray.serve.llm.deployment import DPServer, LLMServer, PDDecodeServer, PDPrefillServer
 
     _, _, deployments = graph
     prefill = deployments[DISAGGREGATED].init_kwargs["prefill_server"]._bound_deployment
@@ -278,8 +276,7 @@ def test_gated_models_fetch_their_token_in_rays_data_parallel_and_disaggregated_
     import boto3
     from moto import mock_aws
     from ray import cloudpickle
-    from ray.llm._internal.serve.serving_patterns.data_parallel.dp_server import DPServer
-    from ray.llm._internal.serve.serving_patterns.prefill_decode.pd_server import PDDecodeServer, PDPrefillServer
+    from ray.serve.llm.deployment import DPServer, PDDecodeServer, PDPrefillServer
 
     from app.gated_server import GatedModelServer
 
