@@ -6,7 +6,7 @@ import pytest
 
 from pydantic import ValidationError
 
-from app.spec import ModelSpec, PrefillSpec, adapter_name_problem, engine_kwarg_problem
+from app.spec import AppArgs, ModelSpec, PrefillSpec, adapter_name_problem, engine_kwarg_problem
 
 
 @pytest.mark.parametrize("name", ["ok", "support-v2", "A.b_c-1"])
@@ -82,3 +82,42 @@ def test_the_contract_serves_bucket_weights_from_one_pinned_snapshot(fields, nee
     with pytest.raises(ValidationError) as caught:
         ModelSpec.model_validate({**BASE, **fields})
     assert needle in str(caught.value)
+
+
+ARGS = {"region": "us-west-2", "weights_bucket": "llm-dev-weights-1", "lora_bucket": "llm-dev-lora-1", "models": [BASE]}
+
+
+@pytest.mark.parametrize(("fields", "valid"), [
+    ({"routing": {"request_router_class": "app.routing:PrefixAwareRouter"}}, True),
+    ({"routing": {"request_router_class": "app.routing:PrefixAwareRouter\n"}}, False),
+    ({"routing": {"request_router_class": "app.routing:Router", "request_router_kwargs": {"k" * 64: 1}}}, True),
+    ({"routing": {"request_router_class": "app.routing:Router", "request_router_kwargs": {"k" * 65: 1}}}, False),
+    ({"routing": {"request_router_class": "app.routing:Router", "request_router_kwargs": {"k\n": 1}}}, False),
+    ({"placement": {"bundles": [{"GPU": 1, "x" * 128: 1}]}}, True),
+    ({"placement": {"bundles": [{"GPU": 1, "x" * 129: 1}]}}, False),
+    ({"placement": {"bundles": [{"GPU\n": 1}]}}, False),
+    ({"env_vars": {"A" * 128: "v"}}, True),
+    ({"env_vars": {"A" * 129: "v"}}, False),
+    ({"env_vars": {"LOG_LEVEL\n": "v"}}, False),
+    ({"env_vars": {"9LOG": "v"}}, False),
+])
+def test_the_contracts_own_patterns_refuse_a_trailing_newline_and_keep_their_lengths(fields, valid):
+    try:
+        ModelSpec.model_validate({**BASE, **fields})
+    except ValidationError:
+        assert not valid
+    else:
+        assert valid
+
+
+@pytest.mark.parametrize(("url", "valid"), [
+    ("http://127.0.0.1:9000", True), ("https://s3.us-west-2.amazonaws.com", True), ("http://x\n", False),
+    ("ftp://x", False), ("http://", False), ("http://a b", False),
+])
+def test_an_s3_endpoint_is_one_http_url(url, valid):
+    try:
+        AppArgs.model_validate({**ARGS, "s3_endpoint_url": url})
+    except ValidationError:
+        assert not valid
+    else:
+        assert valid
