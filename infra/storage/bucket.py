@@ -113,7 +113,7 @@ class ModelBucket(Construct):
         kms_key_arn: the key ARN (not an alias) every object is encrypted with.
         region: the bucket's region (grants scope KMS use to S3 in this region).
         partition: `aws` (default), `aws-cn` or `aws-us-gov`.
-        noncurrent_version_expiration_days: how long overwritten or deleted objects stay
+        noncurrent_version_retention_days: how long overwritten or deleted objects stay
             recoverable. Default 30.
         abort_incomplete_multipart_upload_days: when an interrupted upload's parts are
             removed. Default 7.
@@ -143,7 +143,7 @@ class ModelBucket(Construct):
         kms_key_arn: str,
         region: str,
         partition: str = "aws",
-        noncurrent_version_expiration_days: int = 30,
+        noncurrent_version_retention_days: int = 30,
         abort_incomplete_multipart_upload_days: int = 7,
         prevent_destroy: bool = False,
         expire_prefixes: Mapping[str, int] | None = None,
@@ -155,7 +155,7 @@ class ModelBucket(Construct):
         self._parse_location(bucket_name, kms_key_arn, region, partition)
         expire_tagged = tuple(expire_tagged)
         expire_prefixes = self._parse_lifecycle(
-            noncurrent_version_expiration_days, abort_incomplete_multipart_upload_days, expire_prefixes, expire_tagged)
+            noncurrent_version_retention_days, abort_incomplete_multipart_upload_days, expire_prefixes, expire_tagged)
         self._name, self._key_arn, self._region, self._partition = bucket_name, kms_key_arn, region, partition
 
         self.bucket = self._render_bucket(purpose, prevent_destroy)
@@ -166,7 +166,7 @@ class ModelBucket(Construct):
         # newly published model or adapter (warm caches, notify, audit) without a change here.
         S3BucketNotification(self, "events", bucket=self.bucket.id, eventbridge=True)
         self._render_policy(public_access, require_kms_uploads)
-        self._render_lifecycle(versioning, noncurrent_version_expiration_days, abort_incomplete_multipart_upload_days,
+        self._render_lifecycle(versioning, noncurrent_version_retention_days, abort_incomplete_multipart_upload_days,
                                expire_prefixes, expire_tagged)
 
     # --- props -------------------------------------------------------------------
@@ -179,12 +179,12 @@ class ModelBucket(Construct):
         require("kms_key_arn", kms_key_arn_problem(kms_key_arn, partition))
 
     @staticmethod
-    def _parse_lifecycle(noncurrent_version_expiration_days: int, abort_incomplete_multipart_upload_days: int,
+    def _parse_lifecycle(noncurrent_version_retention_days: int, abort_incomplete_multipart_upload_days: int,
                          expire_prefixes: Mapping[str, int] | None, expire_tagged: tuple[TaggedExpiration, ...]
                          ) -> dict[str, int]:
         """The lifecycle props checked; returns expire_prefixes with normalized prefixes."""
-        if noncurrent_version_expiration_days < 1:
-            raise ValueError("noncurrent_version_expiration_days must be at least 1")
+        if noncurrent_version_retention_days < 1:
+            raise ValueError("noncurrent_version_retention_days must be at least 1")
         if abort_incomplete_multipart_upload_days < 1:
             raise ValueError("abort_incomplete_multipart_upload_days must be at least 1")
         try:
@@ -247,7 +247,7 @@ class ModelBucket(Construct):
         S3BucketPolicy(self, "policy", bucket=self.bucket.id, policy=policy_document(statements),
                        depends_on=[public_access])
 
-    def _render_lifecycle(self, versioning: S3BucketVersioningA, noncurrent_version_expiration_days: int,
+    def _render_lifecycle(self, versioning: S3BucketVersioningA, noncurrent_version_retention_days: int,
                           abort_incomplete_multipart_upload_days: int, expire_prefixes: Mapping[str, int],
                           expire_tagged: Sequence[TaggedExpiration]) -> None:
         S3BucketLifecycleConfiguration(
@@ -264,7 +264,7 @@ class ModelBucket(Construct):
                     id="expire-noncurrent-versions", status="Enabled",
                     filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
                     noncurrent_version_expiration=[S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(
-                        noncurrent_days=noncurrent_version_expiration_days,
+                        noncurrent_days=noncurrent_version_retention_days,
                     )],
                     expiration=[S3BucketLifecycleConfigurationRuleExpiration(expired_object_delete_marker=True)],
                 ),
