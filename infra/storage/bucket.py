@@ -115,7 +115,7 @@ class ModelBucket(Construct):
         partition: `aws` (default), `aws-cn` or `aws-us-gov`.
         noncurrent_version_retention_days: how long overwritten or deleted objects stay
             recoverable. Default 30.
-        abort_incomplete_multipart_upload_days: when an interrupted upload's parts are
+        abort_incomplete_uploads_days: when an interrupted upload's parts are
             removed. Default 7.
         prevent_destroy: Terraform refuses to destroy the bucket. Default False.
         expire_prefixes: prefix -> days, for scratch areas whose objects expire
@@ -144,7 +144,7 @@ class ModelBucket(Construct):
         region: str,
         partition: str = "aws",
         noncurrent_version_retention_days: int = 30,
-        abort_incomplete_multipart_upload_days: int = 7,
+        abort_incomplete_uploads_days: int = 7,
         prevent_destroy: bool = False,
         expire_prefixes: Mapping[str, int] | None = None,
         purpose: str | None = None,
@@ -155,7 +155,7 @@ class ModelBucket(Construct):
         self._parse_location(bucket_name, kms_key_arn, region, partition)
         expire_tagged = tuple(expire_tagged)
         expire_prefixes = self._parse_lifecycle(
-            noncurrent_version_retention_days, abort_incomplete_multipart_upload_days, expire_prefixes, expire_tagged)
+            noncurrent_version_retention_days, abort_incomplete_uploads_days, expire_prefixes, expire_tagged)
         self._name, self._key_arn, self._region, self._partition = bucket_name, kms_key_arn, region, partition
 
         self.bucket = self._render_bucket(purpose, prevent_destroy)
@@ -166,7 +166,7 @@ class ModelBucket(Construct):
         # newly published model or adapter (warm caches, notify, audit) without a change here.
         S3BucketNotification(self, "events", bucket=self.bucket.id, eventbridge=True)
         self._render_policy(public_access, require_kms_uploads)
-        self._render_lifecycle(versioning, noncurrent_version_retention_days, abort_incomplete_multipart_upload_days,
+        self._render_lifecycle(versioning, noncurrent_version_retention_days, abort_incomplete_uploads_days,
                                expire_prefixes, expire_tagged)
 
     # --- props -------------------------------------------------------------------
@@ -179,14 +179,14 @@ class ModelBucket(Construct):
         require("kms_key_arn", kms_key_arn_problem(kms_key_arn, partition))
 
     @staticmethod
-    def _parse_lifecycle(noncurrent_version_retention_days: int, abort_incomplete_multipart_upload_days: int,
+    def _parse_lifecycle(noncurrent_version_retention_days: int, abort_incomplete_uploads_days: int,
                          expire_prefixes: Mapping[str, int] | None, expire_tagged: tuple[TaggedExpiration, ...]
                          ) -> dict[str, int]:
         """The lifecycle props checked; returns expire_prefixes with normalized prefixes."""
         if noncurrent_version_retention_days < 1:
             raise ValueError("noncurrent_version_retention_days must be at least 1")
-        if abort_incomplete_multipart_upload_days < 1:
-            raise ValueError("abort_incomplete_multipart_upload_days must be at least 1")
+        if abort_incomplete_uploads_days < 1:
+            raise ValueError("abort_incomplete_uploads_days must be at least 1")
         try:
             expire_prefixes = {_prefix(p): days for p, days in (expire_prefixes or {}).items()}
         except ValueError as exc:
@@ -248,7 +248,7 @@ class ModelBucket(Construct):
                        depends_on=[public_access])
 
     def _render_lifecycle(self, versioning: S3BucketVersioningA, noncurrent_version_retention_days: int,
-                          abort_incomplete_multipart_upload_days: int, expire_prefixes: Mapping[str, int],
+                          abort_incomplete_uploads_days: int, expire_prefixes: Mapping[str, int],
                           expire_tagged: Sequence[TaggedExpiration]) -> None:
         S3BucketLifecycleConfiguration(
             self, "lifecycle", bucket=self.bucket.id,
@@ -257,7 +257,7 @@ class ModelBucket(Construct):
                     id="abort-incomplete-multipart-uploads", status="Enabled",
                     filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
                     abort_incomplete_multipart_upload=[S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(
-                        days_after_initiation=abort_incomplete_multipart_upload_days,
+                        days_after_initiation=abort_incomplete_uploads_days,
                     )],
                 ),
                 S3BucketLifecycleConfigurationRule(

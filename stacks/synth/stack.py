@@ -136,7 +136,7 @@ class ServingStack(TerraformStack):
             region=self.region,
             partition=self.partition,
             noncurrent_version_retention_days=settings.noncurrent_version_retention_days,
-            abort_incomplete_multipart_upload_days=settings.abort_incomplete_uploads_days,
+            abort_incomplete_uploads_days=settings.abort_incomplete_uploads_days,
             prevent_destroy=self.plan.env.buckets.prevent_destroy,
             expire_prefixes=expire_prefixes,
             purpose=purpose,

@@ -49,7 +49,7 @@ def built():
     key = EncryptionKey(stack, "key", alias="test-data", description="test", account_id=ACCOUNT, region=REGION,
                         allow_cloudwatch_logs=True, prevent_destroy=True)
     weights = ModelBucket(stack, "weights", bucket_name=WEIGHTS, kms_key_arn=key.key_arn,
-                          region=REGION, noncurrent_version_retention_days=45, abort_incomplete_multipart_upload_days=3)
+                          region=REGION, noncurrent_version_retention_days=45, abort_incomplete_uploads_days=3)
     lora = ModelBucket(stack, "lora", bucket_name="test-lora-123456789012", kms_key_arn=key.key_arn,
                        region=REGION, prevent_destroy=True, expire_prefixes={"staging/": 2})
     cluster = EksCluster(stack, "cluster", name="test", version="1.33", subnet_ids=SUBNETS, kms_key_arn=key.key_arn,
@@ -596,7 +596,7 @@ INVALID = [
     ("bucket-noncurrent-days", _bucket(noncurrent_version_retention_days=0), "noncurrent_version_retention_days"),
     ("bucket-expire-days", _bucket(expire_prefixes={"staging": 0}), "expire_prefixes"),
     ("bucket-expire-wildcard", _bucket(expire_prefixes={"st*": 1}), "expire_prefixes: prefix"),
-    ("bucket-abort-days", _bucket(abort_incomplete_multipart_upload_days=0), "abort_incomplete_multipart_upload_days"),
+    ("bucket-abort-days", _bucket(abort_incomplete_uploads_days=0), "abort_incomplete_uploads_days"),
     ("bucket-key-alias", _bucket(kms_key_arn=f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/data"), "kms_key_arn"),
     ("bucket-key-partition", _bucket(kms_key_arn=KEY.replace("arn:aws:", "arn:aws-cn:")), "kms_key_arn"),
     ("bucket-region-partition", _bucket(region="us-gov-west-1"), "partition"),
