@@ -32,9 +32,10 @@ class TeamServing(TerraformStack):
 
         cluster = ExistingCluster(self, "cluster", name="ml-platform")
         nodes = NodeRole(self, "nodes", role_name="team-llm-nodes")
+        # The Ray head's pool keeps a node (pools default to 0-1 nodes).
         NodePool(self, "system", cluster_name=cluster.name, node_group_name="team-llm-system",
                  pool_name="system", node_role=nodes, subnet_ids=cluster.subnet_ids,
-                 instance_types=["m7i.xlarge"])
+                 instance_types=["m7i.xlarge"], min_size=1, max_size=3)
         gpus = GpuNodePool(self, "l4", cluster_name=cluster.name, node_group_name="team-llm-l4",
                            pool_name="l4", node_role=nodes, subnet_ids=cluster.subnet_ids,
                            instance_types=["g6.2xlarge"], capacity_type="SPOT", max_size=4)

@@ -66,20 +66,24 @@ BOTTLEROCKET_OS_VOLUME_GIB = 4
 
 
 class NodePoolOptions(TypedDict, total=False):
-    """Settings shared by `NodePool` and `GpuNodePool`; each class states its own defaults.
+    """Settings shared by `NodePool` and `GpuNodePool`, with their defaults (each class's `DEFAULTS`;
+    where the environment file has the setting, its default is the file's).
 
-    capacity_type: ON_DEMAND or SPOT.
-    min_size, max_size: the node group's bounds (autoscalers move within them).
+    capacity_type: ON_DEMAND (default) or SPOT.
+    min_size, max_size: the node group's bounds (autoscalers move within them); default 0 and 1.
     desired_size: the initial size; default min_size. Later drift is ignored, so autoscalers own it.
-    ami_type: an EKS AMI type for the pool's kind (CPU or NVIDIA).
+    ami_type: an EKS AMI type for the pool's kind (CPU or NVIDIA); default AL2023_x86_64_STANDARD
+        (`NodePool`) or BOTTLEROCKET_x86_64_NVIDIA (`GpuNodePool`: it ships the device plugin).
     root_volume_gib: the data volume (Bottlerocket) or root volume (AL2023), at least 20 GiB;
-        encrypted gp3 either way.
-    labels: extra Kubernetes node labels (the pool sets its own: pool name, GPU product and count).
-    taints: extra taints (GPU pools add nvidia.com/gpu and node.anyscale.com taints themselves).
+        encrypted gp3 either way. Default 50 (`NodePool`) or 200 (`GpuNodePool`).
+    labels: extra Kubernetes node labels (the pool sets its own: pool name, GPU product and count);
+        default none.
+    taints: extra taints (GPU pools add nvidia.com/gpu and node.anyscale.com taints themselves);
+        default none.
     http_put_response_hop_limit: IMDSv2 hop limit: 1 (default; pods cannot reach the node's
         credentials) or 2.
     max_unavailable: nodes replaced at once during an update; default 1.
-    tags: tags on the node group, its instances and volumes.
+    tags: tags on the node group, its instances and volumes; default none.
     autoscaler_cluster_name: let Cluster Autoscaler scale the pool: its Auto Scaling group gets the
         auto-discovery tags for this cluster and, on GPU pools, the node template (GPUs, labels,
         taints) it needs to scale up from zero; GPU nodes also get `k8s.amazonaws.com/accelerator`.
@@ -156,11 +160,12 @@ class NodePool(Construct):
         node_role: the instances' `NodeRole`.
         subnet_ids: where nodes launch.
         instance_types: EC2 instance types, in order of preference.
-        **options: `NodePoolOptions`; defaults in `DEFAULTS`.
+        **options: `NodePoolOptions`; defaults in `DEFAULTS`: an on-demand pool of 0 to 1 nodes
+            (the environment file's `node_pools[]` defaults), AL2023 with a 50 GiB root volume.
     """
 
     DEFAULTS: ClassVar[NodePoolOptions] = {
-        "capacity_type": "ON_DEMAND", "min_size": 1, "max_size": 3, "desired_size": None,
+        "capacity_type": "ON_DEMAND", "min_size": 0, "max_size": 1, "desired_size": None,
         "ami_type": "AL2023_x86_64_STANDARD", "root_volume_gib": 50, "labels": {}, "taints": (),
         "http_put_response_hop_limit": 1, "max_unavailable": 1, "tags": {},
         "autoscaler_cluster_name": None, "efa": None,
@@ -341,13 +346,14 @@ class GpuNodePool(NodePool):
     The labels and taints are the ones both the Anyscale operator on EKS and
     KubeRay pods match; `tolerations()` and `node_selector()` give the pod side.
     Every instance type must be in `infra.catalog` with the same GPU model and
-    count, so every replica fits every node. Same props as `NodePool`; the
-    defaults (`DEFAULTS`) differ: min_size 0, max_size 1, the Bottlerocket NVIDIA
-    AMI (it ships the Kubernetes device plugin) and a 200 GiB data volume.
+    count, so every replica fits every node. Same props as `NodePool`, and the
+    same defaults (`DEFAULTS`: 0 to 1 nodes, so it may scale to zero) but two: the
+    Bottlerocket NVIDIA AMI (it ships the Kubernetes device plugin) and a 200 GiB
+    data volume.
     """
 
     DEFAULTS: ClassVar[NodePoolOptions] = {
-        **NodePool.DEFAULTS, "min_size": 0, "max_size": 1, "ami_type": "BOTTLEROCKET_x86_64_NVIDIA", "root_volume_gib": 200,
+        **NodePool.DEFAULTS, "ami_type": "BOTTLEROCKET_x86_64_NVIDIA", "root_volume_gib": 200,
     }
 
     def __init__(

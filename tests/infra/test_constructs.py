@@ -452,7 +452,7 @@ def test_cpu_pool_has_no_gpu_taints_and_waits_for_the_node_role(built):
     assert group["ami_type"] == "AL2023_x86_64_STANDARD"
     assert "taint" not in group
     assert group["labels"] == {"llm-serving-stacks/node-pool": "system"}
-    assert group["scaling_config"] == {"min_size": 1, "max_size": 3, "desired_size": 1}
+    assert group["scaling_config"] == {"min_size": 0, "max_size": 1, "desired_size": 0}  # the defaults
     # Instances join only once the role has its policies.
     assert len(group["depends_on"]) == 4
     assert all(d.startswith("aws_iam_role_policy_attachment.nodes_") for d in group["depends_on"])
@@ -726,9 +726,24 @@ def test_node_pools_share_one_options_type_and_refuse_unknown_options():
     from infra import NodePoolOptions
 
     assert set(GpuNodePool.DEFAULTS) == set(NodePool.DEFAULTS) == set(NodePoolOptions.__annotations__)
-    assert (GpuNodePool.DEFAULTS["min_size"], NodePool.DEFAULTS["min_size"]) == (0, 1)
+    assert (GpuNodePool.DEFAULTS["ami_type"], NodePool.DEFAULTS["ami_type"]) == ("BOTTLEROCKET_x86_64_NVIDIA",
+                                                                              "AL2023_x86_64_STANDARD")
     with pytest.raises(TypeError, match="unknown option.*max_sise"):
         _pool(GpuNodePool, max_sise=3)(new_stack())
+
+
+def test_pool_defaults_are_the_environment_files():
+    """A pool left at its defaults is the same in a cdktf app of one's own and from an environment file."""
+    from stacks.config.schema import NodePool as PoolConfig
+
+    schema = {name: field.default for name, field in PoolConfig.model_fields.items()}
+    for cls in (NodePool, GpuNodePool):
+        defaults = cls.DEFAULTS
+        assert (defaults["min_size"], defaults["max_size"], defaults["desired_size"]) == (
+            schema["min_size"], schema["max_size"], schema["desired_size"])
+        assert defaults["capacity_type"] == schema["capacity_type"].upper()
+        assert (defaults["labels"], list(defaults["taints"])) == (schema["labels"], schema["taints"])
+        assert (defaults["efa"] is not None) is schema["efa"]
 
 
 def test_grants_return_the_policy_they_attach():
