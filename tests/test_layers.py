@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,25 @@ PLANTED = [
      "only the serving app and the vendor spec validation import Ray and vLLM BROKEN"),
     ("app imports stacks", "app/spec.py", "from stacks.errors import UserError", "imports nothing from stacks, infra"),
     ("infra imports stacks", "infra/catalog.py", "import stacks.config.schema", "imports nothing from stacks or"),
+    ("a rule uses a construct's module", "infra/rules/problems.py", "from infra.identity import policy",
+     "infra.rules and infra.catalog import nothing else from infra (every construct stands on them) BROKEN"),
+    ("the catalog loads the node runtime", "infra/catalog.py", "from infra import node_runtime",
+     "infra.rules and infra.catalog import nothing else from infra (every construct stands on them) BROKEN"),
+    ("identity reaches up to the platform", "infra/identity/policy.py", "from infra.platform import charts",
+     "infra by concern: platform (in the cluster) -> compute | storage -> identity BROKEN"),
+    ("compute uses storage", "infra/compute/scheduling.py", "import infra.storage.access_logs",
+     "infra by concern: platform (in the cluster) -> compute | storage -> identity BROKEN"),
 ]
+
+
+def test_the_ground_contract_forbids_every_other_part_of_infra():
+    """A new folder of infra is forbidden to the rules and the catalog as soon as it exists."""
+    (contract,) = [c for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+                   if c["id"] == "infra-ground"]
+    parts = {f"infra.{p.stem}" for p in (ROOT / "infra").iterdir()
+             if (p.suffix == ".py" or (p / "__init__.py").is_file()) and p.name != "__init__.py"}
+    assert set(contract["source_modules"]) == {"infra.rules", "infra.catalog"}
+    assert set(contract["forbidden_modules"]) == parts - set(contract["source_modules"])
 
 
 @pytest.mark.parametrize(("module", "line", "broken"), [c[1:] for c in PLANTED], ids=[c[0] for c in PLANTED])
