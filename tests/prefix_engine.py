@@ -37,6 +37,7 @@ import time
 import uuid
 from typing import Any
 
+import waits
 from cpu_engine import CpuLLMServer, EchoEngine, completion_events
 from ray.llm._internal.serve.core.configs.openai_api_models import (
     ChatCompletionResponse,
@@ -317,7 +318,7 @@ def run_workload(base_url: str, model: str, *, conversations: int, turns: int, c
     rng = random.Random(seed)
     preamble = " ".join(rng.choice(_WORDS) for _ in range(shared_preamble_chars // 6 + 1))[:shared_preamble_chars]
     chats = [Conversation(i, turns, system_chars, rng, preamble) for i in range(conversations)]
-    client = OpenAI(base_url=base_url, api_key="not-needed", max_retries=0, timeout=120)
+    client = OpenAI(base_url=base_url, api_key="not-needed", max_retries=0, timeout=waits.RAY_REQUEST)
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:

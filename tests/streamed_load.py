@@ -29,6 +29,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+import waits
+
 # ModelConfig.maybe_pull_model_tokenizer_for_runai: the config pass, then the tokenizer pass.
 CONFIG_PATTERNS = ["*.model", "*.py", "*.json"]
 WEIGHT_PATTERNS = ["*.pt", "*.safetensors", "*.bin", "*.tensors", "*.pth"]
@@ -141,7 +143,7 @@ class Loads:
     """`with Loads() as loads: loads.run(source, env)`: each run in a forked child with exactly `env`
     (plus PATH, HOME and a private VLLM_ASSETS_CACHE)."""
 
-    def __init__(self, workdir: Path, *, start_timeout: float = 120):
+    def __init__(self, workdir: Path, *, start_timeout: float = waits.SLOW_START):  # it imports vLLM and torch
         self.workdir, self.start_timeout, self.count = Path(workdir), start_timeout, 0
         self.process: subprocess.Popen | None = None
         self._buffer = b""
@@ -176,7 +178,8 @@ class Loads:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line.decode().strip()
 
-    def run(self, model_source: str, env: dict[str, str], *, timeout: float = 60, digest: bool = True) -> Outcome:
+    def run(self, model_source: str, env: dict[str, str], *, timeout: float = waits.COMMAND,
+            digest: bool = True) -> Outcome:
         self.count += 1
         directory = self.workdir / f"load-{self.count}"
         directory.mkdir()
@@ -185,12 +188,12 @@ class Loads:
         request = {"source": model_source, "env": child_env, "dir": str(directory), "digest": digest}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        pid = int(self._line(10))
+        pid = int(self._line(waits.COMMAND))
         try:
             returncode = int(self._line(timeout))
         except TimeoutError:
             os.kill(pid, signal.SIGKILL)
-            self._line(10)
+            self._line(waits.COMMAND)
             raise TimeoutError(f"loading {model_source} took over {timeout} s: "
                                f"{(directory / 'stderr').read_text()[-2000:]}") from None
         result = directory / "result.json"

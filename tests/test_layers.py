@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import waits
 
 from conftest import ROOT
 
@@ -22,7 +23,7 @@ PACKAGES = ("stacks", "infra", "app", "policies")
 
 def lint(tree: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([LINT_IMPORTS, "--no-cache", "--no-logo"], cwd=tree, env={"PYTHONPATH": str(tree), "PATH": ""},
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=waits.COMMAND)
 
 
 @pytest.fixture(scope="module")

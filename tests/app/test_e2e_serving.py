@@ -25,6 +25,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import waits
 import yaml
 
 from app.spec import weights_uri
@@ -147,7 +148,8 @@ def served(dev, served_args):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(served_args), name="llm", route_prefix="/", blocking=False)
-    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0, timeout=60)
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0,
+                    timeout=waits.RAY_REQUEST)
     try:
         yield client
     finally:
@@ -222,7 +224,7 @@ def load_report(model_id: str) -> dict:
 
     deployments = serve.status().applications["llm"].deployments
     (name,) = [n for n in deployments if n.split(":", 1)[-1] == model_id.replace(".", "_")]
-    return serve.get_deployment_handle(name, app_name="llm").load_report.remote().result(timeout_s=60)
+    return serve.get_deployment_handle(name, app_name="llm").load_report.remote().result(timeout_s=waits.RAY_REQUEST)
 
 
 @pytest.mark.parametrize("model_id", [MODEL, FEATURES])

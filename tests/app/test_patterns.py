@@ -27,6 +27,7 @@ import os
 import types
 
 import pytest
+import waits
 
 from app.serving import (
     DIRECT_STREAMING_ENV,
@@ -417,7 +418,8 @@ def served(e2e_args):
         port = start_local_serve(num_cpus=8)
         try:
             deploy({"llm": e2e_args})
-            yield OpenAI(base_url=f"http://127.0.0.1:{port}/llm/v1", api_key="not-needed", max_retries=0, timeout=60)
+            yield OpenAI(base_url=f"http://127.0.0.1:{port}/llm/v1", api_key="not-needed", max_retries=0,
+                         timeout=waits.RAY_REQUEST)
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -458,7 +460,7 @@ def test_the_data_parallel_model_runs_as_one_gang_of_two(served):
     handle = serve.get_deployment_handle(DP_DEPLOYMENT, app_name="llm")
     ranks: dict[int, dict] = {}
     for _ in range(40):
-        gang = handle.gang.remote().result(timeout_s=30)
+        gang = handle.gang.remote().result(timeout_s=waits.RAY_REQUEST)
         ranks[gang["rank"]] = gang
         if len(ranks) == 2:
             break

@@ -8,6 +8,7 @@ held the conversation so far, the way vLLM's prefix cache would. No S3 and no GP
 from __future__ import annotations
 
 import pytest
+import waits
 
 from stacks.config.models import Routing
 from stacks.specs.app_args import routing
@@ -95,7 +96,8 @@ def test_a_chat_without_text_is_answered_with_prefix_aware_routing(port, results
     # request (the client waits until it times out); app.routing.PrefixAwareRouter routes it by load.
     from openai import OpenAI
 
-    client = OpenAI(base_url=f"http://127.0.0.1:{port}/prefix/v1", api_key="not-needed", max_retries=0, timeout=8)
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/prefix/v1", api_key="not-needed", max_retries=0,
+                    timeout=waits.RAY_REQUEST)
     reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": ""}])
     assert reply.choices[0].message.content.startswith("replica=")
 
@@ -103,6 +105,7 @@ def test_a_chat_without_text_is_answered_with_prefix_aware_routing(port, results
 def test_a_chat_without_text_is_answered_with_power_of_two_routing(port, results):
     from openai import OpenAI
 
-    client = OpenAI(base_url=f"http://127.0.0.1:{port}/pow2/v1", api_key="not-needed", max_retries=0, timeout=8)
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/pow2/v1", api_key="not-needed", max_retries=0,
+                    timeout=waits.RAY_REQUEST)
     reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": ""}])
     assert reply.choices[0].message.content.startswith("replica=")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import waits
 from artifact_fixtures import write_safetensors
 from boto3.s3.transfer import TransferConfig
 from streamed_load import Loads, Outcome, local_digest
@@ -179,7 +180,8 @@ def enforced_iam(aws: Emulator):
     def set_count(value: str):
         request = urllib.request.Request(f"{aws.endpoint}/moto-api/reset-auth", data=value.encode(), method="POST",
                                          headers={"Content-Type": "text/plain"})
-        urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(aws.ca_bundle)), timeout=10).read()
+        urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(aws.ca_bundle)),
+                               timeout=waits.COMMAND).read()
 
     set_count("0")
     try:
@@ -279,7 +281,7 @@ def test_no_credentials_is_an_error(aws, models, loads):
     (lambda snap: f"s3://{BUCKET}/{snapshot_prefix('one-shard', snap)[:-5]}", "no config.json"),
 ], ids=["bucket", "model", "snapshot", "model-id-prefix", "snapshot-id-prefix"])
 def test_a_wrong_bucket_model_or_snapshot_is_an_error(aws, models, loads, source, error):
-    failed(loads.run(source(models["one-shard"].snapshot), replica_env(aws) | TEST_CREDENTIALS, timeout=30), error)
+    failed(loads.run(source(models["one-shard"].snapshot), replica_env(aws) | TEST_CREDENTIALS), error)
 
 
 def test_a_folder_without_safetensors_is_an_error(aws, models, loads):
@@ -299,4 +301,4 @@ def test_a_folder_without_safetensors_is_an_error(aws, models, loads):
 ])
 def test_the_emulator_needs_the_endpoint_and_the_ca(aws, models, loads, dropped, error, in_log):
     env = {k: v for k, v in (replica_env(aws) | TEST_CREDENTIALS).items() if k != dropped}
-    failed(loads.run(models["one-shard"].uri, env, timeout=45), error, *in_log)
+    failed(loads.run(models["one-shard"].uri, env), error, *in_log)

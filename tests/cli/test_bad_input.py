@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import waits
 import yaml
 
 from stacks.config.loader import ENVIRONMENTS_DIR
@@ -19,7 +20,7 @@ STAGING = yaml.safe_load((ENVIRONMENTS_DIR / "staging.yaml").read_text())  # cre
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LLMSTACKS, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run([LLMSTACKS, *args], capture_output=True, text=True, cwd=cwd, timeout=waits.COMMAND)
 
 
 def tree(path: Path) -> dict[str, bytes]:
@@ -263,7 +264,8 @@ def test_bad_input_fails_fast_without_loading_cdktf(tmp_path: Path):
     config = tmp_path / "dev.yaml"
     config.write_text(mutated(_set("aws.region", "mars-1")))
     env = {**os.environ, "JSII_NODE": str(tmp_path / "no-node-here")}
-    result = subprocess.run([LLMSTACKS, "synth", "--config", str(config)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = subprocess.run([LLMSTACKS, "synth", "--config", str(config)], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=waits.COMMAND)
     assert result.returncode == 2
     assert "aws.region" in result.stderr
     assert not (tmp_path / "cdktf.out").exists()

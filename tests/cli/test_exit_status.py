@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import waits
 
 from conftest import ROOT
 from stacks.cli import capacity, main, status_codes
@@ -126,7 +127,7 @@ def test_an_interrupt_in_process_is_one_line_exit_130(monkeypatch, capsys):
 def test_botocore_is_not_loaded_to_report_an_error_of_ours():
     code = ("import sys; from stacks.cli import main; status = main(['plan-capacity', '--model', 'nope']); "
             "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=waits.COMMAND)
     assert result.stdout.strip() == f"{USER_ERROR} []", result.stderr
 
 
@@ -174,19 +175,20 @@ def s3_answering() -> Iterator:
                                                ("NoSuchBucket", "The specified bucket does not exist")])
 def test_s3_refusing_is_one_line_exit_2(s3_answering, tmp_path, code, message):
     env = aws_env(s3_answering(403 if code == "AccessDenied" else 404, code, message), tmp_path)
-    result = subprocess.run([LLMSTACKS, *LIST_MODELS], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([LLMSTACKS, *LIST_MODELS], env=env, capture_output=True, text=True, timeout=waits.COMMAND)
     assert (result.returncode, result.stderr) == (USER_ERROR, f"error: S3 refused the request: {code}: {message}\n")
 
 
 def test_an_unknown_s3_error_is_said_as_aws_said_it_exit_3(s3_answering, tmp_path):
     env = aws_env(s3_answering(403, "AccountProblem", "There is a problem with your AWS account"), tmp_path)
-    result = subprocess.run([LLMSTACKS, *LIST_MODELS], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([LLMSTACKS, *LIST_MODELS], env=env, capture_output=True, text=True, timeout=waits.COMMAND)
     assert result.returncode == TOOL_ERROR
     # botocore notes the retries it gave up after (none here: AWS_MAX_ATTEMPTS=1)
     said = (r"error: AWS: An error occurred \(AccountProblem\) when calling the ListObjectsV2 operation"
             r"( \(reached max retries: 0\))?: There is a problem with your AWS account\n")
     assert re.fullmatch(said, result.stderr), result.stderr
-    debug = subprocess.run([LLMSTACKS, *LIST_MODELS, "--debug"], env=env, capture_output=True, text=True, timeout=60)
+    debug = subprocess.run([LLMSTACKS, *LIST_MODELS, "--debug"], env=env, capture_output=True, text=True,
+                           timeout=waits.COMMAND)
     assert debug.returncode == TOOL_ERROR
     assert "Traceback" in debug.stderr and "botocore.exceptions.ClientError" in debug.stderr
     assert debug.stderr.splitlines()[-1] == result.stderr.strip()
@@ -197,7 +199,7 @@ def test_an_unreachable_s3_is_one_line_exit_3(tmp_path):
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     env = aws_env(f"http://127.0.0.1:{port}", tmp_path)
-    result = subprocess.run([LLMSTACKS, *LIST_MODELS], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([LLMSTACKS, *LIST_MODELS], env=env, capture_output=True, text=True, timeout=waits.COMMAND)
     assert result.returncode == TOOL_ERROR
     assert result.stderr.startswith(f"error: AWS: Could not connect to the endpoint URL: \"http://127.0.0.1:{port}/")
     assert len(result.stderr.splitlines()) == 1
@@ -210,7 +212,7 @@ def test_ctrl_c_while_waiting_on_s3_is_one_line_exit_130(tmp_path, debug):
     with socket.socket() as silent:  # accepts, never answers: list-models waits on it
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        silent.settimeout(60)
+        silent.settimeout(waits.COMMAND)
         more = {"LLMSTACKS_DEBUG": "1"} if debug else {}
         env = aws_env(f"http://127.0.0.1:{silent.getsockname()[1]}", tmp_path, **more)
         command = subprocess.Popen([LLMSTACKS, *LIST_MODELS], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -219,7 +221,7 @@ def test_ctrl_c_while_waiting_on_s3_is_one_line_exit_130(tmp_path, debug):
             connection, _ = silent.accept()  # the request is out: the command is blocked reading the answer
             with connection:
                 command.send_signal(signal.SIGINT)
-                out, err = command.communicate(timeout=60)
+                out, err = command.communicate(timeout=waits.COMMAND)
         finally:
             command.kill()
     assert (command.returncode, out) == (INTERRUPTED, "")
@@ -240,7 +242,7 @@ def test_a_closed_pipe_ends_quietly(args, status):
     command = subprocess.Popen([LLMSTACKS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     command.stdout.close()  # before anything is written: every write fails
     err = command.stderr.read().decode()
-    assert command.wait(timeout=60) in ((status,) if status else (SUCCESS, BROKEN_PIPE))
+    assert command.wait(timeout=waits.COMMAND) in ((status,) if status else (SUCCESS, BROKEN_PIPE))
     assert err == ""  # no traceback, no "Exception ignored ... BrokenPipeError" at the interpreter's exit
 
 
@@ -250,13 +252,13 @@ def test_head_closing_mid_output_ends_quietly():
             "def flood(args):\n    for i in range(200_000):\n        print('line', i)\n    return 0\n"
             "capacity.cmd_plan_capacity = flood\nsys.exit(main(['plan-capacity']))\n")
     writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    head = subprocess.run(["head", "-1"], stdin=writer.stdout, capture_output=True, text=True, timeout=60)
+    head = subprocess.run(["head", "-1"], stdin=writer.stdout, capture_output=True, text=True, timeout=waits.COMMAND)
     writer.stdout.close()
     err = writer.stderr.read().decode()
-    assert (writer.wait(timeout=60), err, head.stdout) == (BROKEN_PIPE, "", "line 0\n")
+    assert (writer.wait(timeout=waits.COMMAND), err, head.stdout) == (BROKEN_PIPE, "", "line 0\n")
 
 
 def test_a_shell_pipeline_into_head_says_nothing_on_stderr():
     result = subprocess.run(["sh", "-c", f"'{LLMSTACKS}' plan-capacity --list | head -1"], capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=waits.COMMAND)
     assert result.returncode == 0 and result.stderr == "" and len(result.stdout.splitlines()) == 1

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import waits
 from artifact_fixtures import environment_dir, model_dir
 
 LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
@@ -34,7 +35,7 @@ def aws(s3_endpoint, tmp_path_factory):
 
 
 def llmstacks(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([LLMSTACKS, *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([LLMSTACKS, *args], env=env, capture_output=True, text=True, timeout=waits.COMMAND)
 
 
 def versions(s3) -> set[tuple]:
@@ -94,6 +95,6 @@ def test_no_credentials_is_one_line_exit_2(aws, tmp_path):
 
 
 def test_help_names_every_weights_command():
-    result = subprocess.run([LLMSTACKS, "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([LLMSTACKS, "--help"], capture_output=True, text=True, timeout=waits.COMMAND)
     for command in ("upload-model", "verify-model", "list-models", "delete-snapshot", "pin"):
         assert command in result.stdout

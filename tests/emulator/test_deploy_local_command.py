@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import waits
+
 from stacks.config.loader import ENVIRONMENTS_DIR
 
 ENVS = str(ENVIRONMENTS_DIR)  # the tests run outside the project
@@ -16,7 +18,7 @@ LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
 def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([LLMSTACKS, *args], capture_output=True, text=True, cwd=cwd, timeout=900,
+    return subprocess.run([LLMSTACKS, *args], capture_output=True, text=True, cwd=cwd, timeout=waits.PIPELINE,
                           env={**os.environ, **(env or {})})
 
 

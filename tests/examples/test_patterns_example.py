@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import waits
 import yaml
 from cli.test_bad_input import LLMSTACKS, assert_refused
 
@@ -26,7 +27,7 @@ BIG, MOE, PD = "llama-3.1-405b-instruct", "qwen3-30b-a3b", "llama-3.1-70b-instru
 def synthesized(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("example") / "tmp"
     result = subprocess.run([LLMSTACKS, "synth", "--config", "stacks/examples/patterns.yaml", "--outdir", str(out)],
-                            check=False, capture_output=True, text=True, cwd=ROOT, timeout=600)
+                            check=False, capture_output=True, text=True, cwd=ROOT, timeout=waits.SLOW_START)
     return result, out
 
 

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import waits
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ check = OnDemandOnly()
 '''
 
 
-def command(kit: Path, cwd: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+def command(kit: Path, cwd: Path, *args: str, timeout: int = waits.PIPELINE) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CDKTF_OUTDIR", "VIRTUAL_ENV")}
     env.update(PATH=f"{kit}:{env.get('PATH', '')}", LLMSTACKS_CHECKOV=str(CHECKOV))
     return subprocess.run([str(kit / "llmstacks"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -175,7 +176,7 @@ NEEDS_ENVIRONMENTS = [
 def test_outside_a_project_every_command_says_so_in_one_line_and_writes_nothing(kit_venv, tmp_path, args):
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = command(kit_venv, empty, *args, timeout=120)
+    result = command(kit_venv, empty, *args, timeout=waits.COMMAND)
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "not in an llm-serving-stacks project" in lines[0] and "llmstacks init" in lines[0], result.stderr

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import waits
 from artifact_fixtures import model_dir, write_safetensors
 from local_s3 import fresh_bucket
 
@@ -246,7 +247,7 @@ def test_no_credentials_is_one_line_exit_2(s3_endpoint, tmp_path):
     env.update(AWS_ENDPOINT_URL_S3=s3_endpoint, AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
                AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
     result = subprocess.run([LLMSTACKS, "upload-model", "--env", "dev", "--model", MODEL, "--from", str(model_dir(tmp_path))],
-                            env=env, capture_output=True, text=True, timeout=120)
+                            env=env, capture_output=True, text=True, timeout=waits.COMMAND)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)"
 

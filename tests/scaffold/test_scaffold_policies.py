@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 
+import waits
 
 from policies.gate import find_checkov, load_baseline
 from stacks.scaffold import project_files
@@ -64,7 +65,8 @@ def test_the_readme_example_checks_run_under_checkov(tmp_path):
     result = subprocess.run(
         [checkov, "--directory", str(tmp_path / "stacks"), "--framework", "terraform_json", "--external-checks-dir",
          str(checks), "--check", "CKV_ACME_1,CKV2_ACME_1", "--skip-download", "--soft-fail", "--output", "json"],
-        check=False, capture_output=True, text=True, env={"BC_SKIP_MAPPING": "TRUE", "PATH": "/usr/bin:/bin"}, timeout=300)
+        check=False, capture_output=True, text=True, env={"BC_SKIP_MAPPING": "TRUE", "PATH": "/usr/bin:/bin"},
+        timeout=waits.SLOW_START)
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(result.stdout)["results"]
     outcome = {(r["check_id"], r["resource"].rsplit(".", 1)[-1]): kind == "passed_checks"

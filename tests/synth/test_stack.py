@@ -8,6 +8,7 @@ import runpy
 from pathlib import Path
 
 import pytest
+import waits
 
 from conftest import resources
 from stacks.cli import main
@@ -329,9 +330,10 @@ def test_spec_objects_hold_the_spec_text_exactly_even_with_terraform_templates_i
     (work / "main.tf.json").write_text(json.dumps({"output": {name.replace(".", "_"): {"value": text}
                                                               for name, text in objects.items()}}))
     for command in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
-        done = subprocess.run(["terraform", *command], cwd=work, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(["terraform", *command], cwd=work, capture_output=True, text=True, timeout=waits.COMMAND)
         assert done.returncode == 0, done.stderr
-    shown = subprocess.run(["terraform", "output", "-json"], cwd=work, capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(["terraform", "output", "-json"], cwd=work, capture_output=True, text=True,
+                           timeout=waits.COMMAND)
     values = {name: output["value"] for name, output in json.loads(shown.stdout).items()}
     for name, text in objects.items():
         assert values[name.replace(".", "_")] == (out / "specs" / "dev" / name).read_text()
