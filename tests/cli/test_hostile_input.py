@@ -24,7 +24,9 @@ LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
 DEV_TEXT = (ENVIRONMENTS_DIR / "dev.yaml").read_text()
 DEV = yaml.safe_load(DEV_TEXT)
 MEMORY = 1536 * 1024 * 1024  # address space, bytes: far above a good run's needs, far below a blow-up
-SECONDS = 60
+# A bound the test asserts: a hostile file must not make the command hang. A refusal takes ~1 s on this
+# machine loaded 4x; a read blocked on a FIFO or a quadratic scan takes forever. Not a speed check.
+SECONDS = 120
 MESSAGE_MAX = 600  # a message quotes a short prefix, never a whole hostile value
 
 

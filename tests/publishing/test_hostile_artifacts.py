@@ -40,7 +40,9 @@ LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
 WEIGHTS, LORA, REGION = "llm-dev-weights-111111111111", "llm-dev-lora-111111111111", "us-west-2"
 QWEN = "qwen2.5-7b-instruct"
 TARGET = AdapterTarget(QWEN, 32, (QWEN, "Qwen/Qwen2.5-7B-Instruct"), where="dev.yaml: models[0]")
-TIMEOUT = 60  # seconds; a command that blocks on a FIFO or scans quadratically would take forever
+# A bound the tests assert, in seconds: a hostile directory must not make the command hang. A refusal takes
+# 1-5 s on this machine loaded 4x; one that blocks on a FIFO or scans quadratically would take forever.
+TIMEOUT = 120
 MEMORY = 2 * 2**30  # address space: a command that expands a hostile file in memory dies
 
 
