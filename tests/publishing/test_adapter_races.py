@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import waits
 from artifact_fixtures import adapter_dir
 from local_s3 import empty, fresh_bucket
 from botocore.exceptions import ClientError
@@ -94,13 +95,19 @@ def publish_together(tmp_path: Path, directories: list[Path], name: str) -> list
          "--adapter", name, "--from", str(d)],
         env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     ) for r, d in zip(ready, directories)]
-    deadline = time.monotonic() + 60
-    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+    # However slow the start, `go` waits for every process: one let go early would reach S3 first and
+    # the race would not be run (one winner holds for uploads one after the other too).
+    deadline = time.monotonic() + waits.COMMAND
+    while not all(r.exists() for r in ready):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+            for process in processes:
+                process.kill()
+            pytest.fail(f"not every upload-adapter started: {[p.communicate()[1][-2000:] for p in processes]}")
         time.sleep(0.01)
     go.touch()  # every process imported and waiting: go
     results = []
     for process in processes:
-        out, err = process.communicate(timeout=120)
+        out, err = process.communicate(timeout=waits.COMMAND)
         results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
     return results
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import waits
 import yaml
 from artifact_fixtures import adapter_dir, write_safetensors
 from local_s3 import empty, fresh_bucket
@@ -310,10 +311,13 @@ def test_killed_uploads_are_never_half_visible(s3, tmp_path, ray_view):
         phase = "copying" if round_ % 2 else "staging"
         watched = f"adapters/{QWEN}/big/" if phase == "copying" else "staging/"
         process = subprocess.Popen(command, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
+        deadline = time.monotonic() + waits.COMMAND
+        while process.poll() is None:
             if any(k.startswith(watched) for k in keys(s3)):
                 break
+            if time.monotonic() > deadline:  # a hang: killed now, it would count as a kill in a phase it never reached
+                process.kill()
+                pytest.fail(f"upload-adapter wrote nothing under {watched} in {waits.COMMAND} s")
             time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -327,7 +331,7 @@ def test_killed_uploads_are_never_half_visible(s3, tmp_path, ray_view):
             half_copied += 1  # some files in place, no adapter_config.json: the window that matters
     # The uploads were really cut short, in both phases, and some mid-copy.
     assert killed["staging"] >= 2 and killed["copying"] >= 2 and half_copied >= 1, (killed, half_copied)
-    result = subprocess.run(command, env=dict(os.environ), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env=dict(os.environ), capture_output=True, text=True, timeout=waits.COMMAND)
     assert result.returncode == 0, result.stderr
     assert ray_view.listed() == {"big"} and ray_view.load("big") == expected["big"]
 
@@ -411,7 +415,8 @@ def test_no_credentials_is_one_line_exit_2(s3_endpoint, tmp_path):
     env.update(AWS_ENDPOINT_URL_S3=s3_endpoint, AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
                AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
     for command in (["upload-adapter", "--adapter", "a", "--from", str(adapter_dir(tmp_path, "a"))], ["list-adapters"]):
-        result = subprocess.run([LLMSTACKS, *command, "--env", "dev", "--model", QWEN], env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run([LLMSTACKS, *command, "--env", "dev", "--model", QWEN], env=env, capture_output=True,
+                                text=True, timeout=waits.COMMAND)
         assert result.returncode == 2
         assert result.stderr.strip() == "error: no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)"
 
