@@ -3,7 +3,9 @@ environment pins never changes, and Ray's own S3 download of it (what a replica 
 download` runs at start) gets exactly its files. The new snapshot is complete or unpublished.
 
 The real `llmstacks upload-model`, in a subprocess, SIGKILLed; a moto S3 server on 127.0.0.1.
-`KILL_SEED` picks other moments.
+A moment is a point in the upload's own progress (once so many objects of the new snapshot are
+there, and a random part of the time the last one took), never a time since the start: a loaded
+machine moves every moment along with the upload. `KILL_SEED` picks other moments.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import waits
 from artifact_fixtures import (
     environment_dir,
     model_dir,
@@ -38,7 +41,6 @@ REGION, MODEL = "us-west-2", "qwen2.5-7b-instruct"
 BUCKET = "kill-dev-weights-111111111111"
 MiB = 2**20
 KILLS, MAX_ROUNDS = 6, 14  # kills to see, rounds at most (a round whose upload finishes first kills nothing)
-TIMEOUT = 120  # seconds for any one upload
 
 
 @pytest.fixture
@@ -101,6 +103,24 @@ def assert_pinned_intact(s3, pinned, before: dict, destination: Path) -> None:
     assert tree(ray_download(weights_uri(BUCKET, MODEL, snapshot), destination)) == files
 
 
+def kill_in_progress(process: subprocess.Popen, s3, prefix: str, target: int, rng: random.Random) -> str:
+    """SIGKILL `process` once `target` objects are under `prefix`, a random part of the time the last
+    of them took after it (the next object is then partly sent); its moment, as "objects + seconds"."""
+    started = last = time.monotonic()
+    seen, gap = len(list_keys(s3, BUCKET, prefix)), 0.0
+    while process.poll() is None and seen < target:
+        if time.monotonic() - started > waits.COMMAND:  # a hang, not a slow machine
+            process.kill()
+            pytest.fail(f"upload-model wrote {seen} of {target} objects under {prefix} in {waits.COMMAND} s")
+        time.sleep(0.01)
+        if (count := len(list_keys(s3, BUCKET, prefix))) > seen:
+            seen, gap, last = count, time.monotonic() - last, time.monotonic()
+    after = rng.uniform(0, gap) if process.poll() is None else 0.0
+    time.sleep(after)
+    process.send_signal(signal.SIGKILL)
+    return f"{target} + {after:.2f} s"
+
+
 def test_killed_uploads_leave_the_pinned_snapshot_alone_and_the_new_one_complete_or_unpublished(s3, pinned, tmp_path, capsys):
     envs, snapshot, _ = pinned
     rng = random.Random(int(os.environ.get("KILL_SEED", "18")))
@@ -108,17 +128,16 @@ def test_killed_uploads_leave_the_pinned_snapshot_alone_and_the_new_one_complete
     pinned_versions = versions(s3, prefix)
     directory = model_dir(tmp_path / "new", shards=0)
     new_content(directory, rng)
-    # When a whole upload of such content starts writing and when it is done, here: the kills are
-    # spread over that span (before it, the command starts and hashes the files: nothing to see).
+    # A whole upload of such content first: how many objects a snapshot of it has (the kills are
+    # spread over writing them), and its figures for the summary below.
     first_prefix, started, first = snapshot_prefix(MODEL, snapshot_of(directory)), time.monotonic(), None
     done = upload(envs, directory)
-    while done.poll() is None and time.monotonic() - started < TIMEOUT:
+    while done.poll() is None and time.monotonic() - started < waits.COMMAND:
         if first is None and list_keys(s3, BUCKET, first_prefix):
             first = time.monotonic() - started
         time.sleep(0.01)
-    assert done.wait(TIMEOUT) == 0, done.stderr.read()
-    whole = time.monotonic() - started
-    first = min(first or 0.1, whole * 0.8)
+    assert done.wait(waits.COMMAND) == 0, done.stderr.read()
+    whole, objects_of_a_snapshot = time.monotonic() - started, len(list_keys(s3, BUCKET, first_prefix))
     rounds = []
     n = 0
     while sum(r[1] == "killed" for r in rounds) < KILLS and n < MAX_ROUNDS:
@@ -128,11 +147,11 @@ def test_killed_uploads_leave_the_pinned_snapshot_alone_and_the_new_one_complete
             new = snapshot_of(directory)
         new_prefix = snapshot_prefix(MODEL, new)
         before = current(s3)
-        delay = rng.uniform(first, whole)
+        # Once one more object than a resumed upload starts with is written, up to the manifest.
+        target = rng.randint(len(list_keys(s3, BUCKET, new_prefix)) + 1, objects_of_a_snapshot)
         process = upload(envs, directory)
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        code = process.wait(TIMEOUT)
+        moment = kill_in_progress(process, s3, new_prefix, target, rng)
+        code = process.wait(waits.COMMAND)
         after = current(s3)
         # Nothing outside the new snapshot's prefix was written or deleted.
         assert {k: v for k, v in after.items() if not k.startswith(new_prefix)} == \
@@ -142,14 +161,15 @@ def test_killed_uploads_leave_the_pinned_snapshot_alone_and_the_new_one_complete
         if published:
             assert verify_snapshot(s3, BUCKET, MODEL, new) == []
         assert_pinned_intact(s3, pinned, pinned_versions, tmp_path / f"replica-{n}")
-        rounds.append((round(delay, 2), "killed" if code == -signal.SIGKILL else f"exit {code}", len(objects), published))
+        rounds.append((moment, "killed" if code == -signal.SIGKILL else f"exit {code}", len(objects), published))
     killed = [r for r in rounds if r[1] == "killed"]
     with capsys.disabled():
-        print(f"\nwhole upload {whole:.1f} s, writing from {first:.1f} s; rounds (kill after s, outcome, objects of the new snapshot, published): {rounds}")
+        print(f"\nwhole upload {whole:.1f} s, writing from {first or 0:.1f} s, {objects_of_a_snapshot} objects; rounds "
+              f"(kill after objects + s, outcome, objects of the new snapshot, published): {rounds}")
     assert len(killed) >= KILLS, rounds  # the test proves nothing unless uploads were really cut short
     assert any(not r[3] and r[2] for r in killed), rounds  # at least one left a half-written, unpublished snapshot
     result = upload(envs, directory)
-    assert result.wait(TIMEOUT) == 0, result.stderr.read()
+    assert result.wait(waits.COMMAND) == 0, result.stderr.read()
     assert verify_snapshot(s3, BUCKET, MODEL, snapshot_of(directory), deep=True) == []
     assert_pinned_intact(s3, pinned, pinned_versions, tmp_path / "replica-last")
 
@@ -162,10 +182,13 @@ def test_a_replica_starting_during_an_upload_loads_exactly_the_pinned_snapshot(s
     new_content(directory, random.Random(7))
     new_prefix = snapshot_prefix(MODEL, snapshot_of(directory))
     process = upload(envs, directory)
-    deadline = time.monotonic() + TIMEOUT
-    while not list_keys(s3, BUCKET, new_prefix) and time.monotonic() < deadline:
+    deadline = time.monotonic() + waits.COMMAND
+    while process.poll() is None and not list_keys(s3, BUCKET, new_prefix):
+        if time.monotonic() > deadline:  # a hang: the replica would start while nothing is written
+            process.kill()
+            pytest.fail(f"upload-model wrote nothing under {new_prefix} in {waits.COMMAND} s")
         time.sleep(0.02)
     assert process.poll() is None, "the upload finished before the replica started: nothing was tested"
     assert_pinned_intact(s3, pinned, pinned_versions, tmp_path / "replica")
-    assert process.wait(TIMEOUT) == 0, process.stderr.read()
+    assert process.wait(waits.COMMAND) == 0, process.stderr.read()
     assert_pinned_intact(s3, pinned, pinned_versions, tmp_path / "replica-after")
