@@ -99,7 +99,7 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
 # network bandwidth on Amazon EC2 instances with multiple network cards"
 # (https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/efa-acc-inst-types.html); the counts are
 # DescribeInstanceTypes' NetworkInfo.EfaInfo.MaximumEfaInterfaces, as moto 5.2 bundles it
-# (tests/infra/test_efa.py compares them). Read on 2026-11-26.
+# (tests/infra/compute/efa/test_efa_rules.py compares them). Read on 2026-11-26.
 EFA_INTERFACES: dict[str, int] = {
     **{f"{family}.{size}": 1 for family in ("g5", "g6", "g6e") for size in ("8xlarge", "12xlarge", "16xlarge", "24xlarge")},
     "g5.48xlarge": 1, "g6.48xlarge": 1,

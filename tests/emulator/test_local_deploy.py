@@ -184,7 +184,7 @@ def test_the_weights_bucket_expires_only_tagged_snapshot_objects_after_the_envir
     assert rule["Status"] == "Enabled"
     assert rule["Expiration"] == {"Days": plan.env.buckets.weights.unpinned_snapshot_days}
     # On the tag alone here: moto cannot hold the `and` filter the provider sends
-    # (stacks/emulator/differences.py); tests/infra/test_snapshot_rules.py asserts the prefix too.
+    # (stacks/emulator/differences.py); tests/infra/storage/test_snapshot_rules.py asserts the prefix too.
     assert rule["Filter"] == {"Tag": {"Key": UNPINNED_TAG[0], "Value": UNPINNED_TAG[1]}}
     assert any(d.what.startswith("lifecycle rules that filter on a prefix and a tag") for d in deployment.differences)
     lora = s3.get_bucket_lifecycle_configuration(Bucket=plan.names.lora_bucket)["Rules"]

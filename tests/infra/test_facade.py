@@ -1,5 +1,5 @@
 """`from infra import ...`: one list of public names, each resolving to its construct, and every
-construct there (the ones the README names included)."""
+construct there (the ones the README names included); the plain-data modules stay free of cdktf."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import importlib
 import inspect
 import pkgutil
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -17,6 +19,10 @@ from conftest import ROOT
 FACADE = ROOT / "infra" / "__init__.py"
 # Imports Ray's dashboard factory (`make dashboards` only); it defines no construct.
 NOT_IMPORTED = {"infra.platform.observability.generate_dashboards"}
+# What the environment schema, the plan and the service specs import: plain data and functions.
+PLAIN = ("infra", "infra.catalog", "infra.rules", "infra.identity.policy", "infra.compute.scheduling",
+         "infra.compute.autoscaling", "infra.compute.efa.plugin", "infra.compute.efa.rules", "infra.platform.charts",
+         "infra.platform.observability")
 
 
 def type_checking_imports() -> dict[str, str]:
@@ -74,3 +80,11 @@ def test_every_construct_the_readme_names_is_exported():
     assert imported and imported <= set(infra._EXPORTS), sorted(imported - set(infra._EXPORTS))
     named = set(re.findall(r"`([A-Z]\w+)[`(.]", readme)) & set(infra_classes())
     assert named and named <= set(infra._EXPORTS), sorted(named - set(infra._EXPORTS))
+
+
+def test_the_plain_modules_load_no_cdktf():
+    """Loading the provider bindings takes ~15 s: importing infra's plain modules (and the facade) must not."""
+    code = (f"import sys, {', '.join(PLAIN)}; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'cdktf', 'constructs', 'jsii'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr

@@ -4,7 +4,7 @@ Every expression selects `namespace="<serving namespace>"` (the label the
 Prometheus operator gives each PodMonitor target, and kube-state-metrics gives
 each pod), so only this environment's pods count. Metric names come from Ray
 2.60 (`ray_serve_*`), vLLM 0.29 as Ray exports it (`ray_vllm_*`), kube-state-
-metrics and Prometheus's own `up`; tests/observability checks each one against
+metrics and Prometheus's own `up`; tests/infra/platform/observability checks each one against
 the installed packages and the vendored lists.
 """
 

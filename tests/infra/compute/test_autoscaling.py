@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,7 +17,7 @@ from cdktf import Testing as CdktfTesting
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 
 import conftest
-from conftest import ROOT, resources
+from conftest import ROOT, TESTS, resources
 from infra import (
     RAY_POD_ANNOTATIONS,
     ClusterAutoscaler,
@@ -36,7 +35,7 @@ from infra.platform.charts import CHARTS
 ACCOUNT, REGION, CLUSTER = "123456789012", "eu-west-1", "ml-test"
 SUBNETS = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
 KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "cluster-autoscaler-values.yaml"
+SCHEMA = TESTS / "schemas" / "cluster-autoscaler-values.yaml"
 TEMPLATE = "k8s.io/cluster-autoscaler/node-template/"
 # Kubernetes objects the chart passes through verbatim, and the autoscaler's own flags.
 FREE_FORM = {"extraArgs", "resources", "securityContext", "containerSecurityContext"}

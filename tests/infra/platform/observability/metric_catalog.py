@@ -21,6 +21,8 @@ from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 
+from conftest import TESTS
+
 KINDS = ("histogram", "counter", "gauge")
 _RAY_CONSTRUCTORS = {"Counter": "counter", "Gauge": "gauge", "Histogram": "histogram"}
 _VLLM_CONSTRUCTOR = re.compile(r"(?i)(gauge|counter|histogram)(_cls)?$")
@@ -202,7 +204,7 @@ def _metadata_key(node: ast.Call, tree: ast.Module) -> ast.AST | None:
 
 # --- what gets exported -----------------------------------------------------------------
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "monitoring"
+SCHEMAS = TESTS / "schemas" / "monitoring"
 RAY_CORE_METRICS = SCHEMAS / "ray-2.60.0-core-metrics.txt"
 KUBE_STATE_METRICS = SCHEMAS / "kube-state-metrics-v2.20.0-metrics.txt"
 # Prometheus adds `up` to every scrape target (prometheus.io/docs/concepts/jobs_instances).

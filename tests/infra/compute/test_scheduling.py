@@ -1,7 +1,8 @@
-"""Pods built from a pool's own selector and tolerations land on it; broken ones are caught."""
+"""Taints, and pods built from a pool's own selector and tolerations: they land on it; broken ones are caught."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -64,3 +65,16 @@ def test_exists_tolerations_and_soft_taints():
 def test_cpu_pool_has_no_gpu_labels_or_taints():
     assert node_labels("system") == {"llm-serving-stacks/node-pool": "system"}
     assert node_taints() == []
+
+
+@pytest.mark.parametrize(("key", "value", "effect"), [("bad key", "", "NoSchedule"), ("k", "bad value!", "NoSchedule"), ("k", "", "Sometimes")])
+def test_invalid_taints_are_rejected(key, value, effect):
+    with pytest.raises(ValueError, match="taint"):
+        Taint(key, value, effect)
+
+
+def test_taints_map_to_eks_effects_and_tolerations():
+    taint = Taint("example.com/dedicated", "llm", "NoExecute")
+    assert taint.eks_effect == "NO_EXECUTE"
+    assert taint.toleration() == {"key": "example.com/dedicated", "operator": "Equal", "value": "llm", "effect": "NoExecute"}
+    assert Taint("k", "", "PreferNoSchedule").eks_effect == "PREFER_NO_SCHEDULE"

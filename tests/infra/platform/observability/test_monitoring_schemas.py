@@ -7,20 +7,20 @@ from __future__ import annotations
 import copy
 import re
 from functools import cache
-from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
+from conftest import TESTS
 from infra.catalog import DEFAULT_EKS_VERSION
 from infra.platform.charts import CHARTS
 from infra.platform.observability import ModelObjective, monitoring_objects
 from infra.rules import label_key_problem, label_value_problem
 from observability_samples import sample_objects
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas" / "monitoring"
+SCHEMAS = TESTS / "schemas" / "monitoring"
 CRDS = {"PodMonitor": SCHEMAS / "crd-podmonitors.yaml", "PrometheusRule": SCHEMAS / "crd-prometheusrules.yaml"}
 # The clusters' default version, and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = sorted({DEFAULT_EKS_VERSION, kubernetes_validate.latest_version().rsplit(".", 1)[0]})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,7 +17,7 @@ from cdktf_cdktf_provider_aws.provider import AwsProvider
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 
 import conftest
-from conftest import resources
+from conftest import TESTS, resources
 from infra import (
     AnyscaleInstanceType,
     AnyscaleOperator,
@@ -42,7 +41,7 @@ KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 BUCKET = "test-anyscale-123456789012"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
 DEPLOYMENT = "cldrsrc_abcdefgh12345678ijklmnop12"
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMAS = TESTS / "schemas"
 SAFE_TO_EVICT = "/metadata/annotations/cluster-autoscaler.kubernetes.io~1safe-to-evict"
 
 

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import TESTS
 from infra.platform.charts import CHARTS
 from infra.platform.observability import kube_prometheus_stack_values
 from infra.platform.observability.names import DASHBOARD_LABEL, DASHBOARD_LABEL_VALUE
 
-SCHEMAS = Path(__file__).resolve().parents[1] / "schemas" / "monitoring"
+SCHEMAS = TESTS / "schemas" / "monitoring"
 CHART_VALUES = SCHEMAS / f"kube-prometheus-stack-{CHARTS['kube-prometheus-stack'].version}-values.yaml"
 GRAFANA_VALUES = SCHEMAS / "grafana-12.11.1-values.yaml"
 
