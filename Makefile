@@ -9,21 +9,27 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# What this repository's venvs install is locked (`make lock` refreshes it): a release upstream
+# cannot turn main red. The kit's own ranges in pyproject.toml stay ranges for its users.
+LOCK := locks/venv.txt
+CHECKOV_LOCK := locks/checkov.txt
 # This machine's pip config names local indexes that may be absent: drop that noise.
-PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check --constraint $(LOCK)
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 CDKTF_CLI := cdktf-cli@0.21.0
 # checkov pins boto3 and packaging older than the serving stack needs: its own venv.
 CHECKOV_VENV := .venv-checkov
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: help install synth check preview test bench clean deploy deploy-local dashboards
+.PHONY: help install lock synth check preview test test-fast lint bench clean deploy deploy-local dashboards
 
 help:
 	@echo "make synth              synthesize every environment into cdktf.out/ (offline)"
 	@echo "make check              synthesize, then run the policy gate (checkov + policies/) on every environment"
 	@echo "make preview BASE=ref   what this change does per environment, against a git revision (writes preview.md)"
-	@echo "make test               check the layer contracts (lint-imports), then run the test suite"
+	@echo "make test               lint, check the layer contracts (lint-imports), then run the whole test suite"
+	@echo "make test-fast          the unit-level tests only (about a minute), for working on a change"
+	@echo "make lock               re-resolve the locked test and tool dependencies (locks/) and say what changed"
 	@echo "make bench              measure synth and preview speed"
 	@echo "make dashboards         regenerate Ray's Grafana dashboards from Ray's factory (infra/platform/observability/dashboards/)"
 	@echo "make deploy-local ENV=dev  apply one environment with Terraform against a local AWS emulator (no account)"
@@ -33,7 +39,7 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-base: pyproject.toml | $(PY)
+$(VENV)/.installed-base: pyproject.toml $(LOCK) | $(PY)
 	$(PIP) -e . 2>&1 | $(PIP_FILTER)
 	touch $@
 
@@ -50,9 +56,10 @@ $(VENV)/.installed-serving: $(VENV)/.installed-dev
 	$(PY) -c "import ray.serve.llm" >/dev/null 2>&1 || { echo "ray.serve.llm does not import" >&2; exit 1; }
 	touch $@
 
-$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION):
+$(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION): $(CHECKOV_LOCK)
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION) 2>&1 | $(PIP_FILTER)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --constraint $(CHECKOV_LOCK) \
+		checkov==$(CHECKOV_VERSION) 2>&1 | $(PIP_FILTER)
 	touch $@
 
 install: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
@@ -67,9 +74,20 @@ preview: $(VENV)/.installed-base $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	@test -n "$(BASE)" || { echo "usage: make preview BASE=<git revision>" >&2; exit 2; }
 	$(VENV)/bin/llmstacks preview --base "$(BASE)" --output preview.md
 
-test: $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+lint: $(VENV)/.installed-dev
 	$(VENV)/bin/lint-imports --no-cache --no-logo
-	$(PY) -m pytest
+
+# Two workers (this machine's cores); tests that share one expensive thing (the emulator applies,
+# a Ray cluster, the built wheel) stay together in one worker (tests/conftest.py, --dist loadgroup).
+test: lint $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
+
+test-fast: $(VENV)/.installed-serving
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadgroup --no-loadscope-reorder
+
+# Resolves with the machine's own python (pip's --dry-run --report): no venv is touched.
+lock:
+	$(PYTHON) locks/refresh.py
 
 # The only step that imports Ray for infrastructure: the JSON it writes is committed,
 # and a test requires it byte for byte.

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import workers
 
 from stacks.config.loader import ENVIRONMENTS_DIR, environment_files
 from stacks.planning.plan import plan_file
@@ -114,6 +115,11 @@ def policies_of(tf: dict, role_resource: str) -> list[dict]:
         if policy["role"] == ref:
             statements += json.loads(policy["policy"])["Statement"]
     return statements
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook appends them to node ids)
+def pytest_collection_modifyitems(items):
+    workers.assign(items)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -10,38 +10,38 @@ from __future__ import annotations
 import pytest
 import waits
 
+from app.spec import ROUTER_CLASSES
 from stacks.config.models import Routing
 from stacks.specs.app_args import routing
-from prefix_engine import (
-    DECODE_MS_ENV,
-    POWER_OF_TWO,
-    PREFIX_AWARE,
-    app_args,
-    deploy,
-    llm_deployment,
-    prefix_tree_tenants,
-    run_workload,
-    start_local_serve,
-)
 
 MODEL = "routing-test"
 # What `routing: prefix_aware` renders for a replica with load target 16 (app_args below): a finite
 # load-balance threshold, and eviction on but far above what this workload stores.
 PREFIX_KWARGS = routing(Routing(policy="prefix_aware"), 16).request_router_kwargs
-APPS = {"prefix": (PREFIX_AWARE, PREFIX_KWARGS), "pow2": (POWER_OF_TWO, {})}
+APPS = {"prefix": (ROUTER_CLASSES["prefix_aware"], PREFIX_KWARGS), "pow2": (ROUTER_CLASSES["power_of_two"], {})}
 # 8 conversations with distinct 2,000-character system prompts, 5 turns each, 4 requests at a time.
 WORKLOAD = {"conversations": 8, "turns": 5, "concurrency": 4}
 
 
 @pytest.fixture(scope="module")
-def port():
+def engine():
+    """tests/prefix_engine.py, imported when a test runs rather than at collection: it loads Ray Serve
+    LLM and vLLM (~25 s), which every xdist worker would otherwise pay whether it runs these or not."""
+    import prefix_engine
+
+    return prefix_engine
+
+
+@pytest.fixture(scope="module")
+def port(engine):
     import ray
     from ray import serve
 
-    port = start_local_serve()
+    port = engine.start_local_serve()
     try:
         # A reply takes 20 ms, so concurrent requests overlap on the replicas.
-        deploy({name: app_args(MODEL, cls, kwargs, env_vars={DECODE_MS_ENV: "20"}) for name, (cls, kwargs) in APPS.items()})
+        engine.deploy({name: engine.app_args(MODEL, cls, kwargs, env_vars={engine.DECODE_MS_ENV: "20"})
+                       for name, (cls, kwargs) in APPS.items()})
         yield port
     finally:
         serve.shutdown()
@@ -49,28 +49,28 @@ def port():
 
 
 @pytest.fixture(scope="module")
-def results(port):
+def results(engine, port):
     """The workload's summary per app (see prefix_engine.summarize), both apps replaying the same chats."""
-    return {name: run_workload(f"http://127.0.0.1:{port}/{name}/v1", MODEL, **WORKLOAD) for name in APPS}
+    return {name: engine.run_workload(f"http://127.0.0.1:{port}/{name}/v1", MODEL, **WORKLOAD) for name in APPS}
 
 
-def test_each_deployment_runs_the_router_its_args_name(port):
+def test_each_deployment_runs_the_router_its_args_name(engine, port):
     for name, (cls, kwargs) in APPS.items():
-        deployment, details = llm_deployment(name)
+        deployment, details = engine.llm_deployment(name)
         assert deployment == f"PrefixLLMServer:{MODEL}"
         config = details["deployment_config"]["request_router_config"]
         assert (config["request_router_class"], config["request_router_kwargs"]) == (cls, kwargs)
         assert details["status"] == "HEALTHY" and len(details["replicas"]) == 2
 
 
-def test_prefix_router_tracks_what_each_replica_served_and_power_of_two_has_no_tree(results):
-    deployment, details = llm_deployment("prefix")
-    tenants = prefix_tree_tenants("prefix", deployment)
+def test_prefix_router_tracks_what_each_replica_served_and_power_of_two_has_no_tree(engine, results):
+    deployment, details = engine.llm_deployment("prefix")
+    tenants = engine.prefix_tree_tenants("prefix", deployment)
     assert tenants is not None, "no LlmPrefixTreeActor: the prefix-aware router never ran"
     served_by = set(results["prefix"]["per_replica"])
     assert {tenant.rsplit("#", 1)[1] for tenant in tenants} == served_by == {r["replica_id"] for r in details["replicas"]}
     assert all(chars > 0 for chars in tenants.values())
-    assert prefix_tree_tenants("pow2", llm_deployment("pow2")[0]) is None
+    assert engine.prefix_tree_tenants("pow2", engine.llm_deployment("pow2")[0]) is None
 
 
 def test_prefix_aware_routing_keeps_each_conversation_on_the_replica_holding_it(results):
