@@ -3,8 +3,12 @@ that needs synthesized Terraform shares the one synth below, in this process."""
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
 import time
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -85,13 +89,29 @@ def synthesized(synth_dir) -> dict[str, dict]:
     return {p.name: json.loads((p / "cdk.tf.json").read_text()) for p in (synth_dir / "stacks").iterdir()}
 
 
+@cache
+def _cdktf_scratch() -> str:
+    """This process's folder for the test apps' outputs, removed when it exits."""
+    folder = tempfile.mkdtemp(prefix="llmstacks-tests-cdktf-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def cdktf_app():
+    """cdktf's test app, writing into this process's scratch folder: `Testing.app()` alone leaves a
+    `cdktf.outdir.*` folder in the system's temporary directory for every app, run after run."""
+    from infra import node_runtime  # noqa: F401  (before cdktf)
+    from cdktf import Testing
+
+    return Testing.app(outdir=tempfile.mkdtemp(dir=_cdktf_scratch()))
+
+
 def new_stack(name: str, region: str):
     """An empty stack with the AWS provider, for construct tests (cdktf loads on first use)."""
-    from infra import node_runtime  # noqa: F401  (before cdktf)
-    from cdktf import TerraformStack, Testing
+    from cdktf import TerraformStack
     from cdktf_cdktf_provider_aws.provider import AwsProvider
 
-    stack = TerraformStack(Testing.app(), name)
+    stack = TerraformStack(cdktf_app(), name)
     AwsProvider(stack, "aws", region=region)
     return stack
 

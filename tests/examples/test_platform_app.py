@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cdktf import Testing as CdktfTesting
 
-from conftest import resources
+from conftest import cdktf_app, resources
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "platform_app" / "main.py"
 BUCKET_ARN = "arn:aws:s3:::team-llm-weights-123456789012"
@@ -25,7 +25,7 @@ def load_example():
 
 @pytest.fixture(scope="module")
 def tf() -> dict:
-    stack = load_example().build(CdktfTesting.app())
+    stack = load_example().build(cdktf_app())
     return json.loads(CdktfTesting.synth(stack))
 
 

@@ -17,7 +17,7 @@ from cdktf import Testing as CdktfTesting
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 
 import conftest
-from conftest import ROOT, TESTS, resources
+from conftest import cdktf_app, ROOT, TESTS, resources
 from infra import (
     RAY_POD_ANNOTATIONS,
     ClusterAutoscaler,
@@ -81,7 +81,7 @@ def created():
 
 @pytest.fixture(scope="module")
 def platform():
-    stack = TerraformStack(CdktfTesting.app(), "platform")
+    stack = TerraformStack(cdktf_app(), "platform")
     HelmProvider(stack, "helm")
     ClusterAutoscaler(stack, "autoscaler", cluster_name=CLUSTER, region=REGION)
     ClusterAutoscaler(stack, "tuned", cluster_name=CLUSTER, region=REGION, namespace="autoscaling",
@@ -348,7 +348,7 @@ INVALID = [
 
 @pytest.mark.parametrize(("build", "needle"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
 def test_invalid_props_are_rejected_with_the_prop_named(build, needle):
-    stack = TerraformStack(CdktfTesting.app(), "invalid")
+    stack = TerraformStack(cdktf_app(), "invalid")
     with pytest.raises(ValueError, match=needle):
         build(stack)
 

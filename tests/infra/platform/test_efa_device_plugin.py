@@ -8,7 +8,7 @@ from cdktf import Testing as CdktfTesting
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 
 import conftest
-from conftest import TESTS, resources
+from conftest import cdktf_app, TESTS, resources
 from infra import EfaDevicePlugin
 from infra.compute.efa.plugin import device_plugin_values
 from infra.platform.charts import CHARTS
@@ -25,7 +25,7 @@ def test_the_chart_is_pinned_with_its_source():
 
 
 def test_the_release_installs_the_pinned_chart_with_the_pools_values():
-    stack = TerraformStack(CdktfTesting.app(), "platform")
+    stack = TerraformStack(cdktf_app(), "platform")
     HelmProvider(stack, "helm")
     gpu = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
     EfaDevicePlugin(stack, "efa", pool_names=["prefill", "decode"], tolerations=[gpu])

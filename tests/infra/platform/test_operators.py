@@ -17,7 +17,7 @@ from cdktf_cdktf_provider_aws.provider import AwsProvider
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 
 import conftest
-from conftest import TESTS, resources
+from conftest import cdktf_app, TESTS, resources
 from infra import (
     AnyscaleInstanceType,
     AnyscaleOperator,
@@ -50,7 +50,7 @@ synth = conftest.synth_stack
 
 @pytest.fixture(scope="module")
 def aws():
-    stack = TerraformStack(CdktfTesting.app(), "aws")
+    stack = TerraformStack(cdktf_app(), "aws")
     AwsProvider(stack, "aws", region=REGION)
     role = NodeRole(stack, "nodes", role_name="test-nodes")
     system = NodePool(stack, "system", cluster_name=CLUSTER, node_group_name="test-system", pool_name="system",
@@ -71,7 +71,7 @@ def aws():
 @pytest.fixture(scope="module")
 def platform(aws):
     """The platform stack gets plain values only: instance types are built from the pools' Python attributes."""
-    stack = TerraformStack(CdktfTesting.app(), "platform")
+    stack = TerraformStack(cdktf_app(), "platform")
     HelmProvider(stack, "helm")
     KubeRayOperator(stack, "kuberay", watch_namespaces=["llm-serving"])
     KubeRayOperator(stack, "plain", watch_namespaces=["a", "b"], namespace="ray-system", annotate_ray_pods=False)
@@ -144,7 +144,7 @@ def test_a_chart_release_of_the_same_id_becomes_the_operator_in_place():
     addresses = []
     for build in (lambda s: ChartRelease(s, "kuberay-operator", chart=CHARTS["kuberay-operator"], namespace="kuberay-system"),
                   lambda s: KubeRayOperator(s, "kuberay-operator", watch_namespaces=["llm-serving"])):
-        stack = TerraformStack(CdktfTesting.app(), "swap")
+        stack = TerraformStack(cdktf_app(), "swap")
         HelmProvider(stack, "helm")
         build(stack)
         addresses.append(set(resources(synth(stack), "helm_release")))
@@ -325,7 +325,7 @@ INVALID = [
 
 @pytest.mark.parametrize(("build", "needle"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
 def test_invalid_props_are_rejected_with_the_prop_named(build, needle):
-    stack = TerraformStack(CdktfTesting.app(), "invalid")
+    stack = TerraformStack(cdktf_app(), "invalid")
     AwsProvider(stack, "aws", region=REGION)
     with pytest.raises(ValueError, match=needle):
         build(stack)
