@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
+import uuid
 
 BUCKET = "probe-bucket"
 ACCOUNT = "123456789012"
@@ -27,52 +28,83 @@ def problems() -> list[str]:
     import moto
     from moto.server import ThreadedMotoServer
 
+    # moto's state is the whole process's (a test session's own servers share it): names of our own.
+    run = uuid.uuid4().hex[:12]
+    bucket, role = f"{BUCKET}-{run}", f"reader-{run}"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
         host, port = server.get_host_and_port()
         url = f"http://{host}:{port}"
-        admin = {"endpoint_url": url, "region_name": "us-east-1", "aws_access_key_id": "probe",
-                 "aws_secret_access_key": "probe"}
+        admin = {
+            "endpoint_url": url,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "probe",
+            "aws_secret_access_key": "probe",
+        }
         s3 = boto3.client("s3", **admin)
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_object(Bucket=BUCKET, Key="models/m/0123456789abcdef/config.json", Body=b"{}")
-        reader = _role_client(admin, [
-            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{BUCKET}/models/*"]},
-            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{BUCKET}"]},
-        ])
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="models/m/0123456789abcdef/config.json", Body=b"{}")
+        reader = _role_client(
+            admin,
+            role,
+            [
+                {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{bucket}/models/*"]},
+                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{bucket}"]},
+            ],
+        )
+        # moto's switch is one setting of the whole process: every moto server in it (a test session's
+        # too) enforces IAM until it is switched back.
         _enforce_iam(url, "0")
-        found = []
-        for operation in LIST_OPERATIONS:
-            try:
-                getattr(reader, operation)(Bucket=BUCKET, Prefix="models/m/0123456789abcdef/")
-            except reader.exceptions.ClientError as exc:
-                found.append(f"moto {moto.__version__}: {operation} by a role with s3:ListBucket on the bucket is "
-                             f"refused ({exc.response['Error']['Code']}); real S3 authorizes it as s3:ListBucket")
-        return found
+        try:
+            found = []
+            for operation in LIST_OPERATIONS:
+                try:
+                    getattr(reader, operation)(Bucket=bucket, Prefix="models/m/0123456789abcdef/")
+                except reader.exceptions.ClientError as exc:
+                    found.append(
+                        f"moto {moto.__version__}: {operation} by a role with s3:ListBucket on the bucket is "
+                        f"refused ({exc.response['Error']['Code']}); real S3 authorizes it as s3:ListBucket"
+                    )
+            return found
+        finally:
+            _enforce_iam(url, "inf")
     finally:
         server.stop()
 
 
-def _role_client(admin: dict, statements: list[dict]):
+def _role_client(admin: dict, role: str, statements: list[dict]):
     import boto3
 
     iam, sts = boto3.client("iam", **admin), boto3.client("sts", **admin)
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
-                                                     "Action": "sts:AssumeRole"}]}
-    iam.create_role(RoleName="reader", AssumeRolePolicyDocument=json.dumps(trust))
-    iam.put_role_policy(RoleName="reader", PolicyName="read",
-                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
-    credentials = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/reader", RoleSessionName="probe")["Credentials"]
-    return boto3.client("s3", endpoint_url=admin["endpoint_url"], region_name="us-east-1",
-                        aws_access_key_id=credentials["AccessKeyId"], aws_secret_access_key=credentials["SecretAccessKey"],
-                        aws_session_token=credentials["SessionToken"])
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(
+        RoleName=role,
+        PolicyName="read",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+    )
+    credentials = sts.assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}", RoleSessionName="probe")["Credentials"]
+    return boto3.client(
+        "s3",
+        endpoint_url=admin["endpoint_url"],
+        region_name="us-east-1",
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
 
 
 def _enforce_iam(url: str, count: str) -> None:
     """moto's switch for IAM enforcement: "0" enforces from the next request on."""
-    request = urllib.request.Request(f"{url}/moto-api/reset-auth", data=count.encode(), method="POST",
-                                     headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        f"{url}/moto-api/reset-auth", data=count.encode(), method="POST", headers={"Content-Type": "text/plain"}
+    )
     urllib.request.urlopen(request, timeout=30).read()
 
 

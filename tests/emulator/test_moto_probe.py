@@ -21,3 +21,13 @@ def test_the_probe_sees_a_moto_that_checks_the_wrong_action(monkeypatch):
     monkeypatch.setattr(access_control.IAMPolicyStatement, "is_action_permitted", as_moto_5_2_6)
     found = moto_probe.problems()
     assert len(found) == 2 and all("real S3 authorizes it as s3:ListBucket" in line for line in found), found
+
+
+def test_the_probe_leaves_other_moto_servers_in_the_process_open(s3_endpoint):
+    import boto3
+
+    moto_probe.problems()
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="any", aws_secret_access_key="any"
+    )
+    s3.create_bucket(Bucket="after-the-probe")  # refused (InvalidAccessKeyId) while IAM is still enforced
