@@ -28,7 +28,8 @@ help:
 	@echo "make check              synthesize, then run the policy gate (checkov + policies/) on every environment"
 	@echo "make preview BASE=ref   what this change does per environment, against a git revision (writes preview.md)"
 	@echo "make test               lint, check the layer contracts (lint-imports), then run the whole test suite"
-	@echo "make test-fast          the unit-level tests only (about a minute), for working on a change"
+	@echo "make test-fast          the unit-level tests only (about two minutes), for working on a change"
+	@echo "make lint               ruff (lint and format check) and the layer contracts"
 	@echo "make lock               re-resolve the locked test and tool dependencies (locks/) and say what changed"
 	@echo "make bench              measure synth and preview speed"
 	@echo "make dashboards         regenerate Ray's Grafana dashboards from Ray's factory (infra/platform/observability/dashboards/)"
@@ -75,6 +76,8 @@ preview: $(VENV)/.installed-base $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 	$(VENV)/bin/llmstacks preview --base "$(BASE)" --output preview.md
 
 lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/ruff format --check --quiet .
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 # Two workers (this machine's cores); tests that share one expensive thing (the emulator applies,

@@ -20,7 +20,7 @@ from app.spec import HF_TOKEN_SECRET_ENV
 
 def hf_token_path() -> Path:
     """Where huggingface_hub (hence vLLM's download) looks for a token when HF_TOKEN is unset."""
-    from huggingface_hub import constants  # noqa: PLC0415
+    from huggingface_hub import constants
 
     return Path(constants.HF_TOKEN_PATH)
 

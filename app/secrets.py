@@ -20,8 +20,8 @@ def _no_botocore_debug() -> Iterator[None]:
 
 
 def read_secret_string(secret_name: str, region: str) -> str:
-    import boto3  # noqa: PLC0415  (only gated models need it)
-    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
     client = boto3.client("secretsmanager", region_name=region)
     try:

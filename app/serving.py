@@ -65,20 +65,28 @@ def ray_serve_llm() -> types.SimpleNamespace:
     # The ingress, its routes (as build_openai_app wires them), and the builders and server classes
     # of each pattern: one LLMServer deployment (standard, multi_node), the DPServer deployment
     # (data_parallel), a prefill and a decode deployment (disaggregated).
-    from ray.serve.llm import LLMConfig, LLMServer, build_dp_deployment, build_llm_deployment  # noqa: PLC0415
-    from ray.serve.llm.deployment import DPServer, PDDecodeServer, PDPrefillServer  # noqa: PLC0415
-    from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress  # noqa: PLC0415
+    from ray.serve.llm import LLMConfig, LLMServer, build_dp_deployment, build_llm_deployment
+    from ray.serve.llm.deployment import DPServer, PDDecodeServer, PDPrefillServer
+    from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
+
     # Not in the facade of Ray 2.60, which uses them inside build_openai_app and build_pd_openai_app:
     # the /v1/models card of a config (Ray's own OpenAiIngress example imports it from here too), and
     # build_pd_openai_app's checks of a prefill and decode pair.
-    from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata  # noqa: PLC0415
-    from ray.llm._internal.serve.serving_patterns.prefill_decode.builder import PDServingArgs  # noqa: PLC0415
+    from ray.llm._internal.serve.core.configs.openai_api_models import to_model_metadata
+    from ray.llm._internal.serve.serving_patterns.prefill_decode.builder import PDServingArgs
 
     return types.SimpleNamespace(
-        LLMConfig=LLMConfig, OpenAiIngress=OpenAiIngress, make_fastapi_ingress=make_fastapi_ingress,
-        to_model_metadata=to_model_metadata, build_llm_deployment=build_llm_deployment, LLMServer=LLMServer,
-        build_dp_deployment=build_dp_deployment, DPServer=DPServer, PDServingArgs=PDServingArgs,
-        PDPrefillServer=PDPrefillServer, PDDecodeServer=PDDecodeServer,
+        LLMConfig=LLMConfig,
+        OpenAiIngress=OpenAiIngress,
+        make_fastapi_ingress=make_fastapi_ingress,
+        to_model_metadata=to_model_metadata,
+        build_llm_deployment=build_llm_deployment,
+        LLMServer=LLMServer,
+        build_dp_deployment=build_dp_deployment,
+        DPServer=DPServer,
+        PDServingArgs=PDServingArgs,
+        PDPrefillServer=PDPrefillServer,
+        PDDecodeServer=PDDecodeServer,
     )
 
 
@@ -142,8 +150,9 @@ def _config_dict(spec: AppArgs, model: ModelSpec, part: ModelSpec | PrefillSpec)
     if spec.s3_endpoint_url:
         env_vars["AWS_ENDPOINT_URL_S3"] = spec.s3_endpoint_url
     if model.load == "stream":
-        env_vars.update(streamer_env(region=spec.region, endpoint_url=spec.s3_endpoint_url,
-                                     concurrency=model.stream_concurrency))
+        env_vars.update(
+            streamer_env(region=spec.region, endpoint_url=spec.s3_endpoint_url, concurrency=model.stream_concurrency)
+        )
     if model.hf_token_secret:
         # The secret's name only: Ray logs runtime envs.
         env_vars[HF_TOKEN_SECRET_ENV] = model.hf_token_secret
@@ -209,27 +218,40 @@ def served_models(args: dict[str, Any]) -> list[ServedModel]:
             config = llm.LLMConfig(**llm_config_dict(spec, model))
             if model.pattern == "disaggregated":
                 if model.server_cls is not None:
-                    raise _Field("server_cls", "pattern disaggregated is served by Ray's PDPrefillServer and "
-                                 "PDDecodeServer; remove server_cls")
+                    raise _Field(
+                        "server_cls",
+                        "pattern disaggregated is served by Ray's PDPrefillServer and "
+                        "PDDecodeServer; remove server_cls",
+                    )
                 # Ray's own P/D checks: one model id, LoRA on both legs from one path, a KV connector on
                 # both; and it moves decode's NIXL side channel off prefill's default port.
                 pd = llm.PDServingArgs.model_validate(
-                    {"prefill_config": llm.LLMConfig(**prefill_config_dict(spec, model)), "decode_config": config})
-                served.append(ServedModel(i, model, pd.decode_config, _gated(model, llm.PDDecodeServer),
-                                          pd.prefill_config, _gated(model, llm.PDPrefillServer)))
+                    {"prefill_config": llm.LLMConfig(**prefill_config_dict(spec, model)), "decode_config": config}
+                )
+                served.append(
+                    ServedModel(
+                        i,
+                        model,
+                        pd.decode_config,
+                        _gated(model, llm.PDDecodeServer),
+                        pd.prefill_config,
+                        _gated(model, llm.PDPrefillServer),
+                    )
+                )
                 continue
             if model.pattern == "data_parallel":
                 server_cls = config.server_cls or _gated(model, llm.DPServer)
                 if not (isinstance(server_cls, type) and issubclass(server_cls, llm.DPServer)):
-                    raise _Field("server_cls", "pattern data_parallel needs a subclass of Ray's DPServer "
-                                 "(ray.serve.llm.deployment.DPServer)")
+                    raise _Field(
+                        "server_cls",
+                        "pattern data_parallel needs a subclass of Ray's DPServer (ray.serve.llm.deployment.DPServer)",
+                    )
             else:
                 server_cls = config.server_cls or llm.LLMServer
             if model.hf_token_secret and not _is_gated(server_cls):
                 raise _Field("server_cls", "a gated model's server must subclass app.gated_server.GatedModelServer")
             served.append(ServedModel(i, model, config, server_cls))
-    logger.info("serving %d model(s): %s", len(served),
-                ", ".join(f"{s.model.id} ({s.model.pattern})" for s in served))
+    logger.info("serving %d model(s): %s", len(served), ", ".join(f"{s.model.id} ({s.model.pattern})" for s in served))
     return served
 
 
@@ -244,8 +266,9 @@ def build_app(args: dict[str, Any]):
         raise InvalidAppArgs(
             f"invalid application args: {DIRECT_STREAMING_ENV}=1 is set in the environment: this app composes "
             "several models behind one OpenAI ingress, and Ray Serve LLM's direct streaming (each model's server "
-            "as its own ingress) is not supported; unset it")
-    from ray import serve  # noqa: PLC0415
+            "as its own ingress) is not supported; unset it"
+        )
+    from ray import serve
 
     llm = ray_serve_llm()
     served = served_models(args)
@@ -268,16 +291,20 @@ def _deployment(llm: types.SimpleNamespace, served: ServedModel):
             return llm.build_dp_deployment(served.config, deployment_cls=served.server_cls)
         if served.model.pattern == "disaggregated":
             # As build_pd_openai_app (without data parallel legs).
-            prefill = llm.build_llm_deployment(served.prefill_config, name_prefix=PREFILL_PREFIX,
-                                               deployment_cls=served.prefill_server_cls)
-            return llm.build_llm_deployment(served.config, name_prefix=DECODE_PREFIX,
-                                            bind_kwargs={"prefill_server": prefill},
-                                            deployment_cls=served.server_cls)
+            prefill = llm.build_llm_deployment(
+                served.prefill_config, name_prefix=PREFILL_PREFIX, deployment_cls=served.prefill_server_cls
+            )
+            return llm.build_llm_deployment(
+                served.config,
+                name_prefix=DECODE_PREFIX,
+                bind_kwargs={"prefill_server": prefill},
+                deployment_cls=served.server_cls,
+            )
         return llm.build_llm_deployment(served.config, deployment_cls=served.server_cls)
 
 
 def _is_gated(server_cls: type) -> bool:
-    from app.gated_server import GatedModelServer  # noqa: PLC0415
+    from app.gated_server import GatedModelServer
 
     return issubclass(server_cls, GatedModelServer)
 
@@ -289,7 +316,7 @@ def _gated(model: ModelSpec, server_cls: type) -> type:
 
 @functools.cache
 def _with_token_fetch(server_cls: type) -> type:
-    from app.gated_server import GatedModelServer  # noqa: PLC0415
+    from app.gated_server import GatedModelServer
 
     # GatedModelServer.__init__ stores the token, then runs server_cls's __init__ (the MRO's next).
     return type(f"Gated{server_cls.__name__}", (GatedModelServer, server_cls), {"__module__": __name__})
@@ -331,7 +358,12 @@ def _where(args: dict[str, Any], loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
             if loc[:i] == ("models",):
                 models = args.get("models")
-                if isinstance(models, list) and part < len(models) and isinstance(models[part], dict) and "id" in models[part]:
+                if (
+                    isinstance(models, list)
+                    and part < len(models)
+                    and isinstance(models[part], dict)
+                    and "id" in models[part]
+                ):
                     out += f" ({models[part]['id']})"
         else:
             out += f".{part}" if out else str(part)

@@ -58,10 +58,20 @@ RESERVED_ENGINE_KWARGS = {
 # data parallelism runs more engines). GPUs, node pools and specs are sized from
 # the typed fields, so these are refused rather than silently miscounted.
 GPU_COUNT_ENGINE_KWARGS = (
-    "prefill_context_parallel_size", "data_parallel_size", "data_parallel_size_local", "data_parallel_rank",
-    "data_parallel_rank_local", "data_parallel_backend", "data_parallel_external_lb", "data_parallel_hybrid_lb",
-    "data_parallel_address", "data_parallel_rpc_port", "data_parallel_start_rank", "distributed_executor_backend",
-    "nnodes", "node_rank",
+    "prefill_context_parallel_size",
+    "data_parallel_size",
+    "data_parallel_size_local",
+    "data_parallel_rank",
+    "data_parallel_rank_local",
+    "data_parallel_backend",
+    "data_parallel_external_lb",
+    "data_parallel_hybrid_lb",
+    "data_parallel_address",
+    "data_parallel_rpc_port",
+    "data_parallel_start_rank",
+    "distributed_executor_backend",
+    "nnodes",
+    "node_rank",
 )
 
 
@@ -70,9 +80,11 @@ def engine_kwarg_problem(key: str) -> str | None:
     if key in RESERVED_ENGINE_KWARGS:
         return f"set from the model's {RESERVED_ENGINE_KWARGS[key]!r} field; remove it from engine_kwargs"
     if key in GPU_COUNT_ENGINE_KWARGS:
-        return ("changes the GPUs or nodes a replica uses, which node pools and specs are sized from; "
-                "use tensor_parallel_size, pipeline_parallel_size, or pattern: data_parallel with data_parallel_size, "
-                "and remove it from engine_kwargs")
+        return (
+            "changes the GPUs or nodes a replica uses, which node pools and specs are sized from; "
+            "use tensor_parallel_size, pipeline_parallel_size, or pattern: data_parallel with data_parallel_size, "
+            "and remove it from engine_kwargs"
+        )
     return None
 
 
@@ -81,8 +93,14 @@ def engine_kwarg_problem(key: str) -> str | None:
 ENV_VAR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 CREDENTIAL_NAME_PATTERN = r"(?i)(SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|ACCESS_KEY|API_KEY|SESSION|AUTH)"
 CREDENTIAL_VALUE_PATTERN = r"(AKIA|ASIA)[A-Z0-9]{16}|hf_[A-Za-z0-9]{30,}|-----BEGIN"
-APP_ENV_VARS = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE",
-                HF_TOKEN_SECRET_ENV)
+APP_ENV_VARS = (
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_CA_BUNDLE",
+    HF_TOKEN_SECRET_ENV,
+)
 
 
 def env_var_problem(name: str, value: str) -> str | None:
@@ -90,8 +108,10 @@ def env_var_problem(name: str, value: str) -> str | None:
     if re.fullmatch(ENV_VAR_NAME_PATTERN, name) is None:
         return f"{name[:64]!r} is not an environment variable name (letters, digits and '_')"
     if re.search(CREDENTIAL_NAME_PATTERN, name):
-        return (f"{name} looks like a credential: specs are published and Ray logs runtime environments; "
-                "give the replicas an identity (serving role) or a Secrets Manager secret instead")
+        return (
+            f"{name} looks like a credential: specs are published and Ray logs runtime environments; "
+            "give the replicas an identity (serving role) or a Secrets Manager secret instead"
+        )
     if name.upper() in APP_ENV_VARS or name.upper().startswith(("RUNAI_STREAMER_", "AWS_")):
         return f"{name} is set by the app from the environment's own fields"
     if re.search(CREDENTIAL_VALUE_PATTERN, value):
@@ -141,12 +161,16 @@ def weights_source_problem(source: str, hf_id: str | None, hf_token_secret: str 
 
 def load_targets_problem(target_ongoing_requests: float, max_ongoing_requests: int) -> str | None:
     if target_ongoing_requests > max_ongoing_requests:
-        return (f"target_ongoing_requests {target_ongoing_requests} exceeds max_ongoing_requests "
-                f"{max_ongoing_requests}: replicas could never reach the scale-up target")
+        return (
+            f"target_ongoing_requests {target_ongoing_requests} exceeds max_ongoing_requests "
+            f"{max_ongoing_requests}: replicas could never reach the scale-up target"
+        )
     return None
 
 
-def replicas_problem(minimum: int, maximum: int, names: tuple[str, str] = ("min_replicas", "max_replicas")) -> str | None:
+def replicas_problem(
+    minimum: int, maximum: int, names: tuple[str, str] = ("min_replicas", "max_replicas")
+) -> str | None:
     """Autoscaling bounds in order; `names` are the two fields as the caller's input spells them."""
     if minimum > maximum:
         return f"{names[0]} {minimum} is greater than {names[1]} {maximum}"
@@ -201,8 +225,10 @@ class PlacementSpec(Strict):
     """Ray placement group of one replica: vLLM's workers, one bundle per GPU."""
 
     strategy: Literal["STRICT_PACK", "PACK", "STRICT_SPREAD", "SPREAD"] = "STRICT_PACK"
-    bundles: Annotated[list[dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_:./-]{1,128}$")],
-                                 Annotated[float, Field(ge=0)]]], Field(min_length=1, max_length=64)]
+    bundles: Annotated[
+        list[dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_:./-]{1,128}$")], Annotated[float, Field(ge=0)]]],
+        Field(min_length=1, max_length=64),
+    ]
 
 
 # The routers by the names an environment file uses: Ray Serve LLM's prefix-cache-aware router
@@ -251,8 +277,15 @@ class PrefillSpec(Strict):
         return self
 
 
-def pattern_problem(pattern: str, *, data_parallel_size: int, pipeline_parallel_size: int, expert_parallel: bool,
-                    has_prefill: bool, has_kv_connector: bool) -> tuple[str, str] | None:
+def pattern_problem(
+    pattern: str,
+    *,
+    data_parallel_size: int,
+    pipeline_parallel_size: int,
+    expert_parallel: bool,
+    has_prefill: bool,
+    has_kv_connector: bool,
+) -> tuple[str, str] | None:
     """(field, why) if these settings do not make the pattern, else None.
 
     The one rule of which settings make which pattern: the contract checks its args with it, and the
@@ -266,9 +299,13 @@ def pattern_problem(pattern: str, *, data_parallel_size: int, pipeline_parallel_
     if expert_parallel and pattern != "data_parallel":
         return "expert_parallel", f"applies to pattern data_parallel (this model's pattern is {pattern})"
     if pattern == "disaggregated" and not (has_prefill and has_kv_connector):
-        return ("kv_connector" if has_prefill else "prefill"), "pattern disaggregated needs a prefill part and a KV connector"
+        return (
+            "kv_connector" if has_prefill else "prefill"
+        ), "pattern disaggregated needs a prefill part and a KV connector"
     if pattern != "disaggregated" and (has_prefill or has_kv_connector):
-        return ("prefill" if has_prefill else "kv_connector"), f"only for pattern disaggregated (this model's pattern is {pattern})"
+        return (
+            "prefill" if has_prefill else "kv_connector"
+        ), f"only for pattern disaggregated (this model's pattern is {pattern})"
     if pattern == "multi_node" and pipeline_parallel_size < 2:
         return "pipeline_parallel_size", "pattern multi_node needs at least 2 (one pipeline stage per node)"
     if pattern in ("data_parallel", "disaggregated") and pipeline_parallel_size > 1:
@@ -325,15 +362,21 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
-        if problem := pattern_problem(self.pattern, data_parallel_size=self.data_parallel_size,
-                                      pipeline_parallel_size=self.pipeline_parallel_size,
-                                      expert_parallel=self.expert_parallel, has_prefill=self.prefill is not None,
-                                      has_kv_connector=self.kv_connector is not None):
+        if problem := pattern_problem(
+            self.pattern,
+            data_parallel_size=self.data_parallel_size,
+            pipeline_parallel_size=self.pipeline_parallel_size,
+            expert_parallel=self.expert_parallel,
+            has_prefill=self.prefill is not None,
+            has_kv_connector=self.kv_connector is not None,
+        ):
             raise ValueError(": ".join(problem))
         if problem := weights_source_problem(self.weights, self.hf_id, self.hf_token_secret):
             raise ValueError(problem)
         if (self.weights == "bucket") != (self.snapshot is not None):
-            raise ValueError("bucket weights are served from a pinned snapshot (snapshot); Hugging Face weights have none")
+            raise ValueError(
+                "bucket weights are served from a pinned snapshot (snapshot); Hugging Face weights have none"
+            )
         if problem := replicas_problem(self.min_replicas, self.max_replicas):
             raise ValueError(problem)
         if problem := load_targets_problem(self.target_ongoing_requests, self.max_ongoing_requests):

@@ -25,8 +25,14 @@ from __future__ import annotations
 STREAM_LOAD_FORMAT = "runai_streamer"
 
 
-def streamer_env(*, region: str, endpoint_url: str | None, concurrency: int | None,
-                 ca_bundle: str | None = None, memory_limit: int | None = None) -> dict[str, str]:
+def streamer_env(
+    *,
+    region: str,
+    endpoint_url: str | None,
+    concurrency: int | None,
+    ca_bundle: str | None = None,
+    memory_limit: int | None = None,
+) -> dict[str, str]:
     """The replica environment variables the streamer reads.
 
     `concurrency`: parallel S3 reads (the streamer's default is 8 for object storage).

@@ -40,11 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
 DEV = ROOT / "stacks" / "environments" / "dev.yaml"
 
-IMPORT_ONLY = (
-    "import infra.node_runtime\n"
-    "import cdktf\n"
-    "from cdktf_cdktf_provider_aws.provider import AwsProvider\n"
-)
+IMPORT_ONLY = "import infra.node_runtime\nimport cdktf\nfrom cdktf_cdktf_provider_aws.provider import AwsProvider\n"
 
 WARM = """
 import json, sys, time
@@ -98,9 +94,14 @@ def best_of(repeat: int, command: list[str]) -> float:
 
 def serving_benchmarks(out: Path) -> dict:
     """Weights load and routing, each in its own process (each starts its own local AWS or Ray)."""
-    weights = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "weights_load.py")], check=True,
-                             capture_output=True, text=True, cwd=ROOT).stdout
-    weights_load = json.loads(weights[weights.index("\n{") + 1:] if not weights.startswith("{") else weights)
+    weights = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "weights_load.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout
+    weights_load = json.loads(weights[weights.index("\n{") + 1 :] if not weights.startswith("{") else weights)
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "routing.py")], check=True, capture_output=True, cwd=ROOT)
     routing = json.loads((out / "routing.json").read_text())
     (out / "weights_load.json").write_text(json.dumps(weights_load, indent=2) + "\n")
@@ -111,20 +112,38 @@ def serving_rows(serving: dict) -> list[tuple[str, str, str]]:
     weights, routing = serving["weights_load"], serving["routing"]
     conversations = routing["conversations"]
     ratios, best = weights.get("ratios", {}), weights.get("best_streamer_concurrency")
-    seconds = {"streamer": weights["streamer"].get(best, {}).get("seconds"),
-               "raw": weights["raw"].get(weights.get("best_raw_concurrency"), {}).get("seconds"),
-               "download_then_load": weights["download_then_load"].get("seconds")}
-    rows = [(f"weights load {weights['size_gib']:.1f} GiB, {kind}" + (f" (concurrency {best})" if kind == "streamer" else ""),
-             f"{value:.2f} s" if value is not None else "failed", "") for kind, value in seconds.items()]
-    rows += [
-        ("  ratio streamer / raw throughput", f"{ratios.get('best_streamer_over_best_raw_throughput', float('nan')):.2f}",
-         "target >= 0.80"),
-        ("  ratio download-then-load / streamer time", f"{ratios.get('download_then_load_over_best_streamer_time', float('nan')):.2f}",
-         "target > 1.00"),
+    seconds = {
+        "streamer": weights["streamer"].get(best, {}).get("seconds"),
+        "raw": weights["raw"].get(weights.get("best_raw_concurrency"), {}).get("seconds"),
+        "download_then_load": weights["download_then_load"].get("seconds"),
+    }
+    rows = [
+        (
+            f"weights load {weights['size_gib']:.1f} GiB, {kind}"
+            + (f" (concurrency {best})" if kind == "streamer" else ""),
+            f"{value:.2f} s" if value is not None else "failed",
+            "",
+        )
+        for kind, value in seconds.items()
     ]
     rows += [
-        ("routing: follow-ups on the replica holding the prefix, prefix-aware",
-         f"{conversations['prefix_aware']['hit_share']:.0%}", "target >= 90%"),
+        (
+            "  ratio streamer / raw throughput",
+            f"{ratios.get('best_streamer_over_best_raw_throughput', float('nan')):.2f}",
+            "target >= 0.80",
+        ),
+        (
+            "  ratio download-then-load / streamer time",
+            f"{ratios.get('download_then_load_over_best_streamer_time', float('nan')):.2f}",
+            "target > 1.00",
+        ),
+    ]
+    rows += [
+        (
+            "routing: follow-ups on the replica holding the prefix, prefix-aware",
+            f"{conversations['prefix_aware']['hit_share']:.0%}",
+            "target >= 90%",
+        ),
         ("routing: the same, power-of-two", f"{conversations['power_of_two']['hit_share']:.0%}", "about 50%"),
     ]
     return rows
@@ -147,15 +166,23 @@ def main() -> int:
             "synth_all_s": best_of(args.repeat, [*synth, str(tmp_path / "all")]),
             "synth_2_models_s": best_of(args.repeat, [*synth, str(tmp_path / "o2"), "--config", str(two)]),
             "synth_50_models_s": best_of(args.repeat, [*synth, str(tmp_path / "o50"), "--config", str(fifty)]),
-            "preview_s": best_of(args.repeat, [LLMSTACKS, "preview", "--base", "HEAD", "--output", str(tmp_path / "p.md")]),
-            "preview_no_policy_s": best_of(args.repeat, [LLMSTACKS, "preview", "--base", "HEAD", "--no-policy",
-                                                         "--output", str(tmp_path / "p.md")]),
+            "preview_s": best_of(
+                args.repeat, [LLMSTACKS, "preview", "--base", "HEAD", "--output", str(tmp_path / "p.md")]
+            ),
+            "preview_no_policy_s": best_of(
+                args.repeat, [LLMSTACKS, "preview", "--base", "HEAD", "--no-policy", "--output", str(tmp_path / "p.md")]
+            ),
         }
         warm_runs = [
-            json.loads(subprocess.run(
-                [sys.executable, "-c", WARM, str(tmp_path / f"warm{i}"), str(two), str(fifty)],
-                check=True, capture_output=True, text=True, cwd=ROOT,
-            ).stdout)
+            json.loads(
+                subprocess.run(
+                    [sys.executable, "-c", WARM, str(tmp_path / f"warm{i}"), str(two), str(fifty)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                ).stdout
+            )
             for i in range(args.repeat)
         ]
         warm = {f"warm_{k}_s": min(run[k] for run in warm_runs) for k in warm_runs[0]}

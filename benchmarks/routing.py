@@ -55,7 +55,13 @@ from stacks.specs.app_args import routing  # noqa: E402
 PREFIX_KWARGS = routing(Routing(policy="prefix_aware"), 16).request_router_kwargs
 CONVERSATIONS = {"conversations": 25, "turns": 8, "concurrency": 8, "system_chars": 2000}
 OVERHEAD_REQUESTS = 50
-SHARED_PREAMBLE = {"conversations": 48, "turns": 3, "concurrency": 16, "system_chars": 200, "shared_preamble_chars": 3000}
+SHARED_PREAMBLE = {
+    "conversations": 48,
+    "turns": 3,
+    "concurrency": 16,
+    "system_chars": 200,
+    "shared_preamble_chars": 3000,
+}
 
 
 def sequential_latency(base_url: str, requests: int = OVERHEAD_REQUESTS) -> dict[str, float]:
@@ -96,7 +102,9 @@ def run() -> dict[str, Any]:
 
         conversations = {app: workload(app, **CONVERSATIONS) for app in ("prefix_aware", "power_of_two")}
         shared = {app: workload(app, **SHARED_PREAMBLE) for app in apps}
-        overhead = {app: sequential_latency(f"http://127.0.0.1:{port}/{app}/v1") for app in ("prefix_aware", "power_of_two")}
+        overhead = {
+            app: sequential_latency(f"http://127.0.0.1:{port}/{app}/v1") for app in ("prefix_aware", "power_of_two")
+        }
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -106,14 +114,23 @@ def run() -> dict[str, Any]:
     return {
         "conversations": {"workload": CONVERSATIONS, **conversations},
         "shared_preamble": {"workload": SHARED_PREAMBLE, **shared},
-        "router_overhead": {"workload": f"{OVERHEAD_REQUESTS} short completions one at a time (no prefill, 100 ms decode)",
-                            **overhead},
+        "router_overhead": {
+            "workload": f"{OVERHEAD_REQUESTS} short completions one at a time (no prefill, 100 ms decode)",
+            **overhead,
+        },
         "prefix_aware_kwargs": PREFIX_KWARGS,
         "engine": ENGINE_ENV,
         "targets": {
-            "prefix_aware_hit_share": {"target": ">= 0.9", "measured": prefix["hit_share"], "met": prefix["hit_share"] >= 0.9},
-            "power_of_two_hit_share": {"target": "about 0.5", "measured": pow2["hit_share"],
-                                       "met": abs(pow2["hit_share"] - 0.5) <= 0.15},
+            "prefix_aware_hit_share": {
+                "target": ">= 0.9",
+                "measured": prefix["hit_share"],
+                "met": prefix["hit_share"] >= 0.9,
+            },
+            "power_of_two_hit_share": {
+                "target": "about 0.5",
+                "measured": pow2["hit_share"],
+                "met": abs(pow2["hit_share"] - 0.5) <= 0.15,
+            },
         },
         "requests_per_s_prefix_aware_over_power_of_two": round(prefix["requests_per_s"] / pow2["requests_per_s"], 3),
         "deploy_seconds": round(deployed, 1),

@@ -42,15 +42,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT, REGION, BUCKET, MODEL = "111111111111", "us-west-2", "llm-bench-weights-111111111111", "synthetic-llama"
-MiB, GiB = 1024 * 1024, 1024 ** 3
+MiB, GiB = 1024 * 1024, 1024**3
 RANGE = 8 * MiB
 HIDDEN, INTERMEDIATE, KV = 2048, 5632, 256
 # One decoder layer (one shard): (name, dtype, shape). ~84 MiB.
-LAYER = [("self_attn.q_proj.weight", "BF16", [HIDDEN, HIDDEN]), ("self_attn.k_proj.weight", "BF16", [KV, HIDDEN]),
-         ("self_attn.v_proj.weight", "BF16", [KV, HIDDEN]), ("self_attn.o_proj.weight", "BF16", [HIDDEN, HIDDEN]),
-         ("mlp.gate_proj.weight", "F16", [INTERMEDIATE, HIDDEN]), ("mlp.up_proj.weight", "F16", [INTERMEDIATE, HIDDEN]),
-         ("mlp.down_proj.weight", "F16", [HIDDEN, INTERMEDIATE]), ("input_layernorm.weight", "BF16", [HIDDEN]),
-         ("post_attention_layernorm.weight", "BF16", [HIDDEN])]
+LAYER = [
+    ("self_attn.q_proj.weight", "BF16", [HIDDEN, HIDDEN]),
+    ("self_attn.k_proj.weight", "BF16", [KV, HIDDEN]),
+    ("self_attn.v_proj.weight", "BF16", [KV, HIDDEN]),
+    ("self_attn.o_proj.weight", "BF16", [HIDDEN, HIDDEN]),
+    ("mlp.gate_proj.weight", "F16", [INTERMEDIATE, HIDDEN]),
+    ("mlp.up_proj.weight", "F16", [INTERMEDIATE, HIDDEN]),
+    ("mlp.down_proj.weight", "F16", [HIDDEN, INTERMEDIATE]),
+    ("input_layernorm.weight", "BF16", [HIDDEN]),
+    ("post_attention_layernorm.weight", "BF16", [HIDDEN]),
+]
 LAYER_BYTES = sum(2 * (shape[0] * (shape[1] if len(shape) > 1 else 1)) for _, _, shape in LAYER)
 MEASURE_TIMEOUT = 1800
 
@@ -61,13 +67,21 @@ def log(message: str) -> None:
 
 def write_model(directory: Path, size_gib: float) -> tuple[int, int, int]:
     """A model folder of about `size_gib` GiB; returns (shards, tensor bytes, shard file bytes)."""
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     directory.mkdir(parents=True)
     layers = max(2, round(size_gib * GiB / LAYER_BYTES))
-    (directory / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": HIDDEN,
-                                                      "intermediate_size": INTERMEDIATE, "num_hidden_layers": layers,
-                                                      "torch_dtype": "bfloat16"}))
+    (directory / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": HIDDEN,
+                "intermediate_size": INTERMEDIATE,
+                "num_hidden_layers": layers,
+                "torch_dtype": "bfloat16",
+            }
+        )
+    )
     (directory / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {}}}))
     (directory / "tokenizer_config.json").write_text("{}")
     rng = np.random.default_rng(0)
@@ -76,7 +90,11 @@ def write_model(directory: Path, size_gib: float) -> tuple[int, int, int]:
         header, offset = {}, 0
         for name, dtype, shape in LAYER:
             size = 2 * shape[0] * (shape[1] if len(shape) > 1 else 1)
-            header[f"model.layers.{i}.{name}"] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+            header[f"model.layers.{i}.{name}"] = {
+                "dtype": dtype,
+                "shape": shape,
+                "data_offsets": [offset, offset + size],
+            }
             offset += size
         raw = json.dumps(header).encode()
         raw += b" " * (-len(raw) % 8)
@@ -93,14 +111,15 @@ def write_model(directory: Path, size_gib: float) -> tuple[int, int, int]:
 
 
 def measure_streamer(source: str) -> dict:
-    import logging  # noqa: PLC0415
+    import logging
 
-    import streamed_load  # noqa: PLC0415
-    import vllm.model_executor.model_loader.runai_streamer_loader  # noqa: F401, PLC0415
-    import vllm.transformers_utils.runai_utils  # noqa: F401, PLC0415
+    import streamed_load
+    import vllm.model_executor.model_loader.runai_streamer_loader
+    import vllm.transformers_utils.runai_utils  # noqa: F401
 
     class StreamTime(logging.Handler):
         """The streamer's own figure: first submission to last byte (no config pull, no copies)."""
+
         seconds = None
 
         def emit(self, record):
@@ -111,13 +130,17 @@ def measure_streamer(source: str) -> dict:
     logging.getLogger("runai_model_streamer").addHandler(StreamTime())
     start = time.perf_counter()
     result = streamed_load.load_streamed(source, digest=False)
-    return {"seconds": time.perf_counter() - start, "bytes": result["bytes"], "tensors": result["tensors"],
-            "streamer_reported_seconds": StreamTime.seconds}
+    return {
+        "seconds": time.perf_counter() - start,
+        "bytes": result["bytes"],
+        "tensors": result["tensors"],
+        "streamer_reported_seconds": StreamTime.seconds,
+    }
 
 
 def measure_download_then_load(source: str) -> dict:
-    from ray.llm._internal.common.utils.download_utils import download_model_files  # noqa: PLC0415
-    from safetensors.torch import load_file  # noqa: PLC0415
+    from ray.llm._internal.common.utils.download_utils import download_model_files
+    from safetensors.torch import load_file
 
     start = time.perf_counter()
     local = Path(download_model_files(model_id=source))
@@ -132,22 +155,33 @@ def measure_download_then_load(source: str) -> dict:
             loaded += tensor.clone().numel() * tensor.element_size()
             count += 1
     end = time.perf_counter()
-    return {"seconds": end - start, "download_seconds": downloaded - start, "load_seconds": end - downloaded,
-            "bytes": loaded, "tensors": count}
+    return {
+        "seconds": end - start,
+        "download_seconds": downloaded - start,
+        "load_seconds": end - downloaded,
+        "bytes": loaded,
+        "tensors": count,
+    }
 
 
 def measure_raw(source: str, concurrency: int, range_bytes: int = RANGE) -> dict:
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor
 
-    import boto3  # noqa: PLC0415
-    from botocore.config import Config  # noqa: PLC0415
+    import boto3
+    from botocore.config import Config
 
     bucket, prefix = source.removeprefix("s3://").split("/", 1)
     s3 = boto3.client("s3", config=Config(max_pool_connections=concurrency + 4))
-    objects = [o for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]
-               if o["Key"].endswith(".safetensors")]
-    ranges = [(o["Key"], start, min(start + range_bytes, o["Size"]) - 1)
-              for o in objects for start in range(0, o["Size"], range_bytes)]
+    objects = [
+        o
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/")["Contents"]
+        if o["Key"].endswith(".safetensors")
+    ]
+    ranges = [
+        (o["Key"], start, min(start + range_bytes, o["Size"]) - 1)
+        for o in objects
+        for start in range(0, o["Size"], range_bytes)
+    ]
 
     def get(item) -> int:
         key, first, last = item
@@ -161,7 +195,9 @@ def measure_raw(source: str, concurrency: int, range_bytes: int = RANGE) -> dict
 
 
 def _measure(kind: str, args: dict) -> None:
-    result = {"streamer": measure_streamer, "download_then_load": measure_download_then_load, "raw": measure_raw}[kind](**args)
+    result = {"streamer": measure_streamer, "download_then_load": measure_download_then_load, "raw": measure_raw}[kind](
+        **args
+    )
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -170,12 +206,23 @@ def _measure(kind: str, args: dict) -> None:
 
 
 def _in_process(kind: str, args: dict, env: dict[str, str], workdir: Path) -> dict:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-           "HF_HOME": str(workdir / "hf"), "VLLM_ASSETS_CACHE": str(workdir / "vllm"), **env}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        "HF_HOME": str(workdir / "hf"),
+        "VLLM_ASSETS_CACHE": str(workdir / "vllm"),
+        **env,
+    }
     try:
-        done = subprocess.run([sys.executable, __file__, "--measure", kind, json.dumps(args)], env=env, cwd=workdir,
-                              capture_output=True, text=True, timeout=MEASURE_TIMEOUT)
+        done = subprocess.run(
+            [sys.executable, __file__, "--measure", kind, json.dumps(args)],
+            env=env,
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=MEASURE_TIMEOUT,
+        )
     finally:
         # Downloads and pulled files go with each run: every run starts cold.
         for name in ("hf", "vllm"):
@@ -195,21 +242,29 @@ def _failure(text: str) -> str:
 
 def _best(runs: list[dict]) -> dict:
     best = min(runs, key=lambda r: r["seconds"])
-    return {**best, "seconds": round(best["seconds"], 3), "gib_per_s": round(best["bytes"] / GiB / best["seconds"], 3),
-            "runs_seconds": [round(r["seconds"], 3) for r in runs]}
+    return {
+        **best,
+        "seconds": round(best["seconds"], 3),
+        "gib_per_s": round(best["bytes"] / GiB / best["seconds"], 3),
+        "runs_seconds": [round(r["seconds"], 3) for r in runs],
+    }
 
 
-def run(size_gib: float = 2.0, concurrencies: tuple[int | None, ...] = (2, 4, 8, 16), repeat: int = 1,
-        chunk_mib: int | None = None) -> dict:
+def run(
+    size_gib: float = 2.0,
+    concurrencies: tuple[int | None, ...] = (2, 4, 8, 16),
+    repeat: int = 1,
+    chunk_mib: int | None = None,
+) -> dict:
     """Publish a synthetic model of ~`size_gib` GiB to a fresh local AWS and time the three reads.
 
     `chunk_mib`: the streamer's largest read (RUNAI_STREAMER_CHUNK_BYTESIZE, default 8 MiB), and
     the raw reads' range size with it."""
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-    from app.spec import weights_uri  # noqa: PLC0415
-    from app.streaming import streamer_env  # noqa: PLC0415
-    from stacks.emulator.server import TEST_CREDENTIALS, Emulator  # noqa: PLC0415
-    from stacks.publishing.models import upload_model  # noqa: PLC0415
+    from app.spec import weights_uri
+    from app.streaming import streamer_env
+    from stacks.emulator.server import TEST_CREDENTIALS, Emulator
+    from stacks.publishing.models import upload_model
 
     with tempfile.TemporaryDirectory(prefix="weights-load-") as tmp:
         work = Path(tmp)
@@ -218,14 +273,20 @@ def run(size_gib: float = 2.0, concurrencies: tuple[int | None, ...] = (2, 4, 8,
             s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
             start = time.perf_counter()
             shards, tensor_bytes, file_bytes = write_model(work / "model", size_gib)
-            log(f"wrote {shards} shards, {tensor_bytes / GiB:.2f} GiB of tensors in {time.perf_counter() - start:.1f} s")
+            log(
+                f"wrote {shards} shards, {tensor_bytes / GiB:.2f} GiB of tensors in {time.perf_counter() - start:.1f} s"
+            )
             start = time.perf_counter()
             snapshot = upload_model(s3, BUCKET, MODEL, work / "model").snapshot
             log(f"published snapshot {snapshot} in {time.perf_counter() - start:.1f} s")
             shutil.rmtree(work / "model")  # the emulator holds it now
             source = weights_uri(BUCKET, MODEL, snapshot)  # what a replica pinned to it reads
-            base = {**TEST_CREDENTIALS, **streamer_env(region=REGION, endpoint_url=aws.endpoint, concurrency=None,
-                                                      ca_bundle=str(aws.ca_bundle))}
+            base = {
+                **TEST_CREDENTIALS,
+                **streamer_env(
+                    region=REGION, endpoint_url=aws.endpoint, concurrency=None, ca_bundle=str(aws.ca_bundle)
+                ),
+            }
 
             def measured(kind: str, args: dict, env: dict[str, str], label: str) -> dict:
                 # Tensors for the loads; whole shard files (headers too) for the raw reads.
@@ -248,11 +309,20 @@ def run(size_gib: float = 2.0, concurrencies: tuple[int | None, ...] = (2, 4, 8,
             streamer, raw = {}, {}
             for c in concurrencies:
                 label = "default" if c is None else str(c)
-                env = {**TEST_CREDENTIALS, **chunk, **streamer_env(region=REGION, endpoint_url=aws.endpoint,
-                                                                   concurrency=c, ca_bundle=str(aws.ca_bundle))}
+                env = {
+                    **TEST_CREDENTIALS,
+                    **chunk,
+                    **streamer_env(
+                        region=REGION, endpoint_url=aws.endpoint, concurrency=c, ca_bundle=str(aws.ca_bundle)
+                    ),
+                }
                 streamer[label] = measured("streamer", {"source": source}, env, f"streamer concurrency {label}")
-                raw[label] = measured("raw", {"source": source, "concurrency": c or 8, "range_bytes": range_bytes}, base,
-                                      f"raw concurrency {c or 8}")
+                raw[label] = measured(
+                    "raw",
+                    {"source": source, "concurrency": c or 8, "range_bytes": range_bytes},
+                    base,
+                    f"raw concurrency {c or 8}",
+                )
             download = measured("download_then_load", {"source": source}, base, "download then load")
 
     done = {k: v for k, v in streamer.items() if "seconds" in v}
@@ -263,7 +333,8 @@ def run(size_gib: float = 2.0, concurrencies: tuple[int | None, ...] = (2, 4, 8,
     if best and best_raw:
         ratios = {
             "streamer_over_raw_throughput_same_concurrency": {
-                k: round(raw[k]["seconds"] / done[k]["seconds"], 3) for k in done if k in done_raw},
+                k: round(raw[k]["seconds"] / done[k]["seconds"], 3) for k in done if k in done_raw
+            },
             "best_streamer_over_best_raw_throughput": round(done_raw[best_raw]["seconds"] / done[best]["seconds"], 3),
         }
         targets["streamer_at_least_0.8x_raw"] = ratios["best_streamer_over_best_raw_throughput"] >= 0.8
@@ -271,10 +342,19 @@ def run(size_gib: float = 2.0, concurrencies: tuple[int | None, ...] = (2, 4, 8,
         ratios["download_then_load_over_best_streamer_time"] = round(download["seconds"] / done[best]["seconds"], 3)
         targets["streamer_faster_than_download_then_load"] = done[best]["seconds"] < download["seconds"]
     return {
-        "size_gib": round(tensor_bytes / GiB, 3), "shards": shards, "emulator": "moto over HTTPS on 127.0.0.1",
-        "cpus": os.cpu_count(), "repeat": repeat, "chunk_and_range_mib": range_bytes // MiB,
-        "streamer": streamer, "raw": raw, "download_then_load": download,
-        "best_streamer_concurrency": best, "best_raw_concurrency": best_raw, "ratios": ratios, "targets": targets,
+        "size_gib": round(tensor_bytes / GiB, 3),
+        "shards": shards,
+        "emulator": "moto over HTTPS on 127.0.0.1",
+        "cpus": os.cpu_count(),
+        "repeat": repeat,
+        "chunk_and_range_mib": range_bytes // MiB,
+        "streamer": streamer,
+        "raw": raw,
+        "download_then_load": download,
+        "best_streamer_concurrency": best,
+        "best_raw_concurrency": best_raw,
+        "ratios": ratios,
+        "targets": targets,
     }
 
 
@@ -285,11 +365,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gib", type=float, default=2.0)
-    parser.add_argument("--concurrency", default="2,4,8,16",
-                        help="streamer concurrencies to try, comma-separated ('default': the streamer's own)")
+    parser.add_argument(
+        "--concurrency",
+        default="2,4,8,16",
+        help="streamer concurrencies to try, comma-separated ('default': the streamer's own)",
+    )
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--chunk-mib", type=int, default=None,
-                        help="the streamer's chunk (RUNAI_STREAMER_CHUNK_BYTESIZE) and the raw range; default 8")
+    parser.add_argument(
+        "--chunk-mib",
+        type=int,
+        default=None,
+        help="the streamer's chunk (RUNAI_STREAMER_CHUNK_BYTESIZE) and the raw range; default 8",
+    )
     args = parser.parse_args(argv)
     concurrencies = tuple(None if c == "default" else int(c) for c in args.concurrency.split(","))
     print(json.dumps(run(args.size_gib, concurrencies, args.repeat, args.chunk_mib), indent=2))

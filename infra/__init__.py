@@ -15,7 +15,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING
 
 # Cheap, and must happen before the first `import cdktf` anywhere in the process.
-from infra import node_runtime  # noqa: F401
+from infra import node_runtime
 
 _EXPORTS = {
     "AccessLogBucket": "infra.storage.access_logs",

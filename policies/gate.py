@@ -94,10 +94,14 @@ class GateReport:
             lines.append(line)
             lines += [f"  FAILED {f.check} {f.resource}: {f.name}" for f in failed]
             lines += [f"  FAILED {policy} {problem}" for policy, problem in specs_failed]
-        lines += [f"error: custom check {c} did not run (checkov could not load it; run checkov on policies/checks to see why)"
-                  for c in self.missing_checks]
-        lines += [f"note: baseline entry {c} matches no failure any more; remove it from {path}"
-                  for c, path in self.stale_baseline]
+        lines += [
+            f"error: custom check {c} did not run (checkov could not load it; run checkov on policies/checks to see why)"
+            for c in self.missing_checks
+        ]
+        lines += [
+            f"note: baseline entry {c} matches no failure any more; remove it from {path}"
+            for c, path in self.stale_baseline
+        ]
         if self.sarif:
             lines.append(f"results: {self.json} (JSON), {self.sarif} (SARIF)")
         lines.append("policy gate: " + ("passed" if self.ok else "FAILED"))
@@ -177,21 +181,36 @@ def find_checkov(project_root: Path | None = None) -> str:
             return str(local)
     found = shutil.which("checkov")
     if found is None:
-        raise ToolError(f"checkov: not installed: `make check` installs checkov=={CHECKOV_VERSION} into .venv-checkov "
-                        f"(in a project of your own: python3 -m venv .venv-checkov && .venv-checkov/bin/pip install "
-                        f"checkov=={CHECKOV_VERSION}; or set {CHECKOV_ENV} to a checkov in its own virtualenv)")
+        raise ToolError(
+            f"checkov: not installed: `make check` installs checkov=={CHECKOV_VERSION} into .venv-checkov "
+            f"(in a project of your own: python3 -m venv .venv-checkov && .venv-checkov/bin/pip install "
+            f"checkov=={CHECKOV_VERSION}; or set {CHECKOV_ENV} to a checkov in its own virtualenv)"
+        )
     return found
 
 
-def run_checkov(stacks_dir: Path, report_dir: Path, checkov: str | None = None, team_checks: Path | None = None) -> dict:
+def run_checkov(
+    stacks_dir: Path, report_dir: Path, checkov: str | None = None, team_checks: Path | None = None
+) -> dict:
     """checkov's JSON report for every stack under `stacks_dir`, with our checks and the team's
     (`team_checks`, a folder of checkov checks); also leaves its SARIF in `report_dir`."""
     report_dir.mkdir(parents=True, exist_ok=True)
     checks = [CHECKS_DIR] + ([team_checks] if team_checks and team_checks.resolve() != CHECKS_DIR else [])
     command = [
-        checkov or find_checkov(), "--directory", str(stacks_dir), "--framework", "terraform_json",
-        *[arg for folder in checks for arg in ("--external-checks-dir", str(folder))], "--skip-download", "--soft-fail",
-        "--output", "json", "--output", "sarif", "--output-file-path", str(report_dir),
+        checkov or find_checkov(),
+        "--directory",
+        str(stacks_dir),
+        "--framework",
+        "terraform_json",
+        *[arg for folder in checks for arg in ("--external-checks-dir", str(folder))],
+        "--skip-download",
+        "--soft-fail",
+        "--output",
+        "json",
+        "--output",
+        "sarif",
+        "--output-file-path",
+        str(report_dir),
     ]
     # Offline: no vendor API mapping, no guideline download.
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "LLMSTACKS_POLICY_ROOT": str(stacks_dir.resolve())}
@@ -220,18 +239,34 @@ def findings_from(report: dict, baseline: dict[str, BaselineEntry], stacks_dir: 
                 # checkov names external checks' resources "resource.<name>": put the type back.
                 if env not in types:
                     document = json.loads((stacks_dir / result["file_path"].lstrip("/")).read_text())
-                    types[env] = {name: kind_ for kind_, items in document.get("resource", {}).items() for name in items}
+                    types[env] = {
+                        name: kind_ for kind_, items in document.get("resource", {}).items() for name in items
+                    }
                 name = resource.removeprefix("resource.")
                 resource = f"{types[env].get(name, 'resource')}.{name}"
             entry = baseline.get(result["check_id"])
-            findings.append(Finding(result["check_id"], result["check_name"], env, resource, passed,
-                                    baselined=not passed and entry is not None and entry.covers(resource)))
+            findings.append(
+                Finding(
+                    result["check_id"],
+                    result["check_name"],
+                    env,
+                    resource,
+                    passed,
+                    baselined=not passed and entry is not None and entry.covers(resource),
+                )
+            )
     return findings
 
 
-def run_gate(outdir: Path, environments: list[str], report_dir: Path | None = None, *,
-             baselines: tuple[Path, ...] = (BASELINE_FILE,), checkov: str | None = None,
-             team_checks: Path | None = None) -> GateReport:
+def run_gate(
+    outdir: Path,
+    environments: list[str],
+    report_dir: Path | None = None,
+    *,
+    baselines: tuple[Path, ...] = (BASELINE_FILE,),
+    checkov: str | None = None,
+    team_checks: Path | None = None,
+) -> GateReport:
     """Gate the synthesized `environments` in `outdir` (cdktf.out): our checks and the team's
     (`team_checks`), failures skipped where one of `baselines` (the kit's, the team's) says so."""
     baseline, sources = load_baselines(list(baselines))
@@ -260,17 +295,24 @@ def run_gate(outdir: Path, environments: list[str], report_dir: Path | None = No
             report.spec_passed[env] += not problems
     report.sarif = report_dir / "results_sarif.sarif"
     report.json = report_dir / "report.json"
-    report.json.write_text(json.dumps({
-        "passed": report.ok,
-        "findings": [f.__dict__ for f in report.findings],
-        "spec_problems": {env: [{"policy": p, "problem": m} for p, m in problems] for env, problems in report.spec_problems.items()},
-        "missing_checks": report.missing_checks,
-        "baseline": {check: entry.model_dump(mode="json") for check, entry in baseline.items()},
-    }, indent=2))
+    report.json.write_text(
+        json.dumps(
+            {
+                "passed": report.ok,
+                "findings": [f.__dict__ for f in report.findings],
+                "spec_problems": {
+                    env: [{"policy": p, "problem": m} for p, m in problems]
+                    for env, problems in report.spec_problems.items()
+                },
+                "missing_checks": report.missing_checks,
+                "baseline": {check: entry.model_dump(mode="json") for check, entry in baseline.items()},
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(selected)
     return report
 
 
 def _numeric(check_id: str) -> int:
     return int(check_id.rsplit("_", 1)[1])
-

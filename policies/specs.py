@@ -45,7 +45,9 @@ def no_secrets(documents: dict[str, Any]) -> list[str]:
     for file, document in documents.items():
         for path, key, value in _walk(document):
             if key is not None and SECRET_NAMES.match(str(key)) and value not in (None, ""):
-                problems.append(f"{file}: {path}: {key} holds a credential; pass a secret's name and read it at runtime")
+                problems.append(
+                    f"{file}: {path}: {key} holds a credential; pass a secret's name and read it at runtime"
+                )
             if isinstance(value, str):
                 for what, pattern in SECRET_VALUES.items():
                     if pattern.search(value):
@@ -60,10 +62,14 @@ def query_auth(documents: dict[str, Any]) -> list[str]:
         problems.append(f"{ANYSCALE}: query_auth_token_enabled must be true (queries need the service's bearer token)")
     rayservice = documents.get(RAYSERVICE)
     if rayservice is not None:
-        service_type = (((rayservice.get("spec") or {}).get("serveService") or {}).get("spec") or {}).get("type", "ClusterIP")
+        service_type = (((rayservice.get("spec") or {}).get("serveService") or {}).get("spec") or {}).get(
+            "type", "ClusterIP"
+        )
         if service_type in ("LoadBalancer", "NodePort"):
-            problems.append(f"{RAYSERVICE}: spec.serveService.spec.type {service_type} exposes the unauthenticated "
-                            "Serve endpoint outside the cluster; keep ClusterIP behind an authenticating gateway")
+            problems.append(
+                f"{RAYSERVICE}: spec.serveService.spec.type {service_type} exposes the unauthenticated "
+                "Serve endpoint outside the cluster; keep ClusterIP behind an authenticating gateway"
+            )
     return problems
 
 
@@ -72,26 +78,36 @@ def models_on_gpus(documents: dict[str, Any]) -> list[str]:
     problems = []
     serve = documents.get(SERVE) or {}
     models = [m for app in serve.get("applications", []) for m in (app.get("args") or {}).get("models", [])]
-    anyscale_gpus = {_gpu_of(w.get("advanced_instance_config", {}).get("spec", {}))
-                     for w in ((documents.get(ANYSCALE) or {}).get("compute_config") or {}).get("worker_nodes", [])}
+    anyscale_gpus = {
+        _gpu_of(w.get("advanced_instance_config", {}).get("spec", {}))
+        for w in ((documents.get(ANYSCALE) or {}).get("compute_config") or {}).get("worker_nodes", [])
+    }
     rayservice = documents.get(RAYSERVICE)
-    kuberay_gpus = {_gpu_of(g.get("template", {}).get("spec", {}), require_limit=True)
-                    for g in ((((rayservice or {}).get("spec") or {}).get("rayClusterConfig") or {}).get("workerGroupSpecs") or [])}
+    kuberay_gpus = {
+        _gpu_of(g.get("template", {}).get("spec", {}), require_limit=True)
+        for g in ((((rayservice or {}).get("spec") or {}).get("rayClusterConfig") or {}).get("workerGroupSpecs") or [])
+    }
     for model in models:
         accelerator = model.get("accelerator_type")
         if not accelerator:
-            problems.append(f"{SERVE}: model {model.get('id')!r} has no accelerator_type: it would not be placed on a GPU")
+            problems.append(
+                f"{SERVE}: model {model.get('id')!r} has no accelerator_type: it would not be placed on a GPU"
+            )
             continue
         if ANYSCALE in documents and accelerator not in anyscale_gpus:
             problems.append(f"{ANYSCALE}: no worker group with {accelerator} GPUs for model {model.get('id')!r}")
         if rayservice is not None and accelerator not in kuberay_gpus:
-            problems.append(f"{RAYSERVICE}: no worker group requesting {accelerator} GPUs for model {model.get('id')!r}")
+            problems.append(
+                f"{RAYSERVICE}: no worker group requesting {accelerator} GPUs for model {model.get('id')!r}"
+            )
     return problems
 
 
 POLICIES = (
     SpecPolicy("LLM_SPEC_1", "Specs hold no credential, only the names of secrets", no_secrets),
-    SpecPolicy("LLM_SPEC_2", "Queries need authentication: Anyscale query auth on, no public Serve endpoint", query_auth),
+    SpecPolicy(
+        "LLM_SPEC_2", "Queries need authentication: Anyscale query auth on, no public Serve endpoint", query_auth
+    ),
     SpecPolicy("LLM_SPEC_3", "Every model runs on a node pool with GPUs of its accelerator type", models_on_gpus),
 )
 
@@ -112,7 +128,10 @@ def load_specs(directory) -> dict[str, Any]:
 def _gpu_of(pod_spec: dict[str, Any], require_limit: bool = False) -> str | None:
     product = (pod_spec.get("nodeSelector") or {}).get(GPU_PRODUCT_LABEL, "")
     if require_limit:
-        limits = [((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu") for c in pod_spec.get("containers", [])]
+        limits = [
+            ((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu")
+            for c in pod_spec.get("containers", [])
+        ]
         if not any(limit and int(limit) > 0 for limit in limits):
             return None
     return product.removeprefix("NVIDIA-") or None

@@ -8,7 +8,7 @@ def __getattr__(name: str) -> str:
     # (a checkout's editable install or a wheel); on first use, as importlib.metadata costs ~40 ms.
     if name != "__version__":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+    from importlib.metadata import PackageNotFoundError, version
 
     try:
         value = version(DISTRIBUTION)

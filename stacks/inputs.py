@@ -34,7 +34,9 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
     """The file's bytes, refusing anything that is not a regular file or is over `limit` bytes."""
     try:
         if not path.is_file():  # a FIFO or device would block or never end
-            raise ConfigError(path, "", "no such file" if not path.exists() else f"not a regular file; {what} must be one")
+            raise ConfigError(
+                path, "", "no such file" if not path.exists() else f"not a regular file; {what} must be one"
+            )
         with path.open("rb") as f:
             data = f.read(limit + 1)
     except OSError as exc:
@@ -44,8 +46,9 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
     return data
 
 
-def yaml_shape_problem(text: str, loader: type, *, max_depth: int = YAML_MAX_DEPTH,
-                       max_values: int = YAML_MAX_VALUES) -> str | None:
+def yaml_shape_problem(
+    text: str, loader: type, *, max_depth: int = YAML_MAX_DEPTH, max_values: int = YAML_MAX_VALUES
+) -> str | None:
     """Why a YAML document is too deep or expands to too many values, from its event stream alone.
 
     Aliases are counted as the size of what they point at, so a "billion laughs" is

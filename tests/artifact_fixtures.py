@@ -27,28 +27,49 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]]) -> 
     return path
 
 
-def model_dir(root: Path, shards: int = 2, shard_bytes: int = 4096, model_type: str = "qwen2", name: str = "model") -> Path:
+def model_dir(
+    root: Path, shards: int = 2, shard_bytes: int = 4096, model_type: str = "qwen2", name: str = "model"
+) -> Path:
     directory = root / name
     directory.mkdir(parents=True)
     (directory / "config.json").write_text(json.dumps({"model_type": model_type, "hidden_size": 64}))
     (directory / "tokenizer.json").write_text(json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {}}}))
     (directory / "tokenizer_config.json").write_text("{}")
     for i in range(shards):
-        write_safetensors(directory / f"model-{i:05d}-of-{shards:05d}.safetensors",
-                          {f"model.layers.{i}.weight": ("U8", [shard_bytes])})
+        write_safetensors(
+            directory / f"model-{i:05d}-of-{shards:05d}.safetensors",
+            {f"model.layers.{i}.weight": ("U8", [shard_bytes])},
+        )
     return directory
 
 
-def adapter_dir(root: Path, name: str, *, rank: int = 8, base_model: str = "Qwen/Qwen2.5-7B-Instruct",
-                hidden: int = 64, layers: int = 2, extra_bytes: int = 0, tokenizer_bytes: int = 0) -> Path:
+def adapter_dir(
+    root: Path,
+    name: str,
+    *,
+    rank: int = 8,
+    base_model: str = "Qwen/Qwen2.5-7B-Instruct",
+    hidden: int = 64,
+    layers: int = 2,
+    extra_bytes: int = 0,
+    tokenizer_bytes: int = 0,
+) -> Path:
     """A PEFT LoRA adapter for q_proj and v_proj. `extra_bytes` and `tokenizer_bytes` make its
     weights and its tokenizer large (for uploads slow enough to interrupt)."""
     directory = root / name
     directory.mkdir(parents=True)
-    (directory / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "base_model_name_or_path": base_model,
-        "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM",
-    }))
+    (directory / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "r": rank,
+                "lora_alpha": 2 * rank,
+                "base_model_name_or_path": base_model,
+                "target_modules": ["q_proj", "v_proj"],
+                "task_type": "CAUSAL_LM",
+            }
+        )
+    )
     tensors = {}
     for layer in range(layers):
         for module in ("q_proj", "v_proj"):
@@ -87,8 +108,15 @@ def write_torch_zip(path: Path, member: str = "archive/data.pkl") -> Path:
     return path
 
 
-def environment_dir(root: Path, *, prefix: str = "llm", snapshots: dict[str, str | None] | None = None,
-                    name: str = "dev", only: list[str] | None = None, **changes) -> Path:
+def environment_dir(
+    root: Path,
+    *,
+    prefix: str = "llm",
+    snapshots: dict[str, str | None] | None = None,
+    name: str = "dev",
+    only: list[str] | None = None,
+    **changes,
+) -> Path:
     """A directory holding a copy of the shipped environment `name`, with `prefix` (so that its
     buckets are its own), only the models `only` names (default: all) and `snapshots` pinned
     (model id -> weights.snapshot; None removes it). Written again on each call."""

@@ -69,12 +69,15 @@ def local_deployments(synth_dir, shipped_plans, tmp_path_factory):
     try:
         try:
             for name, plan in shipped_plans.items():
-                deployments[name] = LocalDeployment.start(plan, synth_dir / "stacks" / name / "cdk.tf.json", root / name)
+                deployments[name] = LocalDeployment.start(
+                    plan, synth_dir / "stacks" / name / "cdk.tf.json", root / name
+                )
             started = time.monotonic()
             with ThreadPoolExecutor(len(deployments)) as pool:
                 list(pool.map(LocalDeployment.apply, deployments.values()))
-            APPLY_SECONDS.update({name: d.applied_seconds for name, d in deployments.items()},
-                                 all_in_parallel=time.monotonic() - started)
+            APPLY_SECONDS.update(
+                {name: d.applied_seconds for name, d in deployments.items()}, all_in_parallel=time.monotonic() - started
+            )
         except ToolError as exc:  # Terraform or the provider mirror missing: say which, in one line
             pytest.fail(str(exc), pytrace=False)
         yield deployments

@@ -109,15 +109,22 @@ class EchoEngine(LLMEngine):
 
             loaded = await asyncio.to_thread(load_streamed, source)
             config = loaded["config"]
-            self.load_report = {"load": "stream", "source": source,
-                                **{k: loaded[k] for k in ("tensors", "bytes", "sha256")}}
+            self.load_report = {
+                "load": "stream",
+                "source": source,
+                **{k: loaded[k] for k in ("tensors", "bytes", "sha256")},
+            }
         else:
             # Ray's own S3 download of the weights, as VLLMEngine does at start.
             from streamed_load import local_digest
 
             local = await asyncio.to_thread(download_model_files, model_id=source, mirror_config=None)
             config = json.loads((Path(local) / "config.json").read_text())
-            self.load_report = {"load": "download", "source": source, **await asyncio.to_thread(local_digest, Path(local))}
+            self.load_report = {
+                "load": "download",
+                "source": source,
+                **await asyncio.to_thread(local_digest, Path(local)),
+            }
         self.model_type = config["model_type"]
         if name := kwargs.get("reasoning_parser"):
             from vllm.parser import ParserManager
@@ -175,8 +182,9 @@ class EchoEngine(LLMEngine):
         requested = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
         max_tokens = get_max_tokens(max_model_len, requested, prompt_tokens, {})
         params = request.to_sampling_params(max_tokens, {})
-        params._validate_structured_outputs(types.SimpleNamespace(is_diffusion=False), StructuredOutputsConfig(),
-                                            self.tokenizer)
+        params._validate_structured_outputs(
+            types.SimpleNamespace(is_diffusion=False), StructuredOutputsConfig(), self.tokenizer
+        )
         return params
 
     def _answer(self, model: str, prompt: str, images: list, structured) -> str:
@@ -208,13 +216,17 @@ class EchoEngine(LLMEngine):
                 if first:
                     delta.role, first = "assistant", False
                 chunk = ChatCompletionStreamResponse(
-                    id=rid, created=int(time.time()), model=request.model,
+                    id=rid,
+                    created=int(time.time()),
+                    model=request.model,
                     choices=[ChatCompletionResponseStreamChoice(index=0, delta=delta, finish_reason=None)],
                 )
                 yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
                 await asyncio.sleep(0.01)
             done = ChatCompletionStreamResponse(
-                id=rid, created=int(time.time()), model=request.model,
+                id=rid,
+                created=int(time.time()),
+                model=request.model,
                 choices=[ChatCompletionResponseStreamChoice(index=0, delta=DeltaMessage(), finish_reason="stop")],
             )
             yield f"data: {done.model_dump_json(exclude_none=True)}\n\n"
@@ -223,21 +235,31 @@ class EchoEngine(LLMEngine):
         reasoning, content = None, text
         if self.parser_cls is not None:
             reasoning, content, _ = self._parser(request).parse(
-                text, request, enable_auto_tools=False, model_output_token_ids=[i for _, i in tokens])
+                text, request, enable_auto_tools=False, model_output_token_ids=[i for _, i in tokens]
+            )
             if not request.include_reasoning:
                 reasoning = None
         yield ChatCompletionResponse(
-            id=rid, created=int(time.time()), model=request.model,
-            choices=[ChatCompletionResponseChoice(
-                index=0, message=ChatMessage(role="assistant", content=content, reasoning=reasoning), finish_reason="stop")],
-            usage=UsageInfo(prompt_tokens=len(prompt_ids), completion_tokens=len(tokens),
-                            total_tokens=len(prompt_ids) + len(tokens)),
+            id=rid,
+            created=int(time.time()),
+            model=request.model,
+            choices=[
+                ChatCompletionResponseChoice(
+                    index=0,
+                    message=ChatMessage(role="assistant", content=content, reasoning=reasoning),
+                    finish_reason="stop",
+                )
+            ],
+            usage=UsageInfo(
+                prompt_tokens=len(prompt_ids), completion_tokens=len(tokens), total_tokens=len(prompt_ids) + len(tokens)
+            ),
         )
 
     def _parser(self, request):
         """A parser per request, as OpenAIServingChat builds it."""
-        return self.parser_cls(self.tokenizer, request.tools, chat_template_kwargs=request.chat_template_kwargs or {},
-                               model_config=None)
+        return self.parser_cls(
+            self.tokenizer, request.tools, chat_template_kwargs=request.chat_template_kwargs or {}, model_config=None
+        )
 
     def _deltas(self, request, tokens: list[tuple[str, int]], prompt_ids: list[int]):
         """The stream's deltas: a word at a time, or vLLM's parser fed one token at a time."""
@@ -248,8 +270,13 @@ class EchoEngine(LLMEngine):
             return
         parser = self._parser(request)
         for n, (piece, token_id) in enumerate(tokens):
-            delta = parser.parse_delta(delta_text=piece, delta_token_ids=[token_id], request=request,
-                                       prompt_token_ids=prompt_ids, finished=n == len(tokens) - 1)
+            delta = parser.parse_delta(
+                delta_text=piece,
+                delta_token_ids=[token_id],
+                request=request,
+                prompt_token_ids=prompt_ids,
+                finished=n == len(tokens) - 1,
+            )
             if delta is not None:
                 yield delta
 
@@ -318,8 +345,12 @@ def instance_of(schema: dict[str, Any]) -> Any:
     if "allOf" in schema:
         merged: dict[str, Any] = {}
         for sub in schema["allOf"]:
-            merged = {**merged, **sub, "properties": {**merged.get("properties", {}), **sub.get("properties", {})},
-                      "required": [*merged.get("required", []), *sub.get("required", [])]}
+            merged = {
+                **merged,
+                **sub,
+                "properties": {**merged.get("properties", {}), **sub.get("properties", {})},
+                "required": [*merged.get("required", []), *sub.get("required", [])],
+            }
         return instance_of(merged)
     kind = schema.get("type", "object")
     if isinstance(kind, list):
@@ -344,15 +375,20 @@ def completion_events(request, text: str, usage: UsageInfo):
     if request.stream:
         for i, word in enumerate(text.split(" ")):
             chunk = CompletionStreamResponse(
-                id=rid, created=int(time.time()), model=request.model,
+                id=rid,
+                created=int(time.time()),
+                model=request.model,
                 choices=[CompletionResponseStreamChoice(index=0, text=("" if i == 0 else " ") + word)],
             )
             yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
         yield "data: [DONE]\n\n"
         return
     yield CompletionResponse(
-        id=rid, created=int(time.time()), model=request.model,
-        choices=[CompletionResponseChoice(index=0, text=text, finish_reason="stop")], usage=usage,
+        id=rid,
+        created=int(time.time()),
+        model=request.model,
+        choices=[CompletionResponseChoice(index=0, text=text, finish_reason="stop")],
+        usage=usage,
     )
 
 
@@ -387,11 +423,17 @@ class CpuDPServer(DPServer):
     async def gang(self) -> dict[str, Any]:
         """This replica's place in its gang, as DPServer set it up, for a deployment handle."""
         kwargs = self._llm_config.engine_kwargs
-        return {"rank": self.dp_rank, "size": self.dp_size, "gang_id": self.gang_id,
-                "master": [self.dp_address, self.dp_rpc_port],
-                "engine_kwargs": {k: kwargs.get(k) for k in ("data_parallel_size", "data_parallel_rank",
-                                                             "data_parallel_address", "data_parallel_rpc_port")},
-                "bundle_indices": os.environ.get("VLLM_RAY_BUNDLE_INDICES")}
+        return {
+            "rank": self.dp_rank,
+            "size": self.dp_size,
+            "gang_id": self.gang_id,
+            "master": [self.dp_address, self.dp_rpc_port],
+            "engine_kwargs": {
+                k: kwargs.get(k)
+                for k in ("data_parallel_size", "data_parallel_rank", "data_parallel_address", "data_parallel_rpc_port")
+            },
+            "bundle_indices": os.environ.get("VLLM_RAY_BUNDLE_INDICES"),
+        }
 
     async def load_report(self) -> dict[str, Any]:
         return dict(self.engine.load_report)

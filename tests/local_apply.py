@@ -15,16 +15,23 @@ def only(tf: dict, kept: tuple[str, ...], left_out: tuple[str, ...] = ()) -> dic
     """`tf` with only the resources whose construct path (below the stack) starts with one of `kept`,
     none of the kinds in `left_out`, and no outputs."""
     subset = copy.deepcopy(tf)
-    subset["resource"] = {kind: chosen for kind, items in tf["resource"].items() if kind not in left_out
-                          if (chosen := {name: b for name, b in items.items()
-                                         if b["//"]["metadata"]["path"].split("/", 1)[1].startswith(kept)})}
+    subset["resource"] = {
+        kind: chosen
+        for kind, items in tf["resource"].items()
+        if kind not in left_out
+        if (
+            chosen := {
+                name: b for name, b in items.items() if b["//"]["metadata"]["path"].split("/", 1)[1].startswith(kept)
+            }
+        )
+    }
     subset.pop("output", None)
     return subset
 
 
 def start(plan, subset: dict, root: Path):
     """A `LocalDeployment` of `subset` (not applied yet); a missing Terraform or provider mirror fails the test in one line."""
-    from stacks.emulator.deploy import LocalDeployment  # noqa: PLC0415
+    from stacks.emulator.deploy import LocalDeployment
 
     (root / "subset.json").write_text(json.dumps(subset))
     try:

@@ -9,8 +9,13 @@ def fresh_bucket(monkeypatch, endpoint: str, bucket: str, region: str, *, versio
     """A client of the local S3 with this process's environment pointing the tools at it (test
     credentials, endpoint, region), and `bucket` there, versioned as the stack makes the data buckets
     (unless `versioned` is False) and empty: every version and delete marker of an earlier test removed."""
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": region,
-                       "AWS_ENDPOINT_URL_S3": endpoint, "AWS_DEFAULT_REGION": region}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": region,
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_DEFAULT_REGION": region,
+    }.items():
         monkeypatch.setenv(key, value)
     client = boto3.client("s3", region_name=region)
     try:

@@ -98,8 +98,13 @@ def parse_reply(text: str) -> dict[str, Any]:
     """The fields of a reply: {"replica": str, "hit": bool, "held": bool, "cached": int, "prompt": int}."""
     fields = dict(part.split("=", 1) for part in text.split() if "=" in part)
     cached, prompt = fields["cached"].split("/")
-    return {"replica": fields["replica"], "hit": fields["hit"] == "1", "held": fields["held"] == "1",
-            "cached": int(cached), "prompt": int(prompt)}
+    return {
+        "replica": fields["replica"],
+        "hit": fields["hit"] == "1",
+        "held": fields["held"] == "1",
+        "cached": int(cached),
+        "prompt": int(prompt),
+    }
 
 
 class PrefixEngine(EchoEngine):
@@ -152,21 +157,30 @@ class PrefixEngine(EchoEngine):
             for i, word in enumerate(text.split(" ")):
                 delta = DeltaMessage(role="assistant" if i == 0 else None, content=("" if i == 0 else " ") + word)
                 chunk = ChatCompletionStreamResponse(
-                    id=rid, created=int(time.time()), model=request.model,
+                    id=rid,
+                    created=int(time.time()),
+                    model=request.model,
                     choices=[ChatCompletionResponseStreamChoice(index=0, delta=delta, finish_reason=None)],
                 )
                 yield f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
             done = ChatCompletionStreamResponse(
-                id=rid, created=int(time.time()), model=request.model,
+                id=rid,
+                created=int(time.time()),
+                model=request.model,
                 choices=[ChatCompletionResponseStreamChoice(index=0, delta=DeltaMessage(), finish_reason="stop")],
             )
             yield f"data: {done.model_dump_json(exclude_none=True)}\n\n"
             yield "data: [DONE]\n\n"
             return
         yield ChatCompletionResponse(
-            id=rid, created=int(time.time()), model=request.model,
-            choices=[ChatCompletionResponseChoice(index=0, message=ChatMessage(role="assistant", content=text),
-                                                  finish_reason="stop")],
+            id=rid,
+            created=int(time.time()),
+            model=request.model,
+            choices=[
+                ChatCompletionResponseChoice(
+                    index=0, message=ChatMessage(role="assistant", content=text), finish_reason="stop"
+                )
+            ],
             usage=_usage(len(render(messages)), text),
         )
 
@@ -180,8 +194,9 @@ class PrefixEngine(EchoEngine):
 def _usage(prompt_chars: int, text: str) -> UsageInfo:
     # ~4 characters a token, as for English text.
     prompt_tokens, completion_tokens = max(1, prompt_chars // 4), len(text.split())
-    return UsageInfo(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                     total_tokens=prompt_tokens + completion_tokens)
+    return UsageInfo(
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens
+    )
 
 
 class PrefixLLMServer(CpuLLMServer):
@@ -197,22 +212,64 @@ PREFIX_AWARE = ROUTER_CLASSES["prefix_aware"]
 POWER_OF_TWO = ROUTER_CLASSES["power_of_two"]
 SERVER_CLS = "prefix_engine:PrefixLLMServer"
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-_WORDS = ["account", "billing", "cluster", "deploy", "engine", "failover", "gateway", "harbor", "index", "journal", "kernel", "ledger", "metric", "network", "operator", "policy", "quota", "replica", "schema", "tenant", "upgrade", "vector", "window", "yield", "zone"]
+_WORDS = [
+    "account",
+    "billing",
+    "cluster",
+    "deploy",
+    "engine",
+    "failover",
+    "gateway",
+    "harbor",
+    "index",
+    "journal",
+    "kernel",
+    "ledger",
+    "metric",
+    "network",
+    "operator",
+    "policy",
+    "quota",
+    "replica",
+    "schema",
+    "tenant",
+    "upgrade",
+    "vector",
+    "window",
+    "yield",
+    "zone",
+]
 
 
-def app_args(model_id: str, router_class: str, router_kwargs: dict | None = None, *, replicas: int = 2,
-             env_vars: dict[str, str] | None = None, max_ongoing_requests: int = 32) -> dict[str, Any]:
+def app_args(
+    model_id: str,
+    router_class: str,
+    router_kwargs: dict | None = None,
+    *,
+    replicas: int = 2,
+    env_vars: dict[str, str] | None = None,
+    max_ongoing_requests: int = 32,
+) -> dict[str, Any]:
     """`app.spec.AppArgs` for one model served by `PrefixLLMServer` on `replicas` fixed replicas."""
     return {
-        "region": "us-east-1", "weights_bucket": "routing-test-weights", "lora_bucket": "routing-test-lora",
-        "models": [{
-            "id": model_id, "snapshot": "0123456789abcdef", "max_model_len": 32768, "server_cls": SERVER_CLS,
-            "accelerator_type": None,
-            "min_replicas": replicas, "max_replicas": replicas,
-            "target_ongoing_requests": max_ongoing_requests // 2, "max_ongoing_requests": max_ongoing_requests,
-            "routing": {"request_router_class": router_class, "request_router_kwargs": router_kwargs or {}},
-            "env_vars": env_vars or {},
-        }],
+        "region": "us-east-1",
+        "weights_bucket": "routing-test-weights",
+        "lora_bucket": "routing-test-lora",
+        "models": [
+            {
+                "id": model_id,
+                "snapshot": "0123456789abcdef",
+                "max_model_len": 32768,
+                "server_cls": SERVER_CLS,
+                "accelerator_type": None,
+                "min_replicas": replicas,
+                "max_replicas": replicas,
+                "target_ongoing_requests": max_ongoing_requests // 2,
+                "max_ongoing_requests": max_ongoing_requests,
+                "routing": {"request_router_class": router_class, "request_router_kwargs": router_kwargs or {}},
+                "env_vars": env_vars or {},
+            }
+        ],
     }
 
 
@@ -227,8 +284,12 @@ def start_local_serve(num_cpus: int = 4) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([TESTS_DIR, *sys.path])}})
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([TESTS_DIR, *sys.path])}},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     return port
 
@@ -239,7 +300,9 @@ def deploy(apps: dict[str, dict[str, Any]]) -> None:
 
     from app.serving import build_app
 
-    serve.run_many([serve.RunTarget(build_app(args), name=name, route_prefix=f"/{name}") for name, args in apps.items()])
+    serve.run_many(
+        [serve.RunTarget(build_app(args), name=name, route_prefix=f"/{name}") for name, args in apps.items()]
+    )
 
 
 def deployment_details(app_name: str) -> dict[str, dict[str, Any]]:
@@ -255,8 +318,11 @@ def deployment_details(app_name: str) -> dict[str, dict[str, Any]]:
 def llm_deployment(app_name: str) -> tuple[str, dict[str, Any]]:
     """(name, details) of the app's one LLMServer deployment (the one whose config names our server)."""
     deployments = deployment_details(app_name)
-    (name,) = [n for n, d in deployments.items() if "request_router_config" in d["deployment_config"]
-               and "OpenAiIngress" not in n and "Ingress" not in n]
+    (name,) = [
+        n
+        for n, d in deployments.items()
+        if "request_router_config" in d["deployment_config"] and "OpenAiIngress" not in n and "Ingress" not in n
+    ]
     return name, deployments[name]
 
 
@@ -280,8 +346,10 @@ class Conversation:
         words = [rng.choice(_WORDS) for _ in range(system_chars // 6)]
         system = f"Conversation {index:03d}. You are the support assistant for team {index}: " + " ".join(words)
         self.messages: list[dict[str, str]] = [{"role": "system", "content": preamble + system[:system_chars]}]
-        self.questions = [f"Question {t} of conversation {index}: how do I " + " ".join(rng.choice(_WORDS) for _ in range(12)) + "?"
-                          for t in range(turns)]
+        self.questions = [
+            f"Question {t} of conversation {index}: how do I " + " ".join(rng.choice(_WORDS) for _ in range(12)) + "?"
+            for t in range(turns)
+        ]
         self.turn = 0
 
 
@@ -293,15 +361,28 @@ def _one_turn(client, model: str, conversation: Conversation, stream: bool) -> d
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     else:
         text = client.chat.completions.create(model=model, messages=messages).choices[0].message.content
-    record = {"conversation": conversation.index, "turn": conversation.turn, "seconds": time.perf_counter() - started,
-              **parse_reply(text)}
+    record = {
+        "conversation": conversation.index,
+        "turn": conversation.turn,
+        "seconds": time.perf_counter() - started,
+        **parse_reply(text),
+    }
     conversation.messages = [*messages, {"role": "assistant", "content": text}]
     conversation.turn += 1
     return record
 
 
-def run_workload(base_url: str, model: str, *, conversations: int, turns: int, concurrency: int,
-                 system_chars: int = 2000, shared_preamble_chars: int = 0, seed: int = 0) -> dict[str, Any]:
+def run_workload(
+    base_url: str,
+    model: str,
+    *,
+    conversations: int,
+    turns: int,
+    concurrency: int,
+    system_chars: int = 2000,
+    shared_preamble_chars: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Replay `conversations` chats of `turns` turns each through the official OpenAI client, interleaved:
     turn t of every conversation (in a shuffled order, `concurrency` at a time) before turn t+1; every
     other conversation streams. Each system prompt is `system_chars` of its own, after a preamble of

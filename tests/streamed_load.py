@@ -38,7 +38,7 @@ WEIGHT_PATTERNS = ["*.pt", "*.safetensors", "*.bin", "*.tensors", "*.pth"]
 
 def pull_config(model_source: str) -> Path:
     """vLLM's pull of the folder's non-weight files into a new local directory (the caller removes it)."""
-    from vllm.transformers_utils.runai_utils import ObjectStorageModel  # noqa: PLC0415
+    from vllm.transformers_utils.runai_utils import ObjectStorageModel
 
     model = ObjectStorageModel(url=model_source)
     # vLLM's folder is shared by every load of this URL (under VLLM_ASSETS_CACHE) and kept: one of
@@ -52,8 +52,8 @@ def pull_config(model_source: str) -> Path:
 
 def iter_streamed(model_source: str):
     """(name, CPU tensor) of every tensor of the folder's safetensors, as vLLM's loader yields them."""
-    from vllm.config.load import LoadConfig  # noqa: PLC0415
-    from vllm.model_executor.model_loader.runai_streamer_loader import RunaiModelStreamerLoader  # noqa: PLC0415
+    from vllm.config.load import LoadConfig
+    from vllm.model_executor.model_loader.runai_streamer_loader import RunaiModelStreamerLoader
 
     loader = RunaiModelStreamerLoader(LoadConfig(load_format="runai_streamer", use_tqdm_on_load=False))
     yield from loader._get_weights_iterator(model_source, None)
@@ -97,7 +97,7 @@ def load_streamed(model_source: str, *, digest: bool = True) -> dict:
 
 def tensor_bytes(tensor) -> memoryview:
     """The raw bytes of a CPU tensor (any dtype, bf16 included)."""
-    import torch  # noqa: PLC0415
+    import torch
 
     flat = tensor.detach().contiguous().reshape(-1)
     return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
@@ -105,12 +105,12 @@ def tensor_bytes(tensor) -> memoryview:
 
 def local_digest(directory: Path) -> dict:
     """The same numbers as `load_streamed`, read from a local folder's *.safetensors with `safetensors`."""
-    from safetensors import safe_open  # noqa: PLC0415
+    from safetensors import safe_open
 
     tensors = {}
     for path in sorted(Path(directory).glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as f:
-            for name in f.keys():  # noqa: SIM118
+            for name in f.keys():
                 if name in tensors:
                     raise ValueError(f"{directory}: tensor {name!r} appears twice")
                 tensors[name] = f.get_tensor(name)
@@ -118,8 +118,11 @@ def local_digest(directory: Path) -> dict:
     for name in sorted(tensors):
         h.update(name.encode())
         h.update(tensor_bytes(tensors[name]))
-    return {"tensors": len(tensors), "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
-            "sha256": h.hexdigest()}
+    return {
+        "tensors": len(tensors),
+        "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
+        "sha256": h.hexdigest(),
+    }
 
 
 # --- A fresh process per load, without paying vLLM's import each time --------------------------
@@ -151,9 +154,14 @@ class Loads:
     def __enter__(self) -> Loads:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
-        self.process = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=(self.workdir / "server.log").open("w"),
-                                        env=env, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=(self.workdir / "server.log").open("w"),
+            env=env,
+            text=True,
+        )
         if self._line(self.start_timeout) != READY:
             self.__exit__()
             raise RuntimeError(f"the load server did not start: {(self.workdir / 'server.log').read_text()[-2000:]}")
@@ -178,13 +186,18 @@ class Loads:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line.decode().strip()
 
-    def run(self, model_source: str, env: dict[str, str], *, timeout: float = waits.COMMAND,
-            digest: bool = True) -> Outcome:
+    def run(
+        self, model_source: str, env: dict[str, str], *, timeout: float = waits.COMMAND, digest: bool = True
+    ) -> Outcome:
         self.count += 1
         directory = self.workdir / f"load-{self.count}"
         directory.mkdir()
-        child_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-                     "VLLM_ASSETS_CACHE": str(directory / "cache"), **env}
+        child_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "VLLM_ASSETS_CACHE": str(directory / "cache"),
+            **env,
+        }
         request = {"source": model_source, "env": child_env, "dir": str(directory), "digest": digest}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
@@ -194,12 +207,17 @@ class Loads:
         except TimeoutError:
             os.kill(pid, signal.SIGKILL)
             self._line(waits.COMMAND)
-            raise TimeoutError(f"loading {model_source} took over {timeout} s: "
-                               f"{(directory / 'stderr').read_text()[-2000:]}") from None
+            raise TimeoutError(
+                f"loading {model_source} took over {timeout} s: {(directory / 'stderr').read_text()[-2000:]}"
+            ) from None
         result = directory / "result.json"
         error = directory / "error"
-        return Outcome(returncode, json.loads(result.read_text()) if result.exists() else None,
-                       error.read_text() if error.exists() else "", (directory / "stderr").read_text())
+        return Outcome(
+            returncode,
+            json.loads(result.read_text()) if result.exists() else None,
+            error.read_text() if error.exists() else "",
+            (directory / "stderr").read_text(),
+        )
 
 
 def _serve() -> None:
@@ -207,8 +225,8 @@ def _serve() -> None:
     # vLLM logs to stdout: the protocol gets a stdout of its own.
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
-    import vllm.model_executor.model_loader.runai_streamer_loader  # noqa: F401, PLC0415
-    import vllm.transformers_utils.runai_utils  # noqa: F401, PLC0415
+    import vllm.model_executor.model_loader.runai_streamer_loader
+    import vllm.transformers_utils.runai_utils  # noqa: F401
 
     print(READY, file=protocol)
     for line in sys.stdin:

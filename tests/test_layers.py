@@ -22,8 +22,14 @@ PACKAGES = ("stacks", "infra", "app", "policies")
 
 
 def lint(tree: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LINT_IMPORTS, "--no-cache", "--no-logo"], cwd=tree, env={"PYTHONPATH": str(tree), "PATH": ""},
-                          capture_output=True, text=True, timeout=waits.COMMAND)
+    return subprocess.run(
+        [LINT_IMPORTS, "--no-cache", "--no-logo"],
+        cwd=tree,
+        env={"PYTHONPATH": str(tree), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=waits.COMMAND,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,38 +55,89 @@ def test_the_tree_keeps_every_contract(tree):
 
 
 PLANTED = [
-    ("config imports cdktf", "stacks/config/names.py", "import cdktf",
-     "config and planning import neither cdktf nor Ray, not even indirectly BROKEN"),
-    ("planning imports Ray", "stacks/planning/pools.py", "import ray",
-     "config and planning import neither cdktf nor Ray, not even indirectly BROKEN"),
-    ("planning reaches up to synth", "stacks/planning/pools.py", "from stacks.synth import summary",
-     "stacks follows the data flow"),
-    ("a module cycle inside config", "stacks/config/schema.py", "from stacks.config import checks",
-     "no package or module imports one that imports it back BROKEN"),
-    ("something imports the cli", "stacks/synth/summary.py", "import stacks.cli",
-     "nothing imports the command line (but the `python -m stacks` entry) BROKEN"),
-    ("specs imports cdktf", "stacks/specs/pods.py", "from cdktf import App", "only infra and stacks.synth import cdktf BROKEN"),
-    ("infra imports Ray", "infra/catalog.py", "import vllm",
-     "only the serving app and the vendor spec validation import Ray and vLLM BROKEN"),
+    (
+        "config imports cdktf",
+        "stacks/config/names.py",
+        "import cdktf",
+        "config and planning import neither cdktf nor Ray, not even indirectly BROKEN",
+    ),
+    (
+        "planning imports Ray",
+        "stacks/planning/pools.py",
+        "import ray",
+        "config and planning import neither cdktf nor Ray, not even indirectly BROKEN",
+    ),
+    (
+        "planning reaches up to synth",
+        "stacks/planning/pools.py",
+        "from stacks.synth import summary",
+        "stacks follows the data flow",
+    ),
+    (
+        "a module cycle inside config",
+        "stacks/config/schema.py",
+        "from stacks.config import checks",
+        "no package or module imports one that imports it back BROKEN",
+    ),
+    (
+        "something imports the cli",
+        "stacks/synth/summary.py",
+        "import stacks.cli",
+        "nothing imports the command line (but the `python -m stacks` entry) BROKEN",
+    ),
+    (
+        "specs imports cdktf",
+        "stacks/specs/pods.py",
+        "from cdktf import App",
+        "only infra and stacks.synth import cdktf BROKEN",
+    ),
+    (
+        "infra imports Ray",
+        "infra/catalog.py",
+        "import vllm",
+        "only the serving app and the vendor spec validation import Ray and vLLM BROKEN",
+    ),
     ("app imports stacks", "app/spec.py", "from stacks.errors import UserError", "imports nothing from stacks, infra"),
     ("infra imports stacks", "infra/catalog.py", "import stacks.config.schema", "imports nothing from stacks or"),
-    ("a rule uses a construct's module", "infra/rules/problems.py", "from infra.identity import policy",
-     "infra.rules and infra.catalog import nothing else from infra (every construct stands on them) BROKEN"),
-    ("the catalog loads the node runtime", "infra/catalog.py", "from infra import node_runtime",
-     "infra.rules and infra.catalog import nothing else from infra (every construct stands on them) BROKEN"),
-    ("identity reaches up to the platform", "infra/identity/policy.py", "from infra.platform import charts",
-     "infra by concern: platform (in the cluster) -> compute | storage -> identity BROKEN"),
-    ("compute uses storage", "infra/compute/scheduling.py", "import infra.storage.access_logs",
-     "infra by concern: platform (in the cluster) -> compute | storage -> identity BROKEN"),
+    (
+        "a rule uses a construct's module",
+        "infra/rules/problems.py",
+        "from infra.identity import policy",
+        "infra.rules and infra.catalog import nothing else from infra (every construct stands on them) BROKEN",
+    ),
+    (
+        "the catalog loads the node runtime",
+        "infra/catalog.py",
+        "from infra import node_runtime",
+        "infra.rules and infra.catalog import nothing else from infra (every construct stands on them) BROKEN",
+    ),
+    (
+        "identity reaches up to the platform",
+        "infra/identity/policy.py",
+        "from infra.platform import charts",
+        "infra by concern: platform (in the cluster) -> compute | storage -> identity BROKEN",
+    ),
+    (
+        "compute uses storage",
+        "infra/compute/scheduling.py",
+        "import infra.storage.access_logs",
+        "infra by concern: platform (in the cluster) -> compute | storage -> identity BROKEN",
+    ),
 ]
 
 
 def test_the_ground_contract_forbids_every_other_part_of_infra():
     """A new folder of infra is forbidden to the rules and the catalog as soon as it exists."""
-    (contract,) = [c for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
-                   if c["id"] == "infra-ground"]
-    parts = {f"infra.{p.stem}" for p in (ROOT / "infra").iterdir()
-             if (p.suffix == ".py" or (p / "__init__.py").is_file()) and p.name != "__init__.py"}
+    (contract,) = [
+        c
+        for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+        if c["id"] == "infra-ground"
+    ]
+    parts = {
+        f"infra.{p.stem}"
+        for p in (ROOT / "infra").iterdir()
+        if (p.suffix == ".py" or (p / "__init__.py").is_file()) and p.name != "__init__.py"
+    }
     assert set(contract["source_modules"]) == {"infra.rules", "infra.catalog"}
     assert set(contract["forbidden_modules"]) == parts - set(contract["source_modules"])
 

@@ -30,16 +30,27 @@ class _Item:
 
 def test_a_module_joins_the_group_of_a_shared_fixture_any_of_its_tests_uses(monkeypatch):
     monkeypatch.setattr(workers, "ASSIGNED", {})  # this run's own record stays as collected
-    items = [_Item("tests/app/test_x.py::a"), _Item("tests/app/test_x.py::b", ["local_deployments"]),
-             _Item("tests/cli/test_y.py::c"), _Item("tests/emulator/test_upgrade.py::d")]
+    items = [
+        _Item("tests/app/test_x.py::a"),
+        _Item("tests/app/test_x.py::b", ["local_deployments"]),
+        _Item("tests/cli/test_y.py::c"),
+        _Item("tests/emulator/test_upgrade.py::d"),
+    ]
     workers.assign(items)
     group = {i.nodeid: next(m.args[0] for m in i.marks if m.name == "xdist_group") for i in items}
-    assert group == {"tests/emulator/test_upgrade.py::d": "tests/emulator/test_upgrade.py",
-                     "tests/app/test_x.py::a": "emulator", "tests/app/test_x.py::b": "emulator",
-                     "tests/cli/test_y.py::c": "tests/cli/test_y.py"}
+    assert group == {
+        "tests/emulator/test_upgrade.py::d": "tests/emulator/test_upgrade.py",
+        "tests/app/test_x.py::a": "emulator",
+        "tests/app/test_x.py::b": "emulator",
+        "tests/cli/test_y.py::c": "tests/cli/test_y.py",
+    }
     # Longest group first, collection order kept within one; unweighted groups last and not slow.
-    assert [i.nodeid for i in items] == ["tests/app/test_x.py::a", "tests/app/test_x.py::b",
-                                         "tests/emulator/test_upgrade.py::d", "tests/cli/test_y.py::c"]
+    assert [i.nodeid for i in items] == [
+        "tests/app/test_x.py::a",
+        "tests/app/test_x.py::b",
+        "tests/emulator/test_upgrade.py::d",
+        "tests/cli/test_y.py::c",
+    ]
     assert [any(m.name == "slow" for m in i.marks) for i in items] == [True, True, True, False]
 
 

@@ -74,8 +74,11 @@ def test_the_deploy_pins_the_weights_snapshots_after_the_gate_and_before_deployi
 def test_deploys_in_ci_skip_the_prompt_and_by_hand_ask_for_it():
     """cdktf deploy waits for an answer nobody gives in CI: the workflow approves (its environment's
     reviewers did), `make deploy` by hand still asks."""
+
     def deploy_line(*args: str) -> str:
-        result = subprocess.run(["make", "-n", "deploy", "ENV=dev", *args], check=True, capture_output=True, text=True, cwd=ROOT)
+        result = subprocess.run(
+            ["make", "-n", "deploy", "ENV=dev", *args], check=True, capture_output=True, text=True, cwd=ROOT
+        )
         return next(line for line in result.stdout.splitlines() if "cdktf-cli" in line)
 
     assert deploy_line("AUTO_APPROVE=1").endswith(" deploy dev dev-platform --auto-approve")

@@ -35,7 +35,9 @@ REUSABLE_DEPLOY = "./.github/workflows/deploy-environment.yml"
 
 def actionlint(workflows: Path) -> subprocess.CompletedProcess:
     files = sorted(str(p) for p in workflows.glob("*.yml"))
-    return subprocess.run([ACTIONLINT, "-color=false", *files], check=False, capture_output=True, text=True, cwd=workflows.parent.parent)
+    return subprocess.run(
+        [ACTIONLINT, "-color=false", *files], check=False, capture_output=True, text=True, cwd=workflows.parent.parent
+    )
 
 
 def load(workflows: Path, name: str) -> dict:
@@ -65,7 +67,9 @@ def action_pins(workflows: Path) -> dict[str, tuple[str, str]]:
         lines = [m for m in map(USES_LINE.match, (workflows / name).read_text().splitlines()) if m]
         workflow = load(workflows, name)
         in_yaml = [job["uses"] for job in workflow["jobs"].values() if "uses" in job]
-        in_yaml += [step["uses"] for job in workflow["jobs"].values() for step in job.get("steps", []) if "uses" in step]
+        in_yaml += [
+            step["uses"] for job in workflow["jobs"].values() for step in job.get("steps", []) if "uses" in step
+        ]
         assert sorted(m["ref"] for m in lines) == sorted(in_yaml), name  # the line scan saw every uses:
         for m in lines:
             if m["ref"].startswith("./"):
@@ -81,7 +85,11 @@ def action_pins(workflows: Path) -> dict[str, tuple[str, str]]:
 
 
 def assert_checkouts_keep_the_token_out(workflows: Path, count: int) -> None:
-    checkouts = [(name, job, step) for name, job, step in all_steps(workflows) if step.get("uses", "").startswith("actions/checkout@")]
+    checkouts = [
+        (name, job, step)
+        for name, job, step in all_steps(workflows)
+        if step.get("uses", "").startswith("actions/checkout@")
+    ]
     assert len(checkouts) == count
     for name, job, step in checkouts:
         assert step.get("with", {}).get("persist-credentials") is False, f"{name}: {job}"
@@ -103,7 +111,9 @@ def assert_deploy_passes_only_declared_secrets(workflows: Path) -> None:
 def assert_deploys_only_from_main(workflows: Path, environments: int) -> None:
     on = triggers(load(workflows, "deploy.yml"))
     assert on["push"] == {"branches": ["main"]} and set(on) <= {"push", "workflow_dispatch"}
-    jobs = list(load(workflows, "deploy.yml")["jobs"].values()) + list(load(workflows, "deploy-environment.yml")["jobs"].values())
+    jobs = list(load(workflows, "deploy.yml")["jobs"].values()) + list(
+        load(workflows, "deploy-environment.yml")["jobs"].values()
+    )
     assert len(jobs) == environments + 1  # one caller per environment, and the reusable deploy
     assert all(job.get("if") == MAIN_ONLY for job in jobs)
 
@@ -112,7 +122,9 @@ def assert_plan_runs_only_for_this_repository(workflows: Path) -> None:
     plan = load(workflows, "pull-request.yml")["jobs"]["plan"]
     assert plan["if"] == SAME_REPO_ONLY
     assert plan["environment"] == "${{ matrix.stack }}-plan"
-    assert "must require approval (required reviewers)" in (workflows / "pull-request.yml").read_text()  # said where the role is used
+    assert (
+        "must require approval (required reviewers)" in (workflows / "pull-request.yml").read_text()
+    )  # said where the role is used
 
 
 def assert_plan_lists_the_pinned_snapshots(workflows: Path) -> None:
@@ -151,11 +163,16 @@ def job_permissions(workflows: Path) -> dict[tuple[str, str], dict | None]:
 
 def comment_scripts(workflows: Path) -> dict[tuple[str, str], dict]:
     """Every github-script step that edits a comment, by (workflow, job)."""
-    return {(name, job): step for name, job, step in all_steps(workflows)
-            if step.get("uses", "").startswith("actions/github-script@") and "updateComment" in step["with"]["script"]}
+    return {
+        (name, job): step
+        for name, job, step in all_steps(workflows)
+        if step.get("uses", "").startswith("actions/github-script@") and "updateComment" in step["with"]["script"]
+    }
 
 
-def assert_comment_scripts_find_marker_and_bot(workflows: Path, markers: dict[tuple[str, str], str], preview_marker: str) -> None:
+def assert_comment_scripts_find_marker_and_bot(
+    workflows: Path, markers: dict[tuple[str, str], str], preview_marker: str
+) -> None:
     scripts = comment_scripts(workflows)
     assert set(scripts) == set(markers)
     assert f"const marker = '{preview_marker}';" in scripts[("pull-request.yml", "preview")]["with"]["script"]
@@ -194,7 +211,9 @@ def assert_script_edits_only_its_own_comment(script: str, marker: str, stack: st
     env = {"PATH": "/usr/bin:/bin", "STACK": stack}
 
     def run(comments: list[dict]) -> list:
-        result = subprocess.run([str(node), "-e", program, json.dumps(comments)], check=False, capture_output=True, text=True, env=env)
+        result = subprocess.run(
+            [str(node), "-e", program, json.dumps(comments)], check=False, capture_output=True, text=True, env=env
+        )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 

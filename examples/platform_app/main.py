@@ -25,23 +25,50 @@ class TeamServing(TerraformStack):
         super().__init__(scope, id)
         AwsProvider(self, "aws", region=REGION, allowed_account_ids=[ACCOUNT])
 
-        key = EncryptionKey(self, "key", alias="team-llm", description="Team LLM weights",
-                            account_id=ACCOUNT, region=REGION)
-        weights = ModelBucket(self, "weights", bucket_name=f"team-llm-weights-{ACCOUNT}",
-                              kms_key_arn=key.key_arn, region=REGION)
+        key = EncryptionKey(
+            self, "key", alias="team-llm", description="Team LLM weights", account_id=ACCOUNT, region=REGION
+        )
+        weights = ModelBucket(
+            self, "weights", bucket_name=f"team-llm-weights-{ACCOUNT}", kms_key_arn=key.key_arn, region=REGION
+        )
 
         cluster = ExistingCluster(self, "cluster", name="ml-platform")
         nodes = NodeRole(self, "nodes", role_name="team-llm-nodes")
         # The Ray head's pool keeps a node (pools default to 0-1 nodes).
-        NodePool(self, "system", cluster_name=cluster.name, node_group_name="team-llm-system",
-                 pool_name="system", node_role=nodes, subnet_ids=cluster.subnet_ids,
-                 instance_types=["m7i.xlarge"], min_size=1, max_size=3)
-        gpus = GpuNodePool(self, "l4", cluster_name=cluster.name, node_group_name="team-llm-l4",
-                           pool_name="l4", node_role=nodes, subnet_ids=cluster.subnet_ids,
-                           instance_types=["g6.2xlarge"], capacity_type="SPOT", max_size=4)
+        NodePool(
+            self,
+            "system",
+            cluster_name=cluster.name,
+            node_group_name="team-llm-system",
+            pool_name="system",
+            node_role=nodes,
+            subnet_ids=cluster.subnet_ids,
+            instance_types=["m7i.xlarge"],
+            min_size=1,
+            max_size=3,
+        )
+        gpus = GpuNodePool(
+            self,
+            "l4",
+            cluster_name=cluster.name,
+            node_group_name="team-llm-l4",
+            pool_name="l4",
+            node_role=nodes,
+            subnet_ids=cluster.subnet_ids,
+            instance_types=["g6.2xlarge"],
+            capacity_type="SPOT",
+            max_size=4,
+        )
 
-        pods = ServingIdentity(self, "serving", role_name="team-llm-serving", cluster_name=cluster.name,
-                               namespace="team-llm", service_account="ray", account_id=ACCOUNT)
+        pods = ServingIdentity(
+            self,
+            "serving",
+            role_name="team-llm-serving",
+            cluster_name=cluster.name,
+            namespace="team-llm",
+            service_account="ray",
+            account_id=ACCOUNT,
+        )
         weights.grant_read(pods, "models")
 
         TerraformOutput(self, "weights_bucket", value=weights.bucket_name)

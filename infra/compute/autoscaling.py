@@ -53,9 +53,13 @@ NAMESPACE, SERVICE_ACCOUNT = "kube-system", "cluster-autoscaler"
 # which can be scoped, is held to the cluster's node groups below). None of these supports
 # resource-level permissions, so they take "*", held to the cluster's region.
 DESCRIBE_ACTIONS = (
-    "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
-    "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
-    "ec2:DescribeImages", "ec2:DescribeInstanceTypes", "ec2:DescribeLaunchTemplateVersions",
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeLaunchConfigurations",
+    "autoscaling:DescribeScalingActivities",
+    "ec2:DescribeImages",
+    "ec2:DescribeInstanceTypes",
+    "ec2:DescribeLaunchTemplateVersions",
     "ec2:GetInstanceTypesFromInstanceRequirements",
 )
 # Its write half. UpdateAutoScalingGroup is not called by the AWS provider at 1.35.0.
@@ -83,8 +87,9 @@ def autoscaler_node_labels(gpu: Gpu | None) -> dict[str, str]:
     return {GPU_ACCELERATOR_LABEL: gpu.name} if gpu is not None else {}
 
 
-def autoscaler_tags(cluster_name: str, *, labels: Mapping[str, str], taints: Iterable[Taint],
-                    gpus_per_node: int, capacity_type: str) -> list[AsgTag]:
+def autoscaler_tags(
+    cluster_name: str, *, labels: Mapping[str, str], taints: Iterable[Taint], gpus_per_node: int, capacity_type: str
+) -> list[AsgTag]:
     """The tags a node group's Auto Scaling group needs: auto-discovery, and (GPU pools) its node template.
 
     EKS does not copy node group labels and taints to the group, so without the template the
@@ -105,30 +110,51 @@ def autoscaler_tags(cluster_name: str, *, labels: Mapping[str, str], taints: Ite
     return tags
 
 
-def autoscaler_statements(*, cluster_name: str, account_id: str, region: str, partition: str = "aws") -> list[Statement]:
+def autoscaler_statements(
+    *, cluster_name: str, account_id: str, region: str, partition: str = "aws"
+) -> list[Statement]:
     """The autoscaler's permissions: describe in the region, scale only groups tagged for `cluster_name`."""
     require("partition", partition_problem(partition))
     require("account_id", account_id_problem(account_id))
     require("region", region_problem(region, partition))
     return [
-        Statement("DescribeScalingInputs", DESCRIBE_ACTIONS, ("*",),
-                  conditions={"StringEquals": {"aws:RequestedRegion": region}}),
+        Statement(
+            "DescribeScalingInputs",
+            DESCRIBE_ACTIONS,
+            ("*",),
+            conditions={"StringEquals": {"aws:RequestedRegion": region}},
+        ),
         # Labels and taints of a managed node group that has never had a node.
-        Statement("DescribeNodeGroups", ("eks:DescribeNodegroup",),
-                  (f"arn:{partition}:eks:{region}:{account_id}:nodegroup/{cluster_name}/*/*",)),
-        Statement("ScaleClusterGroups", SCALING_ACTIONS,
-                  (f"arn:{partition}:autoscaling:{region}:{account_id}:autoScalingGroup:*:autoScalingGroupName/*",),
-                  conditions={"StringEquals": {
-                      f"aws:ResourceTag/{TAG_PREFIX}{cluster_name}": "owned",
-                      f"aws:ResourceTag/{ENABLED_TAG}": "true",
-                  }}),
+        Statement(
+            "DescribeNodeGroups",
+            ("eks:DescribeNodegroup",),
+            (f"arn:{partition}:eks:{region}:{account_id}:nodegroup/{cluster_name}/*/*",),
+        ),
+        Statement(
+            "ScaleClusterGroups",
+            SCALING_ACTIONS,
+            (f"arn:{partition}:autoscaling:{region}:{account_id}:autoScalingGroup:*:autoScalingGroupName/*",),
+            conditions={
+                "StringEquals": {
+                    f"aws:ResourceTag/{TAG_PREFIX}{cluster_name}": "owned",
+                    f"aws:ResourceTag/{ENABLED_TAG}": "true",
+                }
+            },
+        ),
     ]
 
 
-def autoscaler_values(*, cluster_name: str, region: str, service_account: str = SERVICE_ACCOUNT,
-                      expander: str = "least-waste", scale_down_unneeded_minutes: int = 15,
-                      scale_down_delay_after_add_minutes: int = 15, balance_similar_node_groups: bool = True,
-                      skip_nodes_with_local_storage: bool = False) -> dict[str, Any]:
+def autoscaler_values(
+    *,
+    cluster_name: str,
+    region: str,
+    service_account: str = SERVICE_ACCOUNT,
+    expander: str = "least-waste",
+    scale_down_unneeded_minutes: int = 15,
+    scale_down_delay_after_add_minutes: int = 15,
+    balance_similar_node_groups: bool = True,
+    skip_nodes_with_local_storage: bool = False,
+) -> dict[str, Any]:
     """The chart values for `ClusterAutoscaler`; every key is in the chart's values.yaml.
 
     expander: least-waste. Pods pick their pool by node selector and GPU taints, so the choice is
@@ -160,8 +186,15 @@ def autoscaler_values(*, cluster_name: str, region: str, service_account: str = 
         },
         "resources": {"requests": {"cpu": "100m", "memory": "300Mi"}, "limits": {"memory": "600Mi"}},
         # The hardening the chart suggests in its comments (the image is distroless:nonroot).
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
-        "containerSecurityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                     "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65534,
+            "runAsGroup": 65534,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containerSecurityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }

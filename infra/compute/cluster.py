@@ -144,16 +144,30 @@ class EksCluster(Cluster):
 
         attachment = self._render_role(name, partition)
         logs = self._render_logs(name, log_retention_days, kms_key_arn)
-        self.cluster = self._render_cluster(name, version, kms_key_arn, endpoint_public_access, public_access_cidrs,
-                                            admin_principal_arns, depends_on=[attachment, logs])
+        self.cluster = self._render_cluster(
+            name,
+            version,
+            kms_key_arn,
+            endpoint_public_access,
+            public_access_cidrs,
+            admin_principal_arns,
+            depends_on=[attachment, logs],
+        )
         self._render_admins(admin_principal_arns, partition)
         self.addon = EksAddon(self, "pod-identity-agent", cluster_name=self.cluster.name, addon_name=POD_IDENTITY_AGENT)
 
     # --- props -------------------------------------------------------------------
 
     @staticmethod
-    def _parse_cluster(name: str, version: str, subnet_ids: Sequence[str], kms_key_arn: str, account_id: str,
-                       partition: str, log_retention_days: int) -> None:
+    def _parse_cluster(
+        name: str,
+        version: str,
+        subnet_ids: Sequence[str],
+        kms_key_arn: str,
+        account_id: str,
+        partition: str,
+        log_retention_days: int,
+    ) -> None:
         require("name", cluster_name_problem(name))
         require("partition", partition_problem(partition))
         require("account_id", account_id_problem(account_id))
@@ -163,8 +177,12 @@ class EksCluster(Cluster):
         require("log_retention_days", log_retention_problem(log_retention_days))
 
     @staticmethod
-    def _parse_access(partition: str, endpoint_public_access: bool, public_access_cidrs: Sequence[str],
-                      admin_principal_arns: Sequence[str]) -> None:
+    def _parse_access(
+        partition: str,
+        endpoint_public_access: bool,
+        public_access_cidrs: Sequence[str],
+        admin_principal_arns: Sequence[str],
+    ) -> None:
         """Who reaches the API: admins by access entry, the public endpoint only from the networks listed."""
         for arn in admin_principal_arns:
             require("admin_principal_arns", principal_arn_problem(arn, partition))
@@ -177,13 +195,18 @@ class EksCluster(Cluster):
     def _render_role(self, name: str, partition: str) -> IamRolePolicyAttachment:
         """The control plane's role; returns its policy attachment, which the cluster waits for."""
         self.role = IamRole(
-            self, "role", name=_cluster_role_name(name),
+            self,
+            "role",
+            name=_cluster_role_name(name),
             # eks.amazonaws.com in every partition: China rejects eks.amazonaws.com.cn.
             assume_role_policy=service_trust("eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")),
             description=f"EKS control plane of {name}",
         )
         return IamRolePolicyAttachment(
-            self, "cluster-policy", role=self.role.name, policy_arn=managed_policy_arn(partition, "AmazonEKSClusterPolicy")
+            self,
+            "cluster-policy",
+            role=self.role.name,
+            policy_arn=managed_policy_arn(partition, "AmazonEKSClusterPolicy"),
         )
 
     def _render_logs(self, name: str, log_retention_days: int, kms_key_arn: str) -> CloudwatchLogGroup:
@@ -192,9 +215,16 @@ class EksCluster(Cluster):
             self, "logs", name=f"/aws/eks/{name}/cluster", retention_in_days=log_retention_days, kms_key_id=kms_key_arn
         )
 
-    def _render_cluster(self, name: str, version: str, kms_key_arn: str, endpoint_public_access: bool,
-                        public_access_cidrs: Sequence[str], admin_principal_arns: Sequence[str],
-                        depends_on: Sequence[ITerraformDependable]) -> EksClusterResource:
+    def _render_cluster(
+        self,
+        name: str,
+        version: str,
+        kms_key_arn: str,
+        endpoint_public_access: bool,
+        public_access_cidrs: Sequence[str],
+        admin_principal_arns: Sequence[str],
+        depends_on: Sequence[ITerraformDependable],
+    ) -> EksClusterResource:
         return EksClusterResource(
             self,
             "cluster",
@@ -224,7 +254,8 @@ class EksCluster(Cluster):
         for i, principal in enumerate(admin_principal_arns):
             entry = EksAccessEntry(self, f"admin-{i}", cluster_name=self.cluster.name, principal_arn=principal)
             EksAccessPolicyAssociation(
-                self, f"admin-{i}-policy",
+                self,
+                f"admin-{i}-policy",
                 cluster_name=self.cluster.name,
                 principal_arn=entry.principal_arn,
                 policy_arn=f"arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy",

@@ -128,8 +128,14 @@ class NodeRole(Construct):
         require("partition", partition_problem(partition))
         require("role_name", role_name_problem(role_name))
         # The EC2 principal follows the partition's DNS suffix (ec2.amazonaws.com.cn in China).
-        self.role = IamRole(self, "role", name=role_name, assume_role_policy=service_trust(f"ec2.{dns_suffix(partition)}"),
-                            description="EKS managed node group instances", tags={IDENTITY_TAG: "node"})
+        self.role = IamRole(
+            self,
+            "role",
+            name=role_name,
+            assume_role_policy=service_trust(f"ec2.{dns_suffix(partition)}"),
+            description="EKS managed node group instances",
+            tags={IDENTITY_TAG: "node"},
+        )
         policies = ["AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy"]
         if enable_ssm:
             policies.append("AmazonSSMManagedInstanceCore")
@@ -165,10 +171,19 @@ class NodePool(Construct):
     """
 
     DEFAULTS: ClassVar[NodePoolOptions] = {
-        "capacity_type": "ON_DEMAND", "min_size": 0, "max_size": 1, "desired_size": None,
-        "ami_type": "AL2023_x86_64_STANDARD", "root_volume_gib": 50, "labels": {}, "taints": (),
-        "http_put_response_hop_limit": 1, "max_unavailable": 1, "tags": {},
-        "autoscaler_cluster_name": None, "efa": None,
+        "capacity_type": "ON_DEMAND",
+        "min_size": 0,
+        "max_size": 1,
+        "desired_size": None,
+        "ami_type": "AL2023_x86_64_STANDARD",
+        "root_volume_gib": 50,
+        "labels": {},
+        "taints": (),
+        "http_put_response_hop_limit": 1,
+        "max_unavailable": 1,
+        "tags": {},
+        "autoscaler_cluster_name": None,
+        "efa": None,
     }
     gpu: Gpu | None = None
     gpus_per_node: int = 0
@@ -208,8 +223,9 @@ class NodePool(Construct):
             raise TypeError(f"{type(self).__name__}: unknown option(s) {', '.join(unknown)}")
         return {**self.DEFAULTS, **options}
 
-    def _parse_shape(self, node_group_name: str, pool_name: str, instance_types: Sequence[str],
-                     o: NodePoolOptions) -> None:
+    def _parse_shape(
+        self, node_group_name: str, pool_name: str, instance_types: Sequence[str], o: NodePoolOptions
+    ) -> None:
         """Names, instance and capacity types, AMI, sizes, volume, metadata and update settings."""
         require("node_group_name", node_group_name_problem(node_group_name))
         require("pool_name", label_value_problem(pool_name) if pool_name else "give the pool a name")
@@ -249,8 +265,13 @@ class NodePool(Construct):
         """Cluster Autoscaler's tags for the pool's Auto Scaling group; none without `autoscaler_cluster_name`."""
         if o["autoscaler_cluster_name"] is None:
             return []
-        tags = autoscaler_tags(o["autoscaler_cluster_name"], labels=self.labels, taints=self.taints,
-                               gpus_per_node=self.gpus_per_node, capacity_type=o["capacity_type"])
+        tags = autoscaler_tags(
+            o["autoscaler_cluster_name"],
+            labels=self.labels,
+            taints=self.taints,
+            gpus_per_node=self.gpus_per_node,
+            capacity_type=o["capacity_type"],
+        )
         if tags and self.efa_interfaces:
             # Pods ask for the interfaces: a pool scaled to zero must show it would have them.
             tags.append(AsgTag(f"{NODE_TEMPLATE}resources/{EFA_RESOURCE}", str(self.efa_interfaces), False))
@@ -278,8 +299,9 @@ class NodePool(Construct):
             ],
         )
 
-    def _render_node_group(self, cluster_name: str, node_role: NodeRole, subnet_ids: Sequence[str],
-                           o: NodePoolOptions) -> EksNodeGroup:
+    def _render_node_group(
+        self, cluster_name: str, node_role: NodeRole, subnet_ids: Sequence[str], o: NodePoolOptions
+    ) -> EksNodeGroup:
         desired_size = o["min_size"] if o["desired_size"] is None else o["desired_size"]
         return EksNodeGroup(
             self,
@@ -291,10 +313,13 @@ class NodePool(Construct):
             ami_type=o["ami_type"],
             capacity_type=o["capacity_type"],
             instance_types=self.instance_types,
-            scaling_config=EksNodeGroupScalingConfig(min_size=o["min_size"], max_size=o["max_size"], desired_size=desired_size),
+            scaling_config=EksNodeGroupScalingConfig(
+                min_size=o["min_size"], max_size=o["max_size"], desired_size=desired_size
+            ),
             update_config=EksNodeGroupUpdateConfig(max_unavailable=o["max_unavailable"]),
             labels=self.labels,
-            taint=[EksNodeGroupTaint(key=t.key, value=t.value or None, effect=t.eks_effect) for t in self.taints] or None,
+            taint=[EksNodeGroupTaint(key=t.key, value=t.value or None, effect=t.eks_effect) for t in self.taints]
+            or None,
             launch_template=EksNodeGroupLaunchTemplate(
                 id=self.launch_template.id, version=str(self.launch_template.latest_version)
             ),
@@ -307,16 +332,27 @@ class NodePool(Construct):
     def _render_autoscaling_group_tags(self, asg_tags: Sequence[AsgTag]) -> list[AutoscalingGroupTagA]:
         # On the group EKS made for the node group (its name is known after apply).
         group = self.node_group.resources.get(0).autoscaling_groups.get(0).name if asg_tags else ""
-        return [AutoscalingGroupTagA(self, t.id, autoscaling_group_name=group, tag=AutoscalingGroupTagTag(
-            key=t.key, value=t.value, propagate_at_launch=t.propagate_at_launch)) for t in asg_tags]
+        return [
+            AutoscalingGroupTagA(
+                self,
+                t.id,
+                autoscaling_group_name=group,
+                tag=AutoscalingGroupTagTag(key=t.key, value=t.value, propagate_at_launch=t.propagate_at_launch),
+            )
+            for t in asg_tags
+        ]
 
     @staticmethod
     def _efa_interfaces(efa: EfaNetwork, count: int) -> list[LaunchTemplateNetworkInterfaces]:
         # No subnet: EKS takes a managed node group's subnets from the group and rejects a template naming one.
         return [
             LaunchTemplateNetworkInterfaces(
-                network_card_index=i.network_card_index, device_index=i.device_index, interface_type=i.interface_type,
-                security_groups=efa.security_group_ids, delete_on_termination="true", associate_public_ip_address="false",
+                network_card_index=i.network_card_index,
+                device_index=i.device_index,
+                interface_type=i.interface_type,
+                security_groups=efa.security_group_ids,
+                delete_on_termination="true",
+                associate_public_ip_address="false",
                 description=f"EFA, network card {i.network_card_index}",
             )
             for i in interface_layout(count)
@@ -330,7 +366,10 @@ class NodePool(Construct):
             return LaunchTemplateBlockDeviceMappings(
                 device_name=device,
                 ebs=LaunchTemplateBlockDeviceMappingsEbs(
-                    volume_size=gib, volume_type="gp3", encrypted="true", delete_on_termination="true",
+                    volume_size=gib,
+                    volume_type="gp3",
+                    encrypted="true",
+                    delete_on_termination="true",
                 ),
             )
 
@@ -353,7 +392,9 @@ class GpuNodePool(NodePool):
     """
 
     DEFAULTS: ClassVar[NodePoolOptions] = {
-        **NodePool.DEFAULTS, "ami_type": "BOTTLEROCKET_x86_64_NVIDIA", "root_volume_gib": 200,
+        **NodePool.DEFAULTS,
+        "ami_type": "BOTTLEROCKET_x86_64_NVIDIA",
+        "root_volume_gib": 200,
     }
 
     def __init__(
@@ -381,8 +422,15 @@ class GpuNodePool(NodePool):
             self.gpu: Gpu = first.gpu
             self.gpus_per_node: int = first.gpus
         super().__init__(
-            scope, id, cluster_name=cluster_name, node_group_name=node_group_name, pool_name=pool_name,
-            node_role=node_role, subnet_ids=subnet_ids, instance_types=instance_types, **options,
+            scope,
+            id,
+            cluster_name=cluster_name,
+            node_group_name=node_group_name,
+            pool_name=pool_name,
+            node_role=node_role,
+            subnet_ids=subnet_ids,
+            instance_types=instance_types,
+            **options,
         )
 
     @staticmethod

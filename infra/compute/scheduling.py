@@ -39,7 +39,9 @@ class Taint:
         return {"key": self.key, "operator": "Equal", "value": self.value, "effect": self.effect}
 
 
-def node_labels(pool_name: str, extra: Mapping[str, str] | None = None, gpu: Gpu | None = None, gpus_per_node: int = 0) -> dict[str, str]:
+def node_labels(
+    pool_name: str, extra: Mapping[str, str] | None = None, gpu: Gpu | None = None, gpus_per_node: int = 0
+) -> dict[str, str]:
     labels = dict(extra or {})
     if gpu is not None:
         labels[GPU_PRODUCT_LABEL] = gpu.product_label
@@ -70,7 +72,9 @@ def pool_labels_problem(labels: Mapping[str, str], derived: Mapping[str, str]) -
 def pool_taints_problem(taints: Iterable[Taint]) -> str | None:
     """A pool's taints (the caller's and its own): one per key and effect."""
     if twice := repeated(f"{t.key}:{t.effect}" for t in taints):
-        return f"{', '.join(twice)} appears twice (GPU pools add nvidia.com/gpu and node.anyscale.com taints themselves)"
+        return (
+            f"{', '.join(twice)} appears twice (GPU pools add nvidia.com/gpu and node.anyscale.com taints themselves)"
+        )
     return None
 
 
@@ -98,11 +102,18 @@ def tolerations(taints: Iterable[Taint]) -> list[dict[str, str]]:
     return [t.toleration() for t in taints]
 
 
-def schedulable(selector: Mapping[str, str], pod_tolerations: Iterable[Mapping[str, str]],
-                labels: Mapping[str, str], taints: Iterable[Taint]) -> list[str]:
+def schedulable(
+    selector: Mapping[str, str],
+    pod_tolerations: Iterable[Mapping[str, str]],
+    labels: Mapping[str, str],
+    taints: Iterable[Taint],
+) -> list[str]:
     """Why a pod with this selector and these tolerations cannot run on such a node ([] if it can)."""
-    problems = [f"node selector {k}={v} does not match the node label ({labels.get(k)!r})"
-                for k, v in selector.items() if labels.get(k) != v]
+    problems = [
+        f"node selector {k}={v} does not match the node label ({labels.get(k)!r})"
+        for k, v in selector.items()
+        if labels.get(k) != v
+    ]
     pod_tolerations = list(pod_tolerations)
     for taint in taints:
         if taint.effect == "PreferNoSchedule":

@@ -67,10 +67,22 @@ def tls_only_statements(bucket_arn: str) -> list[Statement]:
     """A bucket policy's denies of plain HTTP and of TLS older than 1.2, for everyone."""
     resources = (bucket_arn, f"{bucket_arn}/*")
     return [
-        Statement("DenyInsecureTransport", ("s3:*",), resources, effect="Deny", principals={"AWS": "*"},
-                  conditions={"Bool": {"aws:SecureTransport": "false"}}),
-        Statement("DenyOutdatedTls", ("s3:*",), resources, effect="Deny", principals={"AWS": "*"},
-                  conditions={"NumericLessThan": {"s3:TlsVersion": "1.2"}}),
+        Statement(
+            "DenyInsecureTransport",
+            ("s3:*",),
+            resources,
+            effect="Deny",
+            principals={"AWS": "*"},
+            conditions={"Bool": {"aws:SecureTransport": "false"}},
+        ),
+        Statement(
+            "DenyOutdatedTls",
+            ("s3:*",),
+            resources,
+            effect="Deny",
+            principals={"AWS": "*"},
+            conditions={"NumericLessThan": {"s3:TlsVersion": "1.2"}},
+        ),
     ]
 
 
@@ -106,9 +118,9 @@ def kms_upload_statements(bucket_arn: str, kms_key_arn: str) -> list[Statement]:
 
 def service_trust(service: str, actions: Sequence[str] = ("sts:AssumeRole",), conditions: Mapping | None = None) -> str:
     """Trust policy letting an AWS service principal assume a role."""
-    return policy_document([
-        Statement("TrustService", tuple(actions), principals={"Service": service}, conditions=conditions or {})
-    ])
+    return policy_document(
+        [Statement("TrustService", tuple(actions), principals={"Service": service}, conditions=conditions or {})]
+    )
 
 
 def managed_policy_arn(partition: str, name: str) -> str:

@@ -54,8 +54,16 @@ class Identity(Construct):
     Sessions last at most an hour.
     """
 
-    def __init__(self, scope: Construct, id: str, *, role_name: str, assume_role_policy: str, description: str,
-                 kind: str = "custom"):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        role_name: str,
+        assume_role_policy: str,
+        description: str,
+        kind: str = "custom",
+    ):
         super().__init__(scope, id)
         require("role_name", role_name_problem(role_name))
         self.role = IamRole(
@@ -88,7 +96,9 @@ class Identity(Construct):
         )
         return self._policy_resources[name]
 
-    def grant_read_secret(self, secret_name: str, *, region: str, account_id: str, partition: str = "aws") -> IamRolePolicy:
+    def grant_read_secret(
+        self, secret_name: str, *, region: str, account_id: str, partition: str = "aws"
+    ) -> IamRolePolicy:
         """GetSecretValue on one Secrets Manager secret (e.g. a Hugging Face token), by name.
 
         The `-??????` suffix matches the random characters Secrets Manager adds
@@ -102,7 +112,9 @@ class Identity(Construct):
         require("account_id", account_id_problem(account_id))
         arn = f"arn:{partition}:secretsmanager:{region}:{account_id}:secret:{secret_name}-??????"
         slug = re.sub(r"[^A-Za-z0-9_.-]", "-", secret_name)
-        return self.add_policy(f"read-secret-{slug}", [Statement("ReadSecret", ("secretsmanager:GetSecretValue",), (arn,))])
+        return self.add_policy(
+            f"read-secret-{slug}", [Statement("ReadSecret", ("secretsmanager:GetSecretValue",), (arn,))]
+        )
 
     @property
     def policies(self) -> dict[str, tuple[Statement, ...]]:
@@ -128,26 +140,49 @@ class PodIdentityRole(Identity):
     created cluster is fine), namespace and service_account.
     """
 
-    def __init__(self, scope: Construct, id: str, *, role_name: str, cluster_name: str, namespace: str,
-                 service_account: str, description: str, kind: str):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        role_name: str,
+        cluster_name: str,
+        namespace: str,
+        service_account: str,
+        description: str,
+        kind: str,
+    ):
         require("cluster_name", cluster_reference_problem(cluster_name))
         require("namespace", namespace_problem(namespace))
         require("service_account", service_account_problem(service_account))
         # No aws:SourceAccount: the User Guide does not list it for Pod Identity, and a condition
         # the service does not send would lock every pod out. The principal is the same in every partition.
-        trust = policy_document([Statement(
-            "EksPodIdentity", ("sts:AssumeRole", "sts:TagSession"),
-            principals={"Service": "pods.eks.amazonaws.com"},
-            conditions={"StringEquals": {
-                "aws:RequestTag/eks-cluster-name": cluster_name,
-                "aws:RequestTag/kubernetes-namespace": namespace,
-                "aws:RequestTag/kubernetes-service-account": service_account,
-            }},
-        )])
+        trust = policy_document(
+            [
+                Statement(
+                    "EksPodIdentity",
+                    ("sts:AssumeRole", "sts:TagSession"),
+                    principals={"Service": "pods.eks.amazonaws.com"},
+                    conditions={
+                        "StringEquals": {
+                            "aws:RequestTag/eks-cluster-name": cluster_name,
+                            "aws:RequestTag/kubernetes-namespace": namespace,
+                            "aws:RequestTag/kubernetes-service-account": service_account,
+                        }
+                    },
+                )
+            ]
+        )
         super().__init__(scope, id, role_name=role_name, assume_role_policy=trust, description=description, kind=kind)
         self.cluster_name, self.namespace, self.service_account = cluster_name, namespace, service_account
-        self.association = EksPodIdentityAssociation(self, "association", cluster_name=cluster_name, namespace=namespace,
-                                                     service_account=service_account, role_arn=self.role.arn)
+        self.association = EksPodIdentityAssociation(
+            self,
+            "association",
+            cluster_name=cluster_name,
+            namespace=namespace,
+            service_account=service_account,
+            role_arn=self.role.arn,
+        )
 
 
 class ServingIdentity(PodIdentityRole):
@@ -181,8 +216,13 @@ class ServingIdentity(PodIdentityRole):
         require("partition", partition_problem(partition))
         require("account_id", account_id_problem(account_id))
         super().__init__(
-            scope, id, role_name=role_name, cluster_name=cluster_name, namespace=namespace,
-            service_account=service_account, kind="serving",
+            scope,
+            id,
+            role_name=role_name,
+            cluster_name=cluster_name,
+            namespace=namespace,
+            service_account=service_account,
+            kind="serving",
             description=f"Ray Serve pods ({namespace}/{service_account}): read model weights and adapters",
         )
 
@@ -224,34 +264,45 @@ class ArtifactWriterIdentity(Identity):
         require("account_id", account_id_problem(account_id))
         github_subjects, trusted_role_arns = list(github_subjects), list(trusted_role_arns)
         if not github_subjects and not trusted_role_arns:
-            raise ValueError("ArtifactWriterIdentity needs github_subjects or trusted_role_arns: nobody could assume it")
+            raise ValueError(
+                "ArtifactWriterIdentity needs github_subjects or trusted_role_arns: nobody could assume it"
+            )
         for subject in github_subjects:
             require("github_subjects", github_subject_problem(subject, allow_context_wildcards=allow_context_wildcards))
         if github_oidc_provider_arn is not None:
-            require("github_oidc_provider_arn", arn_problem(
-                github_oidc_provider_arn, partition, rf"iam::\d{{12}}:oidc-provider/{re.escape(GITHUB_OIDC_HOST)}",
-                "the GitHub Actions OIDC provider ARN"))
+            require(
+                "github_oidc_provider_arn",
+                arn_problem(
+                    github_oidc_provider_arn,
+                    partition,
+                    rf"iam::\d{{12}}:oidc-provider/{re.escape(GITHUB_OIDC_HOST)}",
+                    "the GitHub Actions OIDC provider ARN",
+                ),
+            )
         for arn in trusted_role_arns:
             require("trusted_role_arns", role_arn_problem(arn, partition))
         statements = []
         if github_subjects:
             provider = github_oidc_provider_arn or f"arn:{partition}:iam::{account_id}:oidc-provider/{GITHUB_OIDC_HOST}"
             # The audience GitHub's aws-actions/configure-aws-credentials requests by default.
-            statements.append(Statement(
-                "GitHubActions",
-                ("sts:AssumeRoleWithWebIdentity",),
-                principals={"Federated": provider},
-                conditions={
-                    "StringEquals": {f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com"},
-                    "StringLike": {f"{GITHUB_OIDC_HOST}:sub": github_subjects},
-                },
-            ))
+            statements.append(
+                Statement(
+                    "GitHubActions",
+                    ("sts:AssumeRoleWithWebIdentity",),
+                    principals={"Federated": provider},
+                    conditions={
+                        "StringEquals": {f"{GITHUB_OIDC_HOST}:aud": "sts.amazonaws.com"},
+                        "StringLike": {f"{GITHUB_OIDC_HOST}:sub": github_subjects},
+                    },
+                )
+            )
         if trusted_role_arns:
-            statements.append(Statement(
-                "TrustedRoles", ("sts:AssumeRole",), principals={"AWS": trusted_role_arns}
-            ))
+            statements.append(Statement("TrustedRoles", ("sts:AssumeRole",), principals={"AWS": trusted_role_arns}))
         super().__init__(
-            scope, id, role_name=role_name, assume_role_policy=policy_document(statements),
+            scope,
+            id,
+            role_name=role_name,
+            assume_role_policy=policy_document(statements),
             description="Publishes model weights and LoRA adapters",
             kind="artifact-writer",
         )

@@ -23,18 +23,47 @@ CHARTS: dict[str, Chart] = {
     c.name: c
     for c in (
         # The autoscaler's minor version follows the cluster's (1.35 here, the created clusters' default).
-        Chart("cluster-autoscaler", "https://kubernetes.github.io/autoscaler", "9.59.0", "2026-11-26", "1.35.0",
-              "github.com/kubernetes/autoscaler, tag cluster-autoscaler-chart-9.59.0"),
-        Chart("kuberay-operator", "https://ray-project.github.io/kuberay-helm", "1.7.0", "2026-11-26", "1.7.0",
-              "github.com/ray-project/kuberay, tag v1.7.0, helm-chart/kuberay-operator"),
+        Chart(
+            "cluster-autoscaler",
+            "https://kubernetes.github.io/autoscaler",
+            "9.59.0",
+            "2026-11-26",
+            "1.35.0",
+            "github.com/kubernetes/autoscaler, tag cluster-autoscaler-chart-9.59.0",
+        ),
+        Chart(
+            "kuberay-operator",
+            "https://ray-project.github.io/kuberay-helm",
+            "1.7.0",
+            "2026-11-26",
+            "1.7.0",
+            "github.com/ray-project/kuberay, tag v1.7.0, helm-chart/kuberay-operator",
+        ),
         # No appVersion in the chart: it pins the operator image (kubernetes_manager) by build tag.
-        Chart("anyscale-operator", "https://anyscale.github.io/helm-charts", "1.8.0", "2026-11-26",
-              "kubernetes_manager ci-52a05abd5073d2f973e41f23cf5a4076ea033579",
-              "github.com/anyscale/helm-charts, tag anyscale-operator-1.8.0, charts/anyscale-operator"),
-        Chart("kube-prometheus-stack", "https://prometheus-community.github.io/helm-charts", "88.5.3", "2026-11-26",
-              "v0.93.1 (Prometheus operator)", "github.com/prometheus-community/helm-charts, charts/kube-prometheus-stack"),
+        Chart(
+            "anyscale-operator",
+            "https://anyscale.github.io/helm-charts",
+            "1.8.0",
+            "2026-11-26",
+            "kubernetes_manager ci-52a05abd5073d2f973e41f23cf5a4076ea033579",
+            "github.com/anyscale/helm-charts, tag anyscale-operator-1.8.0, charts/anyscale-operator",
+        ),
+        Chart(
+            "kube-prometheus-stack",
+            "https://prometheus-community.github.io/helm-charts",
+            "88.5.3",
+            "2026-11-26",
+            "v0.93.1 (Prometheus operator)",
+            "github.com/prometheus-community/helm-charts, charts/kube-prometheus-stack",
+        ),
         # Installed only where a node pool has efa. The chart's versions carry a leading "v".
-        Chart("aws-efa-k8s-device-plugin", "https://aws.github.io/eks-charts", "v0.5.30", "2026-11-26", "v0.5.20",
-              "github.com/aws/eks-charts, stable/aws-efa-k8s-device-plugin (Chart.yaml; the gh-pages index.yaml)"),
+        Chart(
+            "aws-efa-k8s-device-plugin",
+            "https://aws.github.io/eks-charts",
+            "v0.5.30",
+            "2026-11-26",
+            "v0.5.20",
+            "github.com/aws/eks-charts, stable/aws-efa-k8s-device-plugin (Chart.yaml; the gh-pages index.yaml)",
+        ),
     )
 }

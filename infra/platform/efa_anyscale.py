@@ -27,8 +27,10 @@ class EfaAnyscaleInstanceType(AnyscaleInstanceType):
     def __post_init__(self):
         super().__post_init__()
         if self.efa_interfaces < 1 or self.gpu is None:
-            raise ValueError(f"efa_interfaces: instance type {self.name!r} is on an EFA pool: give its GPUs and "
-                             "at least one EFA interface")
+            raise ValueError(
+                f"efa_interfaces: instance type {self.name!r} is on an EFA pool: give its GPUs and "
+                "at least one EFA interface"
+            )
 
     def values(self) -> dict[str, Any]:
         out = super().values()

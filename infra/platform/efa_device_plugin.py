@@ -29,8 +29,21 @@ class EfaDevicePlugin(ChartRelease):
         depends_on: what must be installed first.
     """
 
-    def __init__(self, scope: Construct, id: str, *, pool_names: Iterable[str],
-                 tolerations: Iterable[Mapping[str, str]] = (), namespace: str = DEVICE_PLUGIN_NAMESPACE,
-                 depends_on: Sequence[ITerraformDependable] = ()):
-        super().__init__(scope, id, chart=CHARTS["aws-efa-k8s-device-plugin"], namespace=namespace,
-                         values=device_plugin_values(pool_names, tolerations), depends_on=depends_on)
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        pool_names: Iterable[str],
+        tolerations: Iterable[Mapping[str, str]] = (),
+        namespace: str = DEVICE_PLUGIN_NAMESPACE,
+        depends_on: Sequence[ITerraformDependable] = (),
+    ):
+        super().__init__(
+            scope,
+            id,
+            chart=CHARTS["aws-efa-k8s-device-plugin"],
+            namespace=namespace,
+            values=device_plugin_values(pool_names, tolerations),
+            depends_on=depends_on,
+        )

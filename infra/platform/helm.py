@@ -51,14 +51,19 @@ class EksHelm(Construct):
         require("cluster_name", cluster_name_problem(cluster_name))
         require("region", region_problem(region))
         self.cluster = DataAwsEksCluster(self, "cluster", name=cluster_name)
-        self.provider = HelmProvider(self, "helm", kubernetes=HelmProviderKubernetes(
-            host=self.cluster.endpoint,
-            cluster_ca_certificate=Fn.base64decode(self.cluster.certificate_authority.get(0).data),
-            exec=HelmProviderKubernetesExec(
-                api_version="client.authentication.k8s.io/v1beta1", command="aws",
-                args=["eks", "get-token", "--cluster-name", cluster_name, "--region", region],
+        self.provider = HelmProvider(
+            self,
+            "helm",
+            kubernetes=HelmProviderKubernetes(
+                host=self.cluster.endpoint,
+                cluster_ca_certificate=Fn.base64decode(self.cluster.certificate_authority.get(0).data),
+                exec=HelmProviderKubernetesExec(
+                    api_version="client.authentication.k8s.io/v1beta1",
+                    command="aws",
+                    args=["eks", "get-token", "--cluster-name", cluster_name, "--region", region],
+                ),
             ),
-        ))
+        )
 
 
 class ChartRelease(Construct):
@@ -71,15 +76,33 @@ class ChartRelease(Construct):
         depends_on: what must be installed first (e.g. the release that brings a CRD).
     """
 
-    def __init__(self, scope: Construct, id: str, *, chart: Chart, namespace: str, values: Mapping[str, Any] | None = None,
-                 depends_on: Sequence[ITerraformDependable] = ()):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        chart: Chart,
+        namespace: str,
+        values: Mapping[str, Any] | None = None,
+        depends_on: Sequence[ITerraformDependable] = (),
+    ):
         super().__init__(scope, id)
         require("namespace", namespace_problem(namespace))
         self.chart, self.namespace, self.values = chart, namespace, dict(values or {})
         self.release = Release(
-            self, "release", name=chart.name, repository=chart.repository, chart=chart.name, version=chart.version,
-            namespace=namespace, create_namespace=True, atomic=True, cleanup_on_fail=True, wait=True,
-            timeout=RELEASE_TIMEOUT_SECONDS, max_history=10,
+            self,
+            "release",
+            name=chart.name,
+            repository=chart.repository,
+            chart=chart.name,
+            version=chart.version,
+            namespace=namespace,
+            create_namespace=True,
+            atomic=True,
+            cleanup_on_fail=True,
+            wait=True,
+            timeout=RELEASE_TIMEOUT_SECONDS,
+            max_history=10,
             values=[yaml.safe_dump(self.values, sort_keys=True)] if self.values else None,
             depends_on=list(depends_on) or None,
         )
@@ -95,16 +118,33 @@ class ManifestsRelease(Construct):
         depends_on: what must be installed first (e.g. the release that brings the CRDs they use).
     """
 
-    def __init__(self, scope: Construct, id: str, *, name: str, namespace: str, manifests: Sequence[Mapping[str, Any]],
-                 depends_on: Sequence[ITerraformDependable] = ()):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        name: str,
+        namespace: str,
+        manifests: Sequence[Mapping[str, Any]],
+        depends_on: Sequence[ITerraformDependable] = (),
+    ):
         super().__init__(scope, id)
         require("namespace", namespace_problem(namespace))
         self.manifests = [dict(m) for m in manifests]
         directory = write_chart(name, self.manifests)
         self.asset = TerraformAsset(self, "chart", path=str(directory), type=AssetType.DIRECTORY)
         self.release = Release(
-            self, "release", name=name, chart=self.asset.path, namespace=namespace, create_namespace=True,
-            atomic=True, cleanup_on_fail=True, wait=True, timeout=RELEASE_TIMEOUT_SECONDS, max_history=10,
+            self,
+            "release",
+            name=name,
+            chart=self.asset.path,
+            namespace=namespace,
+            create_namespace=True,
+            atomic=True,
+            cleanup_on_fail=True,
+            wait=True,
+            timeout=RELEASE_TIMEOUT_SECONDS,
+            max_history=10,
             depends_on=list(depends_on) or None,
         )
 
@@ -116,11 +156,18 @@ def chart_files(name: str, manifests: Sequence[Mapping[str, Any]]) -> dict[str, 
     """
     documents = [yaml.safe_dump(dict(m), sort_keys=False, width=120) for m in manifests]
     digest = hashlib.sha256("\0".join(documents).encode()).hexdigest()[:12]
-    files = {"Chart.yaml": yaml.safe_dump({"apiVersion": "v2", "name": name, "version": f"0.1.0+{digest}",
-                                           "type": "application"}, sort_keys=False),
-             "templates/manifests.yaml": _INCLUDE_RAW}
-    files.update({f"manifests/{i:03d}-{m['kind'].lower()}-{m['metadata']['name']}.yaml": text
-                  for i, (m, text) in enumerate(zip(manifests, documents))})
+    files = {
+        "Chart.yaml": yaml.safe_dump(
+            {"apiVersion": "v2", "name": name, "version": f"0.1.0+{digest}", "type": "application"}, sort_keys=False
+        ),
+        "templates/manifests.yaml": _INCLUDE_RAW,
+    }
+    files.update(
+        {
+            f"manifests/{i:03d}-{m['kind'].lower()}-{m['metadata']['name']}.yaml": text
+            for i, (m, text) in enumerate(zip(manifests, documents, strict=True))
+        }
+    )
     return files
 
 

@@ -71,14 +71,32 @@ class ClusterAutoscalerIdentity(PodIdentityRole):
             as in `ClusterAutoscaler`.
     """
 
-    def __init__(self, scope: Construct, id: str, *, role_name: str, cluster_name: str, account_id: str, region: str,
-                 partition: str = "aws", namespace: str = autoscaling.NAMESPACE,
-                 service_account: str = autoscaling.SERVICE_ACCOUNT):
-        statements = autoscaling.autoscaler_statements(cluster_name=cluster_name, account_id=account_id, region=region,
-                                                      partition=partition)
-        super().__init__(scope, id, role_name=role_name, cluster_name=cluster_name, namespace=namespace,
-                         service_account=service_account, kind="node-autoscaler",
-                         description=f"Cluster Autoscaler ({namespace}/{service_account}): scales the cluster's node groups")
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        role_name: str,
+        cluster_name: str,
+        account_id: str,
+        region: str,
+        partition: str = "aws",
+        namespace: str = autoscaling.NAMESPACE,
+        service_account: str = autoscaling.SERVICE_ACCOUNT,
+    ):
+        statements = autoscaling.autoscaler_statements(
+            cluster_name=cluster_name, account_id=account_id, region=region, partition=partition
+        )
+        super().__init__(
+            scope,
+            id,
+            role_name=role_name,
+            cluster_name=cluster_name,
+            namespace=namespace,
+            service_account=service_account,
+            kind="node-autoscaler",
+            description=f"Cluster Autoscaler ({namespace}/{service_account}): scales the cluster's node groups",
+        )
         self.policy = self.add_policy("cluster-autoscaler", statements)
 
 
@@ -100,18 +118,35 @@ class ClusterAutoscaler(ChartRelease):
         depends_on: what must be installed first.
     """
 
-    def __init__(self, scope: Construct, id: str, *, cluster_name: str, region: str,
-                 namespace: str = autoscaling.NAMESPACE, service_account: str = autoscaling.SERVICE_ACCOUNT,
-                 expander: str = "least-waste", scale_down_unneeded_minutes: int = 15,
-                 scale_down_delay_after_add_minutes: int = 15, balance_similar_node_groups: bool = True,
-                 skip_nodes_with_local_storage: bool = False, depends_on: Sequence[ITerraformDependable] = ()):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        cluster_name: str,
+        region: str,
+        namespace: str = autoscaling.NAMESPACE,
+        service_account: str = autoscaling.SERVICE_ACCOUNT,
+        expander: str = "least-waste",
+        scale_down_unneeded_minutes: int = 15,
+        scale_down_delay_after_add_minutes: int = 15,
+        balance_similar_node_groups: bool = True,
+        skip_nodes_with_local_storage: bool = False,
+        depends_on: Sequence[ITerraformDependable] = (),
+    ):
         values = autoscaling.autoscaler_values(
-            cluster_name=cluster_name, region=region, service_account=service_account, expander=expander,
-            scale_down_unneeded_minutes=scale_down_unneeded_minutes, skip_nodes_with_local_storage=skip_nodes_with_local_storage,
+            cluster_name=cluster_name,
+            region=region,
+            service_account=service_account,
+            expander=expander,
+            scale_down_unneeded_minutes=scale_down_unneeded_minutes,
+            skip_nodes_with_local_storage=skip_nodes_with_local_storage,
             scale_down_delay_after_add_minutes=scale_down_delay_after_add_minutes,
-            balance_similar_node_groups=balance_similar_node_groups)
-        super().__init__(scope, id, chart=CHARTS["cluster-autoscaler"], namespace=namespace, values=values,
-                         depends_on=depends_on)
+            balance_similar_node_groups=balance_similar_node_groups,
+        )
+        super().__init__(
+            scope, id, chart=CHARTS["cluster-autoscaler"], namespace=namespace, values=values, depends_on=depends_on
+        )
         self.service_account = service_account
 
 
@@ -129,8 +164,16 @@ class KubeRayOperator(ChartRelease):
         depends_on: what must be installed first.
     """
 
-    def __init__(self, scope: Construct, id: str, *, watch_namespaces: Sequence[str], namespace: str = KUBERAY_NAMESPACE,
-                 annotate_ray_pods: bool = True, depends_on: Sequence[ITerraformDependable] = ()):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        watch_namespaces: Sequence[str],
+        namespace: str = KUBERAY_NAMESPACE,
+        annotate_ray_pods: bool = True,
+        depends_on: Sequence[ITerraformDependable] = (),
+    ):
         watch_namespaces = list(watch_namespaces)
         require("watch_namespaces", watch_namespaces_problem(watch_namespaces))
         values: dict[str, Any] = {
@@ -142,8 +185,9 @@ class KubeRayOperator(ChartRelease):
         }
         if annotate_ray_pods:
             values["configuration"] = {"enabled": True, "defaultPodAnnotations": dict(RAY_POD_ANNOTATIONS)}
-        super().__init__(scope, id, chart=CHARTS["kuberay-operator"], namespace=namespace, values=values,
-                         depends_on=depends_on)
+        super().__init__(
+            scope, id, chart=CHARTS["kuberay-operator"], namespace=namespace, values=values, depends_on=depends_on
+        )
         self.watch_namespaces = watch_namespaces
 
 
@@ -169,12 +213,17 @@ class AnyscaleInstanceType:
         if self.cpu < 1 or self.memory_gib < 1:
             raise ValueError(f"cpu/memory_gib: instance type {self.name!r} needs at least 1 core and 1 GiB")
         if (self.gpu is None) != (self.gpus == 0) or self.gpus < 0:
-            raise ValueError(f"gpu/gpus: instance type {self.name!r} needs both a GPU model and a GPU count, or neither")
-        require("node_selector", labels_problem(self.node_selector) if self.node_selector else "select the pool's nodes")
+            raise ValueError(
+                f"gpu/gpus: instance type {self.name!r} needs both a GPU model and a GPU count, or neither"
+            )
+        require(
+            "node_selector", labels_problem(self.node_selector) if self.node_selector else "select the pool's nodes"
+        )
 
     @classmethod
-    def from_pool(cls, pool: NodePool, *, name: str | None = None, cpu: int | None = None,
-                  memory_gib: int | None = None) -> AnyscaleInstanceType:
+    def from_pool(
+        cls, pool: NodePool, *, name: str | None = None, cpu: int | None = None, memory_gib: int | None = None
+    ) -> AnyscaleInstanceType:
         """A pod taking a whole node of `pool` but for daemon-set room, sized by its smallest instance type.
 
         name defaults to the pool's first instance type (what a compute config names by default).
@@ -185,10 +234,18 @@ class AnyscaleInstanceType:
             default_cpu, default_memory = pod_size(smallest)
             cpu, memory_gib = cpu or default_cpu, memory_gib or default_memory
         elif cpu is None or memory_gib is None:
-            raise ValueError(f"cpu/memory_gib: give the pod size for CPU pool {pool.pool_name!r} (not in infra.catalog)")
-        return cls(name=name or pool.instance_types[0], cpu=cpu, memory_gib=memory_gib,
-                   node_selector=node_selector(pool.pool_name, pool.gpu), tolerations=tolerations(pool.taints),
-                   gpu=pool.gpu, gpus=pool.gpus_per_node)
+            raise ValueError(
+                f"cpu/memory_gib: give the pod size for CPU pool {pool.pool_name!r} (not in infra.catalog)"
+            )
+        return cls(
+            name=name or pool.instance_types[0],
+            cpu=cpu,
+            memory_gib=memory_gib,
+            node_selector=node_selector(pool.pool_name, pool.gpu),
+            tolerations=tolerations(pool.taints),
+            gpu=pool.gpu,
+            gpus=pool.gpus_per_node,
+        )
 
     def values(self) -> dict[str, Any]:
         resources: dict[str, Any] = {"CPU": self.cpu, "memory": f"{self.memory_gib}Gi"}
@@ -221,15 +278,33 @@ class AnyscaleOperatorIdentity(PodIdentityRole):
         partition: `aws` (default), `aws-cn` or `aws-us-gov`.
     """
 
-    def __init__(self, scope: Construct, id: str, *, role_name: str, cluster_name: str, account_id: str,
-                 storage: ModelBucket, organization_id: str, namespace: str = ANYSCALE_NAMESPACE,
-                 service_account: str = ANYSCALE_SERVICE_ACCOUNT, partition: str = "aws"):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        role_name: str,
+        cluster_name: str,
+        account_id: str,
+        storage: ModelBucket,
+        organization_id: str,
+        namespace: str = ANYSCALE_NAMESPACE,
+        service_account: str = ANYSCALE_SERVICE_ACCOUNT,
+        partition: str = "aws",
+    ):
         require("partition", partition_problem(partition))
         require("account_id", account_id_problem(account_id))
         require("organization_id", organization_id_problem(organization_id))
-        super().__init__(scope, id, role_name=role_name, cluster_name=cluster_name, namespace=namespace,
-                         service_account=service_account, kind="anyscale-operator",
-                         description=f"Anyscale operator ({namespace}/{service_account}): the cloud's object storage")
+        super().__init__(
+            scope,
+            id,
+            role_name=role_name,
+            cluster_name=cluster_name,
+            namespace=namespace,
+            service_account=service_account,
+            kind="anyscale-operator",
+            description=f"Anyscale operator ({namespace}/{service_account}): the cloud's object storage",
+        )
         self.storage, self.organization_id = storage, organization_id
         self._arn = f"arn:{partition}:iam::{account_id}:role/{role_name}"
         self.storage_policies = self.grant_storage(self)
@@ -239,9 +314,11 @@ class AnyscaleOperatorIdentity(PodIdentityRole):
 
         Anyscale's Ray pods need the same ("readable and writable by all pods", Anyscale on Kubernetes).
         """
-        return [self.storage.grant_read(identity, self.organization_id),
-                self.storage.grant_write(identity, self.organization_id),
-                self.storage.grant_delete(identity, self.organization_id)]
+        return [
+            self.storage.grant_read(identity, self.organization_id),
+            self.storage.grant_write(identity, self.organization_id),
+            self.storage.grant_delete(identity, self.organization_id),
+        ]
 
     @property
     def operator_iam_identity(self) -> str:
@@ -253,9 +330,15 @@ class AnyscaleOperatorIdentity(PodIdentityRole):
         require("region", region_problem(region))
         if not cloud_name or not kubernetes_zones:
             raise ValueError("cloud_name/kubernetes_zones: give the cloud's name and the zones its pods may run in")
-        arguments = {"--name": cloud_name, "--provider": "aws", "--compute-stack": "k8s", "--region": region,
-                     "--s3-bucket-id": self.storage.bucket_name, "--kubernetes-zones": ",".join(kubernetes_zones),
-                     "--anyscale-operator-iam-identity": self._arn}
+        arguments = {
+            "--name": cloud_name,
+            "--provider": "aws",
+            "--compute-stack": "k8s",
+            "--region": region,
+            "--s3-bucket-id": self.storage.bucket_name,
+            "--kubernetes-zones": ",".join(kubernetes_zones),
+            "--anyscale-operator-iam-identity": self._arn,
+        }
         return " ".join(["anyscale cloud register", *(f"{k} {shlex.quote(v)}" for k, v in arguments.items())])
 
 
@@ -280,10 +363,20 @@ class AnyscaleOperator(ChartRelease):
         depends_on: what must be installed first.
     """
 
-    def __init__(self, scope: Construct, id: str, *, cloud_deployment_id: str, region: str,
-                 instance_types: Sequence[AnyscaleInstanceType], workload_service_account: str,
-                 namespace: str = ANYSCALE_NAMESPACE, operator_service_account: str = ANYSCALE_SERVICE_ACCOUNT,
-                 ingress_class: str | None = None, depends_on: Sequence[ITerraformDependable] = ()):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        cloud_deployment_id: str,
+        region: str,
+        instance_types: Sequence[AnyscaleInstanceType],
+        workload_service_account: str,
+        namespace: str = ANYSCALE_NAMESPACE,
+        operator_service_account: str = ANYSCALE_SERVICE_ACCOUNT,
+        ingress_class: str | None = None,
+        depends_on: Sequence[ITerraformDependable] = (),
+    ):
         require("cloud_deployment_id", cloud_deployment_id_problem(cloud_deployment_id))
         require("region", region_problem(region))
         require("namespace", namespace_problem(namespace))
@@ -305,15 +398,21 @@ class AnyscaleOperator(ChartRelease):
                 "instanceTypes": {"enableDefaults": False, "additional": {t.name: t.values() for t in instance_types}},
                 "accelerator": {"nodeSelectors": {"additional": gpus}},
             },
-            "patches": [{"kind": "Pod", "patch": [
-                {"op": "add", "path": f"/metadata/annotations/{_pointer(key)}", "value": value}
-                for key, value in RAY_POD_ANNOTATIONS.items()
-            ]}],
+            "patches": [
+                {
+                    "kind": "Pod",
+                    "patch": [
+                        {"op": "add", "path": f"/metadata/annotations/{_pointer(key)}", "value": value}
+                        for key, value in RAY_POD_ANNOTATIONS.items()
+                    ],
+                }
+            ],
         }
         if ingress_class is not None:
             values["networking"] = {"ingress": {"classNameOverride": ingress_class}}
-        super().__init__(scope, id, chart=CHARTS["anyscale-operator"], namespace=namespace, values=values,
-                         depends_on=depends_on)
+        super().__init__(
+            scope, id, chart=CHARTS["anyscale-operator"], namespace=namespace, values=values, depends_on=depends_on
+        )
         self.instance_types = list(instance_types)
 
 

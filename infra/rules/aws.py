@@ -19,16 +19,40 @@ REGIONS: dict[str, str] = {
     **{
         r: "aws"
         for r in (
-            "us-east-1", "us-east-2", "us-west-1", "us-west-2",
+            "us-east-1",
+            "us-east-2",
+            "us-west-1",
+            "us-west-2",
             "af-south-1",
-            "ap-east-1", "ap-east-2", "ap-south-1", "ap-south-2",
-            "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4",
-            "ap-southeast-5", "ap-southeast-6", "ap-southeast-7",
-            "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
-            "ca-central-1", "ca-west-1",
-            "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
-            "eu-west-1", "eu-west-2", "eu-west-3",
-            "il-central-1", "me-central-1", "me-south-1", "mx-central-1", "sa-east-1",
+            "ap-east-1",
+            "ap-east-2",
+            "ap-south-1",
+            "ap-south-2",
+            "ap-southeast-1",
+            "ap-southeast-2",
+            "ap-southeast-3",
+            "ap-southeast-4",
+            "ap-southeast-5",
+            "ap-southeast-6",
+            "ap-southeast-7",
+            "ap-northeast-1",
+            "ap-northeast-2",
+            "ap-northeast-3",
+            "ca-central-1",
+            "ca-west-1",
+            "eu-central-1",
+            "eu-central-2",
+            "eu-north-1",
+            "eu-south-1",
+            "eu-south-2",
+            "eu-west-1",
+            "eu-west-2",
+            "eu-west-3",
+            "il-central-1",
+            "me-central-1",
+            "me-south-1",
+            "mx-central-1",
+            "sa-east-1",
         )
     },
     "us-gov-east-1": "aws-us-gov",
@@ -131,10 +155,14 @@ def role_name_problem(name: str) -> str | None:
 def bucket_name_problem(name: str) -> str | None:
     """Why S3 would reject `name` as a general purpose bucket name."""
     if not isinstance(name, str) or not 3 <= len(name) <= 63:
-        return f"bucket name {quoted(name)} is {len(name) if isinstance(name, str) else 0} characters; S3 allows 3 to 63"
+        return (
+            f"bucket name {quoted(name)} is {len(name) if isinstance(name, str) else 0} characters; S3 allows 3 to 63"
+        )
     if not matches(_BUCKET, name):
-        return (f"bucket name {quoted(name)} may use only lowercase letters, digits, '.' and '-', "
-                "and must start and end with a letter or digit")
+        return (
+            f"bucket name {quoted(name)} may use only lowercase letters, digits, '.' and '-', "
+            "and must start and end with a letter or digit"
+        )
     if ".." in name or ".-" in name or "-." in name:
         return f"bucket name {quoted(name)} has adjacent '.'/'-' characters"
     if matches(_IP_LIKE, name):
@@ -173,11 +201,15 @@ def github_subject_problem(subject: str, *, allow_context_wildcards: bool = Fals
     if allow_context_wildcards and matches(_GITHUB_SUBJECT_WILDCARD_CONTEXT, subject):
         return None
     if allow_context_wildcards:
-        return (f"{quoted(subject)} must name one repository, with no wildcard in its owner or name, and a context, "
-                "e.g. 'repo:org/repo:ref:refs/tags/v*'")
-    return (f"{quoted(subject)} must name one repository and one context, e.g. 'repo:org/repo:ref:refs/heads/main' "
-            "or 'repo:org/repo:environment:prod' (no wildcards: they would let other repositories or branches in; "
-            "wildcards in the context need writer.allow_context_wildcards)")
+        return (
+            f"{quoted(subject)} must name one repository, with no wildcard in its owner or name, and a context, "
+            "e.g. 'repo:org/repo:ref:refs/tags/v*'"
+        )
+    return (
+        f"{quoted(subject)} must name one repository and one context, e.g. 'repo:org/repo:ref:refs/heads/main' "
+        "or 'repo:org/repo:environment:prod' (no wildcards: they would let other repositories or branches in; "
+        "wildcards in the context need writer.allow_context_wildcards)"
+    )
 
 
 def subnet_id_problem(subnet: str) -> str | None:

@@ -10,9 +10,37 @@ from infra.rules.problems import is_token, matches, quoted, repeated
 
 CAPACITY_TYPES = ("ON_DEMAND", "SPOT")
 CPU_AMI_TYPES = ("AL2023_x86_64_STANDARD", "AL2023_ARM_64_STANDARD", "BOTTLEROCKET_x86_64", "BOTTLEROCKET_ARM_64")
-GPU_AMI_TYPES = ("AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA")
+GPU_AMI_TYPES = (
+    "AL2023_x86_64_NVIDIA",
+    "AL2023_ARM_64_NVIDIA",
+    "BOTTLEROCKET_x86_64_NVIDIA",
+    "BOTTLEROCKET_ARM_64_NVIDIA",
+)
 # The values CloudWatch Logs accepts for retention_in_days (0 would mean "never expire").
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653)
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
 MIN_ROOT_VOLUME_GIB = 20
 # Cluster Autoscaler's expanders that need no extra configuration (`priority` needs a ConfigMap
 # ranking the groups; `price` is not implemented for AWS).
@@ -35,7 +63,7 @@ def cluster_name_problem(name: str) -> str | None:
 
 def eks_version_problem(version: str) -> str | None:
     if not matches(_EKS_VERSION, version):
-        return f"{quoted(version)}: give a Kubernetes minor version in quotes, such as \"1.33\""
+        return f'{quoted(version)}: give a Kubernetes minor version in quotes, such as "1.33"'
     return None
 
 
@@ -135,6 +163,8 @@ def asg_tag_key_problem(key: str) -> str | None:
 def node_template_taints_problem(taint_keys: Sequence[str]) -> str | None:
     """Cluster Autoscaler reads one node-template tag per taint key: a key may appear once."""
     if twice := repeated(taint_keys):
-        return (f"taint {quoted(twice[0])} appears with two effects; Cluster Autoscaler's node template "
-                "holds one taint per key")
+        return (
+            f"taint {quoted(twice[0])} appears with two effects; Cluster Autoscaler's node template "
+            "holds one taint per key"
+        )
     return None

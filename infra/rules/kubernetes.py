@@ -82,8 +82,10 @@ def watch_namespaces_problem(namespaces: Sequence[str]) -> str | None:
 
 def cloud_deployment_id_problem(value: str) -> str | None:
     if not matches(_CLOUD_DEPLOYMENT_ID, value):
-        return (f"{quoted(value)} is not an Anyscale cloud deployment id (cldrsrc_..., printed by "
-                "`anyscale cloud register`, or `anyscale cloud config get --name <cloud>`)")
+        return (
+            f"{quoted(value)} is not an Anyscale cloud deployment id (cldrsrc_..., printed by "
+            "`anyscale cloud register`, or `anyscale cloud config get --name <cloud>`)"
+        )
     return None
 
 

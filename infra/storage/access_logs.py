@@ -28,7 +28,10 @@ from cdktf_cdktf_provider_aws.s3_bucket_lifecycle_configuration import (
     S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration,
 )
 from cdktf_cdktf_provider_aws.s3_bucket_notification import S3BucketNotification
-from cdktf_cdktf_provider_aws.s3_bucket_ownership_controls import S3BucketOwnershipControls, S3BucketOwnershipControlsRule
+from cdktf_cdktf_provider_aws.s3_bucket_ownership_controls import (
+    S3BucketOwnershipControls,
+    S3BucketOwnershipControlsRule,
+)
 from cdktf_cdktf_provider_aws.s3_bucket_policy import S3BucketPolicy
 from cdktf_cdktf_provider_aws.s3_bucket_public_access_block import S3BucketPublicAccessBlock
 from cdktf_cdktf_provider_aws.s3_bucket_server_side_encryption_configuration import (
@@ -62,9 +65,19 @@ class AccessLogBucket(Construct):
     `prefix_for(bucket_name)` is where one source bucket's logs land (`s3-access/<bucket>/`).
     """
 
-    def __init__(self, scope: Construct, id: str, *, bucket_name: str, source_buckets: Sequence[str], account_id: str,
-                 partition: str = "aws", retention_days: int = 365, prevent_destroy: bool = False,
-                 delete_logs_on_destroy: bool = False):
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        bucket_name: str,
+        source_buckets: Sequence[str],
+        account_id: str,
+        partition: str = "aws",
+        retention_days: int = 365,
+        prevent_destroy: bool = False,
+        delete_logs_on_destroy: bool = False,
+    ):
         super().__init__(scope, id)
         require("bucket_name", bucket_name_problem(bucket_name))
         require("account_id", account_id_problem(account_id))
@@ -78,39 +91,93 @@ class AccessLogBucket(Construct):
         if not 1 <= retention_days <= 3650:
             raise ValueError(f"retention_days {retention_days}: 1 to 3650")
         self._name, self._partition = bucket_name, partition
-        self.bucket = S3Bucket(self, "bucket", bucket=bucket_name, force_destroy=delete_logs_on_destroy,
-                               tags={PURPOSE_TAG: "access-logs"},
-                               lifecycle=TerraformResourceLifecycle(prevent_destroy=True) if prevent_destroy else None)
-        S3BucketOwnershipControls(self, "ownership", bucket=self.bucket.id,
-                                  rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"))
-        public_access = S3BucketPublicAccessBlock(self, "public-access", bucket=self.bucket.id, block_public_acls=True,
-                                                  block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True)
-        versioning = S3BucketVersioningA(self, "versioning", bucket=self.bucket.id,
-                                         versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"))
-        S3BucketServerSideEncryptionConfigurationA(self, "encryption", bucket=self.bucket.id, rule=[
-            S3BucketServerSideEncryptionConfigurationRuleA(
-                apply_server_side_encryption_by_default=S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
-                    sse_algorithm="AES256"),  # the only encryption log delivery supports
-            )])
+        self.bucket = S3Bucket(
+            self,
+            "bucket",
+            bucket=bucket_name,
+            force_destroy=delete_logs_on_destroy,
+            tags={PURPOSE_TAG: "access-logs"},
+            lifecycle=TerraformResourceLifecycle(prevent_destroy=True) if prevent_destroy else None,
+        )
+        S3BucketOwnershipControls(
+            self,
+            "ownership",
+            bucket=self.bucket.id,
+            rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"),
+        )
+        public_access = S3BucketPublicAccessBlock(
+            self,
+            "public-access",
+            bucket=self.bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+        )
+        versioning = S3BucketVersioningA(
+            self,
+            "versioning",
+            bucket=self.bucket.id,
+            versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"),
+        )
+        S3BucketServerSideEncryptionConfigurationA(
+            self,
+            "encryption",
+            bucket=self.bucket.id,
+            rule=[
+                S3BucketServerSideEncryptionConfigurationRuleA(
+                    apply_server_side_encryption_by_default=S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
+                        sse_algorithm="AES256"
+                    ),  # the only encryption log delivery supports
+                )
+            ],
+        )
         S3BucketNotification(self, "events", bucket=self.bucket.id, eventbridge=True)
-        self.policy = S3BucketPolicy(self, "policy", bucket=self.bucket.id, depends_on=[public_access], policy=policy_document([
-            # One statement per source: each bucket's logs go under its own prefix only.
-            *(Statement(f"DeliverAccessLogs{i}", ("s3:PutObject",), (f"{self.bucket_arn}/{self.prefix_for(source)}*",),
-                        principals={"Service": "logging.s3.amazonaws.com"},
-                        conditions={"StringEquals": {"aws:SourceAccount": account_id},
-                                    "ArnLike": {"aws:SourceArn": f"arn:{partition}:s3:::{source}"}})
-              for i, source in enumerate(source_buckets)),
-            *tls_only_statements(self.bucket_arn),
-        ]))
-        S3BucketLifecycleConfiguration(self, "lifecycle", bucket=self.bucket.id, depends_on=[versioning], rule=[
-            S3BucketLifecycleConfigurationRule(
-                id="expire-access-logs", status="Enabled", filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
-                expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=retention_days)],
-                noncurrent_version_expiration=[S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(noncurrent_days=30)],
-                abort_incomplete_multipart_upload=[S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(
-                    days_after_initiation=7)],
+        self.policy = S3BucketPolicy(
+            self,
+            "policy",
+            bucket=self.bucket.id,
+            depends_on=[public_access],
+            policy=policy_document(
+                [
+                    # One statement per source: each bucket's logs go under its own prefix only.
+                    *(
+                        Statement(
+                            f"DeliverAccessLogs{i}",
+                            ("s3:PutObject",),
+                            (f"{self.bucket_arn}/{self.prefix_for(source)}*",),
+                            principals={"Service": "logging.s3.amazonaws.com"},
+                            conditions={
+                                "StringEquals": {"aws:SourceAccount": account_id},
+                                "ArnLike": {"aws:SourceArn": f"arn:{partition}:s3:::{source}"},
+                            },
+                        )
+                        for i, source in enumerate(source_buckets)
+                    ),
+                    *tls_only_statements(self.bucket_arn),
+                ]
             ),
-        ])
+        )
+        S3BucketLifecycleConfiguration(
+            self,
+            "lifecycle",
+            bucket=self.bucket.id,
+            depends_on=[versioning],
+            rule=[
+                S3BucketLifecycleConfigurationRule(
+                    id="expire-access-logs",
+                    status="Enabled",
+                    filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
+                    expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=retention_days)],
+                    noncurrent_version_expiration=[
+                        S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(noncurrent_days=30)
+                    ],
+                    abort_incomplete_multipart_upload=[
+                        S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(days_after_initiation=7)
+                    ],
+                ),
+            ],
+        )
 
     @property
     def bucket_name(self) -> str:

@@ -85,13 +85,16 @@ class TaggedExpiration:
 
     def __post_init__(self):
         if not _RULE_ID.fullmatch(self.name) or self.name in BUILT_IN_RULES:
-            raise ValueError(f"name {self.name!r}: use lowercase letters, digits and '-' (at most 64), "
-                             f"not one of {', '.join(BUILT_IN_RULES)}")
+            raise ValueError(
+                f"name {self.name!r}: use lowercase letters, digits and '-' (at most 64), "
+                f"not one of {', '.join(BUILT_IN_RULES)}"
+            )
         object.__setattr__(self, "prefix", _prefix(self.prefix))
         key, value = self.tag
         if not 0 < len(key) <= TAG_KEY_LIMIT or len(value) > TAG_VALUE_LIMIT:
-            raise ValueError(f"tag {self.tag!r}: a key of 1-{TAG_KEY_LIMIT} characters and a value of at most "
-                             f"{TAG_VALUE_LIMIT}")
+            raise ValueError(
+                f"tag {self.tag!r}: a key of 1-{TAG_KEY_LIMIT} characters and a value of at most {TAG_VALUE_LIMIT}"
+            )
         object.__setattr__(self, "tag", (key, value))
         if self.days < 1:
             raise ValueError(f"days {self.days}: must be at least 1")
@@ -155,7 +158,8 @@ class ModelBucket(Construct):
         self._parse_location(bucket_name, kms_key_arn, region, partition)
         expire_tagged = tuple(expire_tagged)
         expire_prefixes = self._parse_lifecycle(
-            noncurrent_version_retention_days, abort_incomplete_uploads_days, expire_prefixes, expire_tagged)
+            noncurrent_version_retention_days, abort_incomplete_uploads_days, expire_prefixes, expire_tagged
+        )
         self._name, self._key_arn, self._region, self._partition = bucket_name, kms_key_arn, region, partition
 
         self.bucket = self._render_bucket(purpose, prevent_destroy)
@@ -166,8 +170,9 @@ class ModelBucket(Construct):
         # newly published model or adapter (warm caches, notify, audit) without a change here.
         S3BucketNotification(self, "events", bucket=self.bucket.id, eventbridge=True)
         self._render_policy(public_access, require_kms_uploads)
-        self._render_lifecycle(versioning, noncurrent_version_retention_days, abort_incomplete_uploads_days,
-                               expire_prefixes, expire_tagged)
+        self._render_lifecycle(
+            versioning, noncurrent_version_retention_days, abort_incomplete_uploads_days, expire_prefixes, expire_tagged
+        )
 
     # --- props -------------------------------------------------------------------
 
@@ -179,9 +184,12 @@ class ModelBucket(Construct):
         require("kms_key_arn", kms_key_arn_problem(kms_key_arn, partition))
 
     @staticmethod
-    def _parse_lifecycle(noncurrent_version_retention_days: int, abort_incomplete_uploads_days: int,
-                         expire_prefixes: Mapping[str, int] | None, expire_tagged: tuple[TaggedExpiration, ...]
-                         ) -> dict[str, int]:
+    def _parse_lifecycle(
+        noncurrent_version_retention_days: int,
+        abort_incomplete_uploads_days: int,
+        expire_prefixes: Mapping[str, int] | None,
+        expire_tagged: tuple[TaggedExpiration, ...],
+    ) -> dict[str, int]:
         """The lifecycle props checked; returns expire_prefixes with normalized prefixes."""
         if noncurrent_version_retention_days < 1:
             raise ValueError("noncurrent_version_retention_days must be at least 1")
@@ -214,74 +222,117 @@ class ModelBucket(Construct):
     def _render_private(self) -> S3BucketPublicAccessBlock:
         """Object ownership enforced (no ACLs) and all four public access blocks."""
         S3BucketOwnershipControls(
-            self, "ownership", bucket=self.bucket.id,
+            self,
+            "ownership",
+            bucket=self.bucket.id,
             rule=S3BucketOwnershipControlsRule(object_ownership="BucketOwnerEnforced"),
         )
         return S3BucketPublicAccessBlock(
-            self, "public-access", bucket=self.bucket.id,
-            block_public_acls=True, block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True,
+            self,
+            "public-access",
+            bucket=self.bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
         )
 
     def _render_versioning(self) -> S3BucketVersioningA:
         return S3BucketVersioningA(
-            self, "versioning", bucket=self.bucket.id,
+            self,
+            "versioning",
+            bucket=self.bucket.id,
             versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"),
         )
 
     def _render_encryption(self) -> None:
         S3BucketServerSideEncryptionConfigurationA(
-            self, "encryption", bucket=self.bucket.id,
-            rule=[S3BucketServerSideEncryptionConfigurationRuleA(
-                apply_server_side_encryption_by_default=S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
-                    sse_algorithm="aws:kms", kms_master_key_id=self._key_arn,
-                ),
-                # Bucket keys cut KMS requests (and cost) for many-shard models.
-                bucket_key_enabled=True,
-            )],
+            self,
+            "encryption",
+            bucket=self.bucket.id,
+            rule=[
+                S3BucketServerSideEncryptionConfigurationRuleA(
+                    apply_server_side_encryption_by_default=S3BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultA(
+                        sse_algorithm="aws:kms",
+                        kms_master_key_id=self._key_arn,
+                    ),
+                    # Bucket keys cut KMS requests (and cost) for many-shard models.
+                    bucket_key_enabled=True,
+                )
+            ],
         )
 
     def _render_policy(self, public_access: S3BucketPublicAccessBlock, require_kms_uploads: bool) -> None:
         statements = tls_only_statements(self.bucket_arn)
         if require_kms_uploads:
             statements += kms_upload_statements(self.bucket_arn, self._key_arn)
-        S3BucketPolicy(self, "policy", bucket=self.bucket.id, policy=policy_document(statements),
-                       depends_on=[public_access])
+        S3BucketPolicy(
+            self, "policy", bucket=self.bucket.id, policy=policy_document(statements), depends_on=[public_access]
+        )
 
-    def _render_lifecycle(self, versioning: S3BucketVersioningA, noncurrent_version_retention_days: int,
-                          abort_incomplete_uploads_days: int, expire_prefixes: Mapping[str, int],
-                          expire_tagged: Sequence[TaggedExpiration]) -> None:
+    def _render_lifecycle(
+        self,
+        versioning: S3BucketVersioningA,
+        noncurrent_version_retention_days: int,
+        abort_incomplete_uploads_days: int,
+        expire_prefixes: Mapping[str, int],
+        expire_tagged: Sequence[TaggedExpiration],
+    ) -> None:
         S3BucketLifecycleConfiguration(
-            self, "lifecycle", bucket=self.bucket.id,
+            self,
+            "lifecycle",
+            bucket=self.bucket.id,
             rule=[
                 S3BucketLifecycleConfigurationRule(
-                    id="abort-incomplete-multipart-uploads", status="Enabled",
+                    id="abort-incomplete-multipart-uploads",
+                    status="Enabled",
                     filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
-                    abort_incomplete_multipart_upload=[S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(
-                        days_after_initiation=abort_incomplete_uploads_days,
-                    )],
+                    abort_incomplete_multipart_upload=[
+                        S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload(
+                            days_after_initiation=abort_incomplete_uploads_days,
+                        )
+                    ],
                 ),
                 S3BucketLifecycleConfigurationRule(
-                    id="expire-noncurrent-versions", status="Enabled",
+                    id="expire-noncurrent-versions",
+                    status="Enabled",
                     filter=[S3BucketLifecycleConfigurationRuleFilter(prefix="")],
-                    noncurrent_version_expiration=[S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(
-                        noncurrent_days=noncurrent_version_retention_days,
-                    )],
+                    noncurrent_version_expiration=[
+                        S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration(
+                            noncurrent_days=noncurrent_version_retention_days,
+                        )
+                    ],
                     expiration=[S3BucketLifecycleConfigurationRuleExpiration(expired_object_delete_marker=True)],
                 ),
                 # Scratch areas (staged uploads an interrupted publish left behind).
-                *(S3BucketLifecycleConfigurationRule(
-                    id=f"expire-{prefix.replace('/', '-')}", status="Enabled",
-                    filter=[S3BucketLifecycleConfigurationRuleFilter(prefix=f"{prefix}/")],
-                    expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=days)],
-                ) for prefix, days in sorted(expire_prefixes.items())),
-                *(S3BucketLifecycleConfigurationRule(
-                    id=rule.name, status="Enabled",
-                    # A prefix and a tag together: S3 takes both only inside `and`.
-                    filter=[S3BucketLifecycleConfigurationRuleFilter(and_=[S3BucketLifecycleConfigurationRuleFilterAnd(
-                        prefix=f"{rule.prefix}/", tags=dict([rule.tag]),
-                    )])],
-                    expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=rule.days)],
-                ) for rule in expire_tagged),
+                *(
+                    S3BucketLifecycleConfigurationRule(
+                        id=f"expire-{prefix.replace('/', '-')}",
+                        status="Enabled",
+                        filter=[S3BucketLifecycleConfigurationRuleFilter(prefix=f"{prefix}/")],
+                        expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=days)],
+                    )
+                    for prefix, days in sorted(expire_prefixes.items())
+                ),
+                *(
+                    S3BucketLifecycleConfigurationRule(
+                        id=rule.name,
+                        status="Enabled",
+                        # A prefix and a tag together: S3 takes both only inside `and`.
+                        filter=[
+                            S3BucketLifecycleConfigurationRuleFilter(
+                                and_=[
+                                    S3BucketLifecycleConfigurationRuleFilterAnd(
+                                        prefix=f"{rule.prefix}/",
+                                        tags=dict([rule.tag]),
+                                    )
+                                ]
+                            )
+                        ],
+                        expiration=[S3BucketLifecycleConfigurationRuleExpiration(days=rule.days)],
+                    )
+                    for rule in expire_tagged
+                ),
             ],
             # Lifecycle rules on noncurrent versions need versioning in place first.
             depends_on=[versioning],
@@ -304,8 +355,9 @@ class ModelBucket(Construct):
     def objects_arn(self, prefix: str) -> str:
         return f"{self.bucket_arn}/{_prefix(prefix)}/*"
 
-    def add_object(self, id: str, key: str, content: str, content_type: str = "text/plain",
-                   base64_content: bool = False) -> S3Object:
+    def add_object(
+        self, id: str, key: str, content: str, content_type: str = "text/plain", base64_content: bool = False
+    ) -> S3Object:
         """An object whose content is known at synth time (e.g. a service spec), encrypted with the key.
 
         `content` is stored exactly as given: Terraform template sequences in it are escaped,
@@ -317,38 +369,61 @@ class ModelBucket(Construct):
         # reads...): content is literal, so they are escaped and the object holds exactly `content`.
         body = {"content_base64": content} if base64_content else {"content": terraform_literal(content)}
         return S3Object(
-            self, id, bucket=self.bucket.id, key=key, content_type=content_type, **body,
-            server_side_encryption="aws:kms", kms_key_id=self._key_arn, bucket_key_enabled=True,
+            self,
+            id,
+            bucket=self.bucket.id,
+            key=key,
+            content_type=content_type,
+            **body,
+            server_side_encryption="aws:kms",
+            kms_key_id=self._key_arn,
+            bucket_key_enabled=True,
             checksum_algorithm="SHA256",
         )
 
     def grant_read(self, identity: Identity, prefix: str) -> IamRolePolicy:
         """GetObject under `prefix/`, listing limited to it, and decrypting through S3; returns the policy."""
         p = _prefix(prefix)
-        return identity.add_policy(self._policy_name("read", p), [
-            Statement("ReadObjects", ("s3:GetObject",), (self.objects_arn(p),)),
-            Statement("ListPrefix", ("s3:ListBucket",), (self.bucket_arn,),
-                      conditions={"StringLike": {"s3:prefix": [p, f"{p}/*"]}}),
-            self._key_statement("DecryptObjects", ("kms:Decrypt",)),
-        ])
+        return identity.add_policy(
+            self._policy_name("read", p),
+            [
+                Statement("ReadObjects", ("s3:GetObject",), (self.objects_arn(p),)),
+                Statement(
+                    "ListPrefix",
+                    ("s3:ListBucket",),
+                    (self.bucket_arn,),
+                    conditions={"StringLike": {"s3:prefix": [p, f"{p}/*"]}},
+                ),
+                self._key_statement("DecryptObjects", ("kms:Decrypt",)),
+            ],
+        )
 
     def grant_write(self, identity: Identity, prefix: str) -> IamRolePolicy:
         """PutObject (multipart included) under `prefix/`; no read, no delete. Returns the policy."""
         p = _prefix(prefix)
-        return identity.add_policy(self._policy_name("write", p), [
-            Statement("WriteObjects", ("s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"),
-                      (self.objects_arn(p),)),
-            Statement("ListUploads", ("s3:ListBucketMultipartUploads",), (self.bucket_arn,)),
-            # Multipart uploads decrypt their parts to complete.
-            self._key_statement("EncryptObjects", ("kms:GenerateDataKey", "kms:Decrypt")),
-        ])
+        return identity.add_policy(
+            self._policy_name("write", p),
+            [
+                Statement(
+                    "WriteObjects",
+                    ("s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"),
+                    (self.objects_arn(p),),
+                ),
+                Statement("ListUploads", ("s3:ListBucketMultipartUploads",), (self.bucket_arn,)),
+                # Multipart uploads decrypt their parts to complete.
+                self._key_statement("EncryptObjects", ("kms:GenerateDataKey", "kms:Decrypt")),
+            ],
+        )
 
     def grant_delete(self, identity: Identity, prefix: str) -> IamRolePolicy:
         """DeleteObject under `prefix/`: adds a delete marker; versions stay recoverable. Returns the policy."""
         p = _prefix(prefix)
-        return identity.add_policy(self._policy_name("delete", p), [
-            Statement("DeleteObjects", ("s3:DeleteObject",), (self.objects_arn(p),)),
-        ])
+        return identity.add_policy(
+            self._policy_name("delete", p),
+            [
+                Statement("DeleteObjects", ("s3:DeleteObject",), (self.objects_arn(p),)),
+            ],
+        )
 
     def grant_tag(self, identity: Identity, prefix: str) -> IamRolePolicy:
         """Read, set and remove the tags of objects under `prefix/`; returns the policy.
@@ -359,30 +434,49 @@ class ModelBucket(Construct):
         Current versions only (no `s3:*ObjectVersionTagging`).
         """
         p = _prefix(prefix)
-        return identity.add_policy(self._policy_name("tag", p), [
-            Statement("TagObjects", ("s3:PutObjectTagging", "s3:GetObjectTagging", "s3:DeleteObjectTagging"),
-                      (self.objects_arn(p),)),
-        ])
+        return identity.add_policy(
+            self._policy_name("tag", p),
+            [
+                Statement(
+                    "TagObjects",
+                    ("s3:PutObjectTagging", "s3:GetObjectTagging", "s3:DeleteObjectTagging"),
+                    (self.objects_arn(p),),
+                ),
+            ],
+        )
 
     def log_access_to(self, log_bucket: AccessLogBucket) -> S3BucketLoggingA:
         """S3 server access logs of every request to this bucket, delivered to `log_bucket`
         (under `s3-access/<this bucket>/`); the log bucket must name this one among its sources."""
         # After the log bucket's policy: S3 checks that the logging service may write there.
-        return S3BucketLoggingA(self, "access-logging", bucket=self.bucket.id, target_bucket=log_bucket.bucket.id,
-                                target_prefix=log_bucket.prefix_for(self._name), depends_on=[log_bucket.policy])
+        return S3BucketLoggingA(
+            self,
+            "access-logging",
+            bucket=self.bucket.id,
+            target_bucket=log_bucket.bucket.id,
+            target_prefix=log_bucket.prefix_for(self._name),
+            depends_on=[log_bucket.policy],
+        )
 
     def _key_statement(self, sid: str, actions: tuple[str, ...]) -> Statement:
-        return Statement(sid, actions, (self._key_arn,), conditions={"StringEquals": {
-            "kms:ViaService": f"s3.{self._region}.{dns_suffix(self._partition)}",
-            # With bucket keys, S3 uses the bucket ARN as encryption context.
-            "kms:EncryptionContext:aws:s3:arn": self.bucket_arn,
-        }})
+        return Statement(
+            sid,
+            actions,
+            (self._key_arn,),
+            conditions={
+                "StringEquals": {
+                    "kms:ViaService": f"s3.{self._region}.{dns_suffix(self._partition)}",
+                    # With bucket keys, S3 uses the bucket ARN as encryption context.
+                    "kms:EncryptionContext:aws:s3:arn": self.bucket_arn,
+                }
+            },
+        )
 
     def _policy_name(self, verb: str, prefix: str) -> str:
         name = re.sub(r"[^\w+=,.@-]", "-", f"{verb}-{self.node.id}-{prefix}")
         if len(name) > POLICY_NAME_LIMIT:
             digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-            name = f"{name[:POLICY_NAME_LIMIT - 9]}-{digest}"
+            name = f"{name[: POLICY_NAME_LIMIT - 9]}-{digest}"
         return name
 
 

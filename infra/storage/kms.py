@@ -65,15 +65,19 @@ class EncryptionKey(Construct):
         if allow_cloudwatch_logs:
             # EKS control-plane log group encryption: CloudWatch Logs uses the key
             # only for log groups of this account and region.
-            statements.append(Statement(
-                "CloudWatchLogs",
-                ("kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"),
-                ("*",),
-                principals={"Service": f"logs.{region}.{dns_suffix(partition)}"},
-                conditions={"ArnLike": {
-                    "kms:EncryptionContext:aws:logs:arn": f"arn:{partition}:logs:{region}:{account_id}:log-group:*"
-                }},
-            ))
+            statements.append(
+                Statement(
+                    "CloudWatchLogs",
+                    ("kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"),
+                    ("*",),
+                    principals={"Service": f"logs.{region}.{dns_suffix(partition)}"},
+                    conditions={
+                        "ArnLike": {
+                            "kms:EncryptionContext:aws:logs:arn": f"arn:{partition}:logs:{region}:{account_id}:log-group:*"
+                        }
+                    },
+                )
+            )
         self.key = KmsKey(
             self,
             "key",

@@ -41,12 +41,17 @@ class Entity:
 
     def buckets_for(self, purpose: str) -> set[str]:
         """Names of the stack's buckets tagged with `purpose`."""
-        return {b["bucket"] for b in self.resources("aws_s3_bucket").values()
-                if isinstance(b.get("bucket"), str) and (b.get("tags") or {}).get(PURPOSE_TAG) == purpose}
+        return {
+            b["bucket"]
+            for b in self.resources("aws_s3_bucket").values()
+            if isinstance(b.get("bucket"), str) and (b.get("tags") or {}).get(PURPOSE_TAG) == purpose
+        }
 
     def referencing(self, type_: str, attribute: str = "bucket") -> list[dict[str, Any]]:
         """Resources of `type_` whose `attribute` refers to this resource (e.g. a bucket's versioning)."""
-        return [body for body in self.resources(type_).values() if reference(body.get(attribute)) == (self.type, self.name)]
+        return [
+            body for body in self.resources(type_).values() if reference(body.get(attribute)) == (self.type, self.name)
+        ]
 
     def resolve(self, value: Any) -> dict[str, Any] | None:
         """The resource a "${type.name.attr}" reference points at."""
@@ -101,7 +106,9 @@ def _locate(file: str) -> Path:
     for candidate in (Path(os.environ.get(ROOT_ENV, ".")) / relative, Path(file), Path.cwd() / relative):
         if candidate.is_file():
             return candidate.resolve()
-    raise FileNotFoundError(f"{file}: not found under ${ROOT_ENV} ({os.environ.get(ROOT_ENV)!r}) or the working directory")
+    raise FileNotFoundError(
+        f"{file}: not found under ${ROOT_ENV} ({os.environ.get(ROOT_ENV)!r}) or the working directory"
+    )
 
 
 @lru_cache(maxsize=64)

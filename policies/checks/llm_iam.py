@@ -12,8 +12,13 @@ READ_VERBS = ("Get", "List", "Describe", "Decrypt")
 # The one place the serving role may write: the Anyscale cloud's storage, which Anyscale's Ray
 # pods (running as the serving service account) must read and write. Never the model buckets.
 STORAGE_PURPOSE = "anyscale-storage"
-STORAGE_S3_WRITES = {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
-                     "s3:ListBucketMultipartUploads", "s3:DeleteObject"}
+STORAGE_S3_WRITES = {
+    "s3:PutObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+    "s3:ListBucketMultipartUploads",
+    "s3:DeleteObject",
+}
 STORAGE_KMS_WRITES = {"kms:GenerateDataKey", "kms:Decrypt"}
 
 
@@ -24,7 +29,8 @@ def _writes_only_to_storage(statement: dict, storage: set[str]) -> bool:
         resources = as_list(statement.get("Resource"))
         return bool(resources) and all(
             isinstance(r, str) and r.startswith("arn:") and r.split(":::", 1)[-1].split("/", 1)[0] in storage
-            for r in resources)
+            for r in resources
+        )
     if actions <= STORAGE_KMS_WRITES:
         context = (statement.get("Condition") or {}).get("StringEquals", {}).get("kms:EncryptionContext:aws:s3:arn")
         return bool(context) and all(isinstance(c, str) and c.split(":::", 1)[-1] in storage for c in as_list(context))
@@ -35,8 +41,10 @@ class ServingIdentityReadsOnly(BaseResourceCheck):
     def __init__(self) -> None:
         super().__init__(
             name="The serving identity has no write or delete permission (weights and adapters are read-only to Ray), "
-                 "except on the Anyscale cloud's storage bucket",
-            id="CKV_LLM_1", categories=[CheckCategories.IAM], supported_resources=["aws_iam_role_policy"],
+            "except on the Anyscale cloud's storage bucket",
+            id="CKV_LLM_1",
+            categories=[CheckCategories.IAM],
+            supported_resources=["aws_iam_role_policy"],
         )
 
     def scan_resource_conf(self, conf):
@@ -62,9 +70,15 @@ class NoWildcardPermissions(BaseResourceCheck):
     def __init__(self) -> None:
         super().__init__(
             name="IAM policies grant no '*' or 'service:*' actions, no NotAction, and '*' resources only to "
-                 "EC2 and Auto Scaling Describe actions",
-            id="CKV_LLM_2", categories=[CheckCategories.IAM],
-            supported_resources=["aws_iam_role_policy", "aws_iam_policy", "aws_iam_user_policy", "aws_iam_group_policy"],
+            "EC2 and Auto Scaling Describe actions",
+            id="CKV_LLM_2",
+            categories=[CheckCategories.IAM],
+            supported_resources=[
+                "aws_iam_role_policy",
+                "aws_iam_policy",
+                "aws_iam_user_policy",
+                "aws_iam_group_policy",
+            ],
         )
 
     def scan_resource_conf(self, conf):
@@ -94,9 +108,14 @@ UNSCOPABLE_READS = {"ec2:GetInstanceTypesFromInstanceRequirements"}
 def _reads_only(statement: dict) -> bool:
     actions = as_list(statement.get("Action"))
     return bool(actions) and all(
-        isinstance(a, str) and "*" not in a
-        and (a in UNSCOPABLE_READS or (a.split(":", 1)[0] in ("ec2", "autoscaling") and a.split(":", 1)[-1].startswith("Describe")))
-        for a in actions)
+        isinstance(a, str)
+        and "*" not in a
+        and (
+            a in UNSCOPABLE_READS
+            or (a.split(":", 1)[0] in ("ec2", "autoscaling") and a.split(":", 1)[-1].startswith("Describe"))
+        )
+        for a in actions
+    )
 
 
 serving_reads_only = ServingIdentityReadsOnly()

@@ -32,7 +32,9 @@ class GpuGroupRunsNvidiaBehindTaint(BaseResourceCheck):
     def __init__(self) -> None:
         super().__init__(
             name="GPU node groups use an NVIDIA AMI type and carry the nvidia.com/gpu NoSchedule taint",
-            id="CKV_LLM_9", categories=[CheckCategories.KUBERNETES], supported_resources=["aws_eks_node_group"],
+            id="CKV_LLM_9",
+            categories=[CheckCategories.KUBERNETES],
+            supported_resources=["aws_eks_node_group"],
         )
 
     def scan_resource_conf(self, conf):
@@ -49,7 +51,9 @@ class NodesRequireImdsV2AndEncryptVolumes(BaseResourceCheck):
     def __init__(self) -> None:
         super().__init__(
             name="Node groups launch from a template that requires IMDSv2 and encrypts every EBS volume",
-            id="CKV_LLM_10", categories=[CheckCategories.GENERAL_SECURITY], supported_resources=["aws_eks_node_group"],
+            id="CKV_LLM_10",
+            categories=[CheckCategories.GENERAL_SECURITY],
+            supported_resources=["aws_eks_node_group"],
         )
 
     def scan_resource_conf(self, conf):

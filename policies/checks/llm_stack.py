@@ -14,7 +14,9 @@ class PinsAccount(BaseProviderCheck):
     def __init__(self) -> None:
         super().__init__(
             name="The AWS provider pins allowed_account_ids, so an environment cannot touch another's account",
-            id="CKV_LLM_12", categories=[CheckCategories.GENERAL_SECURITY], supported_provider=["aws"],
+            id="CKV_LLM_12",
+            categories=[CheckCategories.GENERAL_SECURITY],
+            supported_provider=["aws"],
         )
 
     def scan_provider_conf(self, conf):
@@ -27,7 +29,9 @@ class StateEncryptedAndLocked(BaseProviderCheck):
     def __init__(self) -> None:
         super().__init__(
             name="Terraform state lives in an S3 backend that encrypts it and locks it",
-            id="CKV_LLM_13", categories=[CheckCategories.BACKUP_AND_RECOVERY], supported_provider=["aws"],
+            id="CKV_LLM_13",
+            categories=[CheckCategories.BACKUP_AND_RECOVERY],
+            supported_provider=["aws"],
         )
 
     def scan_provider_conf(self, conf):

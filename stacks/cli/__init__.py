@@ -48,7 +48,7 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, help="print the kit's version and exit")
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from stacks import __version__  # noqa: PLC0415
+        from stacks import __version__
 
         print(f"llmstacks {__version__}")
         parser.exit()
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe fails here, where it is handled, not at the interpreter's exit
         return status
-    except (Exception, KeyboardInterrupt) as exc:
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001  (the one place any error becomes a status)
         return _report(exc, debug)
 
 
@@ -89,7 +89,7 @@ def _report(exc: BaseException, debug: bool) -> int:
         return BROKEN_PIPE
     status, line = (INTERRUPTED, "interrupted") if isinstance(exc, KeyboardInterrupt) else _ladder(exc)
     if debug or status == INTERNAL_ERROR:
-        import traceback  # noqa: PLC0415
+        import traceback
 
         traceback.print_exception(exc)
     # One line, whatever a dependency put in its message.
@@ -113,7 +113,7 @@ def _in_our_terms(exc: Exception) -> Exception:
     """boto3's and botocore's errors as ours (stacks.publishing.aws); only imported when it is one of theirs,
     since a command that raised one has loaded them already."""
     if any(kind.__module__.partition(".")[0] in ("boto3", "botocore") for kind in type(exc).__mro__):
-        from stacks.publishing.aws import translated  # noqa: PLC0415
+        from stacks.publishing.aws import translated
 
         return translated(exc) or exc
     return exc

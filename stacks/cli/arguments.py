@@ -22,8 +22,12 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
 
 
 def add_outdir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--outdir", metavar="DIR", help="output directory (default: $CDKTF_OUTDIR when cdktf runs us, "
-                                                        "else the project's cdktf.json output, cdktf.out)")
+    parser.add_argument(
+        "--outdir",
+        metavar="DIR",
+        help="output directory (default: $CDKTF_OUTDIR when cdktf runs us, "
+        "else the project's cdktf.json output, cdktf.out)",
+    )
 
 
 def output_dir(args: argparse.Namespace) -> Path:

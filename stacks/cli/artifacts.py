@@ -17,10 +17,16 @@ from stacks.planning.plan import EnvironmentPlan, ModelPlan, plan_file
 def register(commands) -> None:
     upload_adapter = commands.add_parser("upload-adapter", help="publish a LoRA adapter directory to the LoRA bucket")
     add_environment(upload_adapter)
-    upload_adapter.add_argument("--model", required=True, metavar="ID", help="the base model's id from the environment file")
+    upload_adapter.add_argument(
+        "--model", required=True, metavar="ID", help="the base model's id from the environment file"
+    )
     upload_adapter.add_argument("--adapter", required=True, metavar="NAME", help="served as <model id>:<NAME>")
-    upload_adapter.add_argument("--from", required=True, metavar="DIR",
-                                help="the PEFT adapter directory (adapter_config.json, adapter_model.safetensors)")
+    upload_adapter.add_argument(
+        "--from",
+        required=True,
+        metavar="DIR",
+        help="the PEFT adapter directory (adapter_config.json, adapter_model.safetensors)",
+    )
     upload_adapter.set_defaults(func=cmd_upload_adapter)
 
     list_adapters = commands.add_parser("list-adapters", help="list the LoRA adapters in the LoRA bucket")
@@ -29,7 +35,9 @@ def register(commands) -> None:
     list_adapters.add_argument("--json", action="store_true", help="one JSON array, for tools")
     list_adapters.set_defaults(func=cmd_list_adapters)
 
-    delete_adapter = commands.add_parser("delete-adapter", help="remove a LoRA adapter (recoverable through bucket versioning)")
+    delete_adapter = commands.add_parser(
+        "delete-adapter", help="remove a LoRA adapter (recoverable through bucket versioning)"
+    )
     add_environment(delete_adapter)
     delete_adapter.add_argument("--model", required=True, metavar="ID")
     delete_adapter.add_argument("--adapter", required=True, metavar="NAME")
@@ -41,27 +49,37 @@ def _model(plan: EnvironmentPlan, model_id: str) -> ModelPlan:
     found = next((m for m in plan.models if m.id == model_id), None)
     if found is None:
         known = ", ".join(m.id for m in plan.models) or "none"
-        raise ConfigError(plan.source, "--model", f"{quoted(model_id)} is not a model of {plan.env.name} (models: {known})")
+        raise ConfigError(
+            plan.source, "--model", f"{quoted(model_id)} is not a model of {plan.env.name} (models: {known})"
+        )
     return found
 
 
 def _s3(plan: EnvironmentPlan):
-    from stacks.publishing.aws import s3_client  # noqa: PLC0415
+    from stacks.publishing.aws import s3_client
 
     return s3_client(plan.env.aws.region)
 
 
 def _adapter_target(plan: EnvironmentPlan, model_id: str):
     """What upload-adapter checks an adapter against: a model of the environment that serves LoRA."""
-    from stacks.publishing.adapter_dirs import AdapterTarget  # noqa: PLC0415
+    from stacks.publishing.adapter_dirs import AdapterTarget
 
     model = _model(plan, model_id)
     config = model.config
     if not config.lora.enabled:
-        raise ConfigError(plan.source, "--model", f"{model_id!r} does not serve LoRA adapters (set models[{model.index}].lora.enabled)")
+        raise ConfigError(
+            plan.source,
+            "--model",
+            f"{model_id!r} does not serve LoRA adapters (set models[{model.index}].lora.enabled)",
+        )
     accepted = [config.id, config.weights.hf_id, config.lora.base_model]
-    return AdapterTarget(config.id, config.lora.max_rank, tuple(dict.fromkeys(n for n in accepted if n)),
-                         where=f"{plan.source}: models[{model.index}]")
+    return AdapterTarget(
+        config.id,
+        config.lora.max_rank,
+        tuple(dict.fromkeys(n for n in accepted if n)),
+        where=f"{plan.source}: models[{model.index}]",
+    )
 
 
 def _any_model(plan: EnvironmentPlan, model_id: str | None) -> None:
@@ -71,10 +89,10 @@ def _any_model(plan: EnvironmentPlan, model_id: str | None) -> None:
 
 
 def cmd_upload_adapter(args: argparse.Namespace) -> int:
-    from stacks.publishing.adapters import longest_prefix, upload_adapter  # noqa: PLC0415
-    from stacks.publishing.aws import transfer_config  # noqa: PLC0415
-    from stacks.publishing.files import Progress  # noqa: PLC0415
-    from stacks.publishing.scan import local_files  # noqa: PLC0415
+    from stacks.publishing.adapters import longest_prefix, upload_adapter
+    from stacks.publishing.aws import transfer_config
+    from stacks.publishing.files import Progress
+    from stacks.publishing.scan import local_files
 
     plan = plan_file(environment_file(args))
     target = _adapter_target(plan, args.model)
@@ -83,30 +101,48 @@ def cmd_upload_adapter(args: argparse.Namespace) -> int:
     bucket = plan.names.lora_bucket
     directory = Path(getattr(args, "from"))
     progress = Progress(sum(f.size for f in local_files(directory, longest_prefix(target.model_id, args.adapter))))
-    report = upload_adapter(_s3(plan), bucket, target, args.adapter, directory, transfer_config=transfer_config(), progress=progress)
+    report = upload_adapter(
+        _s3(plan), bucket, target, args.adapter, directory, transfer_config=transfer_config(), progress=progress
+    )
     progress.close()
     where = f"s3://{bucket}/{report.prefix}"
     if report.already_published:
         print(f"{target.model_id}:{args.adapter} is already published with this content at {where}")
     else:
-        print(f"published {target.model_id}:{args.adapter} to {where} "
-              f"({len(report.uploaded)} uploaded, {len(report.skipped)} already staged)")
+        print(
+            f"published {target.model_id}:{args.adapter} to {where} "
+            f"({len(report.uploaded)} uploaded, {len(report.skipped)} already staged)"
+        )
     return SUCCESS
 
 
 def cmd_list_adapters(args: argparse.Namespace) -> int:
-    from stacks.publishing.adapters import list_adapters  # noqa: PLC0415
+    from stacks.publishing.adapters import list_adapters
 
     plan = plan_file(environment_file(args))
     _any_model(plan, args.model)
     bucket = plan.names.lora_bucket
     adapters = list_adapters(_s3(plan), bucket, [args.model] if args.model else None)
     if args.json:
-        print(json.dumps([{
-            "model": a.model_id, "adapter": a.name, "request_model": f"{a.model_id}:{a.name}", "ready": a.ready,
-            "rank": a.rank, "base_model": a.base_model, "files": a.files, "bytes": a.size,
-            "modified": a.modified.isoformat() if a.modified else None,
-        } for a in adapters], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "model": a.model_id,
+                        "adapter": a.name,
+                        "request_model": f"{a.model_id}:{a.name}",
+                        "ready": a.ready,
+                        "rank": a.rank,
+                        "base_model": a.base_model,
+                        "files": a.files,
+                        "bytes": a.size,
+                        "modified": a.modified.isoformat() if a.modified else None,
+                    }
+                    for a in adapters
+                ],
+                indent=2,
+            )
+        )
         return SUCCESS
     if not adapters:
         print(f"no adapters in s3://{bucket}/adapters/")
@@ -120,24 +156,28 @@ def cmd_list_adapters(args: argparse.Namespace) -> int:
         rows.append((f"{a.model_id}:{a.name}", str(a.rank or "-"), size_text(a.size), state, a.base_model or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
+        print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4])
     return SUCCESS
 
 
 def cmd_delete_adapter(args: argparse.Namespace) -> int:
-    from stacks.publishing.adapters import delete_adapter  # noqa: PLC0415
+    from stacks.publishing.adapters import delete_adapter
 
     plan = plan_file(environment_file(args))
     _any_model(plan, args.model)
     removed = delete_adapter(_s3(plan), plan.names.lora_bucket, args.model, args.adapter)
     if not removed.published:
-        print(f"{args.model}:{args.adapter} was not published; removed the {removed.staged} object(s) an interrupted "
-              "upload of it left in staging (its staged files and its claim on the name)")
+        print(
+            f"{args.model}:{args.adapter} was not published; removed the {removed.staged} object(s) an interrupted "
+            "upload of it left in staging (its staged files and its claim on the name)"
+        )
         return SUCCESS
     days = plan.env.buckets.lora.noncurrent_version_retention_days
-    print(f"deleted {args.model}:{args.adapter} ({removed.published} object(s)); new requests for it get 404, replicas that "
-          f"loaded it drop it when they evict or restart. Recoverable for {days} days from the bucket's "
-          "versions (README: 'Recovering a deleted adapter').")
+    print(
+        f"deleted {args.model}:{args.adapter} ({removed.published} object(s)); new requests for it get 404, replicas that "
+        f"loaded it drop it when they evict or restart. Recoverable for {days} days from the bucket's "
+        "versions (README: 'Recovering a deleted adapter')."
+    )
     return SUCCESS
 
 

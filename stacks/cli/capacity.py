@@ -57,29 +57,55 @@ the environment's counts every pool (min_size included)."""
 
 # The flags that describe a model by hand; an environment's models are planned as written.
 FLAG_DEFAULTS = {
-    "gpu": None, "instance_type": None, "tensor_parallel": 1, "pipeline_parallel": 1, "data_parallel": 1,
-    "expert_parallel": False, "max_model_len": None, "gpu_memory_utilization": 0.9, "dtype": "auto",
-    "kv_cache_dtype": "auto", "quantization": None, "max_num_batched_tokens": None, "max_num_seqs": None,
-    "prompt_tokens": None, "prompt_tokens_p95": None, "output_tokens": None, "output_tokens_p95": None,
+    "gpu": None,
+    "instance_type": None,
+    "tensor_parallel": 1,
+    "pipeline_parallel": 1,
+    "data_parallel": 1,
+    "expert_parallel": False,
+    "max_model_len": None,
+    "gpu_memory_utilization": 0.9,
+    "dtype": "auto",
+    "kv_cache_dtype": "auto",
+    "quantization": None,
+    "max_num_batched_tokens": None,
+    "max_num_seqs": None,
+    "prompt_tokens": None,
+    "prompt_tokens_p95": None,
+    "output_tokens": None,
+    "output_tokens_p95": None,
 }
 
 
 def register(commands) -> None:
     capacity = commands.add_parser(
-        "plan-capacity", help="GPU memory, KV cache and concurrency of a model, as vLLM will report them",
+        "plan-capacity",
+        help="GPU memory, KV cache and concurrency of a model, as vLLM will report them",
         description="GPU memory, KV cache and concurrency of a model, as vLLM will report them.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    capacity.add_argument("--model", metavar="NAME_OR_CONFIG_JSON",
-                          help="a catalog model (Hugging Face id) or a config.json; "
-                               "with --env/--config, the id of one of the environment's models")
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    capacity.add_argument(
+        "--model",
+        metavar="NAME_OR_CONFIG_JSON",
+        help="a catalog model (Hugging Face id) or a config.json; "
+        "with --env/--config, the id of one of the environment's models",
+    )
     capacity.add_argument("--gpu", metavar="GPU", help="A10G, L4, L40S, A100-40G, A100-80G, H100, H200 or B200")
-    capacity.add_argument("--instance-type", metavar="TYPE", help="an EC2 GPU instance type (p5.48xlarge): its GPU, "
-                          "GPUs per node and price")
+    capacity.add_argument(
+        "--instance-type",
+        metavar="TYPE",
+        help="an EC2 GPU instance type (p5.48xlarge): its GPU, GPUs per node and price",
+    )
     capacity.add_argument("--tensor-parallel", type=positive, metavar="N")
     capacity.add_argument("--pipeline-parallel", type=positive, metavar="P")
     capacity.add_argument("--data-parallel", type=int, metavar="D", help="engines per replica (default 1)")
-    capacity.add_argument("--expert-parallel", action="store_true", default=None,
-                          help="mixture-of-experts: spread the experts over data-parallel x tensor-parallel GPUs")
+    capacity.add_argument(
+        "--expert-parallel",
+        action="store_true",
+        default=None,
+        help="mixture-of-experts: spread the experts over data-parallel x tensor-parallel GPUs",
+    )
     capacity.add_argument("--max-model-len", type=positive, metavar="L")
     capacity.add_argument("--gpu-memory-utilization", type=fraction, metavar="U", help="default 0.9")
     capacity.add_argument("--dtype", metavar="D", help="weights: auto, bfloat16, float16, float32")
@@ -88,8 +114,12 @@ def register(commands) -> None:
     capacity.add_argument("--max-num-batched-tokens", type=positive, metavar="T")
     capacity.add_argument("--max-num-seqs", type=positive, metavar="S")
     chat = Workload()
-    capacity.add_argument("--prompt-tokens", type=positive, metavar="N",
-                          help=f"typical prompt length (default {chat.prompt_tokens.typical}, a chat workload)")
+    capacity.add_argument(
+        "--prompt-tokens",
+        type=positive,
+        metavar="N",
+        help=f"typical prompt length (default {chat.prompt_tokens.typical}, a chat workload)",
+    )
     capacity.add_argument("--prompt-tokens-p95", type=positive, metavar="N", help=f"default {chat.prompt_tokens.p95}")
     capacity.add_argument("--output-tokens", type=positive, metavar="N", help=f"default {chat.output_tokens.typical}")
     capacity.add_argument("--output-tokens-p95", type=positive, metavar="N", help=f"default {chat.output_tokens.p95}")
@@ -111,8 +141,11 @@ def _architecture(name: str) -> Architecture:
             raise ConfigError(name, "", f"not a usable config.json ({exc})".replace(f"{name}: ", "")) from None
     arch = find(name)
     if arch is None:
-        raise ConfigError("--model", "", f"{name!r} is not in the catalog (`llmstacks plan-capacity --list`); "
-                                         "pass the model's config.json instead")
+        raise ConfigError(
+            "--model",
+            "",
+            f"{name!r} is not in the catalog (`llmstacks plan-capacity --list`); pass the model's config.json instead",
+        )
     return arch
 
 
@@ -137,14 +170,18 @@ def cmd_plan_capacity(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ from flags
 
+
 def _instance(args: argparse.Namespace) -> InstanceType | None:
     if args.instance_type is None:
         return None
     instance = gpu_instance(args.instance_type)
     if instance is None:
         gpus = sorted(name for name in INSTANCE_TYPES if gpu_instance(name))
-        raise ConfigError("--instance-type", "", f"{args.instance_type!r} is not a GPU instance type of the catalog "
-                                                 f"(e.g. {', '.join(gpus[:4])}, ...)")
+        raise ConfigError(
+            "--instance-type",
+            "",
+            f"{args.instance_type!r} is not a GPU instance type of the catalog (e.g. {', '.join(gpus[:4])}, ...)",
+        )
     return instance
 
 
@@ -158,7 +195,9 @@ def _from_flags(args: argparse.Namespace) -> int:
         if gpu is None:
             raise ConfigError("--gpu", "", f"unknown GPU {args.gpu!r} (known: {', '.join(GPUS)})")
         if instance is not None and instance.gpu.name != gpu.name:
-            raise ConfigError("--gpu", "", f"{gpu.name}, but --instance-type {instance.name} has {instance.gpu.name} GPUs")
+            raise ConfigError(
+                "--gpu", "", f"{gpu.name}, but --instance-type {instance.name} has {instance.gpu.name} GPUs"
+            )
     else:
         gpu = instance.gpu
     if args.dtype not in WEIGHT_DTYPE_BYTES:
@@ -169,16 +208,25 @@ def _from_flags(args: argparse.Namespace) -> int:
     if dp < 1:
         raise ConfigError("--data-parallel", "", f"{dp}: a replica runs at least 1 engine")
     if args.expert_parallel and not arch.experts:
-        raise ConfigError("--expert-parallel", "", f"{arch.hf_id} is not a mixture-of-experts model: it has no experts to spread")
+        raise ConfigError(
+            "--expert-parallel", "", f"{arch.hf_id} is not a mixture-of-experts model: it has no experts to spread"
+        )
     if instance is not None and dp * tp > instance.gpus:
-        raise ConfigError("--data-parallel" if dp > 1 else "--tensor-parallel", "",
-                          f"data_parallel {dp} x tensor_parallel {tp} = {dp * tp} GPUs do not fit one {instance.name} "
-                          f"({instance.gpus} x {instance.gpu.name}): tensor parallelism and a data-parallel gang stay within a node")
+        raise ConfigError(
+            "--data-parallel" if dp > 1 else "--tensor-parallel",
+            "",
+            f"data_parallel {dp} x tensor_parallel {tp} = {dp * tp} GPUs do not fit one {instance.name} "
+            f"({instance.gpus} x {instance.gpu.name}): tensor parallelism and a data-parallel gang stay within a node",
+        )
     if instance is not None and dp * tp * pp > instance.gpus and (dp > 1 or tp != instance.gpus):
         # As pattern multi_node places it: one pipeline stage per whole node.
-        raise ConfigError("--tensor-parallel", "", f"{dp * tp * pp} GPUs per replica span {instance.name} nodes "
-                          f"({instance.gpus} GPUs each): a replica wider than a node runs one pipeline stage per node, "
-                          f"so --tensor-parallel must be {instance.gpus} (and --data-parallel 1)")
+        raise ConfigError(
+            "--tensor-parallel",
+            "",
+            f"{dp * tp * pp} GPUs per replica span {instance.name} nodes "
+            f"({instance.gpus} GPUs each): a replica wider than a node runs one pipeline stage per node, "
+            f"so --tensor-parallel must be {instance.gpus} (and --data-parallel 1)",
+        )
     chat = Workload()
     tokens = {
         "prompt": (args.prompt_tokens or chat.prompt_tokens.typical, args.prompt_tokens_p95 or chat.prompt_tokens.p95),
@@ -187,13 +235,26 @@ def _from_flags(args: argparse.Namespace) -> int:
     for kind, (typical, p95) in tokens.items():
         if typical > p95:
             raise ConfigError(f"--{kind}-tokens", "", f"the typical length is longer than --{kind}-tokens-p95")
-    capacity = plan(arch, gpu, tensor_parallel=tp, pipeline_parallel=pp, max_model_len=args.max_model_len,
-                    gpu_memory_utilization=args.gpu_memory_utilization, dtype=args.dtype,
-                    kv_cache_dtype=args.kv_cache_dtype, quantization=args.quantization,
-                    max_num_batched_tokens=args.max_num_batched_tokens, max_num_seqs=args.max_num_seqs,
-                    expert_parallel=dp * tp if args.expert_parallel else 1)
+    capacity = plan(
+        arch,
+        gpu,
+        tensor_parallel=tp,
+        pipeline_parallel=pp,
+        max_model_len=args.max_model_len,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        dtype=args.dtype,
+        kv_cache_dtype=args.kv_cache_dtype,
+        quantization=args.quantization,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_num_seqs=args.max_num_seqs,
+        expert_parallel=dp * tp if args.expert_parallel else 1,
+    )
     (prompt, prompt_p95), (output, output_p95) = tokens["prompt"], tokens["output"]
-    targets = load_targets(capacity, typical_tokens=prompt + output, p95_tokens=prompt_p95 + output_p95) if capacity.fits else None
+    targets = (
+        load_targets(capacity, typical_tokens=prompt + output, p95_tokens=prompt_p95 + output_p95)
+        if capacity.fits
+        else None
+    )
     replica = _replica(capacity, dp, instance)
     if args.json:
         data = capacity.as_dict()
@@ -210,22 +271,30 @@ def _replica(c: CapacityPlan, dp: int, instance: InstanceType | None) -> dict:
     engine = c.tensor_parallel * c.pipeline_parallel
     nodes = nodes_per_replica(engine * dp, instance.gpus) if instance else None
     return {
-        "data_parallel": dp, "gpus_per_engine": engine, "gpus_per_replica": engine * dp,
+        "data_parallel": dp,
+        "gpus_per_engine": engine,
+        "gpus_per_replica": engine * dp,
         "max_concurrency": round(c.max_concurrency * dp, 3),
-        "instance_type": instance.name if instance else None, "nodes_per_replica": nodes,
+        "instance_type": instance.name if instance else None,
+        "nodes_per_replica": nodes,
         "cost_per_hour": round(nodes * instance.price_per_hour, 4) if instance else None,
     }
 
 
 def _targets(t: LoadTargets) -> dict:
-    return {"target_ongoing_requests": t.target_ongoing_requests, "max_ongoing_requests": t.max_ongoing_requests,
-            "reasoning": t.reasoning}
+    return {
+        "target_ongoing_requests": t.target_ongoing_requests,
+        "max_ongoing_requests": t.max_ongoing_requests,
+        "reasoning": t.reasoning,
+    }
 
 
 def _shape(c: CapacityPlan, dp: int) -> str:
     shape = f"tp {c.tensor_parallel} x pp {c.pipeline_parallel}"
     if dp > 1:
-        shape = f"dp {dp} x tp {c.tensor_parallel}" + (f" x pp {c.pipeline_parallel}" if c.pipeline_parallel > 1 else "")
+        shape = f"dp {dp} x tp {c.tensor_parallel}" + (
+            f" x pp {c.pipeline_parallel}" if c.pipeline_parallel > 1 else ""
+        )
     if c.expert_parallel > 1:
         shape += f", experts over {c.expert_parallel} GPUs"
     return shape
@@ -240,13 +309,17 @@ def _report(arch: Architecture, c: CapacityPlan, targets: LoadTargets | None, re
         *(f"  note: {note}" for note in c.notes),
     ]
     if replica["instance_type"]:
-        lines.append(f"  replica: {replica['gpus_per_replica']} GPUs on {replica['nodes_per_replica']} x "
-                     f"{replica['instance_type']}, ${replica['cost_per_hour']:,.2f}/h on demand")
+        lines.append(
+            f"  replica: {replica['gpus_per_replica']} GPUs on {replica['nodes_per_replica']} x "
+            f"{replica['instance_type']}, ${replica['cost_per_hour']:,.2f}/h on demand"
+        )
     if c.fits:
         lines.append("  fits")
         if targets is not None:
-            lines.append(f"  load targets: target_ongoing_requests {targets.target_ongoing_requests:g}, "
-                         f"max_ongoing_requests {targets.max_ongoing_requests}: {targets.reasoning}")
+            lines.append(
+                f"  load targets: target_ongoing_requests {targets.target_ongoing_requests:g}, "
+                f"max_ongoing_requests {targets.max_ongoing_requests}: {targets.reasoning}"
+            )
     else:
         lines += [f"  does not fit: {c.problems[0]}", f"  options: {options(arch, GPUS[c.gpu], c)}"]
     return "\n".join(lines)
@@ -261,26 +334,36 @@ def _engine_lines(c: CapacityPlan, dp: int, indent: str = "  ") -> list[str]:
         f"{indent}KV cache: {c.kv_bytes_per_token:,} bytes per token per GPU, {c.kv_cache_tokens:,} tokens"
         + (" per engine" if dp > 1 else ""),
         f"{indent}maximum concurrency for {c.max_model_len:,} tokens per request: {c.max_concurrency:.2f}x"
-        + (" per engine" if dp > 1 else "") + per_replica,
+        + (" per engine" if dp > 1 else "")
+        + per_replica,
     ]
 
 
 # ------------------------------------------------------------------ from an environment
+
 
 def _environment(args: argparse.Namespace) -> int:
     if args.env and args.config:
         raise ConfigError("--env", "", "give --env or --config, not both")
     given = [_flag(name) for name in FLAG_DEFAULTS if getattr(args, name) is not None]
     if given:
-        raise ConfigError(given[0], "", "describes a model by hand; an environment's models are planned as written "
-                                        "(drop it, or drop --env/--config)")
+        raise ConfigError(
+            given[0],
+            "",
+            "describes a model by hand; an environment's models are planned as written "
+            "(drop it, or drop --env/--config)",
+        )
     env_plan = plan_file(environment_file(args))
     models = list(env_plan.models)
     if args.model:
         models = [m for m in models if m.id == args.model]
         if not models:
-            raise ConfigError("--model", "", f"{args.model!r} is not a model of {env_plan.source} "
-                                             f"(its models: {', '.join(m.id for m in env_plan.models) or 'none'})")
+            raise ConfigError(
+                "--model",
+                "",
+                f"{args.model!r} is not a model of {env_plan.source} "
+                f"(its models: {', '.join(m.id for m in env_plan.models) or 'none'})",
+            )
     if args.json:
         print(json.dumps(_environment_json(env_plan, models), indent=2))
     else:
@@ -290,10 +373,14 @@ def _environment(args: argparse.Namespace) -> int:
 
 def _part_json(part: PartPlan) -> dict:
     return {
-        "role": part.role, "field": part.field, "node_pool": part.pool.name,
-        "instance_type": part.pool.config.instance_types[0], "shape": part.shape,
+        "role": part.role,
+        "field": part.field,
+        "node_pool": part.pool.name,
+        "instance_type": part.pool.config.instance_types[0],
+        "shape": part.shape,
         "replicas": {"min": part.replicas.min, "max": part.replicas.max},
-        "gpus_per_engine": part.gpus_per_engine, "gpus_per_replica": part.gpus_per_replica,
+        "gpus_per_engine": part.gpus_per_engine,
+        "gpus_per_replica": part.gpus_per_replica,
         "nodes_per_replica": part.nodes_per_replica,
         "max_concurrency_per_replica": round(part.capacity.max_concurrency * part.deployment.data_parallel_size, 3),
         "cost_per_hour": {at: round(part.cost_per_hour(at), 4) for at in ("min", "max")},
@@ -304,11 +391,19 @@ def _part_json(part: PartPlan) -> dict:
 
 def _environment_json(env_plan: EnvironmentPlan, models: list[ModelPlan]) -> dict:
     return {
-        "environment": env_plan.env.name, "source": env_plan.source,
+        "environment": env_plan.env.name,
+        "source": env_plan.source,
         "cost_per_hour": {at: round(env_plan.cost_per_hour(at), 4) for at in ("min", "max")},
-        "models": [{"id": m.id, "pattern": m.pattern, "architecture": m.architecture.hf_id,
-                    "max_model_len": m.config.max_model_len, "parts": [_part_json(p) for p in m.parts]}
-                   for m in models],
+        "models": [
+            {
+                "id": m.id,
+                "pattern": m.pattern,
+                "architecture": m.architecture.hf_id,
+                "max_model_len": m.config.max_model_len,
+                "parts": [_part_json(p) for p in m.parts],
+            }
+            for m in models
+        ],
     }
 
 
@@ -332,7 +427,9 @@ def _environment_report(env_plan: EnvironmentPlan, models: list[ModelPlan], ever
                 "(the nodes its replicas take)",
             ]
     if every:
-        lines.append(f"GPU cost: ${env_plan.cost_per_hour('min'):,.2f}/h at min replicas, "
-                     f"${env_plan.cost_per_hour('max'):,.2f}/h at max (every pool, min_size included; on-demand, "
-                     f"us-east-1 prices of {PRICES_AS_OF})")
+        lines.append(
+            f"GPU cost: ${env_plan.cost_per_hour('min'):,.2f}/h at min replicas, "
+            f"${env_plan.cost_per_hour('max'):,.2f}/h at max (every pool, min_size included; on-demand, "
+            f"us-east-1 prices of {PRICES_AS_OF})"
+        )
     return "\n".join(lines)

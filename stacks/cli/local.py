@@ -13,19 +13,25 @@ from stacks.planning.plan import plan_file
 
 
 def register(commands) -> None:
-    local = commands.add_parser("deploy-local", help="apply an environment with real Terraform against a local AWS "
-                                                     "emulator (moto); no AWS account needed")
+    local = commands.add_parser(
+        "deploy-local",
+        help="apply an environment with real Terraform against a local AWS emulator (moto); no AWS account needed",
+    )
     add_environment(local)
-    local.add_argument("--workdir", default=".llmstacks-local", metavar="DIR",
-                       help="where the synthesized stack and Terraform's files go (default: .llmstacks-local/<env>)")
+    local.add_argument(
+        "--workdir",
+        default=".llmstacks-local",
+        metavar="DIR",
+        help="where the synthesized stack and Terraform's files go (default: .llmstacks-local/<env>)",
+    )
     local.add_argument("--keep", action="store_true", help="keep the emulator running until interrupted, to explore it")
     local.set_defaults(func=cmd_deploy_local)
 
 
 def cmd_deploy_local(args: argparse.Namespace) -> int:
-    from stacks.emulator.deploy import LocalDeployment  # noqa: PLC0415
-    from stacks.emulator.terraform import find_mirror, terraform_binary  # noqa: PLC0415
-    from stacks.synth.run import synthesize  # noqa: PLC0415  (loads cdktf: only for good input)
+    from stacks.emulator.deploy import LocalDeployment
+    from stacks.emulator.terraform import find_mirror, terraform_binary
+    from stacks.synth.run import synthesize
 
     plan = plan_file(environment_file(args))
     terraform_binary(), find_mirror()  # what is missing is said before anything is synthesized
@@ -35,8 +41,10 @@ def cmd_deploy_local(args: argparse.Namespace) -> int:
     result = synthesize([plan], workdir / "cdktf.out", replace_all=True)
     deployment = LocalDeployment.start(plan, result.stack_files[plan.env.name], workdir / "terraform")
     try:
-        print(f"applying {plan.env.name} against the local AWS at {deployment.emulator.endpoint}, which differs from "
-              "what you deploy in:")
+        print(
+            f"applying {plan.env.name} against the local AWS at {deployment.emulator.endpoint}, which differs from "
+            "what you deploy in:"
+        )
         for difference in deployment.differences:
             print(f"  - {difference.what}: {difference.why}")
         outputs = deployment.apply()

@@ -17,10 +17,16 @@ def register(commands) -> None:
     add_selection(synth)
     synth.set_defaults(func=cmd_synth)
 
-    check = commands.add_parser("check", help="synthesize, then run the policy gate (checkov + our policies) on stacks and specs")
+    check = commands.add_parser(
+        "check", help="synthesize, then run the policy gate (checkov + our policies) on stacks and specs"
+    )
     add_selection(check)
     check.add_argument("--report-dir", metavar="DIR", help="where JSON and SARIF results go (default: <outdir>/policy)")
-    check.add_argument("--baseline", metavar="PATH", help="the project's baseline of skipped checks, added to the kit's (default: policies/baseline.yaml)")
+    check.add_argument(
+        "--baseline",
+        metavar="PATH",
+        help="the project's baseline of skipped checks, added to the kit's (default: policies/baseline.yaml)",
+    )
     check.set_defaults(func=cmd_check)
 
 
@@ -31,8 +37,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def synth(args: argparse.Namespace, selection: tuple[list[Path], bool] | None = None) -> list[EnvironmentPlan]:
     """Plan the selected environments (no cdktf yet: bad input fails fast), synthesize, print the summaries."""
-    from stacks.synth.run import synthesize  # noqa: PLC0415  (loads cdktf: only for good input)
-    from stacks.synth.summary import summarize, summarize_platform  # noqa: PLC0415
+    from stacks.synth.run import synthesize
+    from stacks.synth.summary import summarize, summarize_platform
 
     paths, everything = selection or selected_files(args)
     plans = plan_files(paths)
@@ -44,13 +50,15 @@ def synth(args: argparse.Namespace, selection: tuple[list[Path], bool] | None = 
     for plan in plans:
         print(summarize(plan, result.stack_files[plan.names.stack]))
         print(summarize_platform(plan, result.stack_files[plan.names.platform_stack]))
-    print(f"synthesized {len(plans)} environment(s), {len(result.stack_files)} stacks and their service specs into "
-          f"{outdir} (specs checked: {', '.join(result.validators)})")
+    print(
+        f"synthesized {len(plans)} environment(s), {len(result.stack_files)} stacks and their service specs into "
+        f"{outdir} (specs checked: {', '.join(result.validators)})"
+    )
     return plans
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from policies.gate import find_checkov, load_baselines, project_policies, run_gate  # noqa: PLC0415
+    from policies.gate import find_checkov, load_baselines, project_policies, run_gate
 
     selection = selected_files(args)  # outside a project: that one line, before anything else
     project = locate_project()
@@ -59,7 +67,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     load_baselines(list(baselines))  # a bad baseline or a missing checkov stops the gate before synth
     checkov = find_checkov(root)
     plans = synth(args, selection)
-    report = run_gate(output_dir(args), [p.env.name for p in plans], Path(args.report_dir) if args.report_dir else None,
-                      baselines=baselines, checkov=checkov, team_checks=team_checks)
+    report = run_gate(
+        output_dir(args),
+        [p.env.name for p in plans],
+        Path(args.report_dir) if args.report_dir else None,
+        baselines=baselines,
+        checkov=checkov,
+        team_checks=team_checks,
+    )
     print(report.summary())
     return SUCCESS if report.ok else CHECK_FAILED

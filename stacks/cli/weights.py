@@ -29,9 +29,14 @@ def register(commands) -> None:
     upload = commands.add_parser("upload-model", help="publish a model directory as a snapshot in the weights bucket")
     add_environment(upload)
     upload.add_argument("--model", required=True, metavar="ID", help="the model's id (as in the environment file)")
-    upload.add_argument("--from", required=True, metavar="DIR", help="the model directory (config.json, *.safetensors, tokenizer)")
-    upload.add_argument("--trust-remote-code", action="store_true",
-                        help="publish a model that ships Python code (*.py, auto_map); its trust_remote_code must be true too")
+    upload.add_argument(
+        "--from", required=True, metavar="DIR", help="the model directory (config.json, *.safetensors, tokenizer)"
+    )
+    upload.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="publish a model that ships Python code (*.py, auto_map); its trust_remote_code must be true too",
+    )
     upload.set_defaults(func=cmd_upload_model)
 
     verify = commands.add_parser("verify-model", help="check a published snapshot against its manifest, both ways")
@@ -41,13 +46,17 @@ def register(commands) -> None:
     verify.add_argument("--deep", action="store_true", help="re-read every byte instead of comparing S3's checksums")
     verify.set_defaults(func=cmd_verify_model)
 
-    listing = commands.add_parser("list-models", help="list each model's snapshots in the weights bucket and who pins them")
+    listing = commands.add_parser(
+        "list-models", help="list each model's snapshots in the weights bucket and who pins them"
+    )
     add_environment(listing)
     listing.add_argument("--model", metavar="ID", help="only this model")
     listing.add_argument("--json", action="store_true", help="one JSON array, for tools")
     listing.set_defaults(func=cmd_list_models)
 
-    delete = commands.add_parser("delete-snapshot", help="remove a snapshot no environment pins (recoverable through bucket versioning)")
+    delete = commands.add_parser(
+        "delete-snapshot", help="remove a snapshot no environment pins (recoverable through bucket versioning)"
+    )
     add_environment(delete)
     delete.add_argument("--model", required=True, metavar="ID")
     which = delete.add_mutually_exclusive_group(required=True)
@@ -78,47 +87,62 @@ def _target(args: argparse.Namespace, model_id: str | None = None) -> Target:
     index = next((i for i, m in enumerate(env.models) if m.id == model_id), None)
     model = env.models[index] if index is not None else None
     if model is not None and model.weights.source != "bucket":
-        raise ConfigError(source, "--model", f"{model_id!r} takes its weights from {model.weights.source}, not the weights bucket")
+        raise ConfigError(
+            source, "--model", f"{model_id!r} takes its weights from {model.weights.source}, not the weights bucket"
+        )
     return Target(env, source, Names(env).weights_bucket, model, index)
 
 
 def _s3(target: Target):
-    from stacks.publishing.aws import s3_client  # noqa: PLC0415
+    from stacks.publishing.aws import s3_client
 
     return s3_client(target.env.aws.region)
 
 
 def _pins(args: argparse.Namespace, target: Target):
     """What every environment file pins in this environment's bucket."""
-    from stacks.publishing.pins import environment_pins  # noqa: PLC0415
+    from stacks.publishing.pins import environment_pins
 
     files = [*environment_files(environments_dir(args)), target.source]
     return [p for p in environment_pins(files) if p.bucket == target.bucket]
 
 
 def _snapshot_arg(target: Target, snapshot: str) -> str:
-    import re  # noqa: PLC0415
+    import re
 
     if not re.fullmatch(SNAPSHOT_PATTERN, snapshot):
-        raise ConfigError(target.source, "--snapshot", f"{quoted(snapshot)} is not a snapshot id (16 hex digits, as upload-model prints)")
+        raise ConfigError(
+            target.source,
+            "--snapshot",
+            f"{quoted(snapshot)} is not a snapshot id (16 hex digits, as upload-model prints)",
+        )
     return snapshot
 
 
 def cmd_upload_model(args: argparse.Namespace) -> int:
-    from stacks.publishing.aws import transfer_config  # noqa: PLC0415
-    from stacks.publishing.files import Progress  # noqa: PLC0415
-    from stacks.publishing.models import ALREADY, RemoteCode, upload_model  # noqa: PLC0415
-    from stacks.publishing.scan import local_files  # noqa: PLC0415
+    from stacks.publishing.aws import transfer_config
+    from stacks.publishing.files import Progress
+    from stacks.publishing.models import ALREADY, RemoteCode, upload_model
+    from stacks.publishing.scan import local_files
 
     target = _target(args, args.model)
     pins = [p for p in _pins(args, target) if p.model_id == args.model]
     directory = Path(getattr(args, "from"))
     where = f"{target.source}: models[{target.index}]" if target.model else f"{target.source} (add the model to it)"
-    remote_code = RemoteCode(flag=args.trust_remote_code, configured=bool(target.model and target.model.trust_remote_code),
-                             where=where)
+    remote_code = RemoteCode(
+        flag=args.trust_remote_code, configured=bool(target.model and target.model.trust_remote_code), where=where
+    )
     progress = Progress(sum(f.size for f in local_files(directory)))
-    report = upload_model(_s3(target), target.bucket, args.model, directory, remote_code=remote_code,
-                          transfer_config=transfer_config(), progress=progress, pinned={p.snapshot for p in pins})
+    report = upload_model(
+        _s3(target),
+        target.bucket,
+        args.model,
+        directory,
+        remote_code=remote_code,
+        transfer_config=transfer_config(),
+        progress=progress,
+        pinned={p.snapshot for p in pins},
+    )
     progress.close()
     uri = f"s3://{target.bucket}/{report.prefix}"
     size = f"{_count(report.files, 'file')}, {size_text(report.size)}"
@@ -127,8 +151,10 @@ def cmd_upload_model(args: argparse.Namespace) -> int:
     else:
         removed = f", {_count(len(report.removed), 'object')} not in the manifest removed" if report.removed else ""
         copied = f"{len(report.copied)} copied from earlier snapshots, " if report.copied else ""
-        print(f"{report.outcome} {args.model} snapshot {report.snapshot} at {uri} ({size}: {len(report.uploaded)} uploaded, "
-              f"{copied}{len(report.skipped)} already there{removed})")
+        print(
+            f"{report.outcome} {args.model} snapshot {report.snapshot} at {uri} ({size}: {len(report.uploaded)} uploaded, "
+            f"{copied}{len(report.skipped)} already there{removed})"
+        )
     field = f"models[{target.index}].weights.snapshot" if target.model else "weights.snapshot"
     print(f"pin it: {field}: {report.snapshot}")
     holders = [p.environment for p in pins if p.snapshot == report.snapshot]
@@ -136,15 +162,19 @@ def cmd_upload_model(args: argparse.Namespace) -> int:
     if holders:
         print(f"pinned by {', '.join(sorted(set(holders)))}")
     elif days:
-        print(f"until an environment pins it and `llmstacks pin` runs (the deploy workflow does), it expires {days} days after upload")
+        print(
+            f"until an environment pins it and `llmstacks pin` runs (the deploy workflow does), it expires {days} days after upload"
+        )
     if report.legacy_objects:
-        print(f"models/{args.model}/ still holds an upload in the old layout ({_count(report.legacy_objects, 'object')}); "
-              "`llmstacks delete-snapshot --legacy` removes it once no environment serves it")
+        print(
+            f"models/{args.model}/ still holds an upload in the old layout ({_count(report.legacy_objects, 'object')}); "
+            "`llmstacks delete-snapshot --legacy` removes it once no environment serves it"
+        )
     return SUCCESS
 
 
 def cmd_verify_model(args: argparse.Namespace) -> int:
-    from stacks.publishing.snapshots import legacy_objects, old_layout, snapshots_in, verify_snapshot  # noqa: PLC0415
+    from stacks.publishing.snapshots import legacy_objects, old_layout, snapshots_in, verify_snapshot
 
     target = _target(args, args.model)
     s3 = _s3(target)
@@ -153,20 +183,28 @@ def cmd_verify_model(args: argparse.Namespace) -> int:
         if found := snapshots_in(s3, target.bucket, args.model):
             pinned = target.model.weights.snapshot if target.model else None
             hint = f"; {target.env.name} pins {pinned}" if pinned else ""
-            raise ConfigError(target.source, "--snapshot", f"required: models/{args.model}/ holds snapshots "
-                              f"({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}){hint}")
+            raise ConfigError(
+                target.source,
+                "--snapshot",
+                f"required: models/{args.model}/ holds snapshots "
+                f"({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}){hint}",
+            )
         if legacy_objects(s3, target.bucket, args.model):
             raise ArtifactError(old_layout(args.model))
-        raise ArtifactError(f"model {args.model!r} is not published in s3://{target.bucket}/models/{args.model}/ (no snapshots)")
+        raise ArtifactError(
+            f"model {args.model!r} is not published in s3://{target.bucket}/models/{args.model}/ (no snapshots)"
+        )
     problems = verify_snapshot(s3, target.bucket, args.model, snapshot, deep=args.deep)
     for problem in problems:
         print(problem)
-    print(f"{args.model} snapshot {snapshot}: {'OK' if not problems else f'{len(problems)} problem(s): it differs from its manifest'}")
+    print(
+        f"{args.model} snapshot {snapshot}: {'OK' if not problems else f'{len(problems)} problem(s): it differs from its manifest'}"
+    )
     return SUCCESS if not problems else CHECK_FAILED
 
 
 def cmd_list_models(args: argparse.Namespace) -> int:
-    from stacks.publishing.snapshots import model_folders  # noqa: PLC0415
+    from stacks.publishing.snapshots import model_folders
 
     target = _target(args, args.model)
     pins = _pins(args, target)
@@ -181,13 +219,30 @@ def cmd_list_models(args: argparse.Namespace) -> int:
     rows = [("MODEL", "SNAPSHOT", "SIZE", "DATE", "PINNED BY", "STATE")]
     for m in models:
         for s in m["snapshots"]:
-            rows.append((m["model"], s["snapshot"], size_text(s["bytes"]) if s["bytes"] is not None else "-",
-                         s["date"][:16].replace("T", " ") if s["date"] else "-", ", ".join(s["pinned_by"]) or "-", STATES[s["state"]]))
+            rows.append(
+                (
+                    m["model"],
+                    s["snapshot"],
+                    size_text(s["bytes"]) if s["bytes"] is not None else "-",
+                    s["date"][:16].replace("T", " ") if s["date"] else "-",
+                    ", ".join(s["pinned_by"]) or "-",
+                    STATES[s["state"]],
+                )
+            )
         if old := m["old_layout"]:
-            rows.append((m["model"], "(old layout)", size_text(old["bytes"]), "-", ", ".join(old["served_by"]) or "-", STATES["old"]))
+            rows.append(
+                (
+                    m["model"],
+                    "(old layout)",
+                    size_text(old["bytes"]),
+                    "-",
+                    ", ".join(old["served_by"]) or "-",
+                    STATES["old"],
+                )
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5])
+        print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
     return SUCCESS
 
 
@@ -206,15 +261,37 @@ def _listing(target: Target, folders, pins) -> list[dict]:
     for model_id in sorted(set(by_model) | {p.model_id for p in pins}):
         folder = by_model.get(model_id)
         found = {s.id: s for s in folder.snapshots} if folder else {}
-        rows = [{"snapshot": s.id, "state": "complete" if s.complete else "incomplete", "bytes": s.size, "objects": s.objects,
-                 "date": s.date.isoformat(), "pinned_by": _names(pins, model_id, s.id),
-                 "uri": f"s3://{target.bucket}/{snapshot_prefix(model_id, s.id)}"} for s in found.values()]
-        rows += [{"snapshot": snap, "state": "missing", "bytes": None, "objects": 0, "date": None,
-                  "pinned_by": _names(pins, model_id, snap), "uri": f"s3://{target.bucket}/{snapshot_prefix(model_id, snap)}"}
-                 for snap in sorted({p.snapshot for p in pins if p.model_id == model_id and p.snapshot} - set(found))]
+        rows = [
+            {
+                "snapshot": s.id,
+                "state": "complete" if s.complete else "incomplete",
+                "bytes": s.size,
+                "objects": s.objects,
+                "date": s.date.isoformat(),
+                "pinned_by": _names(pins, model_id, s.id),
+                "uri": f"s3://{target.bucket}/{snapshot_prefix(model_id, s.id)}",
+            }
+            for s in found.values()
+        ]
+        rows += [
+            {
+                "snapshot": snap,
+                "state": "missing",
+                "bytes": None,
+                "objects": 0,
+                "date": None,
+                "pinned_by": _names(pins, model_id, snap),
+                "uri": f"s3://{target.bucket}/{snapshot_prefix(model_id, snap)}",
+            }
+            for snap in sorted({p.snapshot for p in pins if p.model_id == model_id and p.snapshot} - set(found))
+        ]
         old = None
         if folder and folder.legacy_objects:
-            old = {"objects": folder.legacy_objects, "bytes": folder.legacy_size, "served_by": _names(pins, model_id, None)}
+            old = {
+                "objects": folder.legacy_objects,
+                "bytes": folder.legacy_size,
+                "served_by": _names(pins, model_id, None),
+            }
         out.append({"model": model_id, "snapshots": rows, "old_layout": old})
     return out
 
@@ -224,28 +301,37 @@ def _names(pins, model_id: str, snapshot: str | None) -> list[str]:
 
 
 def cmd_delete_snapshot(args: argparse.Namespace) -> int:
-    from stacks.publishing.pins import pins_of  # noqa: PLC0415
-    from stacks.publishing.snapshots import delete_legacy, delete_snapshot  # noqa: PLC0415
+    from stacks.publishing.pins import pins_of
+    from stacks.publishing.snapshots import delete_legacy, delete_snapshot
 
     target = _target(args, args.model)
     snapshot = None if args.legacy else _snapshot_arg(target, args.snapshot)
     what = f"snapshot {snapshot} of {args.model}" if snapshot else f"the old layout of {args.model}"
     if holders := pins_of(_pins(args, target), target.bucket, args.model, snapshot):
         pin = holders[0]
-        serves = (f"pinned by {pin.environment} ({pin.source}: {pin.field})" if snapshot else
-                  f"still served by {pin.environment} ({pin.source}: models[{pin.index}] has bucket weights without a snapshot)")
+        serves = (
+            f"pinned by {pin.environment} ({pin.source}: {pin.field})"
+            if snapshot
+            else f"still served by {pin.environment} ({pin.source}: models[{pin.index}] has bucket weights without a snapshot)"
+        )
         raise ArtifactError(f"{what} is {serves}; nothing deleted: pin another snapshot there first")
     s3 = _s3(target)
-    deleted = delete_snapshot(s3, target.bucket, args.model, snapshot) if snapshot else delete_legacy(s3, target.bucket, args.model)
+    deleted = (
+        delete_snapshot(s3, target.bucket, args.model, snapshot)
+        if snapshot
+        else delete_legacy(s3, target.bucket, args.model)
+    )
     days = target.env.buckets.weights.noncurrent_version_retention_days
-    print(f"deleted {what} ({_count(deleted.objects, 'object')}, {size_text(deleted.size)}) from s3://{target.bucket}/, its manifest first. "
-          f"Recoverable for {days} days (buckets.weights.noncurrent_version_retention_days): the versioned bucket keeps each "
-          "object behind a delete marker; remove the markers, manifest.json last, to restore it")
+    print(
+        f"deleted {what} ({_count(deleted.objects, 'object')}, {size_text(deleted.size)}) from s3://{target.bucket}/, its manifest first. "
+        f"Recoverable for {days} days (buckets.weights.noncurrent_version_retention_days): the versioned bucket keeps each "
+        "object behind a delete marker; remove the markers, manifest.json last, to restore it"
+    )
     return SUCCESS
 
 
 def cmd_pin(args: argparse.Namespace) -> int:
-    from stacks.publishing.pins import environment_pins, pin_snapshots  # noqa: PLC0415
+    from stacks.publishing.pins import environment_pins, pin_snapshots
 
     target = _target(args)
     pins = environment_pins([target.source])
@@ -254,8 +340,10 @@ def cmd_pin(args: argparse.Namespace) -> int:
         return SUCCESS
     done = pin_snapshots(_s3(target), pins)
     for pin, objects in done:
-        print(f"pinned {pin.model_id} snapshot {pin.snapshot} in s3://{pin.bucket}/ ({pin.field}): verified, "
-              f"{_count(objects, 'object')} untagged, so it never expires")
+        print(
+            f"pinned {pin.model_id} snapshot {pin.snapshot} in s3://{pin.bucket}/ ({pin.field}): verified, "
+            f"{_count(objects, 'object')} untagged, so it never expires"
+        )
     return SUCCESS
 
 

@@ -10,7 +10,8 @@ from pydantic import AfterValidator, BeforeValidator, Field
 # Strict is the app contract's base: the file's values are checked by the same regex engine as the
 # app's args they become, so nothing the file passes can fail the app's check at synth. `rule` makes a
 # field validator of an `infra.rules` (or `app.spec`) function.
-from app.spec import HF_ID_PATTERN, MODEL_ID_PATTERN, SERVER_CLS_PATTERN, Strict, rule
+from app.spec import HF_ID_PATTERN, MODEL_ID_PATTERN, SERVER_CLS_PATTERN, rule
+from app.spec import Strict as Strict  # the schema's base is the contract's (re-exported)
 from infra import rules
 
 # Kubernetes-safe DNS label; also safe in S3 keys, IAM names and Ray model ids.

@@ -35,9 +35,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {quoted(key)}", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {quoted(key)}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -52,17 +50,21 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         if problem := yaml_shape_problem(text, _UniqueKeyLoader):
             raise ConfigError(path, "", problem)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(path, "", f"invalid YAML{at}: {exc.problem or exc.context}") from None
     except yaml.reader.ReaderError as exc:
-        raise ConfigError(path, "", f"invalid YAML: character {exc.character!r} at position {exc.position} is not allowed") from None
+        raise ConfigError(
+            path, "", f"invalid YAML: character {exc.character!r} at position {exc.position} is not allowed"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(path, "", f"invalid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
-        raise ConfigError(path, "", "the file is empty; expected a mapping with name, aws, state, cluster, node_pools, writer")
+        raise ConfigError(
+            path, "", "the file is empty; expected a mapping with name, aws, state, cluster, node_pools, writer"
+        )
     if not isinstance(data, dict):
         raise ConfigError(path, "", f"expected a mapping at the top level, found a {_yaml_type(data)}")
     return data
@@ -149,7 +151,11 @@ def _message(error: dict[str, Any]) -> str:
         return f"expected a list, found a {_yaml_type(error['input'])}"
     if kind == "dict_type":
         return f"expected a mapping, found a {_yaml_type(error['input'])}"
-    return f"{msg} (got {quoted(error['input'])})" if "input" in error and not isinstance(error["input"], (dict, list)) else msg
+    return (
+        f"{msg} (got {quoted(error['input'])})"
+        if "input" in error and not isinstance(error["input"], (dict, list))
+        else msg
+    )
 
 
 def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
@@ -187,4 +193,6 @@ def _is_model(value: Any) -> bool:
 
 
 def _yaml_type(value: Any) -> str:
-    return {dict: "mapping", list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), type(value).__name__)
+    return {dict: "mapping", list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(value), type(value).__name__
+    )

@@ -23,7 +23,17 @@ from app.spec import (
     weights_source_problem,
 )
 from infra import rules
-from stacks.config.fields import ENGINE_KEY_PATTERN, MAX_FREE_KEYS, ROUTING_PATTERN, JsonLike, Name, Strict, Text, max_items, rule
+from stacks.config.fields import (
+    ENGINE_KEY_PATTERN,
+    MAX_FREE_KEYS,
+    ROUTING_PATTERN,
+    JsonLike,
+    Name,
+    Strict,
+    Text,
+    max_items,
+    rule,
+)
 
 # The request routers offered by name; any other router is named "module:Class".
 ROUTING_POLICIES = ("prefix_aware", "power_of_two")
@@ -54,7 +64,9 @@ class Weights(Strict):
         if self.source == "huggingface" and self.snapshot is not None:
             raise ValueError("snapshot names a published upload in the weights bucket; Hugging Face weights have none")
         if self.source == "huggingface" and self.load == "stream":
-            raise ValueError("load 'stream' reads the weights bucket; Hugging Face weights are downloaded (load: download)")
+            raise ValueError(
+                "load 'stream' reads the weights bucket; Hugging Face weights are downloaded (load: download)"
+            )
         if self.stream_concurrency is not None and self.load_mode != "stream":
             raise ValueError("stream_concurrency applies only to streamed weights (load: stream)")
         return self
@@ -98,11 +110,28 @@ class EngineKwargs(BaseModel):
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | None = None
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] | None = None
     # vLLM 0.29's CacheDType.
-    kv_cache_dtype: Literal[
-        "auto", "float16", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla", "turboquant_k8v4",
-        "turboquant_4bit_nc", "turboquant_k3v4_nc", "turboquant_3bit_nc", "int4_per_token_head",
-        "int8_per_token_head", "fp8_per_token_head", "nvfp4", "nvfp4_4over6",
-    ] | None = None
+    kv_cache_dtype: (
+        Literal[
+            "auto",
+            "float16",
+            "bfloat16",
+            "fp8",
+            "fp8_e4m3",
+            "fp8_e5m2",
+            "fp8_inc",
+            "fp8_ds_mla",
+            "turboquant_k8v4",
+            "turboquant_4bit_nc",
+            "turboquant_k3v4_nc",
+            "turboquant_3bit_nc",
+            "int4_per_token_head",
+            "int8_per_token_head",
+            "fp8_per_token_head",
+            "nvfp4",
+            "nvfp4_4over6",
+        ]
+        | None
+    ) = None
     quantization: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     max_num_batched_tokens: Annotated[int, Field(ge=1)] | None = None
     max_num_seqs: Annotated[int, Field(ge=1)] | None = None
@@ -188,9 +217,11 @@ class Routing(Strict):
         if self.kwargs and self.policy in ROUTING_POLICIES:
             raise ValueError(f"kwargs are for a router class of your own; {self.policy} has typed settings")
         if self.policy.rpartition(":")[2] == "KVAwareRouter":
-            raise ValueError("Ray 2.60's KVAwareRouter routes only in direct-streaming mode (one model per app, "
-                             "HAProxy, the ai-dynamo package); behind this app's shared ingress it picks replicas "
-                             "at random: use prefix_aware")
+            raise ValueError(
+                "Ray 2.60's KVAwareRouter routes only in direct-streaming mode (one model per app, "
+                "HAProxy, the ai-dynamo package); behind this app's shared ingress it picks replicas "
+                "at random: use prefix_aware"
+            )
         return self
 
 
@@ -299,30 +330,42 @@ class Model(Strict):
         pattern = self.pattern
         if pattern == "disaggregated":
             if stray := [f for f in (*DEPLOYMENT_FIELDS, "data_parallel_size") if f in written]:
-                return stray[0], "a disaggregated model sets its pool, parallelism and replicas per part, under prefill and decode"
+                return stray[
+                    0
+                ], "a disaggregated model sets its pool, parallelism and replicas per part, under prefill and decode"
             if self.prefill is None or self.decode is None:
                 return ("decode" if self.prefill else "prefill"), "pattern disaggregated needs both prefill and decode"
         # A prefill or decode part stands for the contract's prefill part, kv_transfer for its connector.
-        if problem := pattern_problem(pattern, data_parallel_size=self.data_parallel_size,
-                                      pipeline_parallel_size=self.pipeline_parallel_size,
-                                      expert_parallel=bool(self.expert_parallel) or self.uses_expert_parallel,
-                                      has_prefill=self.prefill is not None or self.decode is not None,
-                                      has_kv_connector=self.kv_transfer is not None or self.connector is not None):
+        if problem := pattern_problem(
+            pattern,
+            data_parallel_size=self.data_parallel_size,
+            pipeline_parallel_size=self.pipeline_parallel_size,
+            expert_parallel=bool(self.expert_parallel) or self.uses_expert_parallel,
+            has_prefill=self.prefill is not None or self.decode is not None,
+            has_kv_connector=self.kv_transfer is not None or self.connector is not None,
+        ):
             field, why = problem
-            return {"prefill": "prefill" if self.prefill else "decode", "kv_connector": "kv_transfer"}.get(field, field), why
+            return {"prefill": "prefill" if self.prefill else "decode", "kv_connector": "kv_transfer"}.get(
+                field, field
+            ), why
         if pattern != "disaggregated" and self.node_pool is None:
             return "node_pool", "required: the GPU node pool the model runs on"
         if self.weights.hf_token_secret and pattern in ("data_parallel", "disaggregated"):
-            return "weights.hf_token_secret", (f"gated Hugging Face weights are served by app.gated_server, a standard "
-                                               f"server; pattern {pattern} runs Ray's own servers: publish the weights "
-                                               "to the bucket (llmstacks upload-model)")
+            return "weights.hf_token_secret", (
+                f"gated Hugging Face weights are served by app.gated_server, a standard "
+                f"server; pattern {pattern} runs Ray's own servers: publish the weights "
+                "to the bucket (llmstacks upload-model)"
+            )
         if self.lora.enabled and self.uses_expert_parallel:
             engine = self.engine_kwargs.as_dict()
-            if engine.get("all2all_backend", "allgather_reducescatter") != "allgather_reducescatter" \
-                    or engine.get("fully_sharded_loras"):
-                return "lora.enabled", ("vLLM 0.29's mixture-of-experts LoRA with expert parallelism works only with "
-                                        "all2all_backend allgather_reducescatter and without fully_sharded_loras; "
-                                        "drop those engine_kwargs or set expert_parallel: false")
+            if engine.get("all2all_backend", "allgather_reducescatter") != "allgather_reducescatter" or engine.get(
+                "fully_sharded_loras"
+            ):
+                return "lora.enabled", (
+                    "vLLM 0.29's mixture-of-experts LoRA with expert parallelism works only with "
+                    "all2all_backend allgather_reducescatter and without fully_sharded_loras; "
+                    "drop those engine_kwargs or set expert_parallel: false"
+                )
         return None
 
     @property
@@ -338,11 +381,22 @@ class Model(Strict):
         its position in the environment file, for the fields named in messages."""
         where = f"models[{index}]"
         if self.prefill is not None and self.decode is not None:
-            return tuple(Deployment(role, f"{where}.{role}", part.node_pool, part.tensor_parallel_size, 1, 1, part.replicas)
-                         for role, part in (("prefill", self.prefill), ("decode", self.decode)))
+            return tuple(
+                Deployment(role, f"{where}.{role}", part.node_pool, part.tensor_parallel_size, 1, 1, part.replicas)
+                for role, part in (("prefill", self.prefill), ("decode", self.decode))
+            )
         assert self.node_pool is not None  # _pattern
-        return (Deployment("model", where, self.node_pool, self.tensor_parallel_size, self.pipeline_parallel_size,
-                           self.data_parallel_size, self.replicas),)
+        return (
+            Deployment(
+                "model",
+                where,
+                self.node_pool,
+                self.tensor_parallel_size,
+                self.pipeline_parallel_size,
+                self.data_parallel_size,
+                self.replicas,
+            ),
+        )
 
     @property
     def prefix_caching(self) -> bool:

@@ -23,10 +23,14 @@ DEFAULT_OUTPUT = "cdktf.out"
 PIN_FILE = "requirements.txt"
 _MAX_BYTES = 64 * KIB
 # `llm-serving-stacks==1.2.3` (any extras, spaces or comment); names compare normalized (PEP 503).
-_PIN = re.compile(r"^\s*llm[-_.]serving[-_.]stacks\s*(?:\[[^\]]*\])?\s*==\s*([A-Za-z0-9.+!-]+)\s*(?:#.*)?$",
-                  re.IGNORECASE | re.MULTILINE)
-NOT_A_PROJECT = (f"not in an llm-serving-stacks project (no {PROJECT_FILE} here or in any parent directory); "
-                 "start one with `llmstacks init`")
+_PIN = re.compile(
+    r"^\s*llm[-_.]serving[-_.]stacks\s*(?:\[[^\]]*\])?\s*==\s*([A-Za-z0-9.+!-]+)\s*(?:#.*)?$",
+    re.IGNORECASE | re.MULTILINE,
+)
+NOT_A_PROJECT = (
+    f"not in an llm-serving-stacks project (no {PROJECT_FILE} here or in any parent directory); "
+    "start one with `llmstacks init`"
+)
 
 
 @dataclass(frozen=True)
@@ -64,14 +68,17 @@ def load_project(root: Path) -> Project:
     context = data.get("context", {})
     if not isinstance(context, dict):
         raise ConfigError(path, "context", "expected an object")
-    return Project(root=root, environments=_inside(root, path, "context.environments", context.get("environments", DEFAULT_ENVIRONMENTS)),
-                   output=_inside(root, path, "output", data.get("output", DEFAULT_OUTPUT)))
+    return Project(
+        root=root,
+        environments=_inside(root, path, "context.environments", context.get("environments", DEFAULT_ENVIRONMENTS)),
+        output=_inside(root, path, "output", data.get("output", DEFAULT_OUTPUT)),
+    )
 
 
 def _inside(root: Path, path: Path, field: str, value: object) -> Path:
     """A folder of the project, named relative to its root (a file there cannot point elsewhere)."""
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(path, field, "expected a folder name relative to the project, e.g. \"environments\"")
+        raise ConfigError(path, field, 'expected a folder name relative to the project, e.g. "environments"')
     relative = PurePosixPath(value)
     if relative.is_absolute() or ".." in relative.parts or "\\" in value or "\0" in value:
         raise ConfigError(path, field, f"{value[:60]!r} must be a folder inside the project (relative, without ..)")

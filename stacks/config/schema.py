@@ -43,6 +43,7 @@ from stacks.config.models import Model
 # AWS allows 50 tags per resource; the stack adds a few of its own.
 USER_TAGS_MAX = 40
 
+
 class Aws(Strict):
     account_id: AccountId
     region: Region

@@ -57,8 +57,9 @@ class LocalDeployment:
 
     def switch_to(self, stack_file: Path) -> None:
         """Put another synthesis of the same environment in place (an upgrade), same state."""
-        tf, self.differences = for_emulator(json.loads(Path(stack_file).read_text()), self.emulator.endpoint,
-                                            self.mirror.version)
+        tf, self.differences = for_emulator(
+            json.loads(Path(stack_file).read_text()), self.emulator.endpoint, self.mirror.version
+        )
         self.write(tf)
 
     def apply(self) -> dict[str, object]:
@@ -81,14 +82,19 @@ def _prepare(aws: Emulator, plan: EnvironmentPlan) -> None:
     env = plan.env
     state_region = env.state.region or env.aws.region
     s3 = aws.client("s3", region=state_region)
-    location = {} if state_region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": state_region}}
+    location = (
+        {} if state_region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": state_region}}
+    )
     s3.create_bucket(Bucket=env.state.bucket, **location)
     s3.put_bucket_versioning(Bucket=env.state.bucket, VersioningConfiguration={"Status": "Enabled"})
     if env.cluster.existing is not None:
         ec2, iam = aws.client("ec2"), aws.client("iam")
         vpc = ec2.create_vpc(CidrBlock=EXISTING_VPC_CIDR)["Vpc"]["VpcId"]
         subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24")["Subnet"]["SubnetId"] for i in range(2)]
-        role = iam.create_role(RoleName=f"{env.cluster.existing.name}-cluster",
-                               AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}))["Role"]["Arn"]
-        aws.client("eks").create_cluster(name=env.cluster.existing.name, roleArn=role,
-                                         resourcesVpcConfig={"subnetIds": subnets})
+        role = iam.create_role(
+            RoleName=f"{env.cluster.existing.name}-cluster",
+            AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+        )["Role"]["Arn"]
+        aws.client("eks").create_cluster(
+            name=env.cluster.existing.name, roleArn=role, resourcesVpcConfig={"subnetIds": subnets}
+        )

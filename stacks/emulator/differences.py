@@ -16,8 +16,13 @@ ENDPOINTS = ("eks", "ec2", "iam", "kms", "logs", "s3", "sts", "events", "autosca
 # Resources moto does not implement (its EKS backend has no add-ons, pod identity
 # associations or access entries; creating them fails with "not yet implemented"), or
 # cannot hold: its EKS node groups name an Auto Scaling group its autoscaling backend lacks.
-NOT_EMULATED = ("aws_eks_addon", "aws_eks_pod_identity_association", "aws_eks_access_entry",
-                "aws_eks_access_policy_association", "aws_autoscaling_group_tag")
+NOT_EMULATED = (
+    "aws_eks_addon",
+    "aws_eks_pod_identity_association",
+    "aws_eks_access_entry",
+    "aws_eks_access_policy_association",
+    "aws_autoscaling_group_tag",
+)
 # What moto invents or does not return, so that a second plan shows changes real AWS would not:
 # resource type -> (attributes whose difference is the emulator's, why). Only these are set aside.
 EMULATOR_NOISE = {
@@ -25,11 +30,15 @@ EMULATOR_NOISE = {
     "aws_eks_cluster": (("access_config",), "moto does not return access_config"),
     # moto gives every node group an SSH key ("eksKeypair"), which forces a replacement,
     # reads back a launch template by id only, and no update_config.
-    "aws_eks_node_group": (("remote_access", "launch_template", "update_config", "release_version", "version"),
-                           "moto invents remote_access and reads back other node group fields"),
+    "aws_eks_node_group": (
+        ("remote_access", "launch_template", "update_config", "release_version", "version"),
+        "moto invents remote_access and reads back other node group fields",
+    ),
     # moto adds a "launch-template" tag specification and reports no default/latest version.
-    "aws_launch_template": (("tag_specifications", "default_version", "latest_version"),
-                            "moto reports tag specifications and versions differently"),
+    "aws_launch_template": (
+        ("tag_specifications", "default_version", "latest_version"),
+        "moto reports tag specifications and versions differently",
+    ),
     # moto stores EventBridge delivery but leaves it out of GetBucketNotificationConfiguration.
     "aws_s3_bucket_notification": (("eventbridge",), "moto does not return eventbridge when it is read back"),
     # The EFA security group's rules: moto's DescribeSecurityGroupRules leaves out the description
@@ -51,16 +60,22 @@ def for_emulator(tf: dict, endpoint: str, provider_version: str) -> tuple[dict, 
     differences = []
     required = tf["terraform"]["required_providers"]["aws"]
     if required.get("version") != provider_version:
-        differences.append(Difference(
-            f"AWS provider {provider_version} instead of {required.get('version')}",
-            "no registry is reachable offline; the local mirror holds this version (the stacks validate on both)"))
+        differences.append(
+            Difference(
+                f"AWS provider {provider_version} instead of {required.get('version')}",
+                "no registry is reachable offline; the local mirror holds this version (the stacks validate on both)",
+            )
+        )
         required["version"] = provider_version
     for provider in tf["provider"]["aws"]:
         provider.update(endpoints=[{name: endpoint for name in ENDPOINTS}], s3_use_path_style=True)
     tf["terraform"]["backend"]["s3"].update(endpoints={"s3": endpoint, "sts": endpoint}, use_path_style=True)
-    differences.append(Difference(
-        "provider and S3 backend endpoints point at the emulator (path-style S3)",
-        "the emulator answers on 127.0.0.1 only; state stays in an encrypted, locked S3 backend there"))
+    differences.append(
+        Difference(
+            "provider and S3 backend endpoints point at the emulator (path-style S3)",
+            "the emulator answers on 127.0.0.1 only; state stays in an encrypted, locked S3 backend there",
+        )
+    )
 
     resources = tf.get("resource", {})
     dropped = {kind: sorted(resources.pop(kind)) for kind in NOT_EMULATED if kind in resources}
@@ -76,25 +91,34 @@ def for_emulator(tf: dict, endpoint: str, provider_version: str) -> tuple[dict, 
         if not policies:  # Terraform refuses a resource type with no resource
             del resources["aws_s3_bucket_policy"]
     if had_tls_denies:
-        differences.append(Difference(
-            f"TLS-only deny statements left out of the bucket policies ({len(emptied)} policies held nothing else but "
-            "these and the SSE-KMS upload denies, so they go; one-item Resource lists written as strings)",
-            "moto treats a Deny whose condition does not hold (aws:SecureTransport, s3:TlsVersion) as a deny "
-            "(moto/iam/access_control.py, _check_conditions), so the emulator would refuse every upload; the "
-            "synthesized policy is checked by the synth tests and the policy gate"))
+        differences.append(
+            Difference(
+                f"TLS-only deny statements left out of the bucket policies ({len(emptied)} policies held nothing else but "
+                "these and the SSE-KMS upload denies, so they go; one-item Resource lists written as strings)",
+                "moto treats a Deny whose condition does not hold (aws:SecureTransport, s3:TlsVersion) as a deny "
+                "(moto/iam/access_control.py, _check_conditions), so the emulator would refuse every upload; the "
+                "synthesized policy is checked by the synth tests and the policy gate",
+            )
+        )
     if had_encryption_denies:
-        differences.append(Difference(
-            "SSE-KMS upload denies left out of the bucket policies (uploads not encrypted with the environment's key)",
-            "moto reads no s3:x-amz-server-side-encryption* values from a request and treats a Deny conditioned on "
-            "them as a deny, so the emulator would refuse every upload, the compliant ones too; the synth tests "
-            "assert the statements exactly, and tests/emulator/test_snapshot_rules_apply.py applies them (without "
-            "uploads) and reads them back"))
+        differences.append(
+            Difference(
+                "SSE-KMS upload denies left out of the bucket policies (uploads not encrypted with the environment's key)",
+                "moto reads no s3:x-amz-server-side-encryption* values from a request and treats a Deny conditioned on "
+                "them as a deny, so the emulator would refuse every upload, the compliant ones too; the synth tests "
+                "assert the statements exactly, and tests/emulator/test_snapshot_rules_apply.py applies them (without "
+                "uploads) and reads them back",
+            )
+        )
     if rewritten := _tag_filters_without_and(resources.get("aws_s3_bucket_lifecycle_configuration", {})):
-        differences.append(Difference(
-            f"lifecycle rules that filter on a prefix and a tag applied on the tag alone ({', '.join(rewritten)})",
-            "the provider sends ObjectSizeGreaterThan 0 inside a filter's `and` and moto drops it, so the provider "
-            "would wait for the configuration it sent until it times out (3 min); moto runs no lifecycle rule, so "
-            "only what is read back differs; the synth tests assert the `and` filter exactly"))
+        differences.append(
+            Difference(
+                f"lifecycle rules that filter on a prefix and a tag applied on the tag alone ({', '.join(rewritten)})",
+                "the provider sends ObjectSizeGreaterThan 0 inside a filter's `and` and moto drops it, so the provider "
+                "would wait for the configuration it sent until it times out (3 min); moto runs no lifecycle rule, so "
+                "only what is read back differs; the synth tests assert the `and` filter exactly",
+            )
+        )
     return tf, differences
 
 
@@ -105,8 +129,11 @@ def _tag_filters_without_and(lifecycles: dict[str, dict]) -> list[str]:
         for rule in body.get("rule", []):
             for f in rule.get("filter") or []:
                 conditions = f.get("and") or []
-                if len(conditions) == 1 and len(conditions[0].get("tags") or {}) == 1 \
-                        and set(conditions[0]) <= {"prefix", "tags"}:
+                if (
+                    len(conditions) == 1
+                    and len(conditions[0].get("tags") or {}) == 1
+                    and set(conditions[0]) <= {"prefix", "tags"}
+                ):
                     ((key, value),) = f.pop("and")[0]["tags"].items()
                     f["tag"] = [{"key": key, "value": value}]
                     rewritten.append(rule["id"])
@@ -116,14 +143,18 @@ def _tag_filters_without_and(lifecycles: dict[str, dict]) -> list[str]:
 # Condition keys moto cannot evaluate (it has no value for them), of the statements
 # `_without_unevaluated_denies` takes out.
 TLS_CONDITION_KEYS = ("aws:SecureTransport", "s3:TlsVersion")
-ENCRYPTION_CONDITION_KEYS = ("s3:x-amz-server-side-encryption", "s3:x-amz-server-side-encryption-aws-kms-key-id",
-                             "s3:x-amz-server-side-encryption-customer-algorithm")
+ENCRYPTION_CONDITION_KEYS = (
+    "s3:x-amz-server-side-encryption",
+    "s3:x-amz-server-side-encryption-aws-kms-key-id",
+    "s3:x-amz-server-side-encryption-customer-algorithm",
+)
 
 
 def _denies_on(statement: dict, keys: tuple[str, ...]) -> bool:
     """A Deny with a condition on one of `keys`."""
-    return statement.get("Effect") == "Deny" and any(k in c for c in (statement.get("Condition") or {}).values()
-                                                     for k in keys)
+    return statement.get("Effect") == "Deny" and any(
+        k in c for c in (statement.get("Condition") or {}).values() for k in keys
+    )
 
 
 def _without_unevaluated_denies(policies: dict[str, dict]) -> list[str]:
@@ -135,8 +166,12 @@ def _without_unevaluated_denies(policies: dict[str, dict]) -> list[str]:
         kept = [s for s in document["Statement"] if not _denies_on(s, TLS_CONDITION_KEYS + ENCRYPTION_CONDITION_KEYS)]
         if kept:
             # A one-item Resource list as the string it equals: moto's logging check compares a string.
-            kept = [{**s, "Resource": s["Resource"][0]} if isinstance(s.get("Resource"), list) and len(s["Resource"]) == 1
-                    else s for s in kept]
+            kept = [
+                {**s, "Resource": s["Resource"][0]}
+                if isinstance(s.get("Resource"), list) and len(s["Resource"]) == 1
+                else s
+                for s in kept
+            ]
             body["policy"] = json.dumps({**document, "Statement": kept})
         else:
             del policies[name]
@@ -164,8 +199,12 @@ def real_changes(changes: list[dict]) -> list[dict]:
         unknown = detail.get("after_unknown") or {}
         differing = {k for k in before.keys() | after.keys() if _differs(before.get(k), after.get(k), unknown.get(k))}
         forced_by = {path[0] for path in detail.get("replace_paths") or []}
-        if noisy and detail["actions"] in (["update"], ["delete", "create"], ["create", "delete"]) \
-                and differing <= noisy and forced_by <= noisy:
+        if (
+            noisy
+            and detail["actions"] in (["update"], ["delete", "create"], ["create", "delete"])
+            and differing <= noisy
+            and forced_by <= noisy
+        ):
             continue
         kept.append(change)
     return kept
@@ -185,7 +224,9 @@ def _differs(before, after, unknown) -> bool:
     if isinstance(after, list) and isinstance(before, list):
         parts = unknown if isinstance(unknown, list) else []
         return len(before) != len(after) or any(
-            _differs(b, a, parts[i] if i < len(parts) else None) for i, (b, a) in enumerate(zip(before, after)))
+            _differs(b, a, parts[i] if i < len(parts) else None)
+            for i, (b, a) in enumerate(zip(before, after, strict=True))
+        )
     empty = (None, "", [], {})
     if before in empty and after in empty:
         return False

@@ -21,8 +21,11 @@ PROVIDER = "registry.terraform.io/hashicorp/aws"
 # Where Terraform and images look for unpacked provider mirrors (Terraform's implied
 # local mirror directories on Linux and macOS, plus /opt/tf-plugins).
 MIRROR_ROOTS = (
-    "/opt/tf-plugins", "~/.terraform.d/plugins", "~/.local/share/terraform/plugins",
-    "/usr/local/share/terraform/plugins", "/usr/share/terraform/plugins",
+    "/opt/tf-plugins",
+    "~/.terraform.d/plugins",
+    "~/.local/share/terraform/plugins",
+    "/usr/local/share/terraform/plugins",
+    "/usr/share/terraform/plugins",
 )
 COMMAND_SECONDS = 900
 
@@ -42,13 +45,17 @@ def find_mirror() -> Mirror:
     """The newest hashicorp/aws provider in a local filesystem mirror (${LLMSTACKS_PROVIDER_MIRROR} first)."""
     roots = [os.environ[MIRROR_ENV]] if os.environ.get(MIRROR_ENV) else list(MIRROR_ROOTS)
     for root in (Path(r).expanduser() for r in roots):
-        versions = sorted((p for p in (root / PROVIDER).glob(f"*/{_arch()}") if any(p.glob("terraform-provider-aws_*"))),
-                          key=lambda p: tuple(int(x) for x in p.parent.name.split(".") if x.isdigit()))
+        versions = sorted(
+            (p for p in (root / PROVIDER).glob(f"*/{_arch()}") if any(p.glob("terraform-provider-aws_*"))),
+            key=lambda p: tuple(int(x) for x in p.parent.name.split(".") if x.isdigit()),
+        )
         if versions:
             return Mirror(root, versions[-1].parent.name)
     where = os.environ.get(MIRROR_ENV) or ", ".join(MIRROR_ROOTS)
-    raise ToolError(f"no local mirror of the {PROVIDER} provider for {_arch()} in {where} "
-                    f"(set {MIRROR_ENV} to a filesystem mirror directory)")
+    raise ToolError(
+        f"no local mirror of the {PROVIDER} provider for {_arch()} in {where} "
+        f"(set {MIRROR_ENV} to a filesystem mirror directory)"
+    )
 
 
 def terraform_binary() -> str:
@@ -65,17 +72,29 @@ class Terraform:
         self.workdir, self.binary = Path(workdir), terraform_binary()
         config = self.workdir / ".terraformrc"
         config.write_text(
-            'provider_installation {\n'
+            "provider_installation {\n"
             f'  filesystem_mirror {{\n    path    = {json.dumps(str(mirror.root))}\n    include = ["{PROVIDER}"]\n  }}\n'
-            '}\n'
+            "}\n"
         )
-        self.env = {**os.environ, **env, "TF_CLI_CONFIG_FILE": str(config), "TF_IN_AUTOMATION": "1",
-                    "CHECKPOINT_DISABLE": "1", "TF_INPUT": "0"}
+        self.env = {
+            **os.environ,
+            **env,
+            "TF_CLI_CONFIG_FILE": str(config),
+            "TF_IN_AUTOMATION": "1",
+            "CHECKPOINT_DISABLE": "1",
+            "TF_INPUT": "0",
+        }
 
     def run(self, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
         try:
-            done = subprocess.run([self.binary, *args], cwd=self.workdir, env=self.env, capture_output=True, text=True,
-                                  timeout=COMMAND_SECONDS)
+            done = subprocess.run(
+                [self.binary, *args],
+                cwd=self.workdir,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_SECONDS,
+            )
         except subprocess.TimeoutExpired:
             raise ToolError(f"terraform {args[0]} took over {COMMAND_SECONDS} s in {self.workdir}") from None
         if done.returncode not in ok:

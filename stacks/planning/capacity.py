@@ -82,10 +82,21 @@ def batch_defaults(gpu: Gpu) -> tuple[int, int]:
     return 2048, 256
 
 
-def plan(arch: Architecture, gpu: Gpu, *, tensor_parallel: int = 1, pipeline_parallel: int = 1, max_model_len: int,
-         gpu_memory_utilization: float = DEFAULT_UTILIZATION, dtype: str = "auto", kv_cache_dtype: str = "auto",
-         quantization: str | None = None, max_num_batched_tokens: int | None = None,
-         max_num_seqs: int | None = None, expert_parallel: int = 1) -> CapacityPlan:
+def plan(
+    arch: Architecture,
+    gpu: Gpu,
+    *,
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
+    max_model_len: int,
+    gpu_memory_utilization: float = DEFAULT_UTILIZATION,
+    dtype: str = "auto",
+    kv_cache_dtype: str = "auto",
+    quantization: str | None = None,
+    max_num_batched_tokens: int | None = None,
+    max_num_seqs: int | None = None,
+    expert_parallel: int = 1,
+) -> CapacityPlan:
     """What vLLM will report for one engine. `expert_parallel`: the GPUs a mixture-of-experts
     model's experts are spread over (data_parallel x tensor_parallel with expert parallelism);
     1: experts are split like every other layer, by tensor parallelism."""
@@ -129,7 +140,11 @@ def plan(arch: Architecture, gpu: Gpu, *, tensor_parallel: int = 1, pipeline_par
     if sliding_per_gpu:
         # A sliding layer holds its window plus the tokens being added, never more than the request.
         window_blocks = min(full_blocks, math.ceil((arch.sliding_window + tokens) / BLOCK_SIZE))
-        per_request = BLOCK_SIZE * per_layer * ((layers_per_gpu - sliding_per_gpu) * full_blocks + sliding_per_gpu * window_blocks)
+        per_request = (
+            BLOCK_SIZE
+            * per_layer
+            * ((layers_per_gpu - sliding_per_gpu) * full_blocks + sliding_per_gpu * window_blocks)
+        )
         concurrency = max(0.0, kv_cache) / per_request
         cache_tokens = int(max(0.0, kv_cache) // (per_layer * (layers_per_gpu - sliding_per_gpu) or 1))
         notes.append(f"{arch.sliding_layers} of {arch.layers} layers attend to a {arch.sliding_window}-token window")
@@ -143,24 +158,45 @@ def plan(arch: Architecture, gpu: Gpu, *, tensor_parallel: int = 1, pipeline_par
         notes.append(f"{arch.kv_heads} KV heads on {tp} ranks: vLLM replicates them")
 
     if kv_cache <= 0:
-        problems.append(f"the weights and runtime need {(requested - kv_cache) / GIB:.1f} GiB per GPU but "
-                        f"{gpu_memory_utilization:.2f} x {gpu.usable_gib} GiB = {requested / GIB:.1f} GiB is available: no room for a KV cache")
+        problems.append(
+            f"the weights and runtime need {(requested - kv_cache) / GIB:.1f} GiB per GPU but "
+            f"{gpu_memory_utilization:.2f} x {gpu.usable_gib} GiB = {requested / GIB:.1f} GiB is available: no room for a KV cache"
+        )
     elif concurrency < 1:
-        problems.append(f"the KV cache holds {cache_tokens:,} tokens, less than one request of max_model_len {max_model_len:,}")
+        problems.append(
+            f"the KV cache holds {cache_tokens:,} tokens, less than one request of max_model_len {max_model_len:,}"
+        )
     return CapacityPlan(
-        model=arch.hf_id, gpu=gpu.name, tensor_parallel=tp, pipeline_parallel=pp, expert_parallel=ep,
+        model=arch.hf_id,
+        gpu=gpu.name,
+        tensor_parallel=tp,
+        pipeline_parallel=pp,
+        expert_parallel=ep,
         max_model_len=max_model_len,
-        gpu_memory_utilization=gpu_memory_utilization, max_num_batched_tokens=tokens, max_num_seqs=seqs,
-        dtype=dtype, kv_cache_dtype=kv_cache_dtype, quantization=quantization,
-        requested_gib_per_gpu=requested / GIB, weights_gib_per_gpu=weights / GIB, activation_gib_per_gpu=activation / GIB,
-        non_torch_gib_per_gpu=non_torch / GIB, cuda_graph_gib_per_gpu=cuda_graphs / GIB,
-        kv_cache_gib_per_gpu=kv_cache / GIB, kv_bytes_per_token=int(kv_per_token), kv_cache_tokens=cache_tokens,
-        max_concurrency=concurrency, fits=not problems, problems=tuple(problems), notes=tuple(notes),
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_num_batched_tokens=tokens,
+        max_num_seqs=seqs,
+        dtype=dtype,
+        kv_cache_dtype=kv_cache_dtype,
+        quantization=quantization,
+        requested_gib_per_gpu=requested / GIB,
+        weights_gib_per_gpu=weights / GIB,
+        activation_gib_per_gpu=activation / GIB,
+        non_torch_gib_per_gpu=non_torch / GIB,
+        cuda_graph_gib_per_gpu=cuda_graphs / GIB,
+        kv_cache_gib_per_gpu=kv_cache / GIB,
+        kv_bytes_per_token=int(kv_per_token),
+        kv_cache_tokens=cache_tokens,
+        max_concurrency=concurrency,
+        fits=not problems,
+        problems=tuple(problems),
+        notes=tuple(notes),
     )
 
 
-def _weights_per_gpu(arch: Architecture, tp: int, pp: int, ep: int, quantization: str | None, dtype: str,
-                     notes: list[str]) -> float:
+def _weights_per_gpu(
+    arch: Architecture, tp: int, pp: int, ep: int, quantization: str | None, dtype: str, notes: list[str]
+) -> float:
     """Weight bytes on the most loaded GPU of one engine.
 
     A pipeline stage holds ceil(layers / pp) decoder layers (vLLM gives the first stages any
@@ -172,7 +208,9 @@ def _weights_per_gpu(arch: Architecture, tp: int, pp: int, ep: int, quantization
     stay divided by tp.
     """
     quantized = quantization in QUANTIZATION_BYTES
-    bytes_per_param = QUANTIZATION_BYTES[quantization] if quantized else WEIGHT_DTYPE_BYTES.get(dtype) or arch.weight_bytes_per_param
+    bytes_per_param = (
+        QUANTIZATION_BYTES[quantization] if quantized else WEIGHT_DTYPE_BYTES.get(dtype) or arch.weight_bytes_per_param
+    )
     # Quantized checkpoints keep embeddings and the LM head in 16 bits.
     embedding_per_param = 2.0 if quantized else bytes_per_param
     embedding_bytes = arch.embedding_params * embedding_per_param
@@ -182,10 +220,14 @@ def _weights_per_gpu(arch: Architecture, tp: int, pp: int, ep: int, quantization
         # Mixed-precision MoE checkpoints (MXFP4) pack the routed experts and keep everything else
         # in 16 bits: the experts are what the checkpoint holds beyond the rest at 16 bits.
         rest_16 = (arch.params - arch.expert_params) * 2.0
-        expert_bytes = total - rest_16 if arch.expert_params and total > rest_16 else total * arch.expert_params / arch.params
+        expert_bytes = (
+            total - rest_16 if arch.expert_params and total > rest_16 else total * arch.expert_params / arch.params
+        )
         if ep > 1:
-            notes.append(f"experts taken as {expert_bytes / GIB:.1f} GiB of the checkpoint: its size less the "
-                         "non-expert parameters at 16 bits")
+            notes.append(
+                f"experts taken as {expert_bytes / GIB:.1f} GiB of the checkpoint: its size less the "
+                "non-expert parameters at 16 bits"
+            )
     else:
         expert_bytes = arch.expert_params * bytes_per_param
         total = (arch.params - arch.embedding_params) * bytes_per_param + embedding_bytes
@@ -195,8 +237,10 @@ def _weights_per_gpu(arch: Architecture, tp: int, pp: int, ep: int, quantization
     dense = (layer_bytes * stage_share + stage_embedding) / tp
     if ep > 1:
         held = math.ceil(arch.experts / ep)
-        notes.append(f"expert parallel over {ep} GPUs: each holds {held} of the {arch.experts} experts of a layer "
-                     f"whole; attention and embeddings are divided by tensor_parallel_size {tp}")
+        notes.append(
+            f"expert parallel over {ep} GPUs: each holds {held} of the {arch.experts} experts of a layer "
+            f"whole; attention and embeddings are divided by tensor_parallel_size {tp}"
+        )
         return dense + expert_bytes * stage_share * held / arch.experts
     return dense + expert_bytes * stage_share / tp
 
@@ -245,23 +289,47 @@ def options(arch: Architecture, gpu: Gpu, capacity: CapacityPlan) -> str:
     c = capacity
 
     def fits(**change) -> bool:
-        settings = dict(tensor_parallel=c.tensor_parallel, pipeline_parallel=c.pipeline_parallel,
-                        expert_parallel=c.expert_parallel, max_model_len=c.max_model_len,
-                        gpu_memory_utilization=c.gpu_memory_utilization, dtype=c.dtype, kv_cache_dtype=c.kv_cache_dtype,
-                        quantization=c.quantization, max_num_batched_tokens=c.max_num_batched_tokens, max_num_seqs=c.max_num_seqs)
+        settings = dict(
+            tensor_parallel=c.tensor_parallel,
+            pipeline_parallel=c.pipeline_parallel,
+            expert_parallel=c.expert_parallel,
+            max_model_len=c.max_model_len,
+            gpu_memory_utilization=c.gpu_memory_utilization,
+            dtype=c.dtype,
+            kv_cache_dtype=c.kv_cache_dtype,
+            quantization=c.quantization,
+            max_num_batched_tokens=c.max_num_batched_tokens,
+            max_num_seqs=c.max_num_seqs,
+        )
         target = change.pop("gpu", gpu)
         return plan(arch, target, **{**settings, **change}).fits
 
     ways = []
     # Experts spread over data_parallel x tensor_parallel GPUs: as many more as tp grows.
-    tp = next((t for t in (2, 4, 8) if t > c.tensor_parallel and arch.heads % t == 0
-               and fits(tensor_parallel=t, expert_parallel=max(1, c.expert_parallel * t // c.tensor_parallel))), None)
+    tp = next(
+        (
+            t
+            for t in (2, 4, 8)
+            if t > c.tensor_parallel
+            and arch.heads % t == 0
+            and fits(tensor_parallel=t, expert_parallel=max(1, c.expert_parallel * t // c.tensor_parallel))
+        ),
+        None,
+    )
     if tp:
         ways.append(f"tensor_parallel_size {tp} (a pool with {tp * c.pipeline_parallel} GPUs per node)")
-    larger = next((g for g in sorted(GPUS.values(), key=lambda g: g.usable_gib) if g.usable_gib > gpu.usable_gib and fits(gpu=g)), None)
+    larger = next(
+        (g for g in sorted(GPUS.values(), key=lambda g: g.usable_gib) if g.usable_gib > gpu.usable_gib and fits(gpu=g)),
+        None,
+    )
     if larger:
         ways.append(f"a larger GPU ({larger.name}, {larger.usable_gib} GiB)")
-    if c.quantization is None and arch.weights_gib is None and arch.weight_bytes_per_param >= 2 and fits(quantization="fp8"):
+    if (
+        c.quantization is None
+        and arch.weights_gib is None
+        and arch.weight_bytes_per_param >= 2
+        and fits(quantization="fp8")
+    ):
         ways.append("fp8 weights (engine_kwargs.quantization: fp8)")
     if c.kv_cache_dtype == "auto" and fits(kv_cache_dtype="fp8"):
         ways.append("an fp8 KV cache (engine_kwargs.kv_cache_dtype: fp8)")

@@ -94,22 +94,81 @@ class Architecture:
         return 2 * heads_per_gpu * self.dim_per_head * dtype_bytes
 
 
-def _llama(hf_id: str, layers: int, hidden: int, intermediate: int, heads: int, params: float, *,
-           head_dim: int = 0, tied: bool = False, vocab: int = 128256) -> Architecture:
-    return Architecture(hf_id, layers, hidden, intermediate, heads, 8, vocab, head_dim=head_dim,
-                        tied_embeddings=tied, published_params_b=params)
+def _llama(
+    hf_id: str,
+    layers: int,
+    hidden: int,
+    intermediate: int,
+    heads: int,
+    params: float,
+    *,
+    head_dim: int = 0,
+    tied: bool = False,
+    vocab: int = 128256,
+) -> Architecture:
+    return Architecture(
+        hf_id,
+        layers,
+        hidden,
+        intermediate,
+        heads,
+        8,
+        vocab,
+        head_dim=head_dim,
+        tied_embeddings=tied,
+        published_params_b=params,
+    )
 
 
-def _qwen2(hf_id: str, layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, params: float, *,
-           tied: bool = False, vocab: int = 152064) -> Architecture:
-    return Architecture(hf_id, layers, hidden, intermediate, heads, kv_heads, vocab, tied_embeddings=tied,
-                        qkv_bias=True, published_params_b=params)
+def _qwen2(
+    hf_id: str,
+    layers: int,
+    hidden: int,
+    intermediate: int,
+    heads: int,
+    kv_heads: int,
+    params: float,
+    *,
+    tied: bool = False,
+    vocab: int = 152064,
+) -> Architecture:
+    return Architecture(
+        hf_id,
+        layers,
+        hidden,
+        intermediate,
+        heads,
+        kv_heads,
+        vocab,
+        tied_embeddings=tied,
+        qkv_bias=True,
+        published_params_b=params,
+    )
 
 
-def _qwen3(hf_id: str, layers: int, hidden: int, intermediate: int, heads: int, params: float, *,
-           tied: bool = False, kv_heads: int = 8) -> Architecture:
-    return Architecture(hf_id, layers, hidden, intermediate, heads, kv_heads, 151936, head_dim=128,
-                        tied_embeddings=tied, published_params_b=params)
+def _qwen3(
+    hf_id: str,
+    layers: int,
+    hidden: int,
+    intermediate: int,
+    heads: int,
+    params: float,
+    *,
+    tied: bool = False,
+    kv_heads: int = 8,
+) -> Architecture:
+    return Architecture(
+        hf_id,
+        layers,
+        hidden,
+        intermediate,
+        heads,
+        kv_heads,
+        151936,
+        head_dim=128,
+        tied_embeddings=tied,
+        published_params_b=params,
+    )
 
 
 CATALOG: dict[str, Architecture] = {
@@ -133,18 +192,80 @@ CATALOG: dict[str, Architecture] = {
         _qwen3("Qwen/Qwen3-8B", 36, 4096, 12288, 32, 8.2),
         _qwen3("Qwen/Qwen3-14B", 40, 5120, 17408, 40, 14.8),
         _qwen3("Qwen/Qwen3-32B", 64, 5120, 25600, 64, 32.8),
-        Architecture("Qwen/Qwen3-30B-A3B", 48, 2048, 0, 32, 4, 151936, head_dim=128, experts=128,
-                     moe_intermediate=768, published_params_b=30.5),
-        Architecture("Qwen/Qwen3-235B-A22B", 94, 4096, 0, 64, 4, 151936, head_dim=128, experts=128,
-                     moe_intermediate=1536, published_params_b=235.0),
+        Architecture(
+            "Qwen/Qwen3-30B-A3B",
+            48,
+            2048,
+            0,
+            32,
+            4,
+            151936,
+            head_dim=128,
+            experts=128,
+            moe_intermediate=768,
+            published_params_b=30.5,
+        ),
+        Architecture(
+            "Qwen/Qwen3-235B-A22B",
+            94,
+            4096,
+            0,
+            64,
+            4,
+            151936,
+            head_dim=128,
+            experts=128,
+            moe_intermediate=1536,
+            published_params_b=235.0,
+        ),
         Architecture("mistralai/Mistral-7B-Instruct-v0.3", 32, 4096, 14336, 32, 8, 32768, published_params_b=7.25),
-        Architecture("mistralai/Mixtral-8x7B-Instruct-v0.1", 32, 4096, 0, 32, 8, 32000, experts=8,
-                     moe_intermediate=14336, published_params_b=46.7),
+        Architecture(
+            "mistralai/Mixtral-8x7B-Instruct-v0.1",
+            32,
+            4096,
+            0,
+            32,
+            8,
+            32000,
+            experts=8,
+            moe_intermediate=14336,
+            published_params_b=46.7,
+        ),
         # gpt-oss: MoE weights in MXFP4 (4.25 bits), the rest bf16; every other layer attends to 128 tokens.
-        Architecture("openai/gpt-oss-20b", 24, 2880, 0, 64, 8, 201088, head_dim=64, experts=32, moe_intermediate=2880,
-                     qkv_bias=True, sliding_window=128, sliding_layers=12, weights_gib=12.8, published_params_b=20.9),
-        Architecture("openai/gpt-oss-120b", 36, 2880, 0, 64, 8, 201088, head_dim=64, experts=128, moe_intermediate=2880,
-                     qkv_bias=True, sliding_window=128, sliding_layers=18, weights_gib=60.8, published_params_b=116.8),
+        Architecture(
+            "openai/gpt-oss-20b",
+            24,
+            2880,
+            0,
+            64,
+            8,
+            201088,
+            head_dim=64,
+            experts=32,
+            moe_intermediate=2880,
+            qkv_bias=True,
+            sliding_window=128,
+            sliding_layers=12,
+            weights_gib=12.8,
+            published_params_b=20.9,
+        ),
+        Architecture(
+            "openai/gpt-oss-120b",
+            36,
+            2880,
+            0,
+            64,
+            8,
+            201088,
+            head_dim=64,
+            experts=128,
+            moe_intermediate=2880,
+            qkv_bias=True,
+            sliding_window=128,
+            sliding_layers=18,
+            weights_gib=60.8,
+            published_params_b=116.8,
+        ),
         # DeepSeek-R1 distills: Qwen2.5 and Llama 3 architectures.
         _qwen2("deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", 28, 1536, 8960, 12, 2, 1.78, vocab=151936),
         _qwen2("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", 28, 3584, 18944, 28, 4, 7.62),
@@ -205,7 +326,9 @@ def from_config(path: Path) -> Architecture:
     if window and not layer_types:
         sliding = layers if use_sliding and config.get("model_type") in ("mistral",) else 0
     quantized = config.get("quantization_config") if isinstance(config.get("quantization_config"), dict) else {}
-    bits = {"awq": 0.5, "gptq": 0.5, "fp8": 1.0, "compressed-tensors": 1.0, "mxfp4": 0.53}.get(str(quantized.get("quant_method", "")))
+    bits = {"awq": 0.5, "gptq": 0.5, "fp8": 1.0, "compressed-tensors": 1.0, "mxfp4": 0.53}.get(
+        str(quantized.get("quant_method", ""))
+    )
     dtype_bytes = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}.get(str(config.get("torch_dtype", "bfloat16")), 2.0)
     intermediate = number("intermediate_size", default=0)
     return Architecture(

@@ -219,7 +219,9 @@ def plan_files(paths: list[Path]) -> list[EnvironmentPlan]:
     return plans
 
 
-def plan_environment(env: Environment, source: str = "<environment>", today: datetime.date | None = None) -> EnvironmentPlan:
+def plan_environment(
+    env: Environment, source: str = "<environment>", today: datetime.date | None = None
+) -> EnvironmentPlan:
     """The checked environment's plan. ConfigError naming `source` and the field if a check fails
     (`stacks.config.checks`) or a model cannot run as written."""
     problems = check_environment(env)
@@ -227,7 +229,7 @@ def plan_environment(env: Environment, source: str = "<environment>", today: dat
         raise ConfigError(source, problems[0].field, problems[0].message, more=len(problems) - 1)
     shapes = {p.name: pool_plan(p) for p in env.node_pools}
     deployments = {m.id: m.deployments(i) for i, m in enumerate(env.models)}
-    for i, model in enumerate(env.models):
+    for model in env.models:
         for d in deployments[model.id]:
             if problem := placement_problem(model, d, shapes[d.node_pool]):
                 problems.append(problem)
@@ -236,27 +238,39 @@ def plan_environment(env: Environment, source: str = "<environment>", today: dat
         raise ConfigError(source, problems[0].field, problems[0].message, more=len(problems) - 1)
     every = [d for ds in deployments.values() for d in ds]
     pools = {
-        name: with_models(shape, [(d.replicas.min, d.replicas.max, _gpus(d)) for d in every if d.node_pool == name],
-                          env.serving.rollout_surge_percent)
+        name: with_models(
+            shape,
+            [(d.replicas.min, d.replicas.max, _gpus(d)) for d in every if d.node_pool == name],
+            env.serving.rollout_surge_percent,
+        )
         for name, shape in shapes.items()
     }
     for i, pool in enumerate(pools.values()):
         if pool.has_gpus and pool.max_nodes > pool.config.max_size:
-            detail = ", ".join(f"{d.field}: {d.replicas.max} x {_gpus(d)} GPU" for d in every if d.node_pool == pool.name)
-            problems.append(Problem(
-                f"node_pools[{i}].max_size",
-                f"models on pool {pool.name!r} need up to {pool.nodes_at_max} nodes at max replicas ({detail}; "
-                f"{pool.gpus_per_node} GPUs per node) plus {pool.surge_nodes} for rollouts (serving.rollout_surge_percent), "
-                f"but max_size is {pool.config.max_size}",
-            ))
+            detail = ", ".join(
+                f"{d.field}: {d.replicas.max} x {_gpus(d)} GPU" for d in every if d.node_pool == pool.name
+            )
+            problems.append(
+                Problem(
+                    f"node_pools[{i}].max_size",
+                    f"models on pool {pool.name!r} need up to {pool.nodes_at_max} nodes at max replicas ({detail}; "
+                    f"{pool.gpus_per_node} GPUs per node) plus {pool.surge_nodes} for rollouts (serving.rollout_surge_percent), "
+                    f"but max_size is {pool.config.max_size}",
+                )
+            )
     models = []
     for i, model in enumerate(env.models):
         if (architecture := find_architecture(model, i, problems)) is None:
             continue
         if model.pattern == "data_parallel" and not architecture.experts:
-            problems.append(Problem(f"models[{i}].pattern", f"data_parallel spreads a mixture-of-experts model's experts "
-                                    f"over a gang of engines; {architecture.hf_id} is dense: serve it standard and "
-                                    "raise replicas instead"))
+            problems.append(
+                Problem(
+                    f"models[{i}].pattern",
+                    f"data_parallel spreads a mixture-of-experts model's experts "
+                    f"over a gang of engines; {architecture.hf_id} is dense: serve it standard and "
+                    "raise replicas instead",
+                )
+            )
             continue
         parts = []
         for d in deployments[model.id]:
@@ -281,36 +295,62 @@ def _warnings(env: Environment, pools: list[PoolPlan], models: list[ModelPlan], 
         known = EKS_VERSIONS.get(version)
         newest = max(EKS_VERSIONS.values(), key=lambda v: v.end_of_standard_support)
         if known is None:
-            warnings.append(Problem("cluster.create.version", f"{version} is not in the catalog of EKS versions "
-                                    f"(infra.catalog.EKS_VERSIONS); check its support dates, or use {newest.version}"))
+            warnings.append(
+                Problem(
+                    "cluster.create.version",
+                    f"{version} is not in the catalog of EKS versions "
+                    f"(infra.catalog.EKS_VERSIONS); check its support dates, or use {newest.version}",
+                )
+            )
         elif datetime.date.fromisoformat(known.end_of_standard_support) < today:
-            warnings.append(Problem("cluster.create.version", f"EKS {version} left standard support on "
-                                    f"{known.end_of_standard_support}: extended support costs extra per cluster hour; "
-                                    f"upgrade to {newest.version} (standard support until {newest.end_of_standard_support})"))
+            warnings.append(
+                Problem(
+                    "cluster.create.version",
+                    f"EKS {version} left standard support on "
+                    f"{known.end_of_standard_support}: extended support costs extra per cluster hour; "
+                    f"upgrade to {newest.version} (standard support until {newest.end_of_standard_support})",
+                )
+            )
     if env.cluster.node_autoscaler == "none":
         for model in models:
             for part in model.parts:
                 if part.replicas.min > 0 and part.pool.config.min_size == 0:
-                    warnings.append(Problem(
-                        f"{part.field}.replicas.min",
-                        f"{model.id} needs {part.replicas.min} replica(s) on pool {part.pool.name!r}, which starts at "
-                        "0 nodes, and cluster.node_autoscaler is none: make sure the cluster's own autoscaler scales it "
-                        "(or raise the pool's min_size)"))
+                    warnings.append(
+                        Problem(
+                            f"{part.field}.replicas.min",
+                            f"{model.id} needs {part.replicas.min} replica(s) on pool {part.pool.name!r}, which starts at "
+                            "0 nodes, and cluster.node_autoscaler is none: make sure the cluster's own autoscaler scales it "
+                            "(or raise the pool's min_size)",
+                        )
+                    )
     if env.serving.target == "anyscale" and env.serving.anyscale.cloud_deployment_id is None:
-        warnings.append(Problem("serving.anyscale.cloud_deployment_id", f"not set, so {Names(env).platform_stack} does not "
-                                "install the Anyscale operator yet: deploy the AWS stack, run its output "
-                                "anyscale_register_command once, and set the cloud deployment id it prints"))
+        warnings.append(
+            Problem(
+                "serving.anyscale.cloud_deployment_id",
+                f"not set, so {Names(env).platform_stack} does not "
+                "install the Anyscale operator yet: deploy the AWS stack, run its output "
+                "anyscale_register_command once, and set the cloud deployment id it prints",
+            )
+        )
     for model in models:
         if model.prefill is not None:
             # NIXL moves each request's KV cache from prefill to decode; over TCP that is slow.
             lacking = sorted({p.pool.name for p in model.parts if not p.pool.config.efa})
             if lacking:
-                warnings.append(Problem(
-                    f"{model.prefill.field}.node_pool",
-                    f"{model.id} moves KV caches from prefill to decode between nodes, and pool(s) {', '.join(lacking)} "
-                    "have no EFA, so the transfer runs over TCP: set efa: true on both pools (instance types with EFA)"))
+                warnings.append(
+                    Problem(
+                        f"{model.prefill.field}.node_pool",
+                        f"{model.id} moves KV caches from prefill to decode between nodes, and pool(s) {', '.join(lacking)} "
+                        "have no EFA, so the transfer runs over TCP: set efa: true on both pools (instance types with EFA)",
+                    )
+                )
     if not env.buckets.access_logs.enabled:
-        warnings.append(Problem("buckets.access_logs.enabled", "access to the weights and LoRA buckets is not logged by "
-                                "this stack: log it elsewhere (CloudTrail data events), and the policy gate fails "
-                                "CKV_AWS_18 on both buckets until policies/baseline.yaml says where"))
+        warnings.append(
+            Problem(
+                "buckets.access_logs.enabled",
+                "access to the weights and LoRA buckets is not logged by "
+                "this stack: log it elsewhere (CloudTrail data events), and the policy gate fails "
+                "CKV_AWS_18 on both buckets until policies/baseline.yaml says where",
+            )
+        )
     return warnings

@@ -8,4 +8,13 @@ from stacks.preview.diff import ResourceChange, diff_resources
 from stacks.preview.report import MARKER, EnvironmentPreview, Preview, to_json, to_markdown
 from stacks.preview.run import preview
 
-__all__ = ["MARKER", "EnvironmentPreview", "Preview", "ResourceChange", "diff_resources", "preview", "to_json", "to_markdown"]
+__all__ = [
+    "MARKER",
+    "EnvironmentPreview",
+    "Preview",
+    "ResourceChange",
+    "diff_resources",
+    "preview",
+    "to_json",
+    "to_markdown",
+]

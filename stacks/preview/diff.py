@@ -27,6 +27,7 @@ class ResourceChange:
 
 # ------------------------------------------------------------------ resources
 
+
 def _resources(tf: dict | None) -> dict[str, dict]:
     found = {}
     for kind, items in (tf or {}).get("resource", {}).items():
@@ -68,7 +69,8 @@ def diff_resources(base: dict | None, head: dict | None) -> list[ResourceChange]
         old, new = _flatten(before[address]), _flatten(after[address])
         attributes = [
             f"{path}: {_short(old[path]) if path in old else '(none)'} -> {_short(new[path]) if path in new else '(none)'}"
-            for path in sorted(old.keys() | new.keys()) if old.get(path, None) != new.get(path, None)
+            for path in sorted(old.keys() | new.keys())
+            if old.get(path, None) != new.get(path, None)
         ]
         changes.append(ResourceChange(address, "changed", attributes))
     return changes
@@ -126,24 +128,33 @@ def model_facts(plan: EnvironmentPlan | None, describe: DescribeSnapshot | None 
             model["expert parallel"] = "on"
         if m.config.connector is not None:
             model["KV connector"] = m.config.connector.connector
-        model.update({
-            "max_model_len": m.config.max_model_len,
-            "weights": weights_source(plan, m, snapshot=False),
-            "LoRA": (f"up to {lora.max_adapters_per_replica}, rank <= {lora.max_rank}, from {plan.names.model_adapters_uri(m.id)}"
-                     if lora.enabled else "off"),
-            "engine_kwargs": json.dumps(m.config.engine_kwargs.as_dict(), sort_keys=True),
-        })
+        model.update(
+            {
+                "max_model_len": m.config.max_model_len,
+                "weights": weights_source(plan, m, snapshot=False),
+                "LoRA": (
+                    f"up to {lora.max_adapters_per_replica}, rank <= {lora.max_rank}, from {plan.names.model_adapters_uri(m.id)}"
+                    if lora.enabled
+                    else "off"
+                ),
+                "engine_kwargs": json.dumps(m.config.engine_kwargs.as_dict(), sort_keys=True),
+            }
+        )
         for part in m.parts:
             prefix = "" if part.role == "model" else f"{part.role} "
             per_engine = " per engine" if part.deployment.data_parallel_size > 1 else ""
-            model[f"{prefix}load target"] = f"{part.load.target_ongoing_requests:g} / {part.load.max_ongoing_requests}{per_engine}"
+            model[f"{prefix}load target"] = (
+                f"{part.load.target_ongoing_requests:g} / {part.load.max_ongoing_requests}{per_engine}"
+            )
         if snapshot := m.config.weights.snapshot:
             detail = describe(plan.env.aws.region, plan.names.weights_bucket, m.id, snapshot) if describe else None
             model["weights snapshot"] = f"{snapshot} ({detail})" if detail else snapshot
-        model.update({
-            "routing": json.dumps(m.config.routing_policy.model_dump(exclude_defaults=True), sort_keys=True),
-            "workload": json.dumps(m.config.workload.model_dump(), sort_keys=True),
-        })
+        model.update(
+            {
+                "routing": json.dumps(m.config.routing_policy.model_dump(exclude_defaults=True), sort_keys=True),
+                "workload": json.dumps(m.config.workload.model_dump(), sort_keys=True),
+            }
+        )
         facts[m.id] = model
     return facts
 
@@ -211,14 +222,16 @@ def capacity_rows(base: EnvironmentPlan | None, head: EnvironmentPlan | None) ->
     roles = ("model", "prefill", "decode")  # serving order
     for model, role in sorted(before.keys() | after.keys(), key=lambda k: (k[0], roles.index(k[1]))):
         b, a = before.get((model, role)), after.get((model, role))
-        rows.append({
-            "model": model,
-            "part": role,
-            "concurrency_before": round(b[0], 2) if b else None,
-            "concurrency_after": round(a[0], 2) if a else None,
-            "kv_tokens_before": b[1] if b else None,
-            "kv_tokens_after": a[1] if a else None,
-        })
+        rows.append(
+            {
+                "model": model,
+                "part": role,
+                "concurrency_before": round(b[0], 2) if b else None,
+                "concurrency_after": round(a[0], 2) if a else None,
+                "kv_tokens_before": b[1] if b else None,
+                "kv_tokens_after": a[1] if a else None,
+            }
+        )
     return rows
 
 
@@ -253,8 +266,14 @@ def spec_diff(before: dict[str, str], after: dict[str, str]) -> str:
     before, after = readable(before), readable(after)
     lines: list[str] = []
     for name in sorted(before.keys() | after.keys()):
-        lines += difflib.unified_diff(before.get(name, "").splitlines(), after.get(name, "").splitlines(),
-                                      f"base/{name}", f"head/{name}", lineterm="", n=2)
+        lines += difflib.unified_diff(
+            before.get(name, "").splitlines(),
+            after.get(name, "").splitlines(),
+            f"base/{name}",
+            f"head/{name}",
+            lineterm="",
+            n=2,
+        )
     if len(lines) > SPEC_DIFF_LINES:
         lines = lines[:SPEC_DIFF_LINES] + [f"... {len(lines) - SPEC_DIFF_LINES} more lines"]
     return "\n".join(lines)

@@ -28,13 +28,21 @@ class EnvironmentPreview:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "status": self.status,
+            "name": self.name,
+            "status": self.status,
             "resources": {
-                action: [{"address": r.address, "attributes": r.attributes} for r in self.resources if r.action == action]
+                action: [
+                    {"address": r.address, "attributes": r.attributes} for r in self.resources if r.action == action
+                ]
                 for action in ("added", "removed", "changed")
             },
-            "serving": self.serving, "capacity": self.capacity, "cost_per_hour": self.cost, "gpus_at_max": self.gpus,
-            "spec_diff": self.spec_diff, "policy": {"passed": self.policy_ok, "summary": self.policy}, "notes": self.notes,
+            "serving": self.serving,
+            "capacity": self.capacity,
+            "cost_per_hour": self.cost,
+            "gpus_at_max": self.gpus,
+            "spec_diff": self.spec_diff,
+            "policy": {"passed": self.policy_ok, "summary": self.policy},
+            "notes": self.notes,
         }
 
 
@@ -76,15 +84,19 @@ def to_markdown(result: Preview) -> str:
     if result.base_error:
         out += [f"> ⚠️ {result.base_error}", ""]
     out += [f"> {line}" for line in kit_notes(result.kit)] + ([""] if kit_notes(result.kit) else [])
-    out += ["| environment | change | resources (+/~/-) | GPUs at max | GPU cost/h at min | GPU cost/h at max | policy |",
-            "|---|---|---|---|---|---|---|"]
+    out += [
+        "| environment | change | resources (+/~/-) | GPUs at max | GPU cost/h at min | GPU cost/h at max | policy |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for e in result.environments:
         counts = {a: sum(r.action == a for r in e.resources) for a in ("added", "changed", "removed")}
         gpus = f"{e.gpus['before'] if e.gpus['before'] is not None else '-'} → {e.gpus['after'] if e.gpus['after'] is not None else '-'}"
         cost = [f"{_money(e.cost[at]['before'])} → {_money(e.cost[at]['after'])}" for at in ("min", "max")]
         verdict = "✅ passed" if e.policy_ok else "❌ failed"
-        out.append(f"| {e.name} | {e.status} | +{counts['added']} ~{counts['changed']} -{counts['removed']} | {gpus} | "
-                   f"{cost[0]} | {cost[1]} | {verdict} |")
+        out.append(
+            f"| {e.name} | {e.status} | +{counts['added']} ~{counts['changed']} -{counts['removed']} | {gpus} | "
+            f"{cost[0]} | {cost[1]} | {verdict} |"
+        )
     out.append("")
     for e in result.environments:
         if e.status == "unchanged":
@@ -94,9 +106,15 @@ def to_markdown(result: Preview) -> str:
             out += _details("Serving changes", [f"- {line}" for line in e.serving])
         rows = [r for r in e.capacity if r["concurrency_before"] != r["concurrency_after"]]
         if rows:
-            out += ["**Capacity** (requests of max_model_len a replica holds, planned)", "",
-                    "| model | before | after |", "|---|---|---|"]
-            out += [f"| {_part(r)} | {_times(r['concurrency_before'])} | {_times(r['concurrency_after'])} |" for r in rows]
+            out += [
+                "**Capacity** (requests of max_model_len a replica holds, planned)",
+                "",
+                "| model | before | after |",
+                "|---|---|---|",
+            ]
+            out += [
+                f"| {_part(r)} | {_times(r['concurrency_before'])} | {_times(r['concurrency_after'])} |" for r in rows
+            ]
             out.append("")
         if not e.policy_ok:
             out += [f"**Policy gate failed:** {e.policy}", ""]
@@ -108,7 +126,9 @@ def to_markdown(result: Preview) -> str:
                 lines += [f"  - `{a}`" for a in r.attributes[:20]]
                 if len(r.attributes) > 20:
                     lines.append(f"  - ... {len(r.attributes) - 20} more")
-            counts = ", ".join(f"{sum(r.action == a for r in e.resources)} {a}" for a in ("added", "changed", "removed"))
+            counts = ", ".join(
+                f"{sum(r.action == a for r in e.resources)} {a}" for a in ("added", "changed", "removed")
+            )
             out += _details(f"Terraform resources: {counts}", lines)
         if e.spec_diff:
             out += _details("Service spec diff", e.spec_diff.splitlines(), fence="diff")
@@ -122,16 +142,28 @@ def kit_notes(kit: dict[str, str | None] | None) -> list[str]:
         return []
     notes = []
     if kit["base"] != kit["head"]:
-        notes.append(f"📦 This change moves the kit pin (requirements.txt) from llm-serving-stacks {kit['base'] or 'unpinned'} "
-                     f"to {kit['head'] or 'unpinned'}. Both revisions' environment files were synthesized with the "
-                     f"installed kit {kit['installed']}: what the upgrade itself changes in the stacks is not in this diff; "
-                     "read the kit's release notes.")
+        notes.append(
+            f"📦 This change moves the kit pin (requirements.txt) from llm-serving-stacks {kit['base'] or 'unpinned'} "
+            f"to {kit['head'] or 'unpinned'}. Both revisions' environment files were synthesized with the "
+            f"installed kit {kit['installed']}: what the upgrade itself changes in the stacks is not in this diff; "
+            "read the kit's release notes."
+        )
     if kit["head"] and kit["head"] != kit["installed"]:
-        notes.append(f"⚠️ requirements.txt pins llm-serving-stacks {kit['head']}, but {kit['installed']} is installed: "
-                     "install the pinned version for a faithful preview.")
+        notes.append(
+            f"⚠️ requirements.txt pins llm-serving-stacks {kit['head']}, but {kit['installed']} is installed: "
+            "install the pinned version for a faithful preview."
+        )
     return notes
 
 
 def to_json(result: Preview) -> str:
-    return json.dumps({"base": result.base, "base_error": result.base_error, "kit": result.kit, "policy_passed": result.policy_ok,
-                       "environments": [e.as_dict() for e in result.environments]}, indent=2)
+    return json.dumps(
+        {
+            "base": result.base,
+            "base_error": result.base_error,
+            "kit": result.kit,
+            "policy_passed": result.policy_ok,
+            "environments": [e.as_dict() for e in result.environments],
+        },
+        indent=2,
+    )

@@ -39,8 +39,15 @@ from stacks.synth.run import synthesize
 BASE_SYNTH_TIMEOUT = 900
 
 
-def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = None, policy: bool = True,
-            keep_outputs: Path | None = None, describe: DescribeSnapshot | None = None) -> Preview:
+def preview(
+    base_ref: str,
+    *,
+    repo: Path | None = None,
+    env_dir: Path | None = None,
+    policy: bool = True,
+    keep_outputs: Path | None = None,
+    describe: DescribeSnapshot | None = None,
+) -> Preview:
     """Compare `base_ref` with the working tree of `repo` (default: the current directory's repository).
 
     `env_dir`: default, the project's environments (the project holding `repo`, else the working
@@ -57,7 +64,9 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
     head_plans = {p.env.name: p for p in (plan_file(path) for path in environment_files(env_dir))}
     repo = _toplevel(start)
     if not env_dir.is_relative_to(repo):
-        raise ConfigError(env_dir, "--env-dir", f"outside the git repository {repo}: the preview compares its files at two revisions")
+        raise ConfigError(
+            env_dir, "--env-dir", f"outside the git repository {repo}: the preview compares its files at two revisions"
+        )
     relative_env_dir = env_dir.relative_to(repo)
     project_dir = (project.root if project else env_dir.parent).resolve()
     relative_project = project_dir.relative_to(repo) if project_dir.is_relative_to(repo) else Path(".")
@@ -73,8 +82,14 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
             synthesize(ordered, head_out, replace_all=True)
             verdicts = {}
             if policy and ordered:
-                report = run_gate(head_out, list(head_plans), workdir / "policy", baselines=baselines, team_checks=team_checks,
-                                  checkov=find_checkov(project.root if project else None))
+                report = run_gate(
+                    head_out,
+                    list(head_plans),
+                    workdir / "policy",
+                    baselines=baselines,
+                    team_checks=team_checks,
+                    checkov=find_checkov(project.root if project else None),
+                )
                 verdicts = _verdicts(report)
             try:
                 _, stderr = process.communicate(timeout=BASE_SYNTH_TIMEOUT)
@@ -82,13 +97,16 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
                 raise ToolError(f"the base revision's synth took over {BASE_SYNTH_TIMEOUT} s") from None
             base_error = None
             if process.returncode != 0:
-                base_error = f"the base revision does not synthesize: {(stderr.strip().splitlines() or ['no output'])[-1]}"
+                base_error = (
+                    f"the base revision does not synthesize: {(stderr.strip().splitlines() or ['no output'])[-1]}"
+                )
             base_plans, base_problems = _plan_all(tree / relative_env_dir)
             if base_problems and not base_error:
                 base_error = f"some base environment files do not load with this revision's schema: {base_problems[0]}"
             environments = [
-                _environment(name, base_plans.get(name), head_plans.get(name), workdir / "base.out", head_out, verdicts,
-                             describe)
+                _environment(
+                    name, base_plans.get(name), head_plans.get(name), workdir / "base.out", head_out, verdicts, describe
+                )
                 for name in sorted(head_plans.keys() | base_plans.keys())
             ]
             if keep_outputs is not None:
@@ -103,21 +121,36 @@ def preview(base_ref: str, *, repo: Path | None = None, env_dir: Path | None = N
             subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], capture_output=True)
 
 
-def _environment(name: str, base: EnvironmentPlan | None, head: EnvironmentPlan | None, base_out: Path, head_out: Path,
-                 verdicts: dict[str, tuple[bool, str]], describe: DescribeSnapshot | None = None) -> EnvironmentPreview:
+def _environment(
+    name: str,
+    base: EnvironmentPlan | None,
+    head: EnvironmentPlan | None,
+    base_out: Path,
+    head_out: Path,
+    verdicts: dict[str, tuple[bool, str]],
+    describe: DescribeSnapshot | None = None,
+) -> EnvironmentPreview:
     head_tf, head_platform, head_specs = _read_out(head_out, name)
     base_tf, base_platform, base_specs = _read_out(base_out, name)
-    item = EnvironmentPreview(name, "added" if base_tf is None and base is None else "removed" if head is None else "changed")
+    item = EnvironmentPreview(
+        name, "added" if base_tf is None and base is None else "removed" if head is None else "changed"
+    )
     item.resources = diff_resources(base_tf, head_tf)
     # The in-cluster stack's changes (a chart version bump, say), named "<env>-platform/<address>".
     for change in diff_resources(base_platform, head_platform):
         change.address = f"{name}-platform/{change.address}"
         item.resources.append(change)
-    item.serving = (compare("model", model_facts(base, describe), model_facts(head, describe))
-                    + compare("node pool", pool_facts(base), pool_facts(head)))
+    item.serving = compare("model", model_facts(base, describe), model_facts(head, describe)) + compare(
+        "node pool", pool_facts(base), pool_facts(head)
+    )
     item.capacity = capacity_rows(base, head)
-    item.cost = {at: {"before": round(base.cost_per_hour(at), 2) if base else None,
-                      "after": round(head.cost_per_hour(at), 2) if head else None} for at in ("min", "max")}
+    item.cost = {
+        at: {
+            "before": round(base.cost_per_hour(at), 2) if base else None,
+            "after": round(head.cost_per_hour(at), 2) if head else None,
+        }
+        for at in ("min", "max")
+    }
     item.gpus = {"before": base.gpus_at_max if base else None, "after": head.gpus_at_max if head else None}
     item.spec_diff = spec_diff(base_specs, head_specs)
     if item.status == "changed" and not (item.resources or item.serving or item.spec_diff):
@@ -133,8 +166,15 @@ def _verdicts(report: GateReport) -> dict[str, tuple[bool, str]]:
         failed = [f for f in report.failures if f.environment in (env, f"{env}-platform")]
         specs = report.spec_problems.get(env, [])
         ok = not failed and not specs and not report.missing_checks
-        text = "passed" if ok else "; ".join([f"{f.check} {f.resource}" for f in failed] + [f"{p} {m}" for p, m in specs]
-                                             + [f"{c} did not run" for c in report.missing_checks])
+        text = (
+            "passed"
+            if ok
+            else "; ".join(
+                [f"{f.check} {f.resource}" for f in failed]
+                + [f"{p} {m}" for p, m in specs]
+                + [f"{c} did not run" for c in report.missing_checks]
+            )
+        )
         verdicts[env] = (ok, text)
     return verdicts
 
@@ -168,7 +208,7 @@ def _plan_all(directory: Path) -> tuple[dict[str, EnvironmentPlan], list[str]]:
 
 def _kit_versions(base: Path, head: Path) -> dict[str, str | None]:
     """The kit version each revision pins (requirements.txt) and the one installed here."""
-    from stacks import __version__  # noqa: PLC0415
+    from stacks import __version__
 
     def pinned(path: Path) -> str | None:
         try:

@@ -38,14 +38,17 @@ def base_model_matches(declared: str, accepted: Iterable[str]) -> bool:
     return any(value == name.lower() or last == name.lower().rsplit("/", 1)[-1] for name in accepted)
 
 
-def scan_adapter_dir(directory: Path, target: AdapterTarget, *, key_prefix: str = "",
-                     transfer_config) -> tuple[list[LocalFile], dict]:
+def scan_adapter_dir(
+    directory: Path, target: AdapterTarget, *, key_prefix: str = "", transfer_config
+) -> tuple[list[LocalFile], dict]:
     """The files to publish (with digests) and the adapter's config, after checking it is a LoRA adapter for `target`."""
     files = local_files(directory, key_prefix)
     by_name = {f.name: f for f in files}
     if code := next((f for f in files if f.name.lower().endswith(".py")), None):
-        raise ArtifactError(f"{shown(code.path)}: a Python file; an adapter is weights and configuration only, "
-                            "and no adapter code is ever run: remove it")
+        raise ArtifactError(
+            f"{shown(code.path)}: a Python file; an adapter is weights and configuration only, "
+            "and no adapter code is ever run: remove it"
+        )
     config_path = directory / ADAPTER_CONFIG
     if ADAPTER_CONFIG not in by_name:
         raise ArtifactError(f"{shown(config_path)}: missing (a PEFT LoRA adapter directory has one)")
@@ -64,8 +67,10 @@ def scan_adapter_dir(directory: Path, target: AdapterTarget, *, key_prefix: str 
     for tensor, shape in lora_a.items():
         tensor_rank = shape[0] if shape else 0
         if tensor_rank > highest or (not pattern and tensor_rank != rank):
-            raise ArtifactError(f"{shown(weights.path)}: tensor {quoted(tensor, 160)} has rank {tensor_rank}, "
-                                f"but {ADAPTER_CONFIG} says r={rank}")
+            raise ArtifactError(
+                f"{shown(weights.path)}: tensor {quoted(tensor, 160)} has rank {tensor_rank}, "
+                f"but {ADAPTER_CONFIG} says r={rank}"
+            )
     return with_digests(files, transfer_config), config
 
 
@@ -73,7 +78,9 @@ def _check_config(where: str, config: dict, target: AdapterTarget) -> tuple[int,
     """(r, the highest rank, rank_pattern) of a LoRA adapter_config.json for `target`."""
     peft_type = config.get("peft_type")
     if not isinstance(peft_type, str) or peft_type.upper() != "LORA":
-        raise ArtifactError(f"{where}: peft_type: {quoted(peft_type)} is not a LoRA adapter (vLLM serves peft_type LORA)")
+        raise ArtifactError(
+            f"{where}: peft_type: {quoted(peft_type)} is not a LoRA adapter (vLLM serves peft_type LORA)"
+        )
     if config.get("use_dora"):
         raise ArtifactError(f"{where}: use_dora: DoRA adapters are not served by vLLM")
     rank = config.get("r")
@@ -90,7 +97,9 @@ def _check_config(where: str, config: dict, target: AdapterTarget) -> tuple[int,
         )
     base = config.get("base_model_name_or_path")
     if not isinstance(base, str) or not base.strip():
-        raise ArtifactError(f"{where}: base_model_name_or_path: missing; an adapter must say which model it was trained on")
+        raise ArtifactError(
+            f"{where}: base_model_name_or_path: missing; an adapter must say which model it was trained on"
+        )
     if not base_model_matches(base, target.base_models):
         raise ArtifactError(
             f"{where}: base_model_name_or_path: {quoted(base)} is not model {target.model_id} "

@@ -97,14 +97,23 @@ def content_digest(files: Sequence[LocalFile]) -> str:
     return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
 
 
-def upload_adapter(s3, bucket: str, target: AdapterTarget, name: str, directory: Path, *,
-                   transfer_config=None, progress: Callable[[int], None] | None = None) -> AdapterReport:
+def upload_adapter(
+    s3,
+    bucket: str,
+    target: AdapterTarget,
+    name: str,
+    directory: Path,
+    *,
+    transfer_config=None,
+    progress: Callable[[int], None] | None = None,
+) -> AdapterReport:
     """Publish `directory` as `<model id>:<name>`; safe to rerun after any interruption, and to race."""
     if problem := adapter_name_problem(name):
         raise ArtifactError(f"--adapter: {problem}")
     transfer_config = transfer_config or default_transfer_config()
-    files, _ = scan_adapter_dir(directory, target, key_prefix=longest_prefix(target.model_id, name),
-                                transfer_config=transfer_config)
+    files, _ = scan_adapter_dir(
+        directory, target, key_prefix=longest_prefix(target.model_id, name), transfer_config=transfer_config
+    )
     final = adapter_prefix(target.model_id, name)
     already = AdapterReport([], [f.name for f in files], final, already_published=True)
     if _published(s3, bucket, target, name, files):  # a rerun after success writes nothing
@@ -127,15 +136,17 @@ def upload_adapter(s3, bucket: str, target: AdapterTarget, name: str, directory:
     staging = f"{staging_root(target.model_id, name)}{mine.content[:16]}/"
     uploaded, skipped = upload_missing(s3, bucket, staging, rest, transfer_config=transfer_config, progress=progress)
     # Leftovers of an interrupted upload or delete: without adapter_config.json Ray ignores them.
-    existing = {o["Key"][len(final):] for o in list_keys(s3, bucket, final)}
+    existing = {o["Key"][len(final) :] for o in list_keys(s3, bucket, final)}
     delete_keys(s3, bucket, [final + k for k in sorted(existing - {f.name for f in files})])
     for f in rest:
         if not _in_place(s3, bucket, staging, final, f, transfer_config):
             if _published(s3, bucket, target, name, files):  # an identical upload finished first
                 _clean_staging(s3, bucket, target.model_id, name)
                 return already
-            raise ArtifactError(f"s3://{bucket}/{staging}{f.name}: removed while being published (a delete-adapter "
-                                f"or an upload of {target.model_id}:{name} ran at the same time); rerun")
+            raise ArtifactError(
+                f"s3://{bucket}/{staging}{f.name}: removed while being published (a delete-adapter "
+                f"or an upload of {target.model_id}:{name} ran at the same time); rerun"
+            )
     if _put_config(s3, bucket, final + ADAPTER_CONFIG, config):
         uploaded.append(config.name)
     elif not _published(s3, bucket, target, name, files):  # taken, then gone again
@@ -155,7 +166,7 @@ def _published(s3, bucket: str, target: AdapterTarget, name: str, files: list[Lo
                 "alone, so an adapter name must be unique across models: pick another name"
             )
     final = adapter_prefix(target.model_id, name)
-    existing = {o["Key"][len(final):] for o in list_keys(s3, bucket, final)}
+    existing = {o["Key"][len(final) :] for o in list_keys(s3, bucket, final)}
     if ADAPTER_CONFIG not in existing:
         return False
     if existing == {f.name for f in files} and all(holds(head(s3, bucket, final + f.name), f) for f in files):
@@ -168,22 +179,32 @@ def _published(s3, bucket: str, target: AdapterTarget, name: str, files: list[Lo
 
 def _in_place(s3, bucket: str, staging: str, final: str, f: LocalFile, transfer_config) -> bool:
     """Copy `f` from staging into place unless it is there; False if its staged copy is gone."""
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from botocore.exceptions import ClientError
 
     if holds(head(s3, bucket, final + f.name), f):
         return True
     try:
         # The same part size as the upload: the copy gets the same S3 checksum.
-        s3.copy({"Bucket": bucket, "Key": staging + f.name}, bucket, final + f.name,
-                ExtraArgs={"Metadata": {SHA_METADATA: f.sha256}, "MetadataDirective": "REPLACE", "ChecksumAlgorithm": "SHA256"},
-                Config=transfer_config)
+        s3.copy(
+            {"Bucket": bucket, "Key": staging + f.name},
+            bucket,
+            final + f.name,
+            ExtraArgs={
+                "Metadata": {SHA_METADATA: f.sha256},
+                "MetadataDirective": "REPLACE",
+                "ChecksumAlgorithm": "SHA256",
+            },
+            Config=transfer_config,
+        )
     except ClientError as exc:
         if error_code(exc) in NOT_FOUND:
             return False
         raise
     if not holds(head(s3, bucket, final + f.name), f):
-        raise ArtifactError(f"s3://{bucket}/{final}{f.name}: the copy does not hold {shown(f.path)} (its staged "
-                            "object was replaced); rerun")
+        raise ArtifactError(
+            f"s3://{bucket}/{final}{f.name}: the copy does not hold {shown(f.path)} (its staged "
+            "object was replaced); rerun"
+        )
     return True
 
 
@@ -192,9 +213,17 @@ def _put_config(s3, bucket: str, key: str, f: LocalFile) -> bool:
     body = read_small(f, CONFIG_LIMIT)
     if hashlib.sha256(body).hexdigest() != f.sha256:
         raise ArtifactError(f"{shown(f.path)}: changed while being published; rerun once it is final")
-    return put_if_absent(lambda: s3.put_object(Bucket=bucket, Key=key, Body=body, IfNoneMatch="*",
-                                               ContentType="application/json", ChecksumAlgorithm="SHA256",
-                                               Metadata={SHA_METADATA: f.sha256}))
+    return put_if_absent(
+        lambda: s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            IfNoneMatch="*",
+            ContentType="application/json",
+            ChecksumAlgorithm="SHA256",
+            Metadata={SHA_METADATA: f.sha256},
+        )
+    )
 
 
 def list_adapters(s3, bucket: str, model_ids: Iterable[str] | None = None) -> list[PublishedAdapter]:
@@ -207,13 +236,18 @@ def list_adapters(s3, bucket: str, model_ids: Iterable[str] | None = None) -> li
             ready = any(o["Key"] == prefix + ADAPTER_CONFIG for o in objects)
             config = _published_config(s3, bucket, prefix + ADAPTER_CONFIG) if ready else {}
             rank, base = config.get("r"), config.get("base_model_name_or_path")
-            adapters.append(PublishedAdapter(
-                model_id, name, ready,
-                rank=rank if isinstance(rank, int) and not isinstance(rank, bool) else None,
-                base_model=base if isinstance(base, str) and base.isprintable() else None,
-                files=len(objects), size=sum(o["Size"] for o in objects),
-                modified=max((o["LastModified"] for o in objects), default=None),
-            ))
+            adapters.append(
+                PublishedAdapter(
+                    model_id,
+                    name,
+                    ready,
+                    rank=rank if isinstance(rank, int) and not isinstance(rank, bool) else None,
+                    base_model=base if isinstance(base, str) and base.isprintable() else None,
+                    files=len(objects),
+                    size=sum(o["Size"] for o in objects),
+                    modified=max((o["LastModified"] for o in objects), default=None),
+                )
+            )
     return adapters
 
 
@@ -240,7 +274,9 @@ def delete_adapter(s3, bucket: str, model_id: str, name: str) -> DeleteReport:
     delete_keys(s3, bucket, [k for k in keys if k != config])
     staged = _clean_staging(s3, bucket, model_id, name)
     if not keys and not staged:
-        raise ArtifactError(f"--adapter: no adapter {name!r} for model {model_id!r} in s3://{bucket}/{ADAPTERS_PREFIX}/{model_id}/")
+        raise ArtifactError(
+            f"--adapter: no adapter {name!r} for model {model_id!r} in s3://{bucket}/{ADAPTERS_PREFIX}/{model_id}/"
+        )
     return DeleteReport(len(keys), staged)
 
 

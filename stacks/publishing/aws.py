@@ -20,18 +20,22 @@ REFUSED = ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesN
 
 def s3_client(region: str):
     """boto3's standard credential chain, in `region` (AWS_ENDPOINT_URL_S3 is honoured)."""
-    import boto3  # noqa: PLC0415
+    import boto3
 
     return boto3.client("s3", region_name=region)
 
 
 def transfer_config():
-    from boto3.s3.transfer import TransferConfig  # noqa: PLC0415
+    from boto3.s3.transfer import TransferConfig
 
     # Large shards go up as concurrent multipart uploads. "classic": the CRT client would
     # pick its own part sizes and open files itself (see objects.put_file).
-    return TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=PART_SIZE, max_concurrency=8,
-                          preferred_transfer_client="classic")
+    return TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD,
+        multipart_chunksize=PART_SIZE,
+        max_concurrency=8,
+        preferred_transfer_client="classic",
+    )
 
 
 def error_code(exc: Exception) -> str:
@@ -45,8 +49,8 @@ def translated(exc: BaseException) -> Exception | None:
 
     Missing credentials and S3 refusing us the user can fix; any other answer from AWS, or no answer,
     is said as AWS said it (a ToolError), never dropped."""
-    from boto3.exceptions import Boto3Error, S3UploadFailedError  # noqa: PLC0415
-    from botocore.exceptions import (  # noqa: PLC0415
+    from boto3.exceptions import Boto3Error, S3UploadFailedError
+    from botocore.exceptions import (
         BotoCoreError,
         ClientError,
         NoCredentialsError,
@@ -54,13 +58,17 @@ def translated(exc: BaseException) -> Exception | None:
     )
 
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-        return ArtifactError("no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)")
+        return ArtifactError(
+            "no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)"
+        )
     if isinstance(exc, S3UploadFailedError):  # boto3 wraps what S3 said about an upload
         return ArtifactError(" ".join(str(exc).split()))
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         if error.get("Code") in REFUSED:
-            return ArtifactError(f"S3 refused the request: {error.get('Code')}: {error.get('Message', '')}".rstrip(": "))
+            return ArtifactError(
+                f"S3 refused the request: {error.get('Code')}: {error.get('Message', '')}".rstrip(": ")
+            )
     if isinstance(exc, (ClientError, BotoCoreError, Boto3Error)):
         return ToolError(f"AWS: {exc}")
     return None

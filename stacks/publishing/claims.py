@@ -45,13 +45,19 @@ def claim_key(name: str) -> str:
 def take_claim(s3, bucket: str, name: str, mine: Claim) -> bool:
     """Hold the claim on `name`: True if taken now, False if this same publish held it already
     (a rerun); ArtifactError if another upload holds it."""
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from botocore.exceptions import ClientError
 
     body = json.dumps({"model": mine.model_id, "content": mine.content}).encode()
     for attempt in range(ATTEMPTS):
         try:
-            s3.put_object(Bucket=bucket, Key=claim_key(name), Body=body, IfNoneMatch="*",
-                          ContentType="application/json", ChecksumAlgorithm="SHA256")
+            s3.put_object(
+                Bucket=bucket,
+                Key=claim_key(name),
+                Body=body,
+                IfNoneMatch="*",
+                ContentType="application/json",
+                ChecksumAlgorithm="SHA256",
+            )
             return True
         except ClientError as exc:
             if error_code(exc) in CONDITIONAL_CONFLICT:  # another claim is being written: look again
@@ -66,8 +72,10 @@ def take_claim(s3, bucket: str, name: str, mine: Claim) -> bool:
             return False
         since = f" (claimed {held.since.astimezone(UTC):%Y-%m-%d %H:%M} UTC)" if held.since else ""
         if held.model_id and held.model_id != mine.model_id:
-            raise ArtifactError(f"--adapter: {name!r} is being published for model {held.model_id!r} by another upload{since}; "
-                                "Ray caches adapters by name alone, so an adapter name must be unique across models")
+            raise ArtifactError(
+                f"--adapter: {name!r} is being published for model {held.model_id!r} by another upload{since}; "
+                "Ray caches adapters by name alone, so an adapter name must be unique across models"
+            )
         raise ArtifactError(
             f"--adapter: {mine.model_id}:{name} is being published with other content by another upload{since}; "
             f"publish yours under a new name (e.g. {name}-v2). If no upload is running (one was interrupted), "
@@ -78,7 +86,7 @@ def take_claim(s3, bucket: str, name: str, mine: Claim) -> bool:
 
 def read_claim(s3, bucket: str, name: str) -> Claim | None:
     """The claim on `name` (None: unclaimed); one that cannot be read has model_id "" and matches no publish."""
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from botocore.exceptions import ClientError
 
     try:
         response = s3.get_object(Bucket=bucket, Key=claim_key(name))

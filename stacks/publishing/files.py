@@ -31,7 +31,7 @@ def with_digests(files: list[LocalFile], transfer_config) -> list[LocalFile]:
 
 def part_size(size: int, transfer_config) -> int:
     """The part size an upload of `size` bytes uses with `transfer_config` (0: one PutObject)."""
-    from s3transfer.utils import ChunksizeAdjuster  # noqa: PLC0415
+    from s3transfer.utils import ChunksizeAdjuster
 
     if size < transfer_config.multipart_threshold:
         return 0
@@ -81,8 +81,10 @@ def read_small(f: LocalFile, limit: int) -> bytes:
     with open_regular(f) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise ArtifactError(f"{shown(f.path)}: over {limit:,} bytes; {f.name.rsplit('/', 1)[-1]} may be at most "
-                            f"{limit // 1024 // 1024:,} MiB")
+        raise ArtifactError(
+            f"{shown(f.path)}: over {limit:,} bytes; {f.name.rsplit('/', 1)[-1]} may be at most "
+            f"{limit // 1024 // 1024:,} MiB"
+        )
     return data
 
 
@@ -118,7 +120,9 @@ def safetensors_header(f: LocalFile) -> dict[str, dict]:
         try:
             header = parse_json(fh.read(length))
         except (ValueError, UnicodeDecodeError):
-            raise ArtifactError(f"{shown(f.path)}: not a safetensors file (header is not JSON of bounded depth)") from None
+            raise ArtifactError(
+                f"{shown(f.path)}: not a safetensors file (header is not JSON of bounded depth)"
+            ) from None
     if not isinstance(header, dict):
         raise ArtifactError(f"{shown(f.path)}: not a safetensors file (header is not a JSON object)")
     header.pop("__metadata__", None)
@@ -128,7 +132,9 @@ def safetensors_header(f: LocalFile) -> dict[str, dict]:
             raise ArtifactError(f"{shown(f.path)}: tensor {quoted(name, 160)} has no valid shape and data_offsets")
         end = max(end, tensor["data_offsets"][1])
     if end != data_bytes:
-        raise ArtifactError(f"{shown(f.path)}: truncated or padded: the header describes {end} data bytes, the file holds {data_bytes}")
+        raise ArtifactError(
+            f"{shown(f.path)}: truncated or padded: the header describes {end} data bytes, the file holds {data_bytes}"
+        )
     return header
 
 
@@ -137,9 +143,14 @@ def _tensor_entry(tensor: object) -> bool:
     if not isinstance(tensor, dict):
         return False
     shape, offsets = tensor.get("shape"), tensor.get("data_offsets")
-    return (isinstance(shape, list) and all(_count(d) for d in shape)
-            and isinstance(offsets, list) and len(offsets) == 2 and all(_count(o) for o in offsets)
-            and offsets[0] <= offsets[1])
+    return (
+        isinstance(shape, list)
+        and all(_count(d) for d in shape)
+        and isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(_count(o) for o in offsets)
+        and offsets[0] <= offsets[1]
+    )
 
 
 def _count(value: object) -> bool:
@@ -160,7 +171,9 @@ class Progress:
     def __call__(self, amount: int) -> None:
         self.done += amount
         if self.enabled and self.total:
-            self.stream.write(f"\r{self.done / 2**20:,.0f} / {self.total / 2**20:,.0f} MiB ({100 * self.done / self.total:.0f}%)")
+            self.stream.write(
+                f"\r{self.done / 2**20:,.0f} / {self.total / 2**20:,.0f} MiB ({100 * self.done / self.total:.0f}%)"
+            )
             self.stream.flush()
 
     def close(self) -> None:

@@ -26,7 +26,9 @@ SNAPSHOT_ID = re.compile(SNAPSHOT_PATTERN)
 def manifest_for(model_id: str, files: list[LocalFile]) -> dict:
     return {
         "model_id": model_id,
-        "files": [{"path": f.name, "size": f.size, "sha256": f.sha256, "checksum_sha256": f.s3_checksum} for f in files],
+        "files": [
+            {"path": f.name, "size": f.size, "sha256": f.sha256, "checksum_sha256": f.s3_checksum} for f in files
+        ],
     }
 
 
@@ -53,7 +55,7 @@ def model_prefix(model_id: str) -> str:
 
 def snapshot_of(model_id: str, key: str) -> str | None:
     """The snapshot a key of the model's folder belongs to (None: the old layout's, or none)."""
-    rest = key[len(model_prefix(model_id)):] if key.startswith(model_prefix(model_id)) else ""
+    rest = key[len(model_prefix(model_id)) :] if key.startswith(model_prefix(model_id)) else ""
     folder, slash, _ = rest.partition("/")
     return folder if slash and SNAPSHOT_ID.fullmatch(folder) else None
 
@@ -75,8 +77,19 @@ def read_manifest(s3, bucket: str, model_id: str, snapshot: str) -> dict | None:
 
 def _manifest_shape(manifest: object) -> bool:
     def entry_ok(e: object) -> bool:
-        return (isinstance(e, dict) and isinstance(e.get("path"), str) and e["path"].isprintable()
-                and isinstance(e.get("size"), int) and not isinstance(e["size"], bool) and e["size"] >= 0
-                and isinstance(e.get("sha256"), str) and isinstance(e.get("checksum_sha256", ""), str))
+        return (
+            isinstance(e, dict)
+            and isinstance(e.get("path"), str)
+            and e["path"].isprintable()
+            and isinstance(e.get("size"), int)
+            and not isinstance(e["size"], bool)
+            and e["size"] >= 0
+            and isinstance(e.get("sha256"), str)
+            and isinstance(e.get("checksum_sha256", ""), str)
+        )
 
-    return isinstance(manifest, dict) and isinstance(manifest.get("files"), list) and all(entry_ok(e) for e in manifest["files"])
+    return (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("files"), list)
+        and all(entry_ok(e) for e in manifest["files"])
+    )

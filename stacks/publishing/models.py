@@ -69,8 +69,9 @@ class RemoteCode:
     where: str = "the environment file"  # that model, for messages: "envs/dev.yaml: models[0]"
 
 
-def scan_model_dir(directory: Path, *, key_prefix: str = "", remote_code: RemoteCode = RemoteCode(),
-                   transfer_config=None) -> list[LocalFile]:
+def scan_model_dir(
+    directory: Path, *, key_prefix: str = "", remote_code: RemoteCode = RemoteCode(), transfer_config=None
+) -> list[LocalFile]:
     """The files to publish with their digests, after checking the directory is a complete, safe model."""
     files = local_files(directory, key_prefix, reserved=(MANIFEST, HASH_OBJECT))
     by_name = {f.name: f for f in files}
@@ -79,7 +80,11 @@ def scan_model_dir(directory: Path, *, key_prefix: str = "", remote_code: Remote
     config = read_json_object(by_name["config.json"])
     if "model_type" not in config:
         raise ArtifactError(f"{shown(directory)}/config.json: no model_type")
-    tokenizer = read_json_object(by_name["tokenizer_config.json"], TOKENIZER_CONFIG_LIMIT) if "tokenizer_config.json" in by_name else {}
+    tokenizer = (
+        read_json_object(by_name["tokenizer_config.json"], TOKENIZER_CONFIG_LIMIT)
+        if "tokenizer_config.json" in by_name
+        else {}
+    )
     _check_remote_code(directory, files, config, tokenizer, remote_code)
     shards = [f for f in files if f.name.endswith(".safetensors")]
     if not shards:
@@ -93,19 +98,33 @@ def scan_model_dir(directory: Path, *, key_prefix: str = "", remote_code: Remote
     return with_digests(files, transfer_config or default_transfer_config())
 
 
-def _check_remote_code(directory: Path, files: list[LocalFile], config: dict, tokenizer: dict, consent: RemoteCode) -> None:
+def _check_remote_code(
+    directory: Path, files: list[LocalFile], config: dict, tokenizer: dict, consent: RemoteCode
+) -> None:
     """Python files, or an `auto_map` (classes to import, possibly from another repository)."""
     code = next((f"Python file {f.name!r}" for f in files if f.name.lower().endswith(".py")), None)
-    code = code or next((f"{name} has auto_map" for name, data in (("config.json", config), ("tokenizer_config.json", tokenizer))
-                         if "auto_map" in data), None)
+    code = code or next(
+        (
+            f"{name} has auto_map"
+            for name, data in (("config.json", config), ("tokenizer_config.json", tokenizer))
+            if "auto_map" in data
+        ),
+        None,
+    )
     if code is None or (consent.flag and consent.configured):
         return
-    missing = [step for step, given in (("pass --trust-remote-code", consent.flag),
-                                        (f"set trust_remote_code: true in {consent.where}", consent.configured)) if not given]
-    raise ArtifactError(f"{shown(directory)}: ships code ({code}) that vLLM runs only with trust_remote_code; "
-                        f"to publish it, {' and '.join(missing)}")
-
-
+    missing = [
+        step
+        for step, given in (
+            ("pass --trust-remote-code", consent.flag),
+            (f"set trust_remote_code: true in {consent.where}", consent.configured),
+        )
+        if not given
+    ]
+    raise ArtifactError(
+        f"{shown(directory)}: ships code ({code}) that vLLM runs only with trust_remote_code; "
+        f"to publish it, {' and '.join(missing)}"
+    )
 
 
 PUBLISHED, ALREADY, CONCURRENT, REPAIRED = "published", "already published", "published concurrently", "repaired"
@@ -132,22 +151,45 @@ class UploadReport:
         return self.prefix + MANIFEST
 
 
-def upload_model(s3, bucket: str, model_id: str, directory: Path, *, remote_code: RemoteCode = RemoteCode(),
-                 transfer_config=None, progress: Callable[[int], None] | None = None,
-                 pinned: Collection[str] = ()) -> UploadReport:
+def upload_model(
+    s3,
+    bucket: str,
+    model_id: str,
+    directory: Path,
+    *,
+    remote_code: RemoteCode = RemoteCode(),
+    transfer_config=None,
+    progress: Callable[[int], None] | None = None,
+    pinned: Collection[str] = (),
+) -> UploadReport:
     """Publish `directory` as a snapshot of `model_id` (see the module's docstring).
 
     `pinned`: the snapshots environments pin; objects written into one of those (a repair) go
     without the unpinned tag, so the lifecycle rule cannot expire them before `llmstacks pin` runs.
     """
     transfer_config = transfer_config or default_transfer_config()
-    files = scan_model_dir(directory, key_prefix=snapshot_prefix(model_id, SNAPSHOT_PLACEHOLDER), remote_code=remote_code,
-                           transfer_config=transfer_config)
+    files = scan_model_dir(
+        directory,
+        key_prefix=snapshot_prefix(model_id, SNAPSHOT_PLACEHOLDER),
+        remote_code=remote_code,
+        transfer_config=transfer_config,
+    )
     manifest = manifest_for(model_id, files)
     snapshot = snapshot_id(manifest)
     prefix = snapshot_prefix(model_id, snapshot)
-    report = UploadReport(model_id, snapshot, prefix, PUBLISHED, manifest_size(manifest), len(files), [], [], [],
-                          len(legacy_objects(s3, bucket, model_id)), snapshot not in pinned)
+    report = UploadReport(
+        model_id,
+        snapshot,
+        prefix,
+        PUBLISHED,
+        manifest_size(manifest),
+        len(files),
+        [],
+        [],
+        [],
+        len(legacy_objects(s3, bucket, model_id)),
+        snapshot not in pinned,
+    )
     present, existing = _existing_manifest(s3, bucket, model_id, snapshot)
     if existing == manifest and not verify_snapshot(s3, bucket, model_id, snapshot, manifest=manifest):
         report.outcome, report.skipped = ALREADY, [f.name for f in files]
@@ -158,8 +200,15 @@ def upload_model(s3, bucket: str, model_id: str, directory: Path, *, remote_code
         s3.delete_object(Bucket=bucket, Key=prefix + MANIFEST)
     tagging = UNPINNED_TAGGING if report.tagged else None
     report.copied = _copy_unchanged(s3, bucket, model_id, prefix, files, transfer_config, tagging, progress)
-    report.uploaded, report.skipped = upload_missing(s3, bucket, prefix, [f for f in files if f.name not in report.copied],
-                                                     transfer_config=transfer_config, progress=progress, tagging=tagging)
+    report.uploaded, report.skipped = upload_missing(
+        s3,
+        bucket,
+        prefix,
+        [f for f in files if f.name not in report.copied],
+        transfer_config=transfer_config,
+        progress=progress,
+        tagging=tagging,
+    )
     # Ray downloads every object under the prefix and the streamer reads every *.safetensors in it:
     # whatever an earlier attempt or anyone else left there goes.
     report.removed = unlisted_keys(s3, bucket, prefix, {prefix + f.name for f in files})
@@ -171,17 +220,26 @@ def upload_model(s3, bucket: str, model_id: str, directory: Path, *, remote_code
     elif not _put_manifest(s3, bucket, prefix + MANIFEST, manifest, tagging):
         report.outcome = CONCURRENT
     if report.outcome != PUBLISHED and (problems := verify_snapshot(s3, bucket, model_id, snapshot)):
-        raise ArtifactError(f"snapshot {snapshot} of {model_id} is {report.outcome} but differs from its manifest: "
-                            f"{problems[0]}")
+        raise ArtifactError(
+            f"snapshot {snapshot} of {model_id} is {report.outcome} but differs from its manifest: {problems[0]}"
+        )
     return report
 
 
-def _copy_unchanged(s3, bucket: str, model_id: str, prefix: str, files: list[LocalFile], transfer_config,
-                    tagging: str | None, progress: Callable[[int], None] | None) -> list[str]:
+def _copy_unchanged(
+    s3,
+    bucket: str,
+    model_id: str,
+    prefix: str,
+    files: list[LocalFile],
+    transfer_config,
+    tagging: str | None,
+    progress: Callable[[int], None] | None,
+) -> list[str]:
     """Files that another published snapshot of the model holds are copied within S3 instead of sent
     again (a new tokenizer does not re-upload the weights). With the upload's part size the copy gets
     the same S3 checksum; each copy is checked like an upload. Returns the names copied."""
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from botocore.exceptions import ClientError
 
     wanted = [f for f in files if not holds(head(s3, bucket, prefix + f.name), f)]
     sources = _published_files(s3, bucket, model_id, prefix) if wanted else {}
@@ -194,8 +252,15 @@ def _copy_unchanged(s3, bucket: str, model_id: str, prefix: str, files: list[Loc
         # The copy carries the tags it is given (not the source's) from its first byte, so no kill
         # can leave an untagged copy that the lifecycle rule would never expire.
         try:
-            copy_object(s3, bucket, found | {"Key": source}, prefix + f.name, transfer_config, tagging=tagging,
-                        metadata={SHA_METADATA: f.sha256})
+            copy_object(
+                s3,
+                bucket,
+                found | {"Key": source},
+                prefix + f.name,
+                transfer_config,
+                tagging=tagging,
+                metadata={SHA_METADATA: f.sha256},
+            )
         except ClientError as exc:
             if error_code(exc) in NOT_FOUND + PRECONDITION_FAILED:
                 continue  # the source went or changed in between: upload the file instead
@@ -232,11 +297,20 @@ def _existing_manifest(s3, bucket: str, model_id: str, snapshot: str) -> tuple[b
 
 
 def _put(s3, bucket: str, key: str, body: bytes, tagging: str | None, **extra) -> None:
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
-                  **({"Tagging": tagging} if tagging else {}), **extra)
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=body,
+        ChecksumAlgorithm="SHA256",
+        **({"Tagging": tagging} if tagging else {}),
+        **extra,
+    )
 
 
 def _put_manifest(s3, bucket: str, key: str, manifest: dict, tagging: str | None) -> bool:
     """Write the manifest unless one is there (S3's conditional write); False: another upload did."""
-    return put_if_absent(lambda: _put(s3, bucket, key, manifest_bytes(manifest), tagging, IfNoneMatch="*",
-                                      ContentType="application/json"))
+    return put_if_absent(
+        lambda: _put(
+            s3, bucket, key, manifest_bytes(manifest), tagging, IfNoneMatch="*", ContentType="application/json"
+        )
+    )

@@ -72,7 +72,7 @@ def pin_snapshots(s3, pins: list[Pin]) -> list[tuple[Pin, int]]:
 
 
 def _check_pinnable(s3, pin: Pin) -> None:
-    from botocore.exceptions import ClientError  # noqa: PLC0415
+    from botocore.exceptions import ClientError
 
     if pin.snapshot is None:
         raise ConfigError(pin.source, pin.field, "required for bucket weights: the snapshot upload-model printed")
@@ -82,11 +82,21 @@ def _check_pinnable(s3, pin: Pin) -> None:
     except ClientError as exc:
         if error_code(exc) != "NoSuchBucket":
             raise
-        raise ConfigError(pin.source, pin.field, f"{pin.snapshot} is not published: the weights bucket s3://{pin.bucket} "
-                          "does not exist yet: deploy the AWS stack first (make deploy ENV=<env> STACKS=<env>), then upload-model") from None
+        raise ConfigError(
+            pin.source,
+            pin.field,
+            f"{pin.snapshot} is not published: the weights bucket s3://{pin.bucket} "
+            "does not exist yet: deploy the AWS stack first (make deploy ENV=<env> STACKS=<env>), then upload-model",
+        ) from None
     if manifest is None:
-        raise ConfigError(pin.source, pin.field, f"{pin.snapshot} is not published in {where} (expired or never uploaded): "
-                          "run upload-model again; identical content gives the same snapshot")
+        raise ConfigError(
+            pin.source,
+            pin.field,
+            f"{pin.snapshot} is not published in {where} (expired or never uploaded): "
+            "run upload-model again; identical content gives the same snapshot",
+        )
     if problems := verify_snapshot(s3, pin.bucket, pin.model_id, pin.snapshot, manifest=manifest):
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ConfigError(pin.source, pin.field, f"{pin.snapshot} in {where} differs from its manifest: {problems[0]}{more}")
+        raise ConfigError(
+            pin.source, pin.field, f"{pin.snapshot} in {where} differs from its manifest: {problems[0]}{more}"
+        )

@@ -23,8 +23,13 @@ from stacks.publishing.sniff import PICKLE_SUFFIXES, content_problem
 S3_KEY_LIMIT = 1024  # bytes of UTF-8
 MAX_ENTRIES = 10_000  # files and folders; a model has tens
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,10 @@ def open_regular(f: LocalFile) -> BinaryIO:
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != f.identity or info.st_size != f.size:
         os.close(fd)
-        raise ArtifactError(f"{shown(f.path)}: changed while being published (replaced, resized or no longer "
-                            "a regular file); rerun once it is final")
+        raise ArtifactError(
+            f"{shown(f.path)}: changed while being published (replaced, resized or no longer "
+            "a regular file); rerun once it is final"
+        )
     return os.fdopen(fd, "rb")
 
 
@@ -74,8 +81,10 @@ def local_files(directory: Path, key_prefix: str = "", reserved: tuple[str, ...]
                         continue
                     seen += 1
                     if seen > MAX_ENTRIES:
-                        raise ArtifactError(f"{shown(directory)}: more than {MAX_ENTRIES:,} files and folders; "
-                                            "publish the model's own files only")
+                        raise ArtifactError(
+                            f"{shown(directory)}: more than {MAX_ENTRIES:,} files and folders; "
+                            "publish the model's own files only"
+                        )
                     name = f"{folder}/{entry.name}" if folder else entry.name
                     if problem := name_problem(name, key_prefix):
                         raise ArtifactError(f"{shown(directory)}: file name {quoted(name)} {problem}")
@@ -92,8 +101,10 @@ def local_files(directory: Path, key_prefix: str = "", reserved: tuple[str, ...]
         if f.name in reserved:
             raise ArtifactError(f"{shown(f.path)}: {f.name!r} is reserved for what the publisher writes; remove it")
         if f.name.lower().endswith(PICKLE_SUFFIXES):
-            raise ArtifactError(f"{shown(f.path)}: pickled weights are not published (they run code when loaded); "
-                                "convert them to safetensors")
+            raise ArtifactError(
+                f"{shown(f.path)}: pickled weights are not published (they run code when loaded); "
+                "convert them to safetensors"
+            )
         if not f.name.endswith(".safetensors"):  # those are checked as safetensors instead
             with open_regular(f) as fh:
                 if problem := content_problem(fh, f.size):
@@ -110,8 +121,10 @@ def name_problem(name: str, key_prefix: str) -> str | None:
     if not name.isprintable():
         return "is not printable (newlines, tabs and control characters are refused); rename it"
     if size > S3_KEY_LIMIT:
-        return (f"makes an S3 key of {size:,} bytes ({key_prefix}...), over S3's limit of "
-                f"{S3_KEY_LIMIT:,} bytes (UTF-8); shorten it")
+        return (
+            f"makes an S3 key of {size:,} bytes ({key_prefix}...), over S3's limit of "
+            f"{S3_KEY_LIMIT:,} bytes (UTF-8); shorten it"
+        )
     return None
 
 
@@ -126,8 +139,10 @@ def _regular_file(directory: Path, root: Path, name: str) -> LocalFile:
         kind = next((kind for test, kind in _KINDS if test(info.st_mode)), "an unknown kind of file")
         raise ArtifactError(f"{shown(path)}: {'a link to ' if link else ''}{kind}; only regular files are published")
     if info.st_nlink > 1:
-        raise ArtifactError(f"{shown(path)}: a hard link ({info.st_nlink} names; the others may be outside "
-                            f"{shown(directory)}); copy the file in instead")
+        raise ArtifactError(
+            f"{shown(path)}: a hard link ({info.st_nlink} names; the others may be outside "
+            f"{shown(directory)}); copy the file in instead"
+        )
     return LocalFile(path, name, info.st_size, source, (info.st_dev, info.st_ino))
 
 
@@ -136,10 +151,16 @@ def _link_target(path: Path, link: Path, root: Path, directory: Path) -> Path:
     try:
         target = link.resolve(strict=True)
     except FileNotFoundError:
-        raise ArtifactError(f"{shown(path)}: a dangling link (its target does not exist); remove it or copy the file in") from None
+        raise ArtifactError(
+            f"{shown(path)}: a dangling link (its target does not exist); remove it or copy the file in"
+        ) from None
     except (RuntimeError, OSError) as exc:  # a loop: RuntimeError up to Python 3.12, OSError (ELOOP) after
-        raise ArtifactError(f"{shown(path)}: a link that cannot be resolved ({getattr(exc, 'strerror', None) or 'a loop'}); "
-                            "remove it or copy the file in") from None
+        raise ArtifactError(
+            f"{shown(path)}: a link that cannot be resolved ({getattr(exc, 'strerror', None) or 'a loop'}); "
+            "remove it or copy the file in"
+        ) from None
     if not target.is_relative_to(root):
-        raise ArtifactError(f"{shown(path)}: links outside {shown(directory)} (to {shown(target)}); copy the file in instead")
+        raise ArtifactError(
+            f"{shown(path)}: links outside {shown(directory)} (to {shown(target)}); copy the file in instead"
+        )
     return target

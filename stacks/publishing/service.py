@@ -40,12 +40,16 @@ def anyscale_sdk():
 def _require_credentials(source: str) -> None:
     if os.environ.get(TOKEN_ENV) or CREDENTIALS_FILE.expanduser().is_file():
         return
-    raise ConfigError(source, TOKEN_ENV, "not set and no ~/.anyscale/credentials.json; create a token with `anyscale login` "
-                      "or in the Anyscale console, or use --dry-run")
+    raise ConfigError(
+        source,
+        TOKEN_ENV,
+        "not set and no ~/.anyscale/credentials.json; create a token with `anyscale login` "
+        "or in the Anyscale console, or use --dry-run",
+    )
 
 
 def _service_config(specs: ServiceSpecs, app_dir: Path | None = None):
-    from anyscale.service.models import ServiceConfig  # noqa: PLC0415  (serving extra)
+    from anyscale.service.models import ServiceConfig
 
     # The SDK uploads local py_modules (zipping the folder itself); an absolute path works from any directory.
     return ServiceConfig(**{**specs.documents[ANYSCALE_FILE], **({"py_modules": [str(app_dir)]} if app_dir else {})})
@@ -67,8 +71,10 @@ def publish(plan: EnvironmentPlan, specs: ServiceSpecs, options: RolloutOptions,
     if env.serving.target == "kuberay":
         # One path to the cluster: the platform stack applies the RayService, so a deploy of it is
         # the rollout (KubeRay upgrades without downtime) and its state records what runs.
-        where = f"the {plan.names.platform_stack} stack applies the RayService: run `cdktf deploy {plan.names.platform_stack}` " \
-                f"(make deploy ENV={env.name} deploys both stacks in order)"
+        where = (
+            f"the {plan.names.platform_stack} stack applies the RayService: run `cdktf deploy {plan.names.platform_stack}` "
+            f"(make deploy ENV={env.name} deploys both stacks in order)"
+        )
         if dry_run:
             return f"nothing to publish for the kuberay target; {where}. The RayService it applies:\n{specs.texts[RAYSERVICE_FILE]}"
         return f"nothing to publish for the kuberay target; {where}"
@@ -79,7 +85,7 @@ def publish(plan: EnvironmentPlan, specs: ServiceSpecs, options: RolloutOptions,
     sdk = anyscale_sdk()
     if sdk is None:
         _require_credentials(plan.source)
-    import anyscale  # noqa: PLC0415
+    import anyscale
 
     with _anyscale_errors(plan), _staged_app() as app_dir:
         service_id = anyscale.service.deploy(
@@ -93,12 +99,14 @@ def publish(plan: EnvironmentPlan, specs: ServiceSpecs, options: RolloutOptions,
 
 
 def status(plan: EnvironmentPlan) -> str:
-    import anyscale  # noqa: PLC0415
+    import anyscale
 
     sdk = _anyscale_only(plan)
     settings = plan.env.serving.anyscale
     with _anyscale_errors(plan):
-        result = anyscale.service.status(plan.names.service, cloud=settings.cloud, project=settings.project, _private_sdk=sdk)
+        result = anyscale.service.status(
+            plan.names.service, cloud=settings.cloud, project=settings.project, _private_sdk=sdk
+        )
     lines = [f"service {result.name}: {result.state}"]
     for label, version in (("primary", result.primary_version), ("canary", result.canary_version)):
         if version is not None:
@@ -107,20 +115,25 @@ def status(plan: EnvironmentPlan) -> str:
 
 
 def rollback(plan: EnvironmentPlan, max_surge_percent: int | None) -> str:
-    import anyscale  # noqa: PLC0415
+    import anyscale
 
     sdk = _anyscale_only(plan)
     settings = plan.env.serving.anyscale
     with _anyscale_errors(plan):
-        anyscale.service.rollback(plan.names.service, cloud=settings.cloud, project=settings.project,
-                                  max_surge_percent=max_surge_percent, _private_sdk=sdk)
+        anyscale.service.rollback(
+            plan.names.service,
+            cloud=settings.cloud,
+            project=settings.project,
+            max_surge_percent=max_surge_percent,
+            _private_sdk=sdk,
+        )
     return f"rolled back Anyscale service {plan.names.service!r} to its previous version"
 
 
 @contextmanager
 def _anyscale_errors(plan: EnvironmentPlan) -> Iterator[None]:
     """The SDK's refusals as one line: a cloud it does not know is the environment's field."""
-    from anyscale._private.anyscale_client.common import CloudNotFoundError  # noqa: PLC0415
+    from anyscale._private.anyscale_client.common import CloudNotFoundError
 
     try:
         yield
@@ -131,8 +144,11 @@ def _anyscale_errors(plan: EnvironmentPlan) -> Iterator[None]:
 def _anyscale_only(plan: EnvironmentPlan):
     target = plan.env.serving.target
     if target != "anyscale":
-        raise ConfigError(plan.source, "serving.target", f"{target!r}: status and rollback are for the anyscale "
-                          "target; use kubectl for a RayService")
+        raise ConfigError(
+            plan.source,
+            "serving.target",
+            f"{target!r}: status and rollback are for the anyscale target; use kubectl for a RayService",
+        )
     sdk = anyscale_sdk()
     if sdk is None:
         _require_credentials(plan.source)

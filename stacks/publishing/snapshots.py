@@ -43,21 +43,28 @@ def required_manifest(s3, bucket: str, model_id: str, snapshot: str) -> dict:
         return manifest
     prefix = snapshot_prefix(model_id, snapshot)
     if list_keys(s3, bucket, prefix):
-        raise ArtifactError(f"snapshot {snapshot} of {model_id} is not published in s3://{bucket}/{prefix} (no manifest: "
-                            "an upload of it was interrupted; rerun upload-model with that content, or delete-snapshot)")
+        raise ArtifactError(
+            f"snapshot {snapshot} of {model_id} is not published in s3://{bucket}/{prefix} (no manifest: "
+            "an upload of it was interrupted; rerun upload-model with that content, or delete-snapshot)"
+        )
     if legacy_objects(s3, bucket, model_id) and not snapshots_in(s3, bucket, model_id):
         raise ArtifactError(old_layout(model_id))
-    raise ArtifactError(f"snapshot {snapshot} of {model_id} is not in s3://{bucket}/{model_prefix(model_id)} "
-                        "(never uploaded, expired or deleted; list-models shows what is there)")
+    raise ArtifactError(
+        f"snapshot {snapshot} of {model_id} is not in s3://{bucket}/{model_prefix(model_id)} "
+        "(never uploaded, expired or deleted; list-models shows what is there)"
+    )
 
 
 def old_layout(model_id: str) -> str:
-    return (f"{model_prefix(model_id)} is in the old layout (no snapshots): re-publish with upload-model "
-            "and pin the snapshot it prints")
+    return (
+        f"{model_prefix(model_id)} is in the old layout (no snapshots): re-publish with upload-model "
+        "and pin the snapshot it prints"
+    )
 
 
-def verify_snapshot(s3, bucket: str, model_id: str, snapshot: str, *, deep: bool = False,
-                    manifest: dict | None = None) -> list[str]:
+def verify_snapshot(
+    s3, bucket: str, model_id: str, snapshot: str, *, deep: bool = False, manifest: dict | None = None
+) -> list[str]:
     """Both directions: every file of the manifest present with its size and S3's checksum (`deep`:
     the bytes' SHA-256), `hash` naming the snapshot, and no object the manifest does not list.
     One line per problem, each naming its key; [] means intact."""
@@ -65,11 +72,16 @@ def verify_snapshot(s3, bucket: str, model_id: str, snapshot: str, *, deep: bool
     prefix = snapshot_prefix(model_id, snapshot)
     problems = []
     if (described := snapshot_id(manifest)) != snapshot:
-        problems.append(f"{prefix}{MANIFEST}: describes snapshot {described}, not {snapshot} (not what upload-model "
-                        "wrote for this folder); delete-snapshot and upload again")
+        problems.append(
+            f"{prefix}{MANIFEST}: describes snapshot {described}, not {snapshot} (not what upload-model "
+            "wrote for this folder); delete-snapshot and upload again"
+        )
     listed = {prefix + e["path"] for e in manifest["files"]}
-    problems += [f"{key}: not in the manifest (a replica loads it too); rerun upload-model with this snapshot's "
-                 "content to remove it" for key in unlisted_keys(s3, bucket, prefix, listed)]
+    problems += [
+        f"{key}: not in the manifest (a replica loads it too); rerun upload-model with this snapshot's "
+        "content to remove it"
+        for key in unlisted_keys(s3, bucket, prefix, listed)
+    ]
     hash_body = read_object(s3, bucket, prefix + HASH_OBJECT, 1024)
     if hash_body is None:
         problems.append(f"{prefix}{HASH_OBJECT}: missing (Ray names its local copy after it); rerun upload-model")
@@ -92,8 +104,10 @@ def _entry_problem(s3, bucket: str, key: str, entry: dict, deep: bool) -> str | 
             return f"{key}: SHA-256 {digest} differs from the manifest"
         return None
     if not entry.get("checksum_sha256"):
-        return (f"{key}: the manifest records no S3 checksum (an older upload-model wrote it); "
-                "rerun upload-model, or verify with --deep")
+        return (
+            f"{key}: the manifest records no S3 checksum (an older upload-model wrote it); "
+            "rerun upload-model, or verify with --deep"
+        )
     if not checksum_matches(stored := found.get("ChecksumSHA256"), entry["checksum_sha256"]):
         return f"{key}: S3 checksum {stored or 'none'} differs from the manifest's {entry['checksum_sha256']} (the object was replaced)"
     return None
@@ -133,7 +147,9 @@ def legacy_objects(s3, bucket: str, model_id: str) -> list[dict]:
 
 def snapshots_in(s3, bucket: str, model_id: str) -> list[str]:
     """The snapshot folders of the model that hold objects (published or not)."""
-    return sorted({snap for o in list_keys(s3, bucket, model_prefix(model_id)) if (snap := snapshot_of(model_id, o["Key"]))})
+    return sorted(
+        {snap for o in list_keys(s3, bucket, model_prefix(model_id)) if (snap := snapshot_of(model_id, o["Key"]))}
+    )
 
 
 def model_folder(s3, bucket: str, model_id: str) -> ModelFolder:
@@ -149,8 +165,11 @@ def model_folder(s3, bucket: str, model_id: str) -> ModelFolder:
         if manifest is not None:
             snapshots.append(Snapshot(snap, True, manifest_size(manifest), len(objects), manifest_obj["LastModified"]))
         else:
-            snapshots.append(Snapshot(snap, False, sum(o["Size"] for o in objects), len(objects),
-                                      max(o["LastModified"] for o in objects)))
+            snapshots.append(
+                Snapshot(
+                    snap, False, sum(o["Size"] for o in objects), len(objects), max(o["LastModified"] for o in objects)
+                )
+            )
     snapshots.sort(key=lambda s: s.date, reverse=True)
     return ModelFolder(model_id, snapshots, len(legacy), sum(o["Size"] for o in legacy))
 
@@ -175,8 +194,10 @@ def delete_snapshot(s3, bucket: str, model_id: str, snapshot: str) -> Deleted:
     prefix = snapshot_prefix(model_id, snapshot)
     objects = list_keys(s3, bucket, prefix)
     if not objects:
-        raise ArtifactError(f"snapshot {snapshot} of {model_id} is not in s3://{bucket}/{model_prefix(model_id)} "
-                            "(list-models shows what is there)")
+        raise ArtifactError(
+            f"snapshot {snapshot} of {model_id} is not in s3://{bucket}/{model_prefix(model_id)} "
+            "(list-models shows what is there)"
+        )
     return _delete_manifest_first(s3, bucket, prefix + MANIFEST, objects)
 
 

@@ -42,9 +42,9 @@ def zip_member_names(f: BinaryIO, size: int) -> Iterator[bytes]:
     at = tail.rfind(_EOCD)
     if at < 0 or len(tail) - at < 22:
         raise ValueError("no end of central directory")
-    entries, directory_size, directory_offset = struct.unpack("<xxxxxxxxxxHII", tail[at:at + 20])
-    if 0xFFFF == entries or 0xFFFFFFFF in (directory_size, directory_offset):  # ZIP64
-        locator = tail[at - 20:at] if at >= 20 else b""
+    entries, directory_size, directory_offset = struct.unpack("<xxxxxxxxxxHII", tail[at : at + 20])
+    if entries == 0xFFFF or 0xFFFFFFFF in (directory_size, directory_offset):  # ZIP64
+        locator = tail[at - 20 : at] if at >= 20 else b""
         if not locator.startswith(_EOCD64_LOCATOR):
             raise ValueError("no ZIP64 end of central directory")
         (record_offset,) = struct.unpack("<Q", locator[8:16])

@@ -38,8 +38,9 @@ TEMPLATES = {
 DEPLOY_JOB = "deploy-job.yml"  # one job of deploy.yml, per environment
 
 
-def project_files(*, project_name: str, kit_version: str, checkov_version: str,
-                  environments: dict[str, str]) -> dict[str, str]:
+def project_files(
+    *, project_name: str, kit_version: str, checkov_version: str, environments: dict[str, str]
+) -> dict[str, str]:
     """Relative path -> text of a new project repository. `environments` maps environment name ->
     that environment file's YAML text, in deploy order (dev first).
 
@@ -56,7 +57,9 @@ def project_files(*, project_name: str, kit_version: str, checkov_version: str,
         "KIT_VERSION": kit_version,
         "CHECKOV_VERSION": checkov_version,
         "PLAN_MATRIX": "[" + ", ".join(_yaml_scalar(name) for name in names) + "]",
-        "DEPLOY_JOBS": "\n".join(_deploy_job(name, previous) for previous, name in zip([None, *names], names)).rstrip("\n"),
+        "DEPLOY_JOBS": "\n".join(
+            _deploy_job(name, previous) for previous, name in zip([None, *names], names, strict=False)
+        ).rstrip("\n"),
         "DEPLOY_ORDER": ", then ".join(names),
     }
     out = {target: _fill(_template(source), values) for source, target in TEMPLATES.items()}
@@ -68,16 +71,22 @@ def project_files(*, project_name: str, kit_version: str, checkov_version: str,
 def _cdktf_json(project_name: str) -> str:
     # The kit finds the project as the nearest directory upward holding cdktf.json, and its
     # environments in context.environments; cdktf runs "app" and reads "output".
-    return json.dumps({
-        "language": "python",
-        "app": CDKTF_APP,
-        "output": DEFAULT_OUTPUT,
-        "projectId": project_name,
-        "sendCrashReports": "false",
-        "terraformProviders": [],
-        "terraformModules": [],
-        "context": {"environments": DEFAULT_ENVIRONMENTS},
-    }, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "language": "python",
+                "app": CDKTF_APP,
+                "output": DEFAULT_OUTPUT,
+                "projectId": project_name,
+                "sendCrashReports": "false",
+                "terraformProviders": [],
+                "terraformModules": [],
+                "context": {"environments": DEFAULT_ENVIRONMENTS},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def _deploy_job(name: str, previous: str | None) -> str:

@@ -43,11 +43,14 @@ def routing(policy: Routing, target_ongoing_requests: float) -> RoutingSpec:
             imbalanced_threshold=policy.imbalanced_threshold or imbalanced_threshold(target_ongoing_requests),
             match_rate_threshold=policy.match_rate_threshold,
             # Ray keeps every prompt in its (detached) prefix tree unless told to evict.
-            do_eviction=True, eviction_threshold_chars=eviction.threshold_chars,
-            eviction_target_chars=eviction.target_chars, eviction_interval_secs=eviction.interval_s,
+            do_eviction=True,
+            eviction_threshold_chars=eviction.threshold_chars,
+            eviction_target_chars=eviction.target_chars,
+            eviction_interval_secs=eviction.interval_s,
         )
-    return RoutingSpec(request_router_class=ROUTER_CLASSES.get(policy.policy, policy.policy),
-                       request_router_kwargs=kwargs)
+    return RoutingSpec(
+        request_router_class=ROUTER_CLASSES.get(policy.policy, policy.policy), request_router_kwargs=kwargs
+    )
 
 
 def prefill_spec(part: PartPlan) -> PrefillSpec:
@@ -82,7 +85,8 @@ def model_spec(model: ModelPlan) -> ModelSpec:
         target_ongoing_requests=part.load.target_ongoing_requests,
         max_ongoing_requests=part.load.max_ongoing_requests,
         lora=LoraSpec(max_adapters_per_replica=m.lora.max_adapters_per_replica, max_rank=m.lora.max_rank)
-        if m.lora.enabled else None,
+        if m.lora.enabled
+        else None,
         engine_kwargs=m.engine_kwargs.as_dict(),
         trust_remote_code=m.trust_remote_code,
         server_cls=m.server_cls,

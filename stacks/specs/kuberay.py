@@ -31,17 +31,23 @@ def with_shared_memory(template: dict) -> dict:
     between a node's GPUs through it (tensor parallelism fails or crawls without)."""
     spec = template["spec"]
     (worker,) = spec["containers"]
-    return {**template, "spec": {
-        **spec,
-        "containers": [{**worker, "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}],
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
-    }}
+    return {
+        **template,
+        "spec": {
+            **spec,
+            "containers": [{**worker, "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}],
+            "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}}],
+        },
+    }
 
 
 def rayservice(plan: EnvironmentPlan, application: dict) -> dict:
     names, image = plan.names, plan.env.serving.kuberay.ray_image
-    head = {**container("ray-head", image, plan.head_pool), "ports": HEAD_PORTS,
-            "resources": {"requests": dict(HEAD_RESOURCES), "limits": dict(HEAD_RESOURCES)}}
+    head = {
+        **container("ray-head", image, plan.head_pool),
+        "ports": HEAD_PORTS,
+        "resources": {"requests": dict(HEAD_RESOURCES), "limits": dict(HEAD_RESOURCES)},
+    }
     groups = []
     for pool in plan.serving_pools:
         group = {
@@ -50,8 +56,9 @@ def rayservice(plan: EnvironmentPlan, application: dict) -> dict:
             "minReplicas": pool.nodes_at_min,
             "maxReplicas": pool.max_nodes,
             "rayStartParams": {},
-            "template": with_shared_memory(pod_template(plan, pool, {**container("ray-worker", image, pool),
-                                                                      "ports": METRICS_PORTS})),
+            "template": with_shared_memory(
+                pod_template(plan, pool, {**container("ray-worker", image, pool), "ports": METRICS_PORTS})
+            ),
         }
         if resources := declared_resources(pool):
             # KubeRay (1.4+) passes these to `ray start --resources` and tells its autoscaler.
@@ -63,16 +70,24 @@ def rayservice(plan: EnvironmentPlan, application: dict) -> dict:
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": {"name": names.service, "namespace": plan.env.serving.namespace,
-                     "labels": {"app.kubernetes.io/managed-by": "llm-serving-stacks",
-                                "llm-serving-stacks/environment": plan.env.name}},
+        "metadata": {
+            "name": names.service,
+            "namespace": plan.env.serving.namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": "llm-serving-stacks",
+                "llm-serving-stacks/environment": plan.env.name,
+            },
+        },
         "spec": {
             "serveConfigV2": yaml.safe_dump(serve, sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
                 "enableInTreeAutoscaling": True,
                 # The head runs the controller and proxy, not model replicas.
-                "headGroupSpec": {"rayStartParams": {"num-cpus": "0"}, "template": pod_template(plan, plan.head_pool, head)},
+                "headGroupSpec": {
+                    "rayStartParams": {"num-cpus": "0"},
+                    "template": pod_template(plan, plan.head_pool, head),
+                },
                 "workerGroupSpecs": groups,
             },
         },

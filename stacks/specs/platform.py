@@ -54,12 +54,22 @@ def namespace_objects(plan: EnvironmentPlan) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": _metadata(serving.namespace, plan)},
         # EKS Pod Identity binds the serving role to this account by name: no annotation needed.
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _metadata(serving.service_account, plan, serving.namespace),
-         "automountServiceAccountToken": True},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _metadata(serving.service_account, plan, serving.namespace),
+            "automountServiceAccountToken": True,
+        },
     ]
     if serving.gpu_quota is not None:
-        objects.append({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": _metadata("gpus", plan, serving.namespace),
-                        "spec": {"hard": {"requests.nvidia.com/gpu": str(serving.gpu_quota)}}})
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": _metadata("gpus", plan, serving.namespace),
+                "spec": {"hard": {"requests.nvidia.com/gpu": str(serving.gpu_quota)}},
+            }
+        )
     return objects
 
 
@@ -69,8 +79,11 @@ def platform_objects(plan: EnvironmentPlan, specs: ServiceSpecs) -> PlatformObje
     if plan.env.serving.target == "kuberay":
         serving.append(specs.documents[RAYSERVICE_FILE])
     if plan.env.serving.monitoring == "kube-prometheus-stack":
-        serving += monitoring_objects(environment=plan.env.name, serving_namespace=plan.env.serving.namespace,
-                                      models=[ModelObjective(m.id, m.config.workload.ttft_p95_seconds) for m in plan.models])
+        serving += monitoring_objects(
+            environment=plan.env.name,
+            serving_namespace=plan.env.serving.namespace,
+            models=[ModelObjective(m.id, m.config.workload.ttft_p95_seconds) for m in plan.models],
+        )
     return PlatformObjects(namespace_objects(plan), serving)
 
 

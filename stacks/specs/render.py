@@ -45,8 +45,11 @@ class ServiceSpecs:
 
 def render_specs(plan: EnvironmentPlan) -> ServiceSpecs:
     app = application(plan)  # rendered once; each document gets its own copy
-    documents = {ANYSCALE_FILE: anyscale_service(plan, copy.deepcopy(app)), SERVE_FILE: serve_config(copy.deepcopy(app)),
-                 RAYSERVICE_FILE: rayservice(plan, app)}
+    documents = {
+        ANYSCALE_FILE: anyscale_service(plan, copy.deepcopy(app)),
+        SERVE_FILE: serve_config(copy.deepcopy(app)),
+        RAYSERVICE_FILE: rayservice(plan, app),
+    }
     return ServiceSpecs(documents, {name: to_yaml(doc) for name, doc in documents.items()})
 
 

@@ -36,7 +36,9 @@ def scheduling_problems(plan: EnvironmentPlan, documents: dict[str, dict]) -> li
     """Models whose pods could not run on their pool's nodes, in either target."""
     problems = []
     anyscale_groups = {g["name"]: g for g in documents[ANYSCALE_FILE]["compute_config"]["worker_nodes"]}
-    kuberay_groups = {g["groupName"]: g for g in documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    kuberay_groups = {
+        g["groupName"]: g for g in documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    }
     for model in plan.models:
         for part in model.parts:
             pool = part.pool
@@ -50,14 +52,18 @@ def scheduling_problems(plan: EnvironmentPlan, documents: dict[str, dict]) -> li
                 if pod is None:
                     problems.append(f"{where}: {target} has no worker group for the pool")
                     continue
-                for why in schedulable(pod.get("nodeSelector", {}), pod.get("tolerations", []), pool.labels, pool.taints):
+                for why in schedulable(
+                    pod.get("nodeSelector", {}), pod.get("tolerations", []), pool.labels, pool.taints
+                ):
                     problems.append(f"{where}: {target}: {why}")
             group = kuberay_groups.get(pool.name)
             if group is not None:
                 limit = int(group["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
                 per_node = part.gpus_per_replica // part.nodes_per_replica
                 if limit < per_node:
-                    problems.append(f"{where}: kuberay: worker pods get {limit} GPUs, a replica needs {per_node} per node")
+                    problems.append(
+                        f"{where}: kuberay: worker pods get {limit} GPUs, a replica needs {per_node} per node"
+                    )
     return problems
 
 
@@ -94,8 +100,9 @@ def worker_nodes(plan: EnvironmentPlan, documents: dict[str, dict]) -> dict[str,
         pool = plan.pool(group["groupName"])
         limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
         declared = {name: float(value) for name, value in group.get("resources", {}).items()}
-        nodes["kuberay"][pool.name] = Counter({"CPU": float(limits["cpu"]), "GPU": float(limits.get("nvidia.com/gpu", 0)),
-                                               **declared})
+        nodes["kuberay"][pool.name] = Counter(
+            {"CPU": float(limits["cpu"]), "GPU": float(limits.get("nvidia.com/gpu", 0)), **declared}
+        )
     for target in nodes.values():
         for name, resources in target.items():
             gpu = plan.pool(name).gpu
@@ -110,16 +117,20 @@ def placement_problems(plan: EnvironmentPlan, documents: dict[str, dict]) -> lis
     the placement is STRICT_PACK; a multi-node replica is PACK over whole nodes."""
     problems = []
     serve_v2 = yaml.safe_load(documents[RAYSERVICE_FILE]["spec"]["serveConfigV2"])
-    models = {"anyscale": documents[ANYSCALE_FILE]["applications"][0]["args"]["models"],
-              "kuberay": serve_v2["applications"][0]["args"]["models"]}
+    models = {
+        "anyscale": documents[ANYSCALE_FILE]["applications"][0]["args"]["models"],
+        "kuberay": serve_v2["applications"][0]["args"]["models"],
+    }
     for target, pools in worker_nodes(plan, documents).items():
-        for model_plan, model in zip(plan.models, models[target]):
+        for model_plan, model in zip(plan.models, models[target], strict=True):
             rendered = [(model_plan.serving, model)]
             if model_plan.prefill is not None:
                 rendered.insert(0, (model_plan.prefill, model.get("prefill") or {}))
             for part, spec in rendered:
                 role = "" if part.role == "model" else f" {part.role}"
-                problems += _part_placement(part, spec, pools, f"models[{model_plan.index}] ({model_plan.id}){role}: {target}")
+                problems += _part_placement(
+                    part, spec, pools, f"models[{model_plan.index}] ({model_plan.id}){role}: {target}"
+                )
     return problems
 
 
@@ -128,18 +139,25 @@ def _part_placement(part: PartPlan, spec: dict, pools: dict[str, Counter], where
     strategy = "PACK" if nodes > 1 else "STRICT_PACK"
     placement = spec.get("placement")
     if placement is None or placement["strategy"] != strategy:
-        return [f"{where}: a replica's placement must be {strategy} "
-                f"({'whole nodes, one per pipeline stage' if nodes > 1 else 'all its GPUs on one node'})"]
+        return [
+            f"{where}: a replica's placement must be {strategy} "
+            f"({'whole nodes, one per pipeline stage' if nodes > 1 else 'all its GPUs on one node'})"
+        ]
     need = node_demand(placement, spec.get("accelerator_type"), nodes=nodes, engines=part.deployment.data_parallel_size)
     fits = sorted(name for name, node in pools.items() if all(node[k] >= v for k, v in need.items()))
     own = part.pool.name
     problems = []
     if own not in fits:
-        short = ", ".join(f"{k} {v:g} > {pools.get(own, Counter())[k]:g}" for k, v in sorted(need.items())
-                          if pools.get(own, Counter())[k] < v)
+        short = ", ".join(
+            f"{k} {v:g} > {pools.get(own, Counter())[k]:g}"
+            for k, v in sorted(need.items())
+            if pools.get(own, Counter())[k] < v
+        )
         problems.append(f"{where}: a replica's placement does not fit a node of pool {own!r} ({short})")
     if others := [name for name in fits if name != own]:
-        problems.append(f"{where}: a replica's placement also fits pool(s) {', '.join(others)}: Ray could start it there")
+        problems.append(
+            f"{where}: a replica's placement also fits pool(s) {', '.join(others)}: Ray could start it there"
+        )
     return problems
 
 
@@ -150,15 +168,18 @@ def vendor_problems(documents: dict[str, dict]) -> tuple[list[str], list[str]]:
     """
     problems, ran = [], ["app contract"]
     serve_v2 = yaml.safe_load(documents[RAYSERVICE_FILE]["spec"]["serveConfigV2"])
-    for name, doc in ((ANYSCALE_FILE, documents[ANYSCALE_FILE]), (SERVE_FILE, documents[SERVE_FILE]),
-                      (RAYSERVICE_FILE, serve_v2)):
+    for name, doc in (
+        (ANYSCALE_FILE, documents[ANYSCALE_FILE]),
+        (SERVE_FILE, documents[SERVE_FILE]),
+        (RAYSERVICE_FILE, serve_v2),
+    ):
         for app in doc["applications"]:
             try:
                 AppArgs.model_validate(app["args"])
             except ValidationError as exc:
                 problems.append(f"{name}: application {app['name']!r} args: {exc.errors()[0]['msg']}")
     try:
-        from ray.serve.schema import ServeDeploySchema  # noqa: PLC0415  (serving extra)
+        from ray.serve.schema import ServeDeploySchema
     except ImportError:
         ServeDeploySchema = None
     if ServeDeploySchema is not None:
@@ -169,7 +190,7 @@ def vendor_problems(documents: dict[str, dict]) -> tuple[list[str], list[str]]:
             except ValidationError as exc:
                 problems.append(f"{name}: rejected by Ray ServeDeploySchema: {exc.errors()[0]['msg']}")
     try:
-        from anyscale.service.models import ServiceConfig  # noqa: PLC0415  (serving extra)
+        from anyscale.service.models import ServiceConfig
     except ImportError:
         ServiceConfig = None
     if ServiceConfig is not None:

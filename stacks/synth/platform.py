@@ -56,53 +56,87 @@ class PlatformStack(TerraformStack):
         aws_provider_and_state(self, env, state_key=self.names.state_key_of(self.names.platform_stack))
         self.helm = EksHelm(self, "cluster", cluster_name=self.names.cluster, region=env.aws.region)
         # The namespace first: the operator runs in it (anyscale) or is granted only it (kuberay).
-        self.namespace = ManifestsRelease(self, "namespace", name=NAMESPACE_RELEASE, namespace=PLATFORM_NAMESPACE,
-                                          manifests=objects.namespace)
+        self.namespace = ManifestsRelease(
+            self, "namespace", name=NAMESPACE_RELEASE, namespace=PLATFORM_NAMESPACE, manifests=objects.namespace
+        )
         self.autoscaler = self._node_autoscaler()
         self.monitoring = self._monitoring()
         self.efa_device_plugin = self._efa_device_plugin()
         self.operator = self._operator()
         # The RayService and monitoring objects need the operator's and the monitoring chart's CRDs
         # (and pods on EFA pools the device plugin's resource).
-        prerequisites = [r.release for r in (self.namespace, self.monitoring, self.efa_device_plugin, self.operator)
-                         if r is not None]
-        self.objects = ManifestsRelease(self, "serving", name=PLATFORM_RELEASE, namespace=PLATFORM_NAMESPACE,
-                                        manifests=objects.serving, depends_on=prerequisites) if objects.serving else None
+        prerequisites = [
+            r.release for r in (self.namespace, self.monitoring, self.efa_device_plugin, self.operator) if r is not None
+        ]
+        self.objects = (
+            ManifestsRelease(
+                self,
+                "serving",
+                name=PLATFORM_RELEASE,
+                namespace=PLATFORM_NAMESPACE,
+                manifests=objects.serving,
+                depends_on=prerequisites,
+            )
+            if objects.serving
+            else None
+        )
 
     def _node_autoscaler(self) -> ClusterAutoscaler | None:
         if self.plan.env.cluster.node_autoscaler != "cluster-autoscaler":
             return None
         # Its role and the node groups' discovery tags are in the AWS stack (same namespace and account).
-        return ClusterAutoscaler(self, "cluster-autoscaler", cluster_name=self.names.cluster, region=self.plan.env.aws.region)
+        return ClusterAutoscaler(
+            self, "cluster-autoscaler", cluster_name=self.names.cluster, region=self.plan.env.aws.region
+        )
 
     def _monitoring(self) -> ChartRelease | None:
         if self.plan.env.serving.monitoring != "kube-prometheus-stack":
             return None
         # Brings the Prometheus operator's CRDs (PodMonitor, PrometheusRule) our objects use.
-        return ChartRelease(self, "monitoring", chart=CHARTS["kube-prometheus-stack"], namespace=MONITORING_NAMESPACE,
-                            values=kube_prometheus_stack_values())
+        return ChartRelease(
+            self,
+            "monitoring",
+            chart=CHARTS["kube-prometheus-stack"],
+            namespace=MONITORING_NAMESPACE,
+            values=kube_prometheus_stack_values(),
+        )
 
     def _efa_device_plugin(self) -> EfaDevicePlugin | None:
         """The EFA device plugin on the EFA pools' nodes, tolerating their taints; none without EFA pools."""
         pools = [p for p in self.plan.pools if p.config.efa]
         if not pools:
             return None
-        return EfaDevicePlugin(self, "efa-device-plugin", pool_names=[p.name for p in pools],
-                               tolerations=[t for p in pools for t in p.tolerations()])
+        return EfaDevicePlugin(
+            self,
+            "efa-device-plugin",
+            pool_names=[p.name for p in pools],
+            tolerations=[t for p in pools for t in p.tolerations()],
+        )
 
     def _operator(self) -> ChartRelease | None:
         serving = self.plan.env.serving
         if serving.target == "kuberay":
             # Ray pods carry RAY_POD_ANNOTATIONS in the RayService itself (stacks.specs.pods).
-            return KubeRayOperator(self, "kuberay-operator", watch_namespaces=[serving.namespace], annotate_ray_pods=False,
-                                   depends_on=[self.namespace.release])
+            return KubeRayOperator(
+                self,
+                "kuberay-operator",
+                watch_namespaces=[serving.namespace],
+                annotate_ray_pods=False,
+                depends_on=[self.namespace.release],
+            )
         if serving.anyscale.cloud_deployment_id is None:
             return None  # not registered yet: a plan warning says how
         return AnyscaleOperator(
-            self, "anyscale-operator", cloud_deployment_id=serving.anyscale.cloud_deployment_id,
-            region=self.plan.env.aws.region, instance_types=self._anyscale_instance_types(),
-            workload_service_account=serving.service_account, namespace=serving.namespace,
-            operator_service_account=ANYSCALE_OPERATOR_ACCOUNT, depends_on=[self.namespace.release])
+            self,
+            "anyscale-operator",
+            cloud_deployment_id=serving.anyscale.cloud_deployment_id,
+            region=self.plan.env.aws.region,
+            instance_types=self._anyscale_instance_types(),
+            workload_service_account=serving.service_account,
+            namespace=serving.namespace,
+            operator_service_account=ANYSCALE_OPERATOR_ACCOUNT,
+            depends_on=[self.namespace.release],
+        )
 
     def _anyscale_instance_types(self) -> list[AnyscaleInstanceType]:
         """One per pool the service config names, sized and placed as the KubeRay pods would be (with
@@ -111,8 +145,18 @@ class PlatformStack(TerraformStack):
         for pool in (self.plan.head_pool, *self.plan.serving_pools):
             cpu, memory_gib = pod_size(pool.smallest)
             name = instance_type_name(self.plan, pool)
-            shape = {"name": name, "cpu": cpu, "memory_gib": memory_gib, "node_selector": pool.selector(),
-                     "tolerations": pool.tolerations(), "gpu": pool.gpu, "gpus": pool.gpus_per_node}
-            types[name] = (EfaAnyscaleInstanceType(**shape, efa_interfaces=pool_efa_interfaces(pool.config.instance_types))
-                           if pool.config.efa else AnyscaleInstanceType(**shape))
+            shape = {
+                "name": name,
+                "cpu": cpu,
+                "memory_gib": memory_gib,
+                "node_selector": pool.selector(),
+                "tolerations": pool.tolerations(),
+                "gpu": pool.gpu,
+                "gpus": pool.gpus_per_node,
+            }
+            types[name] = (
+                EfaAnyscaleInstanceType(**shape, efa_interfaces=pool_efa_interfaces(pool.config.instance_types))
+                if pool.config.efa
+                else AnyscaleInstanceType(**shape)
+            )
         return list(types.values())

@@ -21,11 +21,15 @@ def aws_provider_and_state(stack: TerraformStack, env: Environment, *, state_key
         region=env.aws.region,
         # A dev config can never touch another account's resources.
         allowed_account_ids=[env.aws.account_id],
-        default_tags=[AwsProviderDefaultTags(tags={
-            **env.tags,
-            "llm-serving-stacks:environment": env.name,
-            "managed-by": MANAGED_BY,
-        })],
+        default_tags=[
+            AwsProviderDefaultTags(
+                tags={
+                    **env.tags,
+                    "llm-serving-stacks:environment": env.name,
+                    "managed-by": MANAGED_BY,
+                }
+            )
+        ],
     )
     state = env.state
     backend = S3Backend(stack, bucket=state.bucket, key=state_key, region=state.region or env.aws.region, encrypt=True)

@@ -56,18 +56,24 @@ def _check_outdir(outdir: Path) -> None:
     if not outdir.exists():
         return
     if not outdir.is_dir() or outdir.is_symlink():
-        raise ConfigError("--outdir", "", f"{outdir} exists and is not a directory; give a new or a previous output directory")
+        raise ConfigError(
+            "--outdir", "", f"{outdir} exists and is not a directory; give a new or a previous output directory"
+        )
     if any(outdir.iterdir()) and not (outdir / MANIFEST).is_file():
-        raise ConfigError("--outdir", "", f"{outdir} is not empty and holds no {MANIFEST}: not a synth output, so it is not "
-                                          "replaced; give a new or a previous output directory")
+        raise ConfigError(
+            "--outdir",
+            "",
+            f"{outdir} is not empty and holds no {MANIFEST}: not a synth output, so it is not "
+            "replaced; give a new or a previous output directory",
+        )
 
 
 def _synthesize_stacks(plans, specs, outdir: Path, replace_all: bool, before_install) -> dict[str, Path]:
-    from infra import node_runtime  # noqa: F401, PLC0415  (before cdktf: picks the Node runtime)
-    from cdktf import App  # noqa: PLC0415  (loads jsii: only once the input is known to be good)
+    from infra import node_runtime  # noqa: F401  (before cdktf: picks the Node runtime)
+    from cdktf import App
 
-    from stacks.synth.platform import PlatformStack  # noqa: PLC0415
-    from stacks.synth.stack import ServingStack  # noqa: PLC0415
+    from stacks.synth.platform import PlatformStack
+    from stacks.synth.stack import ServingStack
 
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))

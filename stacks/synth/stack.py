@@ -67,16 +67,30 @@ class ServingStack(TerraformStack):
             aws_provider_and_state(self, env, state_key=self.names.state_key)
         with self._field("buckets"):
             self.key_arn = self._encryption_key()
-            self.weights = self._bucket("weights", self.names.weights_bucket, env.buckets.weights,
-                                        expire_tagged=self._unpinned_snapshots_expire())
+            self.weights = self._bucket(
+                "weights",
+                self.names.weights_bucket,
+                env.buckets.weights,
+                expire_tagged=self._unpinned_snapshots_expire(),
+            )
             # upload-adapter stages there first; what an interrupted upload leaves stays resumable this long.
-            self.lora = self._bucket("lora", self.names.lora_bucket, env.buckets.lora, {STAGING_PREFIX: STAGING_EXPIRATION_DAYS})
+            self.lora = self._bucket(
+                "lora", self.names.lora_bucket, env.buckets.lora, {STAGING_PREFIX: STAGING_EXPIRATION_DAYS}
+            )
             # The Anyscale cloud's object storage (target anyscale), a bucket of its own.
             # Anyscale's services write it with encryption headers of their own choosing: the upload
             # rule of the data buckets is left off (its default SSE-KMS with the key still applies).
-            self.anyscale_storage = (self._bucket("anyscale-storage", self.names.anyscale_bucket, Bucket(),
-                                                  purpose="anyscale-storage", require_kms_uploads=False)
-                                     if env.serving.target == "anyscale" else None)
+            self.anyscale_storage = (
+                self._bucket(
+                    "anyscale-storage",
+                    self.names.anyscale_bucket,
+                    Bucket(),
+                    purpose="anyscale-storage",
+                    require_kms_uploads=False,
+                )
+                if env.serving.target == "anyscale"
+                else None
+            )
             self.access_logs = self._access_logs()
         with self._field("cluster"):
             self.cluster, subnet_ids = self._cluster()
@@ -125,9 +139,16 @@ class ServingStack(TerraformStack):
             return []
         return [TaggedExpiration("expire-unpinned-snapshots", prefix=WEIGHTS_PREFIX, tag=UNPINNED_TAG, days=days)]
 
-    def _bucket(self, id: str, name: str, settings: Bucket, expire_prefixes: dict[str, int] | None = None,
-                purpose: str | None = None, expire_tagged: list[TaggedExpiration] | None = None,
-                require_kms_uploads: bool = True) -> ModelBucket:
+    def _bucket(
+        self,
+        id: str,
+        name: str,
+        settings: Bucket,
+        expire_prefixes: dict[str, int] | None = None,
+        purpose: str | None = None,
+        expire_tagged: list[TaggedExpiration] | None = None,
+        require_kms_uploads: bool = True,
+    ) -> ModelBucket:
         return ModelBucket(
             self,
             id,
@@ -150,12 +171,18 @@ class ServingStack(TerraformStack):
         if not settings.enabled:
             return None
         logged = [b for b in (self.weights, self.lora, self.anyscale_storage) if b is not None]
-        logs = AccessLogBucket(self, "access-logs", bucket_name=self.names.access_log_bucket,
-                               source_buckets=[b.bucket_name for b in logged], account_id=self.account,
-                               partition=self.partition, retention_days=settings.retention_days,
-                               prevent_destroy=self.plan.env.buckets.prevent_destroy,
-                               # An environment that may be torn down takes its logs with it.
-                               delete_logs_on_destroy=not self.plan.env.buckets.prevent_destroy)
+        logs = AccessLogBucket(
+            self,
+            "access-logs",
+            bucket_name=self.names.access_log_bucket,
+            source_buckets=[b.bucket_name for b in logged],
+            account_id=self.account,
+            partition=self.partition,
+            retention_days=settings.retention_days,
+            prevent_destroy=self.plan.env.buckets.prevent_destroy,
+            # An environment that may be torn down takes its logs with it.
+            delete_logs_on_destroy=not self.plan.env.buckets.prevent_destroy,
+        )
         for bucket in logged:
             bucket.log_access_to(logs)
         return logs
@@ -164,7 +191,9 @@ class ServingStack(TerraformStack):
         config = self.plan.env.cluster
         if config.existing is not None:
             existing = config.existing
-            cluster = ExistingCluster(self, "cluster", name=existing.name, install_pod_identity_agent=existing.install_pod_identity_agent)
+            cluster = ExistingCluster(
+                self, "cluster", name=existing.name, install_pod_identity_agent=existing.install_pod_identity_agent
+            )
             return cluster, existing.node_subnet_ids or cluster.subnet_ids
         new = config.create
         cluster = EksCluster(
@@ -187,21 +216,37 @@ class ServingStack(TerraformStack):
         """Cluster Autoscaler's role: it scales only node groups tagged for this cluster (the pools)."""
         if self.plan.env.cluster.node_autoscaler != "cluster-autoscaler":
             return None
-        return ClusterAutoscalerIdentity(self, "cluster-autoscaler", role_name=self.names.autoscaler_role,
-                                         cluster_name=self.cluster.name, account_id=self.account, region=self.region,
-                                         partition=self.partition)
+        return ClusterAutoscalerIdentity(
+            self,
+            "cluster-autoscaler",
+            role_name=self.names.autoscaler_role,
+            cluster_name=self.cluster.name,
+            account_id=self.account,
+            region=self.region,
+            partition=self.partition,
+        )
 
     def _node_pools(self, subnet_ids: list[str]) -> dict[str, NodePool]:
         with self._field("prefix"):
             node_role = NodeRole(self, "node-role", role_name=self.names.node_role, partition=self.partition)
         # One EFA network for every EFA pool, so prefill and decode pools reach each other over it.
         with self._field("node_pools"):
-            self.efa = (EfaNetwork(self, "efa", cluster=self.cluster, name=f"{self.names.base}-efa", subnet_ids=subnet_ids)
-                        if any(p.efa for p in self.plan.env.node_pools) else None)
+            self.efa = (
+                EfaNetwork(self, "efa", cluster=self.cluster, name=f"{self.names.base}-efa", subnet_ids=subnet_ids)
+                if any(p.efa for p in self.plan.env.node_pools)
+                else None
+            )
         pools: dict[str, NodePool] = {}
         for i, pool in enumerate(self.plan.env.node_pools):
-            optional = {k: v for k, v in (("ami_type", pool.ami_type), ("root_volume_gib", pool.root_volume_gib),
-                                          ("desired_size", pool.desired_size)) if v is not None}
+            optional = {
+                k: v
+                for k, v in (
+                    ("ami_type", pool.ami_type),
+                    ("root_volume_gib", pool.root_volume_gib),
+                    ("desired_size", pool.desired_size),
+                )
+                if v is not None
+            }
             if self.autoscaler_identity is not None:
                 optional["autoscaler_cluster_name"] = self.cluster.name
             if pool.efa:
@@ -244,7 +289,9 @@ class ServingStack(TerraformStack):
         # KubeRay pods download the app's code zip (Ray py_modules) from here.
         self.lora.grant_read(identity, CODE_PREFIX)
         # Gated Hugging Face models: the app reads the token at start-up on the cluster.
-        for secret in sorted({m.config.weights.hf_token_secret for m in self.plan.models if m.config.weights.hf_token_secret}):
+        for secret in sorted(
+            {m.config.weights.hf_token_secret for m in self.plan.models if m.config.weights.hf_token_secret}
+        ):
             identity.grant_read_secret(secret, region=self.region, account_id=self.account, partition=self.partition)
         return identity
 
@@ -255,12 +302,21 @@ class ServingStack(TerraformStack):
             return None
         settings = self.plan.env.serving.anyscale
         identity = AnyscaleOperatorIdentity(
-            self, "anyscale-operator", role_name=self.names.anyscale_operator_role, cluster_name=self.cluster.name,
-            account_id=self.account, storage=self.anyscale_storage, organization_id=settings.organization_id,
-            namespace=self.plan.env.serving.namespace, service_account=ANYSCALE_OPERATOR_ACCOUNT, partition=self.partition)
+            self,
+            "anyscale-operator",
+            role_name=self.names.anyscale_operator_role,
+            cluster_name=self.cluster.name,
+            account_id=self.account,
+            storage=self.anyscale_storage,
+            organization_id=settings.organization_id,
+            namespace=self.plan.env.serving.namespace,
+            service_account=ANYSCALE_OPERATOR_ACCOUNT,
+            partition=self.partition,
+        )
         identity.grant_storage(self.serving_identity)
         self.anyscale_register_command = identity.register_command(
-            cloud_name=settings.cloud, region=self.region, kubernetes_zones=settings.kubernetes_zones)
+            cloud_name=settings.cloud, region=self.region, kubernetes_zones=settings.kubernetes_zones
+        )
         return identity
 
     def _writer_identity(self) -> ArtifactWriterIdentity:
@@ -275,7 +331,11 @@ class ServingStack(TerraformStack):
             trusted_role_arns=writer.role_arns,
             allow_context_wildcards=writer.allow_context_wildcards,
         )
-        for bucket, prefix in ((self.weights, WEIGHTS_PREFIX), (self.lora, ADAPTERS_PREFIX), (self.lora, STAGING_PREFIX)):
+        for bucket, prefix in (
+            (self.weights, WEIGHTS_PREFIX),
+            (self.lora, ADAPTERS_PREFIX),
+            (self.lora, STAGING_PREFIX),
+        ):
             bucket.grant_read(identity, prefix)
             bucket.grant_write(identity, prefix)
             bucket.grant_delete(identity, prefix)
@@ -287,10 +347,17 @@ class ServingStack(TerraformStack):
         """The specs at a content-addressed prefix: a pull request shows the exact spec, a deploy
         publishes a new prefix, and older ones stay readable. Returns the prefix."""
         prefix = self.specs.prefix(self.plan.env.name)
-        self.lora.add_object("app-code", app_zip_key(), base64.b64encode(app_zip()).decode(), content_type="application/zip",
-                             base64_content=True)
+        self.lora.add_object(
+            "app-code",
+            app_zip_key(),
+            base64.b64encode(app_zip()).decode(),
+            content_type="application/zip",
+            base64_content=True,
+        )
         for name, text in self.specs.texts.items():
-            self.lora.add_object(f"spec-{name.removesuffix('.yaml')}", f"{prefix}/{name}", text, content_type="application/yaml")
+            self.lora.add_object(
+                f"spec-{name.removesuffix('.yaml')}", f"{prefix}/{name}", text, content_type="application/yaml"
+            )
         return prefix
 
     def _outputs(self) -> None:

@@ -29,8 +29,11 @@ def weights_source(plan: EnvironmentPlan, model: ModelPlan, snapshot: bool = Tru
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    return ["    " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    return [
+        "    " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
 
 
 def part_label(model: ModelPlan, part: PartPlan) -> str:
@@ -52,39 +55,64 @@ def _per_engine(part: PartPlan, text: str) -> str:
 def _models_table(plan: EnvironmentPlan) -> list[str]:
     """One row per Ray Serve deployment: a disaggregated model's prefill and decode apart."""
     spans = any(part.nodes_per_replica > 1 for part in plan.parts)
-    header = ["ID", "PATTERN", "POOL", "GPUS/REPLICA", *(["NODES/REPLICA"] if spans else []), "REPLICAS", "MAX LEN",
-              "KV CACHE", "CONCURRENCY", "LOAD TARGET", "ROUTING", "LORA", "WEIGHTS"]
+    header = [
+        "ID",
+        "PATTERN",
+        "POOL",
+        "GPUS/REPLICA",
+        *(["NODES/REPLICA"] if spans else []),
+        "REPLICAS",
+        "MAX LEN",
+        "KV CACHE",
+        "CONCURRENCY",
+        "LOAD TARGET",
+        "ROUTING",
+        "LORA",
+        "WEIGHTS",
+    ]
     rows = []
     for m in plan.models:
         lora = m.config.lora
         for part in m.parts:
             per_engine = " per engine" if part.deployment.data_parallel_size > 1 else ""
-            rows.append([
-                part_label(m, part),
-                m.pattern,
-                part.pool.name,
-                f"{part.gpus_per_replica} ({part.shape})",
-                *([str(part.nodes_per_replica)] if spans else []),
-                f"{part.replicas.min}-{part.replicas.max}",
-                str(m.config.max_model_len),
-                _per_engine(part, f"{part.capacity.kv_cache_tokens:,} tok"),
-                _per_engine(part, f"{part.capacity.max_concurrency:.1f}x"),
-                f"{part.load.target_ongoing_requests:g} / {part.load.max_ongoing_requests}{per_engine}",
-                m.config.routing_policy.policy,
-                f"up to {lora.max_adapters_per_replica}, rank <= {lora.max_rank}" if lora.enabled else "off",
-                weights_source(plan, m),
-            ])
+            rows.append(
+                [
+                    part_label(m, part),
+                    m.pattern,
+                    part.pool.name,
+                    f"{part.gpus_per_replica} ({part.shape})",
+                    *([str(part.nodes_per_replica)] if spans else []),
+                    f"{part.replicas.min}-{part.replicas.max}",
+                    str(m.config.max_model_len),
+                    _per_engine(part, f"{part.capacity.kv_cache_tokens:,} tok"),
+                    _per_engine(part, f"{part.capacity.max_concurrency:.1f}x"),
+                    f"{part.load.target_ongoing_requests:g} / {part.load.max_ongoing_requests}{per_engine}",
+                    m.config.routing_policy.policy,
+                    f"up to {lora.max_adapters_per_replica}, rank <= {lora.max_rank}" if lora.enabled else "off",
+                    weights_source(plan, m),
+                ]
+            )
     return _table(header, rows)
 
 
 def _cost_table(plan: EnvironmentPlan) -> list[str]:
-    rows = [[m.id, str(m.nodes("min")), str(m.nodes("max")), f"${m.cost_per_hour('min'):,.2f}",
-             f"${m.cost_per_hour('max'):,.2f}"] for m in plan.models]
+    rows = [
+        [
+            m.id,
+            str(m.nodes("min")),
+            str(m.nodes("max")),
+            f"${m.cost_per_hour('min'):,.2f}",
+            f"${m.cost_per_hour('max'):,.2f}",
+        ]
+        for m in plan.models
+    ]
     low, high = plan.idle("min"), plan.idle("max")
     if low[0] or high[0]:
         rows.append(["(idle: pools' min_size)", str(low[0]), str(high[0]), f"${low[1]:,.2f}", f"${high[1]:,.2f}"])
-    return ["  GPU cost per model (the nodes its replicas take):",
-            *_table(["MODEL", "NODES AT MIN", "NODES AT MAX", "COST/H AT MIN", "COST/H AT MAX"], rows)]
+    return [
+        "  GPU cost per model (the nodes its replicas take):",
+        *_table(["MODEL", "NODES AT MIN", "NODES AT MAX", "COST/H AT MIN", "COST/H AT MAX"], rows),
+    ]
 
 
 def summarize(plan: EnvironmentPlan, stack_file: Path) -> str:
@@ -112,10 +140,16 @@ def summarize(plan: EnvironmentPlan, stack_file: Path) -> str:
     if plan.models:
         lines.append("  models:")
         lines += _models_table(plan)
-        lines.append("  load targets (target / max ongoing requests per Ray Serve replica: per engine for data_parallel):")
-        lines += [f"    {part_label(m, part)}{_engines(part)}: {part.load.reasoning}" for m in plan.models for part in m.parts]
-        lines.append(f"  GPU cost: ${plan.cost_per_hour('min'):,.2f}/h at min replicas, "
-                     f"${plan.cost_per_hour('max'):,.2f}/h at max (on-demand, us-east-1 prices of {PRICES_AS_OF})")
+        lines.append(
+            "  load targets (target / max ongoing requests per Ray Serve replica: per engine for data_parallel):"
+        )
+        lines += [
+            f"    {part_label(m, part)}{_engines(part)}: {part.load.reasoning}" for m in plan.models for part in m.parts
+        ]
+        lines.append(
+            f"  GPU cost: ${plan.cost_per_hour('min'):,.2f}/h at min replicas, "
+            f"${plan.cost_per_hour('max'):,.2f}/h at max (on-demand, us-east-1 prices of {PRICES_AS_OF})"
+        )
         lines += _cost_table(plan)
     else:
         lines.append("  models: none")
@@ -129,10 +163,19 @@ def summarize_platform(plan: EnvironmentPlan, stack_file: Path) -> str:
     """The in-cluster stack: its Helm releases (chart and version, or our own objects) and where they go."""
     tf = json.loads(stack_file.read_text())
     releases = tf.get("resource", {}).get("helm_release", {}).values()
-    lines = [f"stack {plan.names.platform_stack} (deployed after {plan.names.stack}): cluster {plan.names.cluster} -> {stack_file}"]
+    lines = [
+        f"stack {plan.names.platform_stack} (deployed after {plan.names.stack}): cluster {plan.names.cluster} -> {stack_file}"
+    ]
     lines += _table(
         ["RELEASE", "CHART", "VERSION", "NAMESPACE"],
-        [[r["name"], r["chart"] if r.get("repository") else "(ours, in the stack)", r.get("version", "-"), r["namespace"]]
-         for r in sorted(releases, key=lambda r: r["name"])],
+        [
+            [
+                r["name"],
+                r["chart"] if r.get("repository") else "(ours, in the stack)",
+                r.get("version", "-"),
+                r["namespace"],
+            ]
+            for r in sorted(releases, key=lambda r: r["name"])
+        ],
     )
     return "\n".join(lines)

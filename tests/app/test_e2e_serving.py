@@ -54,8 +54,12 @@ def free_port() -> int:
 def role_env(deployment, role_arn: str) -> dict[str, str]:
     """The emulator's environment with the credentials of `role_arn`, assumed through STS."""
     credentials = deployment.emulator.client("sts").assume_role(RoleArn=role_arn, RoleSessionName="e2e")["Credentials"]
-    return {**deployment.emulator.env, "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
-            "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"], "AWS_SESSION_TOKEN": credentials["SessionToken"]}
+    return {
+        **deployment.emulator.env,
+        "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": credentials["SessionToken"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +88,10 @@ def published(writer_env, tmp_path_factory):
     from stacks.cli import main
 
     root = tmp_path_factory.mktemp("fixtures")
-    models = {MODEL: model_dir(root, shards=1, model_type=MODEL_TYPES[MODEL]),
-              FEATURES: model_dir(root, shards=2, model_type=MODEL_TYPES[FEATURES], name="features")}
+    models = {
+        MODEL: model_dir(root, shards=1, model_type=MODEL_TYPES[MODEL]),
+        FEATURES: model_dir(root, shards=2, model_type=MODEL_TYPES[FEATURES], name="features"),
+    }
     for model_id, folder in models.items():
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
@@ -96,7 +102,22 @@ def published(writer_env, tmp_path_factory):
         PINS[model_id] = (field, snapshot)
     for name, rank in ADAPTERS.items():
         adapter = adapter_dir(root, name, rank=rank, base_model=MODEL)
-        assert main(["upload-adapter", "--config", str(ENV_FILE), "--model", MODEL, "--adapter", name, "--from", str(adapter)]) == 0
+        assert (
+            main(
+                [
+                    "upload-adapter",
+                    "--config",
+                    str(ENV_FILE),
+                    "--model",
+                    MODEL,
+                    "--adapter",
+                    name,
+                    "--from",
+                    str(adapter),
+                ]
+            )
+            == 0
+        )
     return models
 
 
@@ -122,8 +143,12 @@ def served_args(dev, env_file):
     args["s3_endpoint_url"] = dev.emulator.endpoint
     assert {m["id"] for m in args["models"]} == {MODEL, FEATURES}
     for model in args["models"]:
-        model.update(server_cls="cpu_engine:CpuLLMServer", accelerator_type=None,
-                     target_ongoing_requests=16, max_ongoing_requests=32)
+        model.update(
+            server_cls="cpu_engine:CpuLLMServer",
+            accelerator_type=None,
+            target_ongoing_requests=16,
+            max_ongoing_requests=32,
+        )
         if model["id"] == FEATURES:
             model["engine_kwargs"] = {**model["engine_kwargs"], **FEATURE_ENGINE_KWARGS}
             model["load"] = "stream"
@@ -148,8 +173,9 @@ def served(dev, served_args):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(served_args), name="llm", route_prefix="/", blocking=False)
-    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0,
-                    timeout=waits.RAY_REQUEST)
+    client = OpenAI(
+        base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0, timeout=waits.RAY_REQUEST
+    )
     try:
         yield client
     finally:
@@ -198,7 +224,9 @@ def test_unknown_adapter_and_unknown_model_are_404(served):
 def test_twenty_concurrent_streams_all_complete(served):
     def one(i: int) -> str:
         model = f"{MODEL}:support" if i % 2 else MODEL
-        stream = served.chat.completions.create(model=model, messages=[{"role": "user", "content": f"n{i}"}], stream=True)
+        stream = served.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": f"n{i}"}], stream=True
+        )
         return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
 
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -210,13 +238,29 @@ def test_an_adapter_published_while_serving_is_listed_and_served(served, env_fil
     from stacks.cli import main
 
     adapter = adapter_dir(tmp_path, "billing", rank=16, base_model=MODEL)
-    assert main(["upload-adapter", "--config", str(env_file), "--model", MODEL, "--adapter", "billing", "--from", str(adapter)]) == 0
+    assert (
+        main(
+            [
+                "upload-adapter",
+                "--config",
+                str(env_file),
+                "--model",
+                MODEL,
+                "--adapter",
+                "billing",
+                "--from",
+                str(adapter),
+            ]
+        )
+        == 0
+    )
     assert f"{MODEL}:billing" in {m.id for m in served.models.list().data}
     reply = served.chat.completions.create(model=f"{MODEL}:billing", messages=[{"role": "user", "content": "new"}])
     assert reply.choices[0].message.content == f"model={MODEL}:billing base=tiny-test rank=16 echo=new"
 
 
 # --- Weights: streamed from S3 or downloaded by Ray, as the rendered args say ---
+
 
 def load_report(model_id: str) -> dict:
     """What the model's replica says about loading its weights (`CpuLLMServer.load_report`)."""
@@ -241,8 +285,11 @@ def test_each_replica_holds_the_published_tensors_loaded_the_way_its_args_say(se
     report = load_report(model_id)
     # Exactly the pinned snapshot: the one upload-model printed, and nothing else of the model's folder.
     assert model.snapshot == PINS[model_id][1]
-    assert report == {"load": model.load, "source": weights_uri(served_args["weights_bucket"], model_id, model.snapshot),
-                      **local_digest(published[model_id])}
+    assert report == {
+        "load": model.load,
+        "source": weights_uri(served_args["weights_bucket"], model_id, model.snapshot),
+        **local_digest(published[model_id]),
+    }
     assert report["tensors"] == {MODEL: 1, FEATURES: 2}[model_id]
     if model_id == FEATURES:
         assert report["load"] == "stream"
@@ -254,6 +301,7 @@ def test_the_streamed_model_answers_with_the_config_it_streamed(served):
 
 
 # --- Structured output: response_format reaches the engine as vLLM's SamplingParams.structured_outputs ---
+
 
 def person_schema() -> tuple[dict, str]:
     """A JSON schema with a marker only a reply built from this very schema can carry."""
@@ -279,7 +327,9 @@ def test_json_schema_response_format_streaming_and_not(served, model):
     response_format = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}}
     messages = [{"role": "user", "content": "who?"}]
     reply = served.chat.completions.create(model=model, messages=messages, response_format=response_format)
-    stream = served.chat.completions.create(model=model, messages=messages, response_format=response_format, stream=True)
+    stream = served.chat.completions.create(
+        model=model, messages=messages, response_format=response_format, stream=True
+    )
     streamed = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     for text in (reply.choices[0].message.content, streamed):
         value = json.loads(text)
@@ -288,8 +338,9 @@ def test_json_schema_response_format_streaming_and_not(served, model):
 
 
 def test_json_object_response_format(served):
-    reply = served.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "obj"}],
-                                           response_format={"type": "json_object"})
+    reply = served.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "obj"}], response_format={"type": "json_object"}
+    )
     assert json.loads(reply.choices[0].message.content) == {"model": MODEL, "base": MODEL_TYPES[MODEL], "echo": "obj"}
 
 
@@ -299,11 +350,14 @@ def test_a_schema_no_grammar_backend_compiles_is_a_400(served):
 
     with pytest.raises(openai.BadRequestError, match="nosuchtype"):
         served.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "x"}],
-            response_format={"type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": "nosuchtype"}}})
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": "nosuchtype"}}},
+        )
 
 
 # --- Images: image_url parts, up to the model's limit_mm_per_prompt ---
+
 
 def png_url(width: int, height: int) -> str:
     from PIL import Image
@@ -322,7 +376,9 @@ def image_message(text: str, sizes: list[tuple[int, int]]) -> list[dict]:
 def test_images_up_to_the_limit_reach_the_engine_decoded(served):
     reply = served.chat.completions.create(model=FEATURES, messages=image_message("what is this?", [(7, 5), (3, 4)]))
     message = reply.choices[0].message
-    assert message.content == f"model={FEATURES} base={MODEL_TYPES[FEATURES]} rank=None echo=what is this? images=7x5,3x4"
+    assert (
+        message.content == f"model={FEATURES} base={MODEL_TYPES[FEATURES]} rank=None echo=what is this? images=7x5,3x4"
+    )
     assert message.model_extra["reasoning"] == "2 image(s); the user wrote: what is this?"
 
 
@@ -342,6 +398,7 @@ def test_images_to_a_text_only_model_are_a_400(served):
 
 
 # --- Reasoning: vLLM's reasoning parser splits <think>...</think> from the answer ---
+
 
 def test_reasoning_is_separate_from_content(served):
     reply = served.chat.completions.create(model=FEATURES, messages=[{"role": "user", "content": "why?"}])
@@ -370,8 +427,9 @@ def test_streamed_reasoning_deltas_come_before_the_content_deltas(served):
 
 
 def test_include_reasoning_false_drops_the_reasoning(served):
-    reply = served.chat.completions.create(model=FEATURES, messages=[{"role": "user", "content": "why?"}],
-                                           extra_body={"include_reasoning": False})
+    reply = served.chat.completions.create(
+        model=FEATURES, messages=[{"role": "user", "content": "why?"}], extra_body={"include_reasoning": False}
+    )
     assert reply.choices[0].message.content.endswith("echo=why?")
     assert reply.choices[0].message.model_extra.get("reasoning") is None
 

@@ -50,21 +50,64 @@ ARGS = {
     "weights_bucket": "llm-prod-weights-111111111111",
     "lora_bucket": "llm-prod-lora-111111111111",
     "models": [
-        {"id": "qwen2.5-7b-instruct", "snapshot": "0123456789abcdef", "accelerator_type": "L4", "max_model_len": 8192, "min_replicas": 0,
-         "max_replicas": 3, "lora": {"max_adapters_per_replica": 8, "max_rank": 32}},
-        {"id": "llama-3.1-405b-instruct", "snapshot": "1123456789abcdef", "pattern": "multi_node", "accelerator_type": "H100", "max_model_len": 16384,
-         "tensor_parallel_size": 8, "pipeline_parallel_size": 2, "min_replicas": 1, "max_replicas": 2,
-         "placement": {"strategy": "PACK", "bundles": gpus(16)}},
-        {"id": "deepseek-v3", "snapshot": "2123456789abcdef", "pattern": "data_parallel", "accelerator_type": "H100", "max_model_len": 32768,
-         "data_parallel_size": 4, "tensor_parallel_size": 2, "expert_parallel": True, "min_replicas": 1,
-         "max_replicas": 2, "placement": {"strategy": "STRICT_PACK", "bundles": gpus(2)}},
-        {"id": "llama-3.3-70b-pd", "snapshot": "3123456789abcdef", "pattern": "disaggregated", "kv_connector": "nixl", "accelerator_type": "H100",
-         "max_model_len": 32768, "tensor_parallel_size": 4, "min_replicas": 1, "max_replicas": 3,
-         "target_ongoing_requests": 16, "max_ongoing_requests": 32, "lora": {},
-         "placement": {"strategy": "STRICT_PACK", "bundles": gpus(4)},
-         "prefill": {"accelerator_type": "H200", "tensor_parallel_size": 2, "min_replicas": 2, "max_replicas": 4,
-                     "target_ongoing_requests": 8, "max_ongoing_requests": 12,
-                     "placement": {"strategy": "STRICT_PACK", "bundles": gpus(2, "llmstacks-pool-h200-x8")}}},
+        {
+            "id": "qwen2.5-7b-instruct",
+            "snapshot": "0123456789abcdef",
+            "accelerator_type": "L4",
+            "max_model_len": 8192,
+            "min_replicas": 0,
+            "max_replicas": 3,
+            "lora": {"max_adapters_per_replica": 8, "max_rank": 32},
+        },
+        {
+            "id": "llama-3.1-405b-instruct",
+            "snapshot": "1123456789abcdef",
+            "pattern": "multi_node",
+            "accelerator_type": "H100",
+            "max_model_len": 16384,
+            "tensor_parallel_size": 8,
+            "pipeline_parallel_size": 2,
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "placement": {"strategy": "PACK", "bundles": gpus(16)},
+        },
+        {
+            "id": "deepseek-v3",
+            "snapshot": "2123456789abcdef",
+            "pattern": "data_parallel",
+            "accelerator_type": "H100",
+            "max_model_len": 32768,
+            "data_parallel_size": 4,
+            "tensor_parallel_size": 2,
+            "expert_parallel": True,
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "placement": {"strategy": "STRICT_PACK", "bundles": gpus(2)},
+        },
+        {
+            "id": "llama-3.3-70b-pd",
+            "snapshot": "3123456789abcdef",
+            "pattern": "disaggregated",
+            "kv_connector": "nixl",
+            "accelerator_type": "H100",
+            "max_model_len": 32768,
+            "tensor_parallel_size": 4,
+            "min_replicas": 1,
+            "max_replicas": 3,
+            "target_ongoing_requests": 16,
+            "max_ongoing_requests": 32,
+            "lora": {},
+            "placement": {"strategy": "STRICT_PACK", "bundles": gpus(4)},
+            "prefill": {
+                "accelerator_type": "H200",
+                "tensor_parallel_size": 2,
+                "min_replicas": 2,
+                "max_replicas": 4,
+                "target_ongoing_requests": 8,
+                "max_ongoing_requests": 12,
+                "placement": {"strategy": "STRICT_PACK", "bundles": gpus(2, "llmstacks-pool-h200-x8")},
+            },
+        },
     ],
 }
 STANDARD, MULTI_NODE, DATA_PARALLEL, DISAGGREGATED = (m["id"] for m in ARGS["models"])
@@ -91,6 +134,7 @@ def no_cluster(monkeypatch):
 
 
 # --- The graph: what Ray would deploy for each pattern ----------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def graph():
@@ -179,7 +223,11 @@ def test_placement_groups_multi_node_packs_16_gpus_and_data_parallel_is_gang_sch
     assert strategy is None and len(bundles) == 2  # each engine's two GPUs; the gang packs the 4 engines
     assert all(b["GPU"] == 1 and b[POOL] == 1 for b in bundles)
     gang = dp._deployment_config.gang_scheduling_config
-    assert (gang.gang_size, gang.gang_placement_strategy.value, gang.runtime_failure_policy.value) == (4, "PACK", "RESTART_GANG")
+    assert (gang.gang_size, gang.gang_placement_strategy.value, gang.runtime_failure_policy.value) == (
+        4,
+        "PACK",
+        "RESTART_GANG",
+    )
 
     decode = deployments[DISAGGREGATED]
     prefill = decode.init_kwargs["prefill_server"]._bound_deployment
@@ -192,29 +240,44 @@ def test_placement_groups_multi_node_packs_16_gpus_and_data_parallel_is_gang_sch
 
 def test_engine_settings_of_each_pattern(graph):
     _, _, deployments = graph
-    pick = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "enable_expert_parallel",
-            "kv_transfer_config")
+    pick = (
+        "tensor_parallel_size",
+        "pipeline_parallel_size",
+        "data_parallel_size",
+        "enable_expert_parallel",
+        "kv_transfer_config",
+    )
     settings = {mid: {k: engine(d).get(k) for k in pick} for mid, d in deployments.items()}
     prefill = deployments[DISAGGREGATED].init_kwargs["prefill_server"]._bound_deployment
     nixl = {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
     assert settings == {
         STANDARD: dict.fromkeys(pick) | {"tensor_parallel_size": 1, "pipeline_parallel_size": 1},
         MULTI_NODE: dict.fromkeys(pick) | {"tensor_parallel_size": 8, "pipeline_parallel_size": 2},
-        DATA_PARALLEL: dict.fromkeys(pick) | {"tensor_parallel_size": 2, "pipeline_parallel_size": 1,
-                                              "data_parallel_size": 4, "enable_expert_parallel": True},
-        DISAGGREGATED: dict.fromkeys(pick) | {"tensor_parallel_size": 4, "pipeline_parallel_size": 1,
-                                              "kv_transfer_config": nixl},
+        DATA_PARALLEL: dict.fromkeys(pick)
+        | {
+            "tensor_parallel_size": 2,
+            "pipeline_parallel_size": 1,
+            "data_parallel_size": 4,
+            "enable_expert_parallel": True,
+        },
+        DISAGGREGATED: dict.fromkeys(pick)
+        | {"tensor_parallel_size": 4, "pipeline_parallel_size": 1, "kv_transfer_config": nixl},
     }
     assert engine(prefill)["tensor_parallel_size"] == 2 and engine(prefill)["kv_transfer_config"] == nixl
     # Ray's PDServingArgs moves decode's NIXL side channel off prefill's default port (20000).
-    assert deployments[DISAGGREGATED].init_kwargs["llm_config"].experimental_configs == {"NIXL_SIDE_CHANNEL_PORT_BASE": 22000}
+    assert deployments[DISAGGREGATED].init_kwargs["llm_config"].experimental_configs == {
+        "NIXL_SIDE_CHANNEL_PORT_BASE": 22000
+    }
     assert prefill.init_kwargs["llm_config"].experimental_configs == {}
 
 
 def test_lora_paths_of_lora_models_including_both_legs_of_a_disaggregated_one(graph):
     _, ingress, deployments = graph
     lora = "s3://llm-prod-lora-111111111111/adapters"
-    assert ingress.init_kwargs["lora_paths"] == {STANDARD: f"{lora}/{STANDARD}", DISAGGREGATED: f"{lora}/{DISAGGREGATED}"}
+    assert ingress.init_kwargs["lora_paths"] == {
+        STANDARD: f"{lora}/{STANDARD}",
+        DISAGGREGATED: f"{lora}/{DISAGGREGATED}",
+    }
     decode = deployments[DISAGGREGATED]
     prefill = decode.init_kwargs["prefill_server"]._bound_deployment
     for leg in (decode, prefill):
@@ -237,11 +300,19 @@ def test_the_patterns_example_as_the_stacks_render_it_builds(no_cluster):
     from stacks.planning.plan import plan_file
     from stacks.specs.app_args import app_args
 
-    ingress = build_app(app_args(plan_file(ROOT / "stacks" / "examples" / "patterns.yaml")).model_dump())._bound_deployment
+    ingress = build_app(
+        app_args(plan_file(ROOT / "stacks" / "examples" / "patterns.yaml")).model_dump()
+    )._bound_deployment
     deployments = {mid: bound._bound_deployment for mid, bound in ingress.init_kwargs["llm_deployments"].items()}
     prefill = deployments["llama-3.1-70b-instruct"].init_kwargs["prefill_server"]._bound_deployment
-    built = {d.name: (placement(d)[0], {k for b in placement(d)[1] for k in b if k.startswith("llmstacks-pool")},
-                      len(placement(d)[1])) for d in (*deployments.values(), prefill)}
+    built = {
+        d.name: (
+            placement(d)[0],
+            {k for b in placement(d)[1] for k in b if k.startswith("llmstacks-pool")},
+            len(placement(d)[1]),
+        )
+        for d in (*deployments.values(), prefill)
+    }
     assert built == {
         "LLMServer:llama-3_1-405b-instruct": ("PACK", {"llmstacks-pool-h100-405b"}, 16),
         "DPServer:qwen3-30b-a3b": (None, {"llmstacks-pool-h100-moe"}, 2),
@@ -259,10 +330,22 @@ def test_prefill_config_is_decodes_with_the_prefill_parts_fields():
     assert prefill["engine_kwargs"] == {**decode["engine_kwargs"], "tensor_parallel_size": 2}
     assert prefill["deployment_config"] == {
         "max_ongoing_requests": 12,
-        "autoscaling_config": {"min_replicas": 2, "initial_replicas": 2, "max_replicas": 4, "target_ongoing_requests": 8},
+        "autoscaling_config": {
+            "min_replicas": 2,
+            "initial_replicas": 2,
+            "max_replicas": 4,
+            "target_ongoing_requests": 8,
+        },
     }
-    assert prefill["placement_group_config"] == {"strategy": "STRICT_PACK", "bundles": gpus(2, "llmstacks-pool-h200-x8")}
-    same = {k for k in decode if k not in ("accelerator_type", "engine_kwargs", "deployment_config", "placement_group_config")}
+    assert prefill["placement_group_config"] == {
+        "strategy": "STRICT_PACK",
+        "bundles": gpus(2, "llmstacks-pool-h200-x8"),
+    }
+    same = {
+        k
+        for k in decode
+        if k not in ("accelerator_type", "engine_kwargs", "deployment_config", "placement_group_config")
+    }
     assert {k: prefill[k] for k in same} == {k: decode[k] for k in same}
     with pytest.raises(ValueError, match="has no prefill part"):
         prefill_config_dict(spec, spec.models[0])
@@ -286,7 +369,9 @@ def test_gated_models_fetch_their_token_in_rays_data_parallel_and_disaggregated_
             model.update(weights="huggingface", snapshot=None, hf_id="org/gated", hf_token_secret="llm-prod/hf-token")
 
     with mock_aws():
-        boto3.client("secretsmanager", region_name="us-west-2").create_secret(Name="llm-prod/hf-token", SecretString=TOKEN)
+        boto3.client("secretsmanager", region_name="us-west-2").create_secret(
+            Name="llm-prod/hf-token", SecretString=TOKEN
+        )
         ingress = build_app(with_change(gated))._bound_deployment
     deployments = {mid: bound._bound_deployment for mid, bound in ingress.init_kwargs["llm_deployments"].items()}
     dp, decode = deployments[DATA_PARALLEL], deployments[DISAGGREGATED]
@@ -294,15 +379,22 @@ def test_gated_models_fetch_their_token_in_rays_data_parallel_and_disaggregated_
     for deployment, ray_cls in ((dp, DPServer), (decode, PDDecodeServer), (prefill, PDPrefillServer)):
         cls = deployment.func_or_class
         assert cls.__mro__[1] is GatedModelServer and issubclass(cls, ray_cls)  # the token is stored first
-        assert deployment.init_kwargs["llm_config"].runtime_env["env_vars"]["LLMSTACKS_HF_TOKEN_SECRET"] == "llm-prod/hf-token"
+        assert (
+            deployment.init_kwargs["llm_config"].runtime_env["env_vars"]["LLMSTACKS_HF_TOKEN_SECRET"]
+            == "llm-prod/hf-token"
+        )
         assert issubclass(cloudpickle.loads(cloudpickle.dumps(cls)), ray_cls)
         assert TOKEN not in repr(deployment.init_kwargs)
-    assert (dp.name, decode.name, prefill.name) == ("GatedDPServer:deepseek-v3", "Decode:llama-3_3-70b-pd",
-                                                    "Prefill:llama-3_3-70b-pd")
+    assert (dp.name, decode.name, prefill.name) == (
+        "GatedDPServer:deepseek-v3",
+        "Decode:llama-3_3-70b-pd",
+        "Prefill:llama-3_3-70b-pd",
+    )
     assert dp._deployment_config.gang_scheduling_config.gang_size == 4
 
 
 # --- Bad input at the app boundary: one line naming the model --------------------------------------
+
 
 def refused(args: dict) -> str:
     with pytest.raises(InvalidAppArgs) as error:
@@ -314,20 +406,27 @@ def refused(args: dict) -> str:
 
 def test_a_data_parallel_server_must_be_rays_dp_server(no_cluster):
     message = refused(with_change(lambda a: a["models"][2].update(server_cls="cpu_engine:CpuLLMServer")))
-    assert message == ("invalid application args: models[2] (deepseek-v3).server_cls: pattern data_parallel needs a "
-                       "subclass of Ray's DPServer (ray.serve.llm.deployment.DPServer)")
+    assert message == (
+        "invalid application args: models[2] (deepseek-v3).server_cls: pattern data_parallel needs a "
+        "subclass of Ray's DPServer (ray.serve.llm.deployment.DPServer)"
+    )
 
 
 def test_a_disaggregated_model_takes_no_server_cls(no_cluster):
     message = refused(with_change(lambda a: a["models"][3].update(server_cls="cpu_engine:CpuLLMServer")))
-    assert message.startswith("invalid application args: models[3] (llama-3.3-70b-pd).server_cls: pattern disaggregated "
-                              "is served by Ray's PDPrefillServer and PDDecodeServer")
+    assert message.startswith(
+        "invalid application args: models[3] (llama-3.3-70b-pd).server_cls: pattern disaggregated "
+        "is served by Ray's PDPrefillServer and PDDecodeServer"
+    )
 
 
 def test_a_prefill_placement_ray_rejects_names_the_model(no_cluster):
     # CPU-only bundles for a leg that names a GPU type: Ray's LLMConfig refuses the prefill leg.
-    message = refused(with_change(lambda a: a["models"][3]["prefill"].update(
-        placement={"strategy": "STRICT_PACK", "bundles": [{"CPU": 4}]})))
+    message = refused(
+        with_change(
+            lambda a: a["models"][3]["prefill"].update(placement={"strategy": "STRICT_PACK", "bundles": [{"CPU": 4}]})
+        )
+    )
     assert message.startswith("invalid application args: models[3] (llama-3.3-70b-pd): ")
     assert "accelerator_type='H200' cannot be used with CPU-only configurations" in message
 
@@ -344,8 +443,10 @@ def test_rays_pd_checks_refusing_the_legs_name_the_model(no_cluster, monkeypatch
 
     monkeypatch.setattr(app.serving, "prefill_config_dict", other_lora_path)
     message = refused(ARGS)
-    assert message == ("invalid application args: models[3] (llama-3.3-70b-pd): "
-                       "Value error, P/D prefill and decode LoRA loading paths must be the same")
+    assert message == (
+        "invalid application args: models[3] (llama-3.3-70b-pd): "
+        "Value error, P/D prefill and decode LoRA loading paths must be the same"
+    )
 
 
 def test_what_ray_refuses_while_building_a_deployment_names_the_model(no_cluster):
@@ -357,8 +458,10 @@ def test_what_ray_refuses_while_building_a_deployment_names_the_model(no_cluster
 def test_direct_streaming_is_refused(no_cluster, monkeypatch):
     monkeypatch.setenv(DIRECT_STREAMING_ENV, "1")
     message = refused(ARGS)
-    assert message.startswith(f"invalid application args: {DIRECT_STREAMING_ENV}=1 is set in the environment: this app "
-                              "composes several models behind one OpenAI ingress")
+    assert message.startswith(
+        f"invalid application args: {DIRECT_STREAMING_ENV}=1 is set in the environment: this app "
+        "composes several models behind one OpenAI ingress"
+    )
     assert "direct streaming" in message and "not supported" in message
 
 
@@ -379,23 +482,36 @@ def e2e_args(s3_endpoint, tmp_path_factory):
     from stacks.emulator.server import TEST_CREDENTIALS
     from stacks.publishing.models import upload_model
 
-    s3 = boto3.client("s3", region_name=E2E_REGION, endpoint_url=s3_endpoint,
-                      **{k.lower(): v for k, v in TEST_CREDENTIALS.items()})
+    s3 = boto3.client(
+        "s3", region_name=E2E_REGION, endpoint_url=s3_endpoint, **{k.lower(): v for k, v in TEST_CREDENTIALS.items()}
+    )
     for bucket in E2E_BUCKETS:
         s3.create_bucket(Bucket=bucket)
     root = tmp_path_factory.mktemp("patterns")
-    snapshots = {model_id: upload_model(s3, E2E_BUCKETS[0], model_id, model_dir(root, shards=1, model_type=f"tiny-{model_id}",
-                                                                            name=model_id)).snapshot
-                 for model_id in (E2E_STANDARD, E2E_DATA_PARALLEL)}
+    snapshots = {
+        model_id: upload_model(
+            s3, E2E_BUCKETS[0], model_id, model_dir(root, shards=1, model_type=f"tiny-{model_id}", name=model_id)
+        ).snapshot
+        for model_id in (E2E_STANDARD, E2E_DATA_PARALLEL)
+    }
     cpu = {"accelerator_type": None, "max_model_len": 4096, "target_ongoing_requests": 8, "max_ongoing_requests": 16}
     return {
-        "region": E2E_REGION, "weights_bucket": E2E_BUCKETS[0], "lora_bucket": E2E_BUCKETS[1], "s3_endpoint_url": s3_endpoint,
+        "region": E2E_REGION,
+        "weights_bucket": E2E_BUCKETS[0],
+        "lora_bucket": E2E_BUCKETS[1],
+        "s3_endpoint_url": s3_endpoint,
         "models": [
             {"id": E2E_STANDARD, "snapshot": snapshots[E2E_STANDARD], "server_cls": "cpu_engine:CpuLLMServer", **cpu},
-            {"id": E2E_DATA_PARALLEL, "snapshot": snapshots[E2E_DATA_PARALLEL], "server_cls": "cpu_engine:CpuDPServer",
-             "pattern": "data_parallel",
-             "data_parallel_size": 2, "expert_parallel": True, "placement": {"strategy": "PACK", "bundles": [{"CPU": 1}]},
-             **cpu},
+            {
+                "id": E2E_DATA_PARALLEL,
+                "snapshot": snapshots[E2E_DATA_PARALLEL],
+                "server_cls": "cpu_engine:CpuDPServer",
+                "pattern": "data_parallel",
+                "data_parallel_size": 2,
+                "expert_parallel": True,
+                "placement": {"strategy": "PACK", "bundles": [{"CPU": 1}]},
+                **cpu,
+            },
         ],
     }
 
@@ -418,8 +534,12 @@ def served(e2e_args):
         port = start_local_serve(num_cpus=8)
         try:
             deploy({"llm": e2e_args})
-            yield OpenAI(base_url=f"http://127.0.0.1:{port}/llm/v1", api_key="not-needed", max_retries=0,
-                         timeout=waits.RAY_REQUEST)
+            yield OpenAI(
+                base_url=f"http://127.0.0.1:{port}/llm/v1",
+                api_key="not-needed",
+                max_retries=0,
+                timeout=waits.RAY_REQUEST,
+            )
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -439,8 +559,9 @@ def test_each_model_answers_through_the_one_ingress(served):
     for model_id in (E2E_STANDARD, E2E_DATA_PARALLEL):
         reply = served.chat.completions.create(model=model_id, messages=[{"role": "user", "content": "hello"}])
         assert reply.choices[0].message.content == f"model={model_id} base=tiny-{model_id} rank=None echo=hello"
-    stream = served.chat.completions.create(model=E2E_DATA_PARALLEL, messages=[{"role": "user", "content": "go"}],
-                                            stream=True)
+    stream = served.chat.completions.create(
+        model=E2E_DATA_PARALLEL, messages=[{"role": "user", "content": "go"}], stream=True
+    )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == f"model={E2E_DATA_PARALLEL} base=tiny-{E2E_DATA_PARALLEL} rank=None echo=go"
     completion = served.completions.create(model=E2E_DATA_PARALLEL, prompt="abc")
@@ -465,11 +586,16 @@ def test_the_data_parallel_model_runs_as_one_gang_of_two(served):
         if len(ranks) == 2:
             break
     assert set(ranks) == {0, 1}, "a handle reached only one rank of the gang"
-    assert {g["gang_id"] for g in ranks.values()} == {ranks[0]["gang_id"]} and {g["size"] for g in ranks.values()} == {2}
+    assert {g["gang_id"] for g in ranks.values()} == {ranks[0]["gang_id"]} and {g["size"] for g in ranks.values()} == {
+        2
+    }
     for rank, gang in ranks.items():
         # Rank 0 published the DP master address; rank 1 read it; each engine got its rank and the gang's size.
         assert gang["master"] == ranks[0]["master"]
-        assert gang["engine_kwargs"] == {"data_parallel_size": 2, "data_parallel_rank": rank,
-                                         "data_parallel_address": ranks[0]["master"][0],
-                                         "data_parallel_rpc_port": ranks[0]["master"][1]}
+        assert gang["engine_kwargs"] == {
+            "data_parallel_size": 2,
+            "data_parallel_rank": rank,
+            "data_parallel_address": ranks[0]["master"][0],
+            "data_parallel_rpc_port": ranks[0]["master"][1],
+        }
     assert sorted(g["bundle_indices"] for g in ranks.values()) == ["0", "1"]  # one bundle of the gang's group each

@@ -40,8 +40,12 @@ def port(engine):
     port = engine.start_local_serve()
     try:
         # A reply takes 20 ms, so concurrent requests overlap on the replicas.
-        engine.deploy({name: engine.app_args(MODEL, cls, kwargs, env_vars={engine.DECODE_MS_ENV: "20"})
-                       for name, (cls, kwargs) in APPS.items()})
+        engine.deploy(
+            {
+                name: engine.app_args(MODEL, cls, kwargs, env_vars={engine.DECODE_MS_ENV: "20"})
+                for name, (cls, kwargs) in APPS.items()
+            }
+        )
         yield port
     finally:
         serve.shutdown()
@@ -68,7 +72,9 @@ def test_prefix_router_tracks_what_each_replica_served_and_power_of_two_has_no_t
     tenants = engine.prefix_tree_tenants("prefix", deployment)
     assert tenants is not None, "no LlmPrefixTreeActor: the prefix-aware router never ran"
     served_by = set(results["prefix"]["per_replica"])
-    assert {tenant.rsplit("#", 1)[1] for tenant in tenants} == served_by == {r["replica_id"] for r in details["replicas"]}
+    assert (
+        {tenant.rsplit("#", 1)[1] for tenant in tenants} == served_by == {r["replica_id"] for r in details["replicas"]}
+    )
     assert all(chars > 0 for chars in tenants.values())
     assert engine.prefix_tree_tenants("pow2", engine.llm_deployment("pow2")[0]) is None
 
@@ -96,8 +102,9 @@ def test_a_chat_without_text_is_answered_with_prefix_aware_routing(port, results
     # request (the client waits until it times out); app.routing.PrefixAwareRouter routes it by load.
     from openai import OpenAI
 
-    client = OpenAI(base_url=f"http://127.0.0.1:{port}/prefix/v1", api_key="not-needed", max_retries=0,
-                    timeout=waits.RAY_REQUEST)
+    client = OpenAI(
+        base_url=f"http://127.0.0.1:{port}/prefix/v1", api_key="not-needed", max_retries=0, timeout=waits.RAY_REQUEST
+    )
     reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": ""}])
     assert reply.choices[0].message.content.startswith("replica=")
 
@@ -105,7 +112,8 @@ def test_a_chat_without_text_is_answered_with_prefix_aware_routing(port, results
 def test_a_chat_without_text_is_answered_with_power_of_two_routing(port, results):
     from openai import OpenAI
 
-    client = OpenAI(base_url=f"http://127.0.0.1:{port}/pow2/v1", api_key="not-needed", max_retries=0,
-                    timeout=waits.RAY_REQUEST)
+    client = OpenAI(
+        base_url=f"http://127.0.0.1:{port}/pow2/v1", api_key="not-needed", max_retries=0, timeout=waits.RAY_REQUEST
+    )
     reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": ""}])
     assert reply.choices[0].message.content.startswith("replica=")

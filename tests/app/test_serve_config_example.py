@@ -17,4 +17,6 @@ def test_example_serve_config_passes_ray_and_the_app_contract():
     assert application.import_path == "app.serving:build_app"
     spec = parse_args(application.args)
     assert [m.id for m in spec.models] == ["qwen2.5-7b-instruct", "llama-3.1-8b-instruct"]
-    assert spec.models[0].load == "stream" and spec.models[0].routing.request_router_class.endswith(":PrefixCacheAffinityRouter")
+    assert spec.models[0].load == "stream" and spec.models[0].routing.request_router_class.endswith(
+        ":PrefixCacheAffinityRouter"
+    )

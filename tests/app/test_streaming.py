@@ -34,14 +34,25 @@ ACCOUNT, REGION = "111111111111", "us-west-2"
 BUCKET = f"llm-dev-weights-{ACCOUNT}"
 MiB = 1024 * 1024
 # Publish shards over 5 MiB as multipart objects: ranged reads then cross part boundaries.
-SMALL_PARTS = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=4,
-                             preferred_transfer_client="classic")
+SMALL_PARTS = TransferConfig(
+    multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=4, preferred_transfer_client="classic"
+)
 # The serving role's read grant on the weights bucket (infra/bucket.py: grant_read(..., "models")),
 # without its kms:Decrypt (the emulator does not encrypt).
 SERVING_ROLE_S3 = [
-    {"Sid": "ReadObjects", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": [f"arn:aws:s3:::{BUCKET}/models/*"]},
-    {"Sid": "ListPrefix", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{BUCKET}"],
-     "Condition": {"StringLike": {"s3:prefix": ["models", "models/*"]}}},
+    {
+        "Sid": "ReadObjects",
+        "Effect": "Allow",
+        "Action": ["s3:GetObject"],
+        "Resource": [f"arn:aws:s3:::{BUCKET}/models/*"],
+    },
+    {
+        "Sid": "ListPrefix",
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket"],
+        "Resource": [f"arn:aws:s3:::{BUCKET}"],
+        "Condition": {"StringLike": {"s3:prefix": ["models", "models/*"]}},
+    },
 ]
 
 
@@ -57,18 +68,24 @@ def model_folder(root: Path, name: str, shards: list[dict[str, tuple[str, list[i
     return directory
 
 
-ONE_SHARD = [{
-    "model.embed_tokens.weight": ("BF16", [256, 64]),
-    "model.layers.0.input_layernorm.weight": ("F16", [63]),  # 126 bytes: what follows is unaligned
-    "model.layers.0.flag": ("U8", [5]),
-    "model.layers.0.self_attn.q_proj.weight": ("BF16", [64, 64]),
-    "model.norm.weight": ("F32", [64]),
-    "lm_head.weight": ("F16", [256, 64]),
-}]
-SHARDED = [{f"model.layers.{i}.mlp.up_proj.weight": ("BF16", [1536, 1024]),  # 3 MiB
-            f"model.layers.{i}.mlp.down_proj.weight": ("F16", [1024, 1536]),
-            f"model.layers.{i}.post_attention_layernorm.weight": ("BF16", [1023])}
-           for i in range(4)]
+ONE_SHARD = [
+    {
+        "model.embed_tokens.weight": ("BF16", [256, 64]),
+        "model.layers.0.input_layernorm.weight": ("F16", [63]),  # 126 bytes: what follows is unaligned
+        "model.layers.0.flag": ("U8", [5]),
+        "model.layers.0.self_attn.q_proj.weight": ("BF16", [64, 64]),
+        "model.norm.weight": ("F32", [64]),
+        "lm_head.weight": ("F16", [256, 64]),
+    }
+]
+SHARDED = [
+    {
+        f"model.layers.{i}.mlp.up_proj.weight": ("BF16", [1536, 1024]),  # 3 MiB
+        f"model.layers.{i}.mlp.down_proj.weight": ("F16", [1024, 1536]),
+        f"model.layers.{i}.post_attention_layernorm.weight": ("BF16", [1023]),
+    }
+    for i in range(4)
+]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +113,10 @@ def models(aws, tmp_path_factory) -> dict[str, Published]:
     """Model id -> its local folder and snapshot, published with upload-model's code (files, `hash`,
     `manifest.json` under models/<id>/<snapshot>/)."""
     root = tmp_path_factory.mktemp("models")
-    folders = {"one-shard": model_folder(root, "one-shard", ONE_SHARD), "sharded": model_folder(root, "sharded", SHARDED)}
+    folders = {
+        "one-shard": model_folder(root, "one-shard", ONE_SHARD),
+        "sharded": model_folder(root, "sharded", SHARDED),
+    }
     s3 = aws.client("s3")
     published = {}
     for model_id, folder in folders.items():
@@ -126,10 +146,17 @@ def failed(outcome: Outcome, error: str, *in_log: str) -> None:
 def test_real_aws_needs_only_the_region_and_the_set_concurrency():
     """Credentials come from the replica's identity (Pod Identity), S3 from the region."""
     assert streamer_env(region=REGION, endpoint_url=None, concurrency=None) == {
-        "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "RUNAI_STREAMER_LOG_TO_STDERR": "1"}
-    assert streamer_env(region=REGION, endpoint_url=None, concurrency=12, memory_limit=8 * 1024 ** 3) == {
-        "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "RUNAI_STREAMER_LOG_TO_STDERR": "1",
-        "RUNAI_STREAMER_CONCURRENCY": "12", "RUNAI_STREAMER_MEMORY_LIMIT": str(8 * 1024 ** 3)}
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "RUNAI_STREAMER_LOG_TO_STDERR": "1",
+    }
+    assert streamer_env(region=REGION, endpoint_url=None, concurrency=12, memory_limit=8 * 1024**3) == {
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "RUNAI_STREAMER_LOG_TO_STDERR": "1",
+        "RUNAI_STREAMER_CONCURRENCY": "12",
+        "RUNAI_STREAMER_MEMORY_LIMIT": str(8 * 1024**3),
+    }
 
 
 def test_streams_a_published_model_with_the_replica_env(aws, models, loads):
@@ -152,8 +179,9 @@ def test_streams_several_multipart_shards_with_the_set_concurrency(aws, models, 
 def test_reaches_a_local_s3_by_host_name_over_http(s3_endpoint, models, loads):
     """A local S3 addressed by name has no <bucket>.<host> names: streamer_env asks for path-style."""
     endpoint = s3_endpoint.replace("127.0.0.1", "localhost")
-    s3 = boto3.client("s3", region_name=REGION, endpoint_url=s3_endpoint,
-                      **{k.lower(): v for k, v in TEST_CREDENTIALS.items()})
+    s3 = boto3.client(
+        "s3", region_name=REGION, endpoint_url=s3_endpoint, **{k.lower(): v for k, v in TEST_CREDENTIALS.items()}
+    )
     bucket = "streamed-by-host-name"
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     snapshot = upload_model(s3, bucket, "one-shard", models["one-shard"].folder).snapshot
@@ -169,7 +197,9 @@ def test_a_load_reads_its_snapshot_alone_while_another_is_published_beside_it(aw
     assert report.snapshot != models["sharded"].snapshot
     env = replica_env(aws) | TEST_CREDENTIALS
     assert loaded(loads.run(models["sharded"].uri, env), models["sharded"].folder)["tensors"] == 12
-    assert loaded(loads.run(weights_uri(BUCKET, "sharded", report.snapshot), env), other)["tensors"] == 9 + len(ONE_SHARD[0])
+    assert loaded(loads.run(weights_uri(BUCKET, "sharded", report.snapshot), env), other)["tensors"] == 9 + len(
+        ONE_SHARD[0]
+    )
 
 
 # --- Identity and permissions: moto checks IAM while `enforced_iam` holds ------------------------
@@ -178,10 +208,15 @@ def test_a_load_reads_its_snapshot_alone_while_another_is_published_beside_it(aw
 @contextmanager
 def enforced_iam(aws: Emulator):
     def set_count(value: str):
-        request = urllib.request.Request(f"{aws.endpoint}/moto-api/reset-auth", data=value.encode(), method="POST",
-                                         headers={"Content-Type": "text/plain"})
-        urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(aws.ca_bundle)),
-                               timeout=waits.COMMAND).read()
+        request = urllib.request.Request(
+            f"{aws.endpoint}/moto-api/reset-auth",
+            data=value.encode(),
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )
+        urllib.request.urlopen(
+            request, context=ssl.create_default_context(cafile=str(aws.ca_bundle)), timeout=waits.COMMAND
+        ).read()
 
     set_count("0")
     try:
@@ -193,12 +228,25 @@ def enforced_iam(aws: Emulator):
 def role_credentials(aws: Emulator, name: str, statements: list[dict]) -> dict:
     """Session credentials of a role that has exactly `statements` (as EKS Pod Identity hands out)."""
     iam = aws.client("iam")
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
-                                                      "Action": ["sts:AssumeRole", "sts:TagSession"]}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "pods.eks.amazonaws.com"},
+                "Action": ["sts:AssumeRole", "sts:TagSession"],
+            }
+        ],
+    }
     iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
-    iam.put_role_policy(RoleName=name, PolicyName="weights",
-                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
-    return aws.client("sts").assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", RoleSessionName="replica")["Credentials"]
+    iam.put_role_policy(
+        RoleName=name,
+        PolicyName="weights",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+    )
+    return aws.client("sts").assume_role(RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{name}", RoleSessionName="replica")[
+        "Credentials"
+    ]
 
 
 @contextmanager
@@ -207,9 +255,14 @@ def pod_identity_agent(credentials: dict, tmp_path: Path):
     Yields the pod's environment and the User-Agent of every request that presented the token."""
     token = "eks-pod-identity-token"
     callers: list[str] = []
-    body = json.dumps({"AccessKeyId": credentials["AccessKeyId"], "SecretAccessKey": credentials["SecretAccessKey"],
-                       "Token": credentials["SessionToken"],
-                       "Expiration": credentials["Expiration"].strftime("%Y-%m-%dT%H:%M:%SZ")}).encode()
+    body = json.dumps(
+        {
+            "AccessKeyId": credentials["AccessKeyId"],
+            "SecretAccessKey": credentials["SecretAccessKey"],
+            "Token": credentials["SessionToken"],
+            "Expiration": credentials["Expiration"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    ).encode()
 
     class Agent(BaseHTTPRequestHandler):
         def do_GET(self):
@@ -233,8 +286,13 @@ def pod_identity_agent(credentials: dict, tmp_path: Path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield {"AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{server.server_port}/v1/credentials",
-               "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file)}, callers
+        yield (
+            {
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"http://127.0.0.1:{server.server_port}/v1/credentials",
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file),
+            },
+            callers,
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -251,15 +309,27 @@ def test_pod_identity_and_the_serving_roles_permissions_are_enough(aws, models, 
     assert any("urllib3" in c or "Boto" in c for c in callers), callers
 
 
-@pytest.mark.parametrize(("name", "statements", "error", "in_log"), [
-    # No s3:ListBucket: vLLM's listing of the folder fails.
-    ("no-list", SERVING_ROLE_S3[:1], "AccessDenied", ()),
-    # The config but not the weights: the C++ reader's 403 reaches the replica's log.
-    ("no-weights", [{"Effect": "Allow", "Action": ["s3:GetObject"],
-                     "Resource": [f"arn:aws:s3:::{BUCKET}/models/*.json", f"arn:aws:s3:::{BUCKET}/models/*/hash"]},
-                    SERVING_ROLE_S3[1]],
-     "File access error", ("http_status=403", "model-00001-of-00001.safetensors")),
-])
+@pytest.mark.parametrize(
+    ("name", "statements", "error", "in_log"),
+    [
+        # No s3:ListBucket: vLLM's listing of the folder fails.
+        ("no-list", SERVING_ROLE_S3[:1], "AccessDenied", ()),
+        # The config but not the weights: the C++ reader's 403 reaches the replica's log.
+        (
+            "no-weights",
+            [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject"],
+                    "Resource": [f"arn:aws:s3:::{BUCKET}/models/*.json", f"arn:aws:s3:::{BUCKET}/models/*/hash"],
+                },
+                SERVING_ROLE_S3[1],
+            ],
+            "File access error",
+            ("http_status=403", "model-00001-of-00001.safetensors"),
+        ),
+    ],
+)
 def test_access_denied_is_an_error(aws, models, loads, tmp_path, name, statements, error, in_log):
     credentials = role_credentials(aws, name, statements)
     with pod_identity_agent(credentials, tmp_path) as (pod_env, _), enforced_iam(aws):
@@ -271,15 +341,19 @@ def test_no_credentials_is_an_error(aws, models, loads):
     failed(loads.run(models["one-shard"].uri, replica_env(aws)), "NoCredentialsError")
 
 
-@pytest.mark.parametrize(("source", "error"), [
-    (lambda snap: weights_uri("llm-dev-weights-222222222222", "one-shard", snap), "NoSuchBucket"),
-    # Nothing to pull: vLLM then finds no config.json (this stand-in says so itself).
-    (lambda snap: weights_uri(BUCKET, "not-published", snap), "no config.json"),
-    (lambda snap: weights_uri(BUCKET, "one-shard", "0123456789abcdef"), "no config.json"),
-    # A prefix of a model id or of a snapshot id is not it: the folder is matched with its trailing '/'.
-    (lambda snap: weights_uri(BUCKET, "one", snap), "no config.json"),
-    (lambda snap: f"s3://{BUCKET}/{snapshot_prefix('one-shard', snap)[:-5]}", "no config.json"),
-], ids=["bucket", "model", "snapshot", "model-id-prefix", "snapshot-id-prefix"])
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        (lambda snap: weights_uri("llm-dev-weights-222222222222", "one-shard", snap), "NoSuchBucket"),
+        # Nothing to pull: vLLM then finds no config.json (this stand-in says so itself).
+        (lambda snap: weights_uri(BUCKET, "not-published", snap), "no config.json"),
+        (lambda snap: weights_uri(BUCKET, "one-shard", "0123456789abcdef"), "no config.json"),
+        # A prefix of a model id or of a snapshot id is not it: the folder is matched with its trailing '/'.
+        (lambda snap: weights_uri(BUCKET, "one", snap), "no config.json"),
+        (lambda snap: f"s3://{BUCKET}/{snapshot_prefix('one-shard', snap)[:-5]}", "no config.json"),
+    ],
+    ids=["bucket", "model", "snapshot", "model-id-prefix", "snapshot-id-prefix"],
+)
 def test_a_wrong_bucket_model_or_snapshot_is_an_error(aws, models, loads, source, error):
     failed(loads.run(source(models["one-shard"].snapshot), replica_env(aws) | TEST_CREDENTIALS), error)
 
@@ -290,15 +364,20 @@ def test_a_folder_without_safetensors_is_an_error(aws, models, loads):
     for name in ("config.json", "tokenizer.json"):
         s3.put_object(Bucket=BUCKET, Key=prefix + name, Body=(models["one-shard"].folder / name).read_bytes())
     s3.put_object(Bucket=BUCKET, Key=prefix + "pytorch_model.bin", Body=b"\0" * 64)
-    failed(loads.run(weights_uri(BUCKET, "no-weights", "0123456789abcdef"), replica_env(aws) | TEST_CREDENTIALS),
-           "Cannot find any safetensors model weights")
+    failed(
+        loads.run(weights_uri(BUCKET, "no-weights", "0123456789abcdef"), replica_env(aws) | TEST_CREDENTIALS),
+        "Cannot find any safetensors model weights",
+    )
 
 
-@pytest.mark.parametrize(("dropped", "error", "in_log"), [
-    # The C++ reader ignores AWS_ENDPOINT_URL_S3: it goes to AWS's S3 instead of the local one.
-    ("AWS_ENDPOINT_URL", "File access error", ("model-00001-of-00001.safetensors",)),
-    ("AWS_CA_BUNDLE", "SSLError", ()),
-])
+@pytest.mark.parametrize(
+    ("dropped", "error", "in_log"),
+    [
+        # The C++ reader ignores AWS_ENDPOINT_URL_S3: it goes to AWS's S3 instead of the local one.
+        ("AWS_ENDPOINT_URL", "File access error", ("model-00001-of-00001.safetensors",)),
+        ("AWS_CA_BUNDLE", "SSLError", ()),
+    ],
+)
 def test_the_emulator_needs_the_endpoint_and_the_ca(aws, models, loads, dropped, error, in_log):
     env = {k: v for k, v in (replica_env(aws) | TEST_CREDENTIALS).items() if k != dropped}
     failed(loads.run(models["one-shard"].uri, env), error, *in_log)

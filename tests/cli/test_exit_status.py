@@ -42,10 +42,11 @@ def statuses() -> dict[str, int]:
 
 # ---------------------------------------------------------------- the statuses themselves
 
+
 def test_the_readme_table_lists_every_status_by_name():
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## The command line"):]
-    section = section[:section.index("\n## ")]
+    section = readme[readme.index("## The command line") :]
+    section = section[: section.index("\n## ")]
     rows = re.findall(r"^\| (\d+) \| `([A-Z_]+)` \|", section, re.MULTILINE)
     assert {name: int(value) for value, name in rows} == statuses()
     assert len(rows) == len(statuses())
@@ -68,6 +69,7 @@ def test_the_commands_return_named_statuses_only():
 
 # ---------------------------------------------------------------- in process: what a command raised
 
+
 def raising(monkeypatch, exc: BaseException) -> None:
     """plan-capacity raises `exc` (main registers the commands afresh on each call)."""
 
@@ -77,11 +79,15 @@ def raising(monkeypatch, exc: BaseException) -> None:
     monkeypatch.setattr(capacity, "cmd_plan_capacity", command)
 
 
-@pytest.mark.parametrize(("exc", "what"), [
-    (RuntimeError("the unexpected"), "RuntimeError: the unexpected"),
-    (ConnectionResetError(104, "reset by peer"), "ConnectionResetError: [Errno 104] reset by peer"),
-    (AssertionError(), "AssertionError"),
-], ids=["bug", "os-error-without-a-path", "no-message"])
+@pytest.mark.parametrize(
+    ("exc", "what"),
+    [
+        (RuntimeError("the unexpected"), "RuntimeError: the unexpected"),
+        (ConnectionResetError(104, "reset by peer"), "ConnectionResetError: [Errno 104] reset by peer"),
+        (AssertionError(), "AssertionError"),
+    ],
+    ids=["bug", "os-error-without-a-path", "no-message"],
+)
 def test_anything_else_is_its_traceback_and_one_line_exit_4(monkeypatch, capsys, exc, what):
     raising(monkeypatch, exc)
     assert main(["plan-capacity"]) == INTERNAL_ERROR
@@ -125,20 +131,30 @@ def test_an_interrupt_in_process_is_one_line_exit_130(monkeypatch, capsys):
 
 
 def test_botocore_is_not_loaded_to_report_an_error_of_ours():
-    code = ("import sys; from stacks.cli import main; status = main(['plan-capacity', '--model', 'nope']); "
-            "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))")
+    code = (
+        "import sys; from stacks.cli import main; status = main(['plan-capacity', '--model', 'nope']); "
+        "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=waits.COMMAND)
     assert result.stdout.strip() == f"{USER_ERROR} []", result.stderr
 
 
 # ---------------------------------------------------------------- the real command against an S3 that misbehaves
 
+
 def aws_env(endpoint: str, tmp_path: Path, **more: str) -> dict[str, str]:
     """Test credentials, nothing of this machine's AWS setup, S3 at `endpoint`, no retries."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LLMSTACKS_"))}
-    return env | {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL_S3": endpoint,
-                  "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-                  "AWS_EC2_METADATA_DISABLED": "true", "AWS_MAX_ATTEMPTS": "1", **more}
+    return env | {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_MAX_ATTEMPTS": "1",
+        **more,
+    }
 
 
 @pytest.fixture
@@ -148,8 +164,10 @@ def s3_answering() -> Iterator:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{answer['code']}</Code>"
-                    f"<Message>{answer['message']}</Message></Error>").encode()
+            body = (
+                f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{answer['code']}</Code>"
+                f"<Message>{answer['message']}</Message></Error>"
+            ).encode()
             self.send_response(answer["status"])
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(body)))
@@ -171,8 +189,9 @@ def s3_answering() -> Iterator:
     server.server_close()
 
 
-@pytest.mark.parametrize(("code", "message"), [("AccessDenied", "Access Denied"),
-                                               ("NoSuchBucket", "The specified bucket does not exist")])
+@pytest.mark.parametrize(
+    ("code", "message"), [("AccessDenied", "Access Denied"), ("NoSuchBucket", "The specified bucket does not exist")]
+)
 def test_s3_refusing_is_one_line_exit_2(s3_answering, tmp_path, code, message):
     env = aws_env(s3_answering(403 if code == "AccessDenied" else 404, code, message), tmp_path)
     result = subprocess.run([LLMSTACKS, *LIST_MODELS], env=env, capture_output=True, text=True, timeout=waits.COMMAND)
@@ -184,11 +203,14 @@ def test_an_unknown_s3_error_is_said_as_aws_said_it_exit_3(s3_answering, tmp_pat
     result = subprocess.run([LLMSTACKS, *LIST_MODELS], env=env, capture_output=True, text=True, timeout=waits.COMMAND)
     assert result.returncode == TOOL_ERROR
     # botocore notes the retries it gave up after (none here: AWS_MAX_ATTEMPTS=1)
-    said = (r"error: AWS: An error occurred \(AccountProblem\) when calling the ListObjectsV2 operation"
-            r"( \(reached max retries: 0\))?: There is a problem with your AWS account\n")
+    said = (
+        r"error: AWS: An error occurred \(AccountProblem\) when calling the ListObjectsV2 operation"
+        r"( \(reached max retries: 0\))?: There is a problem with your AWS account\n"
+    )
     assert re.fullmatch(said, result.stderr), result.stderr
-    debug = subprocess.run([LLMSTACKS, *LIST_MODELS, "--debug"], env=env, capture_output=True, text=True,
-                           timeout=waits.COMMAND)
+    debug = subprocess.run(
+        [LLMSTACKS, *LIST_MODELS, "--debug"], env=env, capture_output=True, text=True, timeout=waits.COMMAND
+    )
     assert debug.returncode == TOOL_ERROR
     assert "Traceback" in debug.stderr and "botocore.exceptions.ClientError" in debug.stderr
     assert debug.stderr.splitlines()[-1] == result.stderr.strip()
@@ -201,11 +223,12 @@ def test_an_unreachable_s3_is_one_line_exit_3(tmp_path):
     env = aws_env(f"http://127.0.0.1:{port}", tmp_path)
     result = subprocess.run([LLMSTACKS, *LIST_MODELS], env=env, capture_output=True, text=True, timeout=waits.COMMAND)
     assert result.returncode == TOOL_ERROR
-    assert result.stderr.startswith(f"error: AWS: Could not connect to the endpoint URL: \"http://127.0.0.1:{port}/")
+    assert result.stderr.startswith(f'error: AWS: Could not connect to the endpoint URL: "http://127.0.0.1:{port}/')
     assert len(result.stderr.splitlines()) == 1
 
 
 # ---------------------------------------------------------------- Ctrl-C on a command that waits
+
 
 @pytest.mark.parametrize("debug", [False, True], ids=["quiet", "debug"])
 def test_ctrl_c_while_waiting_on_s3_is_one_line_exit_130(tmp_path, debug):
@@ -215,8 +238,9 @@ def test_ctrl_c_while_waiting_on_s3_is_one_line_exit_130(tmp_path, debug):
         silent.settimeout(waits.COMMAND)
         more = {"LLMSTACKS_DEBUG": "1"} if debug else {}
         env = aws_env(f"http://127.0.0.1:{silent.getsockname()[1]}", tmp_path, **more)
-        command = subprocess.Popen([LLMSTACKS, *LIST_MODELS], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
+        command = subprocess.Popen(
+            [LLMSTACKS, *LIST_MODELS], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         try:
             connection, _ = silent.accept()  # the request is out: the command is blocked reading the answer
             with connection:
@@ -233,11 +257,16 @@ def test_ctrl_c_while_waiting_on_s3_is_one_line_exit_130(tmp_path, debug):
 
 # ---------------------------------------------------------------- a reader that stops reading
 
-@pytest.mark.parametrize(("args", "status"), [
-    (["plan-capacity", "--list"], BROKEN_PIPE),
-    (["--version"], BROKEN_PIPE),
-    (["plan-capacity", "--help"], None),  # argparse drops help it cannot write, and exits 0 when it wrote it
-], ids=["command", "version", "help"])
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (["plan-capacity", "--list"], BROKEN_PIPE),
+        (["--version"], BROKEN_PIPE),
+        (["plan-capacity", "--help"], None),  # argparse drops help it cannot write, and exits 0 when it wrote it
+    ],
+    ids=["command", "version", "help"],
+)
 def test_a_closed_pipe_ends_quietly(args, status):
     command = subprocess.Popen([LLMSTACKS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     command.stdout.close()  # before anything is written: every write fails
@@ -248,9 +277,11 @@ def test_a_closed_pipe_ends_quietly(args, status):
 
 def test_head_closing_mid_output_ends_quietly():
     """A command printing far more than a pipe holds, into `head -1`: the write fails mid-run."""
-    code = ("import sys; from stacks.cli import capacity, main\n"
-            "def flood(args):\n    for i in range(200_000):\n        print('line', i)\n    return 0\n"
-            "capacity.cmd_plan_capacity = flood\nsys.exit(main(['plan-capacity']))\n")
+    code = (
+        "import sys; from stacks.cli import capacity, main\n"
+        "def flood(args):\n    for i in range(200_000):\n        print('line', i)\n    return 0\n"
+        "capacity.cmd_plan_capacity = flood\nsys.exit(main(['plan-capacity']))\n"
+    )
     writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     head = subprocess.run(["head", "-1"], stdin=writer.stdout, capture_output=True, text=True, timeout=waits.COMMAND)
     writer.stdout.close()
@@ -259,6 +290,10 @@ def test_head_closing_mid_output_ends_quietly():
 
 
 def test_a_shell_pipeline_into_head_says_nothing_on_stderr():
-    result = subprocess.run(["sh", "-c", f"'{LLMSTACKS}' plan-capacity --list | head -1"], capture_output=True,
-                            text=True, timeout=waits.COMMAND)
+    result = subprocess.run(
+        ["sh", "-c", f"'{LLMSTACKS}' plan-capacity --list | head -1"],
+        capture_output=True,
+        text=True,
+        timeout=waits.COMMAND,
+    )
     assert result.returncode == 0 and result.stderr == "" and len(result.stdout.splitlines()) == 1

@@ -35,8 +35,9 @@ def limited() -> None:
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LLMSTACKS, *args], capture_output=True, text=True, cwd=cwd, timeout=SECONDS,
-                          preexec_fn=limited)
+    return subprocess.run(
+        [LLMSTACKS, *args], capture_output=True, text=True, cwd=cwd, timeout=SECONDS, preexec_fn=limited
+    )
 
 
 def dev_with(change: Callable[[dict], None]) -> str:
@@ -72,15 +73,18 @@ def fifo(path: Path) -> Path:
 
 def json_file(text: str) -> Callable[[Path], str]:
     """An environment whose model's architecture is a config.json with `text` in it."""
+
     def make(tmp: Path) -> str:
         (tmp / "arch.json").write_text(text)
         return dev_with(lambda d: d["models"][1].update(architecture=str(tmp / "arch.json")))
+
     return make
 
 
 def architecture(target: Callable[[Path], Path]) -> Callable[[Path], str]:
     def make(tmp: Path) -> str:
         return dev_with(lambda d: d["models"][1].update(architecture=str(target(tmp))))
+
     return make
 
 
@@ -88,53 +92,132 @@ def linked_json(target: str) -> Callable[[Path], Path]:
     def make(tmp: Path) -> Path:
         (tmp / "link.json").symlink_to(target)
         return tmp / "link.json"
+
     return make
 
 
 # (id, the file: text, bytes, or a function of the work directory returning either, field, needle)
 FILES = [
     ("over-a-mebibyte", DEV_TEXT + "# padding\n" * 120_000, "", "over 1,048,576 bytes"),
-    ("fifty-megabytes-in-one-value", lambda tmp: DEV_TEXT.replace("name: dev", "name: " + "d" * 50_000_000, 1), "",
-     "over 1,048,576 bytes"),
+    (
+        "fifty-megabytes-in-one-value",
+        lambda tmp: DEV_TEXT.replace("name: dev", "name: " + "d" * 50_000_000, 1),
+        "",
+        "over 1,048,576 bytes",
+    ),
     ("billion-laughs", laughs(9), "", "expands to more than 100,000 values"),
-    ("alias-bomb-in-engine-kwargs", DEV_TEXT.replace("      enable_prefix_caching: true",
-                                                    "".join(f"      {line}\n" for line in laughs(6).splitlines()).rstrip(), 1),
-     "", "expands to more than 100,000 values"),
-    ("fifty-thousand-deep-flow", DEV_TEXT.replace("enable_prefix_caching: true", "deep: " + nested(50_000), 1), "",
-     "nested more than 32 levels deep"),
-    ("forty-deep-block", DEV_TEXT + "".join(f"{'  ' * i}k{i}:\n" for i in range(40)) + "  " * 40 + "v: 1\n", "",
-     "nested more than 32 levels deep"),
+    (
+        "alias-bomb-in-engine-kwargs",
+        DEV_TEXT.replace(
+            "      enable_prefix_caching: true",
+            "".join(f"      {line}\n" for line in laughs(6).splitlines()).rstrip(),
+            1,
+        ),
+        "",
+        "expands to more than 100,000 values",
+    ),
+    (
+        "fifty-thousand-deep-flow",
+        DEV_TEXT.replace("enable_prefix_caching: true", "deep: " + nested(50_000), 1),
+        "",
+        "nested more than 32 levels deep",
+    ),
+    (
+        "forty-deep-block",
+        DEV_TEXT + "".join(f"{'  ' * i}k{i}:\n" for i in range(40)) + "  " * 40 + "v: 1\n",
+        "",
+        "nested more than 32 levels deep",
+    ),
     ("not-utf8", DEV_TEXT.encode() + b"\n# \xff\xfe\n", "", "not UTF-8 text"),
     ("nul-byte", DEV_TEXT.replace("prefix: llm", "prefix: l\x00lm"), "", "invalid YAML"),
     ("python-object-tag", DEV_TEXT + "\nhook: !!python/object/apply:os.system ['touch pwned']\n", "", "invalid YAML"),
-    ("engine-kwargs-too-many", dev_with(engine(**{f"k{i}": i for i in range(100)})), "models[0].engine_kwargs",
-     "101 entries; at most 64"),
-    ("engine-kwargs-template-key", dev_with(engine(**{"${file(\"/etc/passwd\")}": 1})), "models[0].engine_kwargs",
-     "a vLLM engine setting"),
-    ("engine-kwargs-deep-value", dev_with(engine(tree=yaml.safe_load(nested(12)))), "models[0].engine_kwargs.tree",
-     "nested more than 8 levels deep"),
-    ("engine-kwargs-long-string", dev_with(engine(chat_template="x" * 10_000)), "models[0].engine_kwargs.chat_template",
-     "a string of 10,000 characters"),
-    ("engine-kwargs-many-values", dev_with(engine(values=list(range(5_000)))), "models[0].engine_kwargs.values",
-     "more than 1,000 values"),
-    ("labels-too-many", dev_with(lambda d: d["node_pools"][1].update(labels={f"k{i}": "v" for i in range(100)})),
-     "node_pools[1].labels", "100 entries; at most 32"),
+    (
+        "engine-kwargs-too-many",
+        dev_with(engine(**{f"k{i}": i for i in range(100)})),
+        "models[0].engine_kwargs",
+        "101 entries; at most 64",
+    ),
+    (
+        "engine-kwargs-template-key",
+        dev_with(engine(**{'${file("/etc/passwd")}': 1})),
+        "models[0].engine_kwargs",
+        "a vLLM engine setting",
+    ),
+    (
+        "engine-kwargs-deep-value",
+        dev_with(engine(tree=yaml.safe_load(nested(12)))),
+        "models[0].engine_kwargs.tree",
+        "nested more than 8 levels deep",
+    ),
+    (
+        "engine-kwargs-long-string",
+        dev_with(engine(chat_template="x" * 10_000)),
+        "models[0].engine_kwargs.chat_template",
+        "a string of 10,000 characters",
+    ),
+    (
+        "engine-kwargs-many-values",
+        dev_with(engine(values=list(range(5_000)))),
+        "models[0].engine_kwargs.values",
+        "more than 1,000 values",
+    ),
+    (
+        "labels-too-many",
+        dev_with(lambda d: d["node_pools"][1].update(labels={f"k{i}": "v" for i in range(100)})),
+        "node_pools[1].labels",
+        "100 entries; at most 32",
+    ),
     ("tags-too-many", dev_with(lambda d: d["tags"].update({f"t{i}": "v" for i in range(41)})), "tags", "at most 40"),
-    ("image-with-newline", dev_with(lambda d: d["serving"].update(anyscale={"image_uri": "repo/image:1\nkind: Pod"})),
-     "serving.anyscale.image_uri", "control character"),
-    ("long-pattern-value-is-quoted-short", dev_with(lambda d: d["cluster"]["existing"].update(name="c" * 400_000)),
-     "cluster.existing.name", "(400,000 characters)"),
-    ("architecture-fifo", architecture(lambda tmp: fifo(tmp / "arch.json")), "models[1].architecture", "not a regular file"),
-    ("architecture-link-to-dev-zero", architecture(linked_json("/dev/zero")), "models[1].architecture", "not a regular file"),
+    (
+        "image-with-newline",
+        dev_with(lambda d: d["serving"].update(anyscale={"image_uri": "repo/image:1\nkind: Pod"})),
+        "serving.anyscale.image_uri",
+        "control character",
+    ),
+    (
+        "long-pattern-value-is-quoted-short",
+        dev_with(lambda d: d["cluster"]["existing"].update(name="c" * 400_000)),
+        "cluster.existing.name",
+        "(400,000 characters)",
+    ),
+    (
+        "architecture-fifo",
+        architecture(lambda tmp: fifo(tmp / "arch.json")),
+        "models[1].architecture",
+        "not a regular file",
+    ),
+    (
+        "architecture-link-to-dev-zero",
+        architecture(linked_json("/dev/zero")),
+        "models[1].architecture",
+        "not a regular file",
+    ),
     ("architecture-deep-json", json_file(nested(100_000)), "models[1].architecture", "nested more than 64 levels deep"),
-    ("architecture-huge-json", json_file('{"pad": "' + "x" * 2_000_000 + '"}'), "models[1].architecture",
-     "over 1,048,576 bytes"),
+    (
+        "architecture-huge-json",
+        json_file('{"pad": "' + "x" * 2_000_000 + '"}'),
+        "models[1].architecture",
+        "over 1,048,576 bytes",
+    ),
     ("architecture-json-list", json_file("[1, 2]"), "models[1].architecture", "not a JSON object"),
-    ("architecture-unterminated-string", json_file('"' + '\\"' * 400_000), "models[1].architecture", "Unterminated string"),
-    ("architecture-string-size", json_file('{"num_attention_heads": 16, "num_hidden_layers": 24, "hidden_size": "big",'
-                                           ' "vocab_size": 1000}'), "models[1].architecture", "hidden_size is 'big'"),
-    ("architecture-bool-size", json_file('{"num_attention_heads": true, "num_hidden_layers": 24, "hidden_size": 8,'
-                                         ' "vocab_size": 1000}'), "models[1].architecture", "not a whole number"),
+    (
+        "architecture-unterminated-string",
+        json_file('"' + '\\"' * 400_000),
+        "models[1].architecture",
+        "Unterminated string",
+    ),
+    (
+        "architecture-string-size",
+        json_file('{"num_attention_heads": 16, "num_hidden_layers": 24, "hidden_size": "big", "vocab_size": 1000}'),
+        "models[1].architecture",
+        "hidden_size is 'big'",
+    ),
+    (
+        "architecture-bool-size",
+        json_file('{"num_attention_heads": true, "num_hidden_layers": 24, "hidden_size": 8, "vocab_size": 1000}'),
+        "models[1].architecture",
+        "not a whole number",
+    ),
 ]
 
 
@@ -150,7 +233,9 @@ def _write(tmp: Path, content) -> Path:
 
 
 def tree(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and not p.is_fifo()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and not p.is_fifo()
+    }
 
 
 def assert_one_line_exit_2(result: subprocess.CompletedProcess[str], starts: str, needle: str) -> None:
@@ -194,7 +279,16 @@ def test_a_config_that_is_not_a_regular_file_never_blocks(tmp_path: Path, make, 
 
 
 def test_a_huge_environment_name_is_quoted_short(tmp_path: Path):
-    result = run("synth", "--env-dir", str(ENVIRONMENTS_DIR), "--env", "e" * 100_000, "--outdir", str(tmp_path / "out"), cwd=tmp_path)
+    result = run(
+        "synth",
+        "--env-dir",
+        str(ENVIRONMENTS_DIR),
+        "--env",
+        "e" * 100_000,
+        "--outdir",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert_one_line_exit_2(result, f"error: {ENVIRONMENTS_DIR}: --env: no environment 'eeee", "(100,000 characters)")
 
 
@@ -215,15 +309,29 @@ def test_synth_never_replaces_what_is_not_its_own_output(tmp_path: Path, kind):
 def test_a_hostile_baseline_is_refused_before_anything_runs(tmp_path: Path):
     baseline = tmp_path / "baseline.yaml"
     baseline.write_text(laughs(9))
-    result = run("check", "--env-dir", str(ENVIRONMENTS_DIR), "--env", "dev", "--outdir", str(tmp_path / "out"), "--baseline", str(baseline), cwd=tmp_path)
+    result = run(
+        "check",
+        "--env-dir",
+        str(ENVIRONMENTS_DIR),
+        "--env",
+        "dev",
+        "--outdir",
+        str(tmp_path / "out"),
+        "--baseline",
+        str(baseline),
+        cwd=tmp_path,
+    )
     assert_one_line_exit_2(result, f"error: {baseline}: ", "expands to more than 100,000 values")
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("make", "needle"), [
-    (lambda tmp: written(tmp / "deep.json", nested(100_000)), "nested more than 64 levels deep"),
-    (linked_json("/dev/zero"), "not a regular file"),
-])
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda tmp: written(tmp / "deep.json", nested(100_000)), "nested more than 64 levels deep"),
+        (linked_json("/dev/zero"), "not a regular file"),
+    ],
+)
 def test_plan_capacity_reads_a_config_json_bounded(tmp_path: Path, make, needle):
     path = make(tmp_path)
     result = run("plan-capacity", "--model", str(path), "--gpu", "L4", "--max-model-len", "4096", cwd=tmp_path)

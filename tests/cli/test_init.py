@@ -34,7 +34,9 @@ def test_init_writes_a_project_that_the_commands_find(tmp_path: Path, capsys):
     assert not list(target.rglob(".init-*"))  # no temporary file left
 
 
-@pytest.mark.parametrize("existing", ["cdktf.json", "README.md", ".github/workflows/deploy.yml", "environments/dev.yaml"])
+@pytest.mark.parametrize(
+    "existing", ["cdktf.json", "README.md", ".github/workflows/deploy.yml", "environments/dev.yaml"]
+)
 def test_init_refuses_any_existing_file_and_writes_nothing(tmp_path: Path, capsys, existing: str):
     (tmp_path / existing).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / existing).write_text("the team's own")
@@ -88,7 +90,9 @@ def test_init_into_a_file_or_an_unknown_example_is_one_line(tmp_path: Path, caps
     assert main(["init", str(tmp_path / "file")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'file'}: not a directory"
     assert main(["init", str(tmp_path / "x"), "--example", "nope"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --example: no example 'nope' (known: dev, patterns, prod, staging)"
+    assert (
+        capsys.readouterr().err.strip() == "error: --example: no example 'nope' (known: dev, patterns, prod, staging)"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
@@ -99,5 +103,11 @@ def test_a_file_that_appears_while_init_runs_is_named_and_nothing_is_left(tmp_pa
     assert main(["init", str(target)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {calls[2]}: appeared while init ran; nothing was written"]
-    assert tree(tmp_path) == {str(Path(calls[2]).relative_to(tmp_path)): b"theirs", **{
-        str(p.relative_to(tmp_path)): "dir" for p in Path(calls[2]).parents if p != tmp_path and tmp_path in p.parents}}
+    assert tree(tmp_path) == {
+        str(Path(calls[2]).relative_to(tmp_path)): b"theirs",
+        **{
+            str(p.relative_to(tmp_path)): "dir"
+            for p in Path(calls[2]).parents
+            if p != tmp_path and tmp_path in p.parents
+        },
+    }

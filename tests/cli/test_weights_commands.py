@@ -20,10 +20,16 @@ BUCKET = "cli-dev-weights-111111111111"
 
 @pytest.fixture(scope="module")
 def aws(s3_endpoint, tmp_path_factory):
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-           "AWS_ENDPOINT_URL_S3": s3_endpoint}
-    s3 = boto3.client("s3", region_name=REGION, endpoint_url=s3_endpoint, aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+    }
+    s3 = boto3.client(
+        "s3", region_name=REGION, endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     try:
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     except s3.exceptions.BucketAlreadyOwnedByYou:
@@ -52,16 +58,30 @@ def broken_dir(root: Path) -> Path:
 
 CASES = [
     ("model-id", ["upload-model", "--model", "qwen:7b", "--from", "{model}"], "--model: "),
-    ("missing-directory", ["upload-model", "--model", MODEL, "--from", "/nonexistent/dir"], "/nonexistent/dir: not a directory"),
+    (
+        "missing-directory",
+        ["upload-model", "--model", MODEL, "--from", "/nonexistent/dir"],
+        "/nonexistent/dir: not a directory",
+    ),
     ("snapshot-id", ["verify-model", "--model", MODEL, "--snapshot", "ABC"], "--snapshot: 'ABC' is not a snapshot id"),
-    ("snapshot-id-delete", ["delete-snapshot", "--model", MODEL, "--snapshot", "0123"], "--snapshot: '0123' is not a snapshot id"),
+    (
+        "snapshot-id-delete",
+        ["delete-snapshot", "--model", MODEL, "--snapshot", "0123"],
+        "--snapshot: '0123' is not a snapshot id",
+    ),
     ("model-id-list", ["list-models", "--model", "a/b"], "--model: "),
-    ("huggingface-model", ["delete-snapshot", "--config", "{prod}", "--model", "llama-3.1-70b-instruct", "--legacy"],
-     "'llama-3.1-70b-instruct' takes its weights from huggingface, not the weights bucket"),
+    (
+        "huggingface-model",
+        ["delete-snapshot", "--config", "{prod}", "--model", "llama-3.1-70b-instruct", "--legacy"],
+        "'llama-3.1-70b-instruct' takes its weights from huggingface, not the weights bucket",
+    ),
     ("unknown-environment", ["pin", "--env", "nosuch"], "--env: no environment 'nosuch' (known: "),
     ("pin-without-snapshot", ["pin"], "models[0].weights.snapshot: required for bucket weights"),
-    ("unreadable-neighbour", ["delete-snapshot", "--env-dir", "{broken}", "--model", MODEL, "--snapshot", "0123456789abcdef"],
-     "canary.yaml: invalid YAML"),
+    (
+        "unreadable-neighbour",
+        ["delete-snapshot", "--env-dir", "{broken}", "--model", MODEL, "--snapshot", "0123456789abcdef"],
+        "canary.yaml: invalid YAML",
+    ),
 ]
 
 
@@ -70,7 +90,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(aws, tmp_path, args, ne
     s3, env, envs, directory = aws
     from stacks.config.loader import ENVIRONMENTS_DIR
 
-    values = {"{model}": str(directory), "{prod}": str(ENVIRONMENTS_DIR / "prod.yaml"), "{broken}": str(broken_dir(tmp_path))}
+    values = {
+        "{model}": str(directory),
+        "{prod}": str(ENVIRONMENTS_DIR / "prod.yaml"),
+        "{broken}": str(broken_dir(tmp_path)),
+    }
     args = [values.get(a, a) for a in args]
     if "--config" not in args and "--env" not in args:
         args = [args[0], *([] if "--env-dir" in args else ["--env-dir", str(envs)]), "--env", "dev", *args[1:]]
@@ -85,13 +109,17 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(aws, tmp_path, args, ne
 def test_no_credentials_is_one_line_exit_2(aws, tmp_path):
     s3, env, envs, _ = aws
     bare = {k: v for k, v in env.items() if not k.startswith("AWS_")} | {
-        "AWS_ENDPOINT_URL_S3": env["AWS_ENDPOINT_URL_S3"], "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-        "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
+        "AWS_ENDPOINT_URL_S3": env["AWS_ENDPOINT_URL_S3"],
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     for command in (["list-models"], ["verify-model", "--model", MODEL, "--snapshot", "0123456789abcdef"]):
         result = llmstacks(bare, command[0], "--env-dir", str(envs), "--env", "dev", *command[1:])
         assert result.returncode == 2
-        assert result.stderr.strip() == ("error: no AWS credentials (standard chain: AWS_* variables, a profile, SSO, "
-                                         "or an instance role)")
+        assert result.stderr.strip() == (
+            "error: no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)"
+        )
 
 
 def test_help_names_every_weights_command():

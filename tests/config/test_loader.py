@@ -33,7 +33,11 @@ def test_field_paths_read_like_the_file():
 
 def test_unknown_nested_key_lists_the_allowed_ones(tmp_path):
     path = tmp_path / "dev.yaml"
-    path.write_text((ENVIRONMENTS_DIR / "dev.yaml").read_text().replace("replicas: {min: 0, max: 2}", "replicas: {min: 0, max: 2, burst: 3}"))
+    path.write_text(
+        (ENVIRONMENTS_DIR / "dev.yaml")
+        .read_text()
+        .replace("replicas: {min: 0, max: 2}", "replicas: {min: 0, max: 2, burst: 3}")
+    )
     with pytest.raises(ConfigError) as error:
         load_environment(path)
     assert error.value.field == "models[0].replicas.burst"

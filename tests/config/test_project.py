@@ -47,22 +47,29 @@ def test_outside_a_project_the_error_suggests_init(tmp_path: Path):
         find_project(tmp_path)
 
 
-@pytest.mark.parametrize(("config", "field", "needle"), [
-    ("{not json", "", "not valid JSON"),
-    ("[1, 2]", "", "expected a JSON object"),
-    ("[" * 10_000 + "]" * 10_000, "", "nested more than 64 levels deep"),
-    ({"context": []}, "context", "expected an object"),
-    ({"context": {"environments": "/etc"}}, "context.environments", "must be a folder inside the project"),
-    ({"context": {"environments": "../elsewhere"}}, "context.environments", "must be a folder inside the project"),
-    ({"context": {"environments": ""}}, "context.environments", "expected a folder name"),
-    ({"context": {"environments": 7}}, "context.environments", "expected a folder name"),
-    ({"output": "../../tmp/x"}, "output", "must be a folder inside the project"),
-])
+@pytest.mark.parametrize(
+    ("config", "field", "needle"),
+    [
+        ("{not json", "", "not valid JSON"),
+        ("[1, 2]", "", "expected a JSON object"),
+        ("[" * 10_000 + "]" * 10_000, "", "nested more than 64 levels deep"),
+        ({"context": []}, "context", "expected an object"),
+        ({"context": {"environments": "/etc"}}, "context.environments", "must be a folder inside the project"),
+        ({"context": {"environments": "../elsewhere"}}, "context.environments", "must be a folder inside the project"),
+        ({"context": {"environments": ""}}, "context.environments", "expected a folder name"),
+        ({"context": {"environments": 7}}, "context.environments", "expected a folder name"),
+        ({"output": "../../tmp/x"}, "output", "must be a folder inside the project"),
+    ],
+)
 def test_a_broken_cdktf_json_is_one_line_naming_the_file_and_field(tmp_path: Path, config, field, needle):
     project(tmp_path, config)
     with pytest.raises(ConfigError) as error:
         load_project(tmp_path)
-    assert error.value.path == str(tmp_path / "cdktf.json") and error.value.field == field and needle in error.value.message
+    assert (
+        error.value.path == str(tmp_path / "cdktf.json")
+        and error.value.field == field
+        and needle in error.value.message
+    )
 
 
 def test_an_oversized_cdktf_json_is_refused_unread(tmp_path: Path):
@@ -73,7 +80,9 @@ def test_an_oversized_cdktf_json_is_refused_unread(tmp_path: Path):
 
 def test_commands_find_the_environments_of_the_project_they_run_in(tmp_path: Path, monkeypatch, capsys):
     root = project(tmp_path, {"context": {"environments": "live"}}, "live")
-    (root / "live" / "dev.yaml").write_text((root / "live" / "dev.yaml").read_text().replace("prefix: llm\n", "prefix: ours\n"))
+    (root / "live" / "dev.yaml").write_text(
+        (root / "live" / "dev.yaml").read_text().replace("prefix: llm\n", "prefix: ours\n")
+    )
     monkeypatch.chdir(root / "live")
     monkeypatch.delenv("CDKTF_OUTDIR", raising=False)
     assert main(["plan-capacity", "--env", "dev", "--json"]) == 0
@@ -82,13 +91,16 @@ def test_commands_find_the_environments_of_the_project_they_run_in(tmp_path: Pat
     assert "no environment 'staging' (known: dev)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("text", "pin"), [
-    ("llm-serving-stacks==1.2.3\n", "1.2.3"),
-    ("# the kit\nboto3>=1\nLLM_Serving.Stacks[serving] == 0.4.0rc1  # reviewed\n", "0.4.0rc1"),
-    ("llm-serving-stacks>=1.0\n", None),
-    ("other-llm-serving-stacks==1.0\n", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("text", "pin"),
+    [
+        ("llm-serving-stacks==1.2.3\n", "1.2.3"),
+        ("# the kit\nboto3>=1\nLLM_Serving.Stacks[serving] == 0.4.0rc1  # reviewed\n", "0.4.0rc1"),
+        ("llm-serving-stacks>=1.0\n", None),
+        ("other-llm-serving-stacks==1.0\n", None),
+        ("", None),
+    ],
+)
 def test_the_kit_pin_is_read_from_requirements(text: str, pin: str | None):
     assert kit_pin(text) == pin
 

@@ -18,8 +18,14 @@ LLMSTACKS = str(Path(sys.executable).parent / "llmstacks")
 def run(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([LLMSTACKS, *args], capture_output=True, text=True, cwd=cwd, timeout=waits.PIPELINE,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [LLMSTACKS, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=waits.PIPELINE,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_deploy_local_applies_dev_and_prints_the_differences_and_outputs(tmp_path):
@@ -34,10 +40,20 @@ def test_deploy_local_applies_dev_and_prints_the_differences_and_outputs(tmp_pat
 
 
 def test_without_terraform_or_the_mirror_it_says_which_in_one_line(tmp_path):
-    no_terraform = run("deploy-local", "--env-dir", ENVS, "--env", "dev", cwd=tmp_path, env={"PATH": str(Path(sys.executable).parent)})
+    no_terraform = run(
+        "deploy-local", "--env-dir", ENVS, "--env", "dev", cwd=tmp_path, env={"PATH": str(Path(sys.executable).parent)}
+    )
     assert no_terraform.returncode == 3
     assert no_terraform.stderr.strip().splitlines() == ["error: terraform is not on PATH (Terraform >= 1.10 is needed)"]
-    no_mirror = run("deploy-local", "--env-dir", ENVS, "--env", "dev", cwd=tmp_path, env={"LLMSTACKS_PROVIDER_MIRROR": str(tmp_path / "none")})
+    no_mirror = run(
+        "deploy-local",
+        "--env-dir",
+        ENVS,
+        "--env",
+        "dev",
+        cwd=tmp_path,
+        env={"LLMSTACKS_PROVIDER_MIRROR": str(tmp_path / "none")},
+    )
     assert no_mirror.returncode == 3
     (line,) = no_mirror.stderr.strip().splitlines()
     assert line.startswith("error: no local mirror of the registry.terraform.io/hashicorp/aws provider")

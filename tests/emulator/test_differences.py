@@ -28,12 +28,20 @@ def test_the_emulator_copy_changes_only_what_it_says_and_leaves_the_synthesized_
     for kind, items in kept.items():
         for name, body in items.items():
             applied = tf["resource"][kind][name]
-            assert {k: v for k, v in applied.items() if k != "depends_on"} == {k: v for k, v in body.items() if k != "depends_on"}
+            assert {k: v for k, v in applied.items() if k != "depends_on"} == {
+                k: v for k, v in body.items() if k != "depends_on"
+            }
     # Bucket policies lose their TLS-only and SSE-KMS upload denies, and nothing else: the log bucket
     # keeps log delivery.
     policies = resources(tf, "aws_s3_bucket_policy")
-    left_out = ("DenyInsecureTransport", "DenyOutdatedTls", "DenyOtherEncryption", "DenyOtherKmsKey",
-                "DenyKmsWithoutKey", "DenyCustomerKeys")
+    left_out = (
+        "DenyInsecureTransport",
+        "DenyOutdatedTls",
+        "DenyOtherEncryption",
+        "DenyOtherKmsKey",
+        "DenyKmsWithoutKey",
+        "DenyCustomerKeys",
+    )
     for name, body in resources(original, "aws_s3_bucket_policy").items():
         statements = json.loads(body["policy"])["Statement"]
         kept_statements = [s for s in statements if s["Sid"] not in left_out]
@@ -49,16 +57,32 @@ def test_the_emulator_copy_changes_only_what_it_says_and_leaves_the_synthesized_
         assert resources(tf, "aws_s3_bucket_lifecycle_configuration")[name] == expected
     # prod logs three buckets: weights, LoRA and the Anyscale cloud's storage.
     assert [s["Sid"] for p in policies.values() for s in json.loads(p["policy"])["Statement"]] == [
-        "DeliverAccessLogs0", "DeliverAccessLogs1", "DeliverAccessLogs2"]
-    assert not any(d.startswith(("aws_eks_addon", "aws_eks_access_entry")) for items in tf["resource"].values()
-                   for body in items.values() for d in body.get("depends_on", []))
+        "DeliverAccessLogs0",
+        "DeliverAccessLogs1",
+        "DeliverAccessLogs2",
+    ]
+    assert not any(
+        d.startswith(("aws_eks_addon", "aws_eks_access_entry"))
+        for items in tf["resource"].values()
+        for body in items.values()
+        for d in body.get("depends_on", [])
+    )
     assert {d.what.split(" ")[0] for d in differences} >= {"AWS", "aws_eks_addon", "TLS-only", "SSE-KMS", "lifecycle"}
     assert all(d.why for d in differences)
 
 
 def change(kind: str, actions: list[str], before: dict, after: dict, unknown=None, replace_paths=None) -> dict:
-    return {"address": f"{kind}.x", "type": kind, "change": {"actions": actions, "before": before, "after": after,
-                                                              "after_unknown": unknown or {}, "replace_paths": replace_paths}}
+    return {
+        "address": f"{kind}.x",
+        "type": kind,
+        "change": {
+            "actions": actions,
+            "before": before,
+            "after": after,
+            "after_unknown": unknown or {},
+            "replace_paths": replace_paths,
+        },
+    }
 
 
 def test_a_node_group_replaced_only_for_the_ssh_key_moto_invents_is_noise():
@@ -73,7 +97,10 @@ def test_a_node_group_replaced_only_for_the_ssh_key_moto_invents_is_noise():
 
 def test_partly_computed_blocks_compare_only_their_known_parts():
     before = {"vpc_config": [{"subnet_ids": ["a", "b"], "vpc_id": "vpc-1"}], "access_config": []}
-    after = {"vpc_config": [{"subnet_ids": ["a", "b"], "vpc_id": None}], "access_config": [{"authentication_mode": "API"}]}
+    after = {
+        "vpc_config": [{"subnet_ids": ["a", "b"], "vpc_id": None}],
+        "access_config": [{"authentication_mode": "API"}],
+    }
     unknown = {"vpc_config": [{"vpc_id": True}]}
     same = change("aws_eks_cluster", ["delete", "create"], before, after, unknown, [["access_config"]])
     assert real_changes([same]) == []
@@ -90,7 +117,12 @@ def test_s3_iam_kms_and_logs_stay_strict():
         change("aws_iam_role_policy", ["update"], {"policy": "{}"}, {"policy": '{"a": 1}'}),
         change("aws_kms_key", ["update"], {"enable_key_rotation": False}, {"enable_key_rotation": True}),
         change("aws_cloudwatch_log_group", ["update"], {"retention_in_days": 30}, {"retention_in_days": 365}),
-        change("aws_s3_bucket_notification", ["update"], {"eventbridge": True, "topic": []}, {"eventbridge": True, "topic": [{}]}),
+        change(
+            "aws_s3_bucket_notification",
+            ["update"],
+            {"eventbridge": True, "topic": []},
+            {"eventbridge": True, "topic": [{}]},
+        ),
     ]
     assert real_changes(strict) == strict
 

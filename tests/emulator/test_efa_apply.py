@@ -26,8 +26,9 @@ def applied(tmp_path_factory):
     from stacks.synth.run import synthesize
 
     data = yaml.safe_load((ENVIRONMENTS_DIR / "dev.yaml").read_text())
-    data["node_pools"].append({"name": "p5", "accelerator": "H100", "instance_types": ["p5.48xlarge"], "max_size": 1,
-                               "efa": True})
+    data["node_pools"].append(
+        {"name": "p5", "accelerator": "H100", "instance_types": ["p5.48xlarge"], "max_size": 1, "efa": True}
+    )
     root = tmp_path_factory.mktemp("efa-local")
     (root / "dev.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     plan = plan_file(root / "dev.yaml")
@@ -43,7 +44,8 @@ def applied(tmp_path_factory):
 
 def efa_group(deployment, plan) -> dict:
     (group,) = deployment.emulator.client("ec2").describe_security_groups(
-        Filters=[{"Name": "tag:Name", "Values": [f"{plan.names.base}-efa"]}])["SecurityGroups"]
+        Filters=[{"Name": "tag:Name", "Values": [f"{plan.names.base}-efa"]}]
+    )["SecurityGroups"]
     return group
 
 
@@ -63,13 +65,17 @@ def test_the_launch_template_holds_every_efa_interface_and_no_subnet(applied):
     ec2, eks = deployment.emulator.client("ec2"), deployment.emulator.client("eks")
     group = efa_group(deployment, plan)
     node_group = eks.describe_nodegroup(clusterName="ml-dev", nodegroupName=plan.names.node_group("p5"))["nodegroup"]
-    (version,) = ec2.describe_launch_template_versions(LaunchTemplateId=node_group["launchTemplate"]["id"],
-                                                      Versions=["$Latest"])["LaunchTemplateVersions"]
+    (version,) = ec2.describe_launch_template_versions(
+        LaunchTemplateId=node_group["launchTemplate"]["id"], Versions=["$Latest"]
+    )["LaunchTemplateVersions"]
     interfaces = version["LaunchTemplateData"]["NetworkInterfaces"]
     assert len(interfaces) == 32
     for card, interface in enumerate(sorted(interfaces, key=lambda i: i["NetworkCardIndex"])):
         assert (interface["NetworkCardIndex"], interface["DeviceIndex"], interface["InterfaceType"]) == (
-            card, 0 if card == 0 else 1, "efa")
+            card,
+            0 if card == 0 else 1,
+            "efa",
+        )
         # moto's EKS clusters have no cluster security group (real ones always do), so that one reads back empty.
         assert group["GroupId"] in interface["Groups"] and len(interface["Groups"]) == 2
         assert "SubnetId" not in interface and interface["AssociatePublicIpAddress"] is False
@@ -80,8 +86,10 @@ def test_efa_nodes_launch_in_the_clusters_first_subnet_others_in_all(applied):
     deployment, plan = applied
     eks = deployment.emulator.client("eks")
     subnets = eks.describe_cluster(name="ml-dev")["cluster"]["resourcesVpcConfig"]["subnetIds"]
-    groups = {p.name: eks.describe_nodegroup(clusterName="ml-dev", nodegroupName=plan.names.node_group(p.name))["nodegroup"]
-              for p in plan.pools}
+    groups = {
+        p.name: eks.describe_nodegroup(clusterName="ml-dev", nodegroupName=plan.names.node_group(p.name))["nodegroup"]
+        for p in plan.pools
+    }
     assert groups["p5"]["subnets"] == [sorted(subnets)[0]]
     assert sorted(groups["l4"]["subnets"]) == sorted(subnets)
 

@@ -44,7 +44,10 @@ def states(local_deployments):
 def test_applied_outputs_name_what_the_plan_named(local_deployments, shipped_plans, env):
     outputs, names = local_deployments[env].outputs, shipped_plans[env].names
     assert (outputs["weights_bucket"], outputs["lora_bucket"], outputs["cluster_name"]) == (
-        names.weights_bucket, names.lora_bucket, names.cluster)
+        names.weights_bucket,
+        names.lora_bucket,
+        names.cluster,
+    )
     account = shipped_plans[env].env.aws.account_id
     assert outputs["serving_role_arn"] == f"arn:aws:iam::{account}:role/{names.serving_role}"
     assert outputs["writer_role_arn"] == f"arn:aws:iam::{account}:role/{names.writer_role}"
@@ -65,14 +68,22 @@ def test_buckets_are_versioned_encrypted_private_and_expire_what_they_promised(l
         assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
         assert rule["BucketKeyEnabled"] is True
         block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
-        assert block == {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True}
+        assert block == {
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        }
         (ownership,) = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
         assert ownership["ObjectOwnership"] == "BucketOwnerEnforced"
         rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
         assert rules["abort-incomplete-multipart-uploads"]["AbortIncompleteMultipartUpload"] == {
-            "DaysAfterInitiation": settings.abort_incomplete_uploads_days}
-        assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == \
-            settings.noncurrent_version_retention_days
+            "DaysAfterInitiation": settings.abort_incomplete_uploads_days
+        }
+        assert (
+            rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"]["NoncurrentDays"]
+            == settings.noncurrent_version_retention_days
+        )
         assert all(r["Status"] == "Enabled" for r in rules.values())
         if bucket == plan.names.lora_bucket:
             assert rules["expire-staging"]["Expiration"] == {"Days": 7}
@@ -81,7 +92,9 @@ def test_buckets_are_versioned_encrypted_private_and_expire_what_they_promised(l
             assert "expire-staging" not in rules
         # Every request to it is logged, under a prefix of its own in the access log bucket.
         assert s3.get_bucket_logging(Bucket=bucket)["LoggingEnabled"] == {
-            "TargetBucket": plan.names.access_log_bucket, "TargetPrefix": f"s3-access/{bucket}/"}
+            "TargetBucket": plan.names.access_log_bucket,
+            "TargetPrefix": f"s3-access/{bucket}/",
+        }
     logs = plan.names.access_log_bucket
     assert deployment.outputs["access_log_bucket"] == logs
     assert s3.get_bucket_versioning(Bucket=logs)["Status"] == "Enabled"
@@ -110,7 +123,9 @@ def test_requests_to_the_data_buckets_are_logged_in_the_log_bucket(local_deploym
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_the_key_rotates_and_its_alias_and_policy_are_the_synthesized_ones(local_deployments, synthesized, states, shipped_plans, env):
+def test_the_key_rotates_and_its_alias_and_policy_are_the_synthesized_ones(
+    local_deployments, synthesized, states, shipped_plans, env
+):
     deployment, tf = local_deployments[env], synthesized[env]
     kms = deployment.emulator.client("kms")
     key_arn = deployment.outputs["kms_key_arn"]
@@ -134,15 +149,21 @@ def test_every_role_has_the_synthesized_trust_and_inline_policies(local_deployme
         assert applied["AssumeRolePolicyDocument"] == json.loads(resolve(role["assume_role_policy"], states[env]))
         for key, value in (role.get("tags") or {}).items():
             assert {"Key": key, "Value": value} in applied.get("Tags", [])
-        synthesized_policies = {p["name"]: p["policy"] for p in resources(tf, "aws_iam_role_policy").values()
-                                if p["role"] == f"${{aws_iam_role.{rid}.name}}"}
+        synthesized_policies = {
+            p["name"]: p["policy"]
+            for p in resources(tf, "aws_iam_role_policy").values()
+            if p["role"] == f"${{aws_iam_role.{rid}.name}}"
+        }
         assert sorted(iam.list_role_policies(RoleName=role["name"])["PolicyNames"]) == sorted(synthesized_policies)
         for name, document in synthesized_policies.items():
             applied_document = iam.get_role_policy(RoleName=role["name"], PolicyName=name)["PolicyDocument"]
             assert applied_document == json.loads(resolve(document, states[env]))
         attached = {p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=role["name"])["AttachedPolicies"]}
-        expected = {a["policy_arn"] for a in resources(tf, "aws_iam_role_policy_attachment").values()
-                    if a["role"] == f"${{aws_iam_role.{rid}.name}}"}
+        expected = {
+            a["policy_arn"]
+            for a in resources(tf, "aws_iam_role_policy_attachment").values()
+            if a["role"] == f"${{aws_iam_role.{rid}.name}}"
+        }
         assert attached == expected
 
 
@@ -175,8 +196,9 @@ def test_what_the_emulator_leaves_out_is_only_what_it_cannot_run(local_deploymen
 
 
 @pytest.mark.parametrize("env", ("dev", "staging", "prod"))
-def test_the_weights_bucket_expires_only_tagged_snapshot_objects_after_the_environments_days(local_deployments,
-                                                                                            shipped_plans, env):
+def test_the_weights_bucket_expires_only_tagged_snapshot_objects_after_the_environments_days(
+    local_deployments, shipped_plans, env
+):
     deployment, plan = local_deployments[env], shipped_plans[env]
     s3 = deployment.emulator.client("s3")
     rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=plan.names.weights_bucket)["Rules"]}
@@ -203,10 +225,17 @@ def test_dev_destroys_cleanly_once_its_buckets_are_emptied(local_deployments):
     deployment = local_deployments["dev"]
     s3 = deployment.emulator.client("s3")
     # The log bucket is not emptied: S3 keeps delivering logs, so dev's goes with its logs (force_destroy).
-    for bucket in (deployment.outputs["weights_bucket"], deployment.outputs["lora_bucket"], deployment.plan.names.anyscale_bucket):
+    for bucket in (
+        deployment.outputs["weights_bucket"],
+        deployment.outputs["lora_bucket"],
+        deployment.plan.names.anyscale_bucket,
+    ):
         versions = s3.list_object_versions(Bucket=bucket)
-        stale = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])
-                 if not v["Key"].startswith(("specs/", "code/"))]  # Terraform removes its own objects
+        stale = [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in versions.get("Versions", []) + versions.get("DeleteMarkers", [])
+            if not v["Key"].startswith(("specs/", "code/"))
+        ]  # Terraform removes its own objects
         if stale:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": stale})
     logs = deployment.outputs["access_log_bucket"]

@@ -85,8 +85,11 @@ def test_the_upload_denies_are_applied_exactly_as_synthesized(applied):
 
 @pytest.fixture
 def s3(s3_endpoint, monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
 
@@ -97,9 +100,17 @@ def encrypted_bucket(s3, s3_endpoint):
     key_arn = boto3.client("kms", endpoint_url=s3_endpoint, region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
     bucket = f"snapshot-rules-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{
-        "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
-        "BucketKeyEnabled": True}]})
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
     return bucket, key_arn
 
 
@@ -111,7 +122,9 @@ def test_moto_cannot_evaluate_the_upload_denies_so_the_emulator_leaves_them_out(
 
     bucket, key_arn = encrypted_bucket
     s3.put_object(Bucket=bucket, Key="models/m/0123456789abcdef/hash", Body=b"0")  # no policy yet: accepted
-    s3.put_bucket_policy(Bucket=bucket, Policy=policy_document(kms_upload_statements(f"arn:aws:s3:::{bucket}", key_arn)))
+    s3.put_bucket_policy(
+        Bucket=bucket, Policy=policy_document(kms_upload_statements(f"arn:aws:s3:::{bucket}", key_arn))
+    )
     for accepted_by_s3 in ({}, {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key_arn}):
         with pytest.raises(ClientError) as refused:
             s3.put_object(Bucket=bucket, Key="models/m/0123456789abcdef/config.json", Body=b"{}", **accepted_by_s3)
@@ -130,15 +143,22 @@ def test_our_uploads_name_no_encryption_so_s3_uses_the_buckets_key(s3, encrypted
 
     bucket, key_arn = encrypted_bucket
     (tmp_path / "model.safetensors").write_bytes(b"\0" * size)
-    config = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024,
-                            preferred_transfer_client="classic")
+    config = TransferConfig(
+        multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024, preferred_transfer_client="classic"
+    )
     files = with_digests(local_files(tmp_path), config)
     sent: list[tuple[str, dict]] = []
     s3.meta.events.register("before-send.s3", lambda request, **_: sent.append((request.url, dict(request.headers))))
     uploaded, _ = upload_missing(s3, bucket, "models/m/0123456789abcdef/", files, transfer_config=config)
     assert uploaded == ["model.safetensors"]
-    assert sent and len([url for url, _ in sent if "partNumber=" in url]) == (2 if size > config.multipart_threshold else 0)
-    assert not [(url, name) for url, headers in sent for name in headers
-                if name.lower().startswith("x-amz-server-side-encryption")]
+    assert sent and len([url for url, _ in sent if "partNumber=" in url]) == (
+        2 if size > config.multipart_threshold else 0
+    )
+    assert not [
+        (url, name)
+        for url, headers in sent
+        for name in headers
+        if name.lower().startswith("x-amz-server-side-encryption")
+    ]
     head = s3.head_object(Bucket=bucket, Key="models/m/0123456789abcdef/model.safetensors")
     assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key_arn)

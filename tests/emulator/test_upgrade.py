@@ -69,13 +69,18 @@ def test_the_applied_upgrade_matches_the_preview(repo, tmp_path):
     result = preview("base", repo=repo, env_dir=repo / "stacks" / "environments", policy=False, keep_outputs=outputs)
     (reported,) = [e for e in result.environments if e.name == "dev"]
     # The AWS stack's changes (the platform stack's are named "dev-platform/..." and not applied here).
-    expected = {(r.address, r.action) for r in reported.resources
-                if "/" not in r.address and r.address.split(".")[0] not in LEFT_OUT}
+    expected = {
+        (r.address, r.action)
+        for r in reported.resources
+        if "/" not in r.address and r.address.split(".")[0] not in LEFT_OUT
+    }
     assert expected, "the change must touch resources for the test to mean something"
 
     head_plan = plan_file(repo / "stacks" / "environments" / "dev.yaml")
     try:
-        deployment = LocalDeployment.start(head_plan, outputs / "base.out" / "stacks" / "dev" / "cdk.tf.json", tmp_path / "tf")
+        deployment = LocalDeployment.start(
+            head_plan, outputs / "base.out" / "stacks" / "dev" / "cdk.tf.json", tmp_path / "tf"
+        )
     except ToolError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:

@@ -26,8 +26,14 @@ BIG, MOE, PD = "llama-3.1-405b-instruct", "qwen3-30b-a3b", "llama-3.1-70b-instru
 @pytest.fixture(scope="module")
 def synthesized(tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = tmp_path_factory.mktemp("example") / "tmp"
-    result = subprocess.run([LLMSTACKS, "synth", "--config", "stacks/examples/patterns.yaml", "--outdir", str(out)],
-                            check=False, capture_output=True, text=True, cwd=ROOT, timeout=waits.SLOW_START)
+    result = subprocess.run(
+        [LLMSTACKS, "synth", "--config", "stacks/examples/patterns.yaml", "--outdir", str(out)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=waits.SLOW_START,
+    )
     return result, out
 
 
@@ -52,8 +58,11 @@ def test_it_synthesizes_and_its_specs_pass_the_vendors_schemas(synthesized):
     assert "Traceback" not in result.stderr and "EFA" not in result.stderr  # both disaggregated pools have EFA
     (checked,) = [line for line in result.stdout.splitlines() if "specs checked:" in line]
     assert "Ray ServeDeploySchema" in checked and "Anyscale ServiceConfig" in checked
-    assert {p.name for p in (out / "specs" / "patterns").iterdir()} >= {"serve-config.yaml", "rayservice.yaml",
-                                                                         "anyscale-service.yaml"}
+    assert {p.name for p in (out / "specs" / "patterns").iterdir()} >= {
+        "serve-config.yaml",
+        "rayservice.yaml",
+        "anyscale-service.yaml",
+    }
 
 
 def test_the_405b_model_takes_two_whole_nodes_per_replica(plan, synthesized):
@@ -94,7 +103,9 @@ def test_the_70b_model_has_prefill_and_decode_on_their_own_pools(plan, synthesiz
 def test_the_rayservice_has_one_worker_group_per_pool_sized_by_the_plan(plan, synthesized):
     cluster = spec(synthesized[1], "rayservice.yaml")["spec"]["rayClusterConfig"]
     groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
-    assert list(groups) == [p.name for p in plan.serving_pools] == ["h100-405b", "h100-moe", "h200-prefill", "h200-decode"]
+    assert (
+        list(groups) == [p.name for p in plan.serving_pools] == ["h100-405b", "h100-moe", "h200-prefill", "h200-decode"]
+    )
     for pool in plan.serving_pools:
         group = groups[pool.name]
         assert (group["minReplicas"], group["maxReplicas"]) == (pool.nodes_at_min, pool.max_nodes), pool.name
@@ -102,11 +113,13 @@ def test_the_rayservice_has_one_worker_group_per_pool_sized_by_the_plan(plan, sy
     # The 405B model's one replica is two nodes, from the start; a rollout may add a whole replica.
     assert groups["h100-405b"]["minReplicas"] == 2 and groups["h100-405b"]["maxReplicas"] % 2 == 0
     workers = {w["name"]: w for w in spec(synthesized[1], "anyscale-service.yaml")["compute_config"]["worker_nodes"]}
-    assert {n: (w["min_nodes"], w["max_nodes"]) for n, w in workers.items()} == \
-        {p.name: (p.nodes_at_min, p.max_nodes) for p in plan.serving_pools}
+    assert {n: (w["min_nodes"], w["max_nodes"]) for n, w in workers.items()} == {
+        p.name: (p.nodes_at_min, p.max_nodes) for p in plan.serving_pools
+    }
 
 
 # ------------------------------------------------------------------ mistakes, each refused in one line
+
 
 def model_named(data: dict, model_id: str) -> dict:
     return next(m for m in data["models"] if m["id"] == model_id)
@@ -130,29 +143,69 @@ def _standard_with_prefill(data: dict) -> None:
 
 # (case id, change, field the message must name, a phrase it must contain)
 MISTAKES = [
-    ("decode-pool-without-gpus", lambda d: model_named(d, PD)["decode"].update(node_pool="system"),
-     "models[2].decode.node_pool", "has no GPUs"),
-    ("gang-wider-than-a-node", lambda d: model_named(d, MOE).update(data_parallel_size=8),
-     "models[1].data_parallel_size", "16 GPUs does not fit a node of pool 'h100-moe'"),
-    ("stages-beyond-the-pools-max-size", lambda d: pool_named(d, "h100-405b").update(max_size=1),
-     "models[0].pipeline_parallel_size", "its max_size is 1"),
-    ("lora-with-a-deepep-expert-parallel-backend",
-     lambda d: model_named(d, MOE).update(engine_kwargs={"all2all_backend": "deepep_low_latency"}),
-     "models[1].lora.enabled", "all2all_backend allgather_reducescatter"),
-    ("data-parallel-size-in-engine-kwargs", lambda d: model_named(d, MOE).update(engine_kwargs={"data_parallel_size": 4}),
-     "models[1].engine_kwargs.data_parallel_size", "pattern: data_parallel with data_parallel_size"),
-    ("kv-transfer-config-in-engine-kwargs",
-     lambda d: model_named(d, PD).update(engine_kwargs={"kv_transfer_config": {"kv_connector": "NixlConnector"}}),
-     "models[2].engine_kwargs.kv_transfer_config", "kv_transfer"),
-    ("multi-node-stage-narrower-than-a-node", lambda d: model_named(d, BIG).update(tensor_parallel_size=4),
-     "models[0].tensor_parallel_size", "must be 8"),
-    ("second-model-on-the-multi-node-pool",
-     lambda d: d["models"].append({"id": "qwen3-0.6b", "architecture": "Qwen/Qwen3-0.6B", "node_pool": "h100-405b",
-                                   "max_model_len": 4096, "weights": {"snapshot": "0123456789abcdef"}}),
-     "models[3].node_pool", "runs multi-node model 'llama-3.1-405b-instruct'"),
+    (
+        "decode-pool-without-gpus",
+        lambda d: model_named(d, PD)["decode"].update(node_pool="system"),
+        "models[2].decode.node_pool",
+        "has no GPUs",
+    ),
+    (
+        "gang-wider-than-a-node",
+        lambda d: model_named(d, MOE).update(data_parallel_size=8),
+        "models[1].data_parallel_size",
+        "16 GPUs does not fit a node of pool 'h100-moe'",
+    ),
+    (
+        "stages-beyond-the-pools-max-size",
+        lambda d: pool_named(d, "h100-405b").update(max_size=1),
+        "models[0].pipeline_parallel_size",
+        "its max_size is 1",
+    ),
+    (
+        "lora-with-a-deepep-expert-parallel-backend",
+        lambda d: model_named(d, MOE).update(engine_kwargs={"all2all_backend": "deepep_low_latency"}),
+        "models[1].lora.enabled",
+        "all2all_backend allgather_reducescatter",
+    ),
+    (
+        "data-parallel-size-in-engine-kwargs",
+        lambda d: model_named(d, MOE).update(engine_kwargs={"data_parallel_size": 4}),
+        "models[1].engine_kwargs.data_parallel_size",
+        "pattern: data_parallel with data_parallel_size",
+    ),
+    (
+        "kv-transfer-config-in-engine-kwargs",
+        lambda d: model_named(d, PD).update(engine_kwargs={"kv_transfer_config": {"kv_connector": "NixlConnector"}}),
+        "models[2].engine_kwargs.kv_transfer_config",
+        "kv_transfer",
+    ),
+    (
+        "multi-node-stage-narrower-than-a-node",
+        lambda d: model_named(d, BIG).update(tensor_parallel_size=4),
+        "models[0].tensor_parallel_size",
+        "must be 8",
+    ),
+    (
+        "second-model-on-the-multi-node-pool",
+        lambda d: d["models"].append(
+            {
+                "id": "qwen3-0.6b",
+                "architecture": "Qwen/Qwen3-0.6B",
+                "node_pool": "h100-405b",
+                "max_model_len": 4096,
+                "weights": {"snapshot": "0123456789abcdef"},
+            }
+        ),
+        "models[3].node_pool",
+        "runs multi-node model 'llama-3.1-405b-instruct'",
+    ),
     ("prefill-on-a-standard-model", _standard_with_prefill, "models[1].prefill", "only for pattern disaggregated"),
-    ("disaggregated-with-a-top-level-node-pool", lambda d: model_named(d, PD).update(node_pool="h200-decode"),
-     "models[2].node_pool", "per part, under prefill and decode"),
+    (
+        "disaggregated-with-a-top-level-node-pool",
+        lambda d: model_named(d, PD).update(node_pool="h200-decode"),
+        "models[2].node_pool",
+        "per part, under prefill and decode",
+    ),
 ]
 
 

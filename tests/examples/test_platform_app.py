@@ -42,7 +42,11 @@ def test_the_team_stack_has_its_key_bucket_pools_and_identity(tf):
     # Subnets come from the existing cluster at plan time.
     assert gpu["subnet_ids"].startswith("${tolist(data.aws_eks_cluster.")
     (association,) = resources(tf, "aws_eks_pod_identity_association").values()
-    assert (association["cluster_name"], association["namespace"], association["service_account"]) == ("ml-platform", "team-llm", "ray")
+    assert (association["cluster_name"], association["namespace"], association["service_account"]) == (
+        "ml-platform",
+        "team-llm",
+        "ray",
+    )
     assert set(tf["output"]) == {"weights_bucket", "serving_role_arn", "gpu_node_group"}
 
 

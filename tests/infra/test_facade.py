@@ -20,9 +20,18 @@ FACADE = ROOT / "infra" / "__init__.py"
 # Imports Ray's dashboard factory (`make dashboards` only); it defines no construct.
 NOT_IMPORTED = {"infra.platform.observability.generate_dashboards"}
 # What the environment schema, the plan and the service specs import: plain data and functions.
-PLAIN = ("infra", "infra.catalog", "infra.rules", "infra.identity.policy", "infra.compute.scheduling",
-         "infra.compute.autoscaling", "infra.compute.efa.plugin", "infra.compute.efa.rules", "infra.platform.charts",
-         "infra.platform.observability")
+PLAIN = (
+    "infra",
+    "infra.catalog",
+    "infra.rules",
+    "infra.identity.policy",
+    "infra.compute.scheduling",
+    "infra.compute.autoscaling",
+    "infra.compute.efa.plugin",
+    "infra.compute.efa.rules",
+    "infra.platform.charts",
+    "infra.platform.observability",
+)
 
 
 def type_checking_imports() -> dict[str, str]:
@@ -75,8 +84,11 @@ def test_every_construct_is_exported():
 
 def test_every_construct_the_readme_names_is_exported():
     readme = (ROOT / "README.md").read_text()
-    imported = {name.strip() for names in re.findall(r"^from infra import \(?([\w, ]+)\)?$", readme, re.MULTILINE)
-                for name in names.split(",")}
+    imported = {
+        name.strip()
+        for names in re.findall(r"^from infra import \(?([\w, ]+)\)?$", readme, re.MULTILINE)
+        for name in names.split(",")
+    }
     assert imported and imported <= set(infra._EXPORTS), sorted(imported - set(infra._EXPORTS))
     named = set(re.findall(r"`([A-Z]\w+)[`(.]", readme)) & set(infra_classes())
     assert named and named <= set(infra._EXPORTS), sorted(named - set(infra._EXPORTS))
@@ -84,7 +96,9 @@ def test_every_construct_the_readme_names_is_exported():
 
 def test_the_plain_modules_load_no_cdktf():
     """Loading the provider bindings takes ~15 s: importing infra's plain modules (and the facade) must not."""
-    code = (f"import sys, {', '.join(PLAIN)}; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'cdktf', 'constructs', 'jsii'}))")
+    code = (
+        f"import sys, {', '.join(PLAIN)}; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'cdktf', 'constructs', 'jsii'}))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr

@@ -110,8 +110,11 @@ def kit_venv(kit_dist, tmp_path_factory) -> Path:
     _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=cwd, env=clean_env())
     python = venv / "bin" / "python"
     # Install before the .pth exists, so pip does not see the checkout's editable install.
-    _run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", kit_dist.wheel],
-         cwd=cwd, env=clean_env())
+    _run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", kit_dist.wheel],
+        cwd=cwd,
+        env=clean_env(),
+    )
     dependencies = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (_purelib(python) / "_kit_dependencies.pth").write_text("".join(f"{p}\n" for p in dependencies))
     return venv / "bin"

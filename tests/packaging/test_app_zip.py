@@ -39,14 +39,28 @@ def tree(root, files: dict[str, bytes]):
 
 
 def test_subpackages_and_data_go_in_bytecode_and_dotfiles_do_not(tmp_path):
-    app_dir = tree(tmp_path, {
-        "app/__init__.py": b"", "app/serving.py": b"x = 1\n", "app/prompts/system.txt": b"hi\n",
-        "app/engines/__init__.py": b"", "app/engines/vllm.py": b"y = 2\n",
-        "app/__pycache__/serving.cpython-311.pyc": b"\0", "app/engines/__pycache__/vllm.cpython-311.pyc": b"\0",
-        "app/stale.pyc": b"\0", "app/.DS_Store": b"\0", "app/.cache/x.py": b"",
-    })
-    expected = ["app/__init__.py", "app/engines/__init__.py", "app/engines/vllm.py", "app/prompts/system.txt",
-                "app/serving.py"]
+    app_dir = tree(
+        tmp_path,
+        {
+            "app/__init__.py": b"",
+            "app/serving.py": b"x = 1\n",
+            "app/prompts/system.txt": b"hi\n",
+            "app/engines/__init__.py": b"",
+            "app/engines/vllm.py": b"y = 2\n",
+            "app/__pycache__/serving.cpython-311.pyc": b"\0",
+            "app/engines/__pycache__/vllm.cpython-311.pyc": b"\0",
+            "app/stale.pyc": b"\0",
+            "app/.DS_Store": b"\0",
+            "app/.cache/x.py": b"",
+        },
+    )
+    expected = [
+        "app/__init__.py",
+        "app/engines/__init__.py",
+        "app/engines/vllm.py",
+        "app/prompts/system.txt",
+        "app/serving.py",
+    ]
     assert package_files(app_dir) == expected
     assert members(zip_package(app_dir)) == {n: (tmp_path / n).read_bytes() for n in expected}
 
@@ -58,15 +72,22 @@ def test_the_zip_depends_on_names_and_contents_only(tmp_path):
     (app_dir / "__init__.py").chmod(0o600)
     assert zip_package(app_dir) == first
     for info in zipfile.ZipFile(io.BytesIO(first)).infolist():
-        assert (info.date_time, info.external_attr, info.compress_type) == ((1980, 1, 1, 0, 0, 0), 0o644 << 16,
-                                                                            zipfile.ZIP_DEFLATED)
+        assert (info.date_time, info.external_attr, info.compress_type) == (
+            (1980, 1, 1, 0, 0, 0),
+            0o644 << 16,
+            zipfile.ZIP_DEFLATED,
+        )
     (app_dir / "serving.py").write_bytes(b"x = 2\n")
     assert zip_package(app_dir) != first
 
 
 def test_the_bytes_for_unchanged_content_keep_their_key(tmp_path):
     # Pinned from the zip format published so far (top-level modules only): same files, same object key.
-    app_dir = tree(tmp_path, {"app/__init__.py": b'"""app"""\n', "app/serving.py": b"def build_app(args):\n    return args\n"})
-    assert hashlib.sha256(zip_package(app_dir)).hexdigest() == \
-        "fedd42e3174b0900568d6ce20658558d6e9a817324ef383d01510601a9170954"
+    app_dir = tree(
+        tmp_path, {"app/__init__.py": b'"""app"""\n', "app/serving.py": b"def build_app(args):\n    return args\n"}
+    )
+    assert (
+        hashlib.sha256(zip_package(app_dir)).hexdigest()
+        == "fedd42e3174b0900568d6ce20658558d6e9a817324ef383d01510601a9170954"
+    )
     assert app_zip_key() == f"code/app-{hashlib.sha256(app_zip()).hexdigest()[:16]}.zip"

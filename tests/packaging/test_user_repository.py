@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 # The team's own check: no spot capacity (dev's L4 pool is spot, so it fails there).
-NO_SPOT = '''
+NO_SPOT = """
 from checkov.common.models.enums import CheckCategories, CheckResult
 from checkov.terraform.checks.resource.base_resource_check import BaseResourceCheck
 
@@ -36,22 +36,30 @@ class OnDemandOnly(BaseResourceCheck):
 
 
 check = OnDemandOnly()
-'''
+"""
 
 
 def command(kit: Path, cwd: Path, *args: str, timeout: int = waits.PIPELINE) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CDKTF_OUTDIR", "VIRTUAL_ENV")}
     env.update(PATH=f"{kit}:{env.get('PATH', '')}", LLMSTACKS_CHECKOV=str(CHECKOV))
-    return subprocess.run([str(kit / "llmstacks"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(kit / "llmstacks"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=Platform", "-c", "user.email=platform@example.com", *args], cwd=cwd,
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=Platform", "-c", "user.email=platform@example.com", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+    )
 
 
 def files(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts}
+    return {
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".git" not in p.relative_to(root).parts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +70,18 @@ def project(kit_venv, tmp_path_factory) -> Path:
     result = command(kit_venv, work, "init", "acme")
     assert result.returncode == 0, result.stderr
     root = work / "acme"
-    assert {"environments/dev.yaml", "cdktf.json", "requirements.txt", ".gitignore", "README.md",
-            "policies/baseline.yaml", "policies/checks/__init__.py", ".github/workflows/pull-request.yml", ".github/workflows/deploy.yml",
-            ".github/workflows/deploy-environment.yml"} <= files(root)
+    assert {
+        "environments/dev.yaml",
+        "cdktf.json",
+        "requirements.txt",
+        ".gitignore",
+        "README.md",
+        "policies/baseline.yaml",
+        "policies/checks/__init__.py",
+        ".github/workflows/pull-request.yml",
+        ".github/workflows/deploy.yml",
+        ".github/workflows/deploy-environment.yml",
+    } <= files(root)
     dev = root / "environments" / "dev.yaml"
     dev.write_text(dev.read_text().replace("prefix: llm\n", "prefix: acme\n"))
     git(root, "init", "-q", "-b", "main")
@@ -78,8 +95,13 @@ def test_synth_in_the_new_repository_synthesizes_its_own_environment_only(kit_ve
     assert result.returncode == 0, result.stderr
     out = project / "cdktf.out"
     assert sorted(p.name for p in (out / "stacks").iterdir()) == ["dev", "dev-platform"]  # no shipped staging/prod
-    buckets = {r["bucket"] for r in json.loads((out / "stacks" / "dev" / "cdk.tf.json").read_text())["resource"]["aws_s3_bucket"].values()}
-    assert buckets and all(b.startswith("acme-") for b in buckets), buckets  # the scaffolded file's prefix, not the example's
+    buckets = {
+        r["bucket"]
+        for r in json.loads((out / "stacks" / "dev" / "cdk.tf.json").read_text())["resource"]["aws_s3_bucket"].values()
+    }
+    assert buckets and all(b.startswith("acme-") for b in buckets), (
+        buckets
+    )  # the scaffolded file's prefix, not the example's
 
 
 def test_preview_shows_the_edit_the_kit_pin_change_and_the_teams_failing_check(kit_venv, project, tmp_path):
@@ -88,8 +110,9 @@ def test_preview_shows_the_edit_the_kit_pin_change_and_the_teams_failing_check(k
     dev = project / "environments" / "dev.yaml"
     data = yaml.safe_load(dev.read_text())
     pool = next(p for p in data["node_pools"] if p["name"] == "l4")
-    edited = dev.read_text().replace(yaml.safe_dump({"max_size": pool["max_size"]}).strip(),
-                                     f"max_size: {pool['max_size'] + 3}", 1)
+    edited = dev.read_text().replace(
+        yaml.safe_dump({"max_size": pool["max_size"]}).strip(), f"max_size: {pool['max_size'] + 3}", 1
+    )
     assert edited != dev.read_text()
     dev.write_text(edited)
     (project / "requirements.txt").write_text((project / "requirements.txt").read_text().replace(__version__, "0.0.1"))
@@ -103,7 +126,9 @@ def test_preview_shows_the_edit_the_kit_pin_change_and_the_teams_failing_check(k
         assert f"pins llm-serving-stacks 0.0.1, but {__version__} is installed" in text, text
         assert "CKV_ACME_1 aws_eks_node_group." in text, text
     finally:
-        (project / "requirements.txt").write_text((project / "requirements.txt").read_text().replace("0.0.1", __version__))
+        (project / "requirements.txt").write_text(
+            (project / "requirements.txt").read_text().replace("0.0.1", __version__)
+        )
         (project / "policies" / "checks" / "acme_capacity.py").unlink()
         dev.write_text(dev.read_text().replace(f"max_size: {pool['max_size'] + 3}", f"max_size: {pool['max_size']}", 1))
 
@@ -120,8 +145,13 @@ def test_check_runs_the_teams_checks_beside_ours_and_takes_the_teams_baseline(ki
         assert "CKV_LLM_" not in failed.stdout.split("policy gate")[0].split("FAILED", 1)[-1]  # ours still pass
         assert "baselined (CKV_AWS_144, CKV_AWS_145)" in failed.stdout  # the kit's baseline still applies
 
-        entries = (yaml.safe_load(original) or []) + [{"check": "CKV_ACME_1", "reason": "dev runs on spot capacity to save cost",
-                                                       "resources": ["aws_eks_node_group.*"]}]
+        entries = (yaml.safe_load(original) or []) + [
+            {
+                "check": "CKV_ACME_1",
+                "reason": "dev runs on spot capacity to save cost",
+                "resources": ["aws_eks_node_group.*"],
+            }
+        ]
         baseline.write_text(yaml.safe_dump(entries))
         passed = command(kit_venv, project, "check", "--env", "dev")
         assert passed.returncode == 0, passed.stdout + passed.stderr
@@ -151,7 +181,9 @@ def test_init_example_copies_that_shipped_file(kit_venv, tmp_path):
     result = command(kit_venv, tmp_path, "init", "--example", "patterns")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "environments").iterdir()) == ["patterns.yaml"]
-    assert (tmp_path / "environments" / "patterns.yaml").read_text() == (ROOT / "stacks" / "examples" / "patterns.yaml").read_text()
+    assert (tmp_path / "environments" / "patterns.yaml").read_text() == (
+        ROOT / "stacks" / "examples" / "patterns.yaml"
+    ).read_text()
     deploy = yaml.safe_load((tmp_path / ".github" / "workflows" / "deploy.yml").read_text())
     assert list(deploy["jobs"]) == ["patterns"]
     unknown = command(kit_venv, tmp_path, "init", "other", "--example", "nope")
@@ -162,13 +194,22 @@ def test_init_example_copies_that_shipped_file(kit_venv, tmp_path):
 
 # Every command that needs environments, as the README gives it.
 NEEDS_ENVIRONMENTS = [
-    ["synth"], ["check"], ["preview", "--base", "HEAD"], ["plan-capacity", "--env", "dev"],
-    ["publish", "--env", "dev", "--dry-run"], ["status", "--env", "dev"], ["rollback", "--env", "dev"],
-    ["deploy-local", "--env", "dev"], ["pin", "--env", "dev"], ["list-models", "--env", "dev"],
-    ["upload-model", "--env", "dev", "--model", "m", "--from", "."], ["verify-model", "--env", "dev", "--model", "m"],
+    ["synth"],
+    ["check"],
+    ["preview", "--base", "HEAD"],
+    ["plan-capacity", "--env", "dev"],
+    ["publish", "--env", "dev", "--dry-run"],
+    ["status", "--env", "dev"],
+    ["rollback", "--env", "dev"],
+    ["deploy-local", "--env", "dev"],
+    ["pin", "--env", "dev"],
+    ["list-models", "--env", "dev"],
+    ["upload-model", "--env", "dev", "--model", "m", "--from", "."],
+    ["verify-model", "--env", "dev", "--model", "m"],
     ["delete-snapshot", "--env", "dev", "--model", "m", "--snapshot", "0123456789abcdef"],
     ["upload-adapter", "--env", "dev", "--model", "m", "--adapter", "a", "--from", "."],
-    ["list-adapters", "--env", "dev"], ["delete-adapter", "--env", "dev", "--model", "m", "--adapter", "a"],
+    ["list-adapters", "--env", "dev"],
+    ["delete-adapter", "--env", "dev", "--model", "m", "--adapter", "a"],
 ]
 
 
@@ -179,6 +220,8 @@ def test_outside_a_project_every_command_says_so_in_one_line_and_writes_nothing(
     result = command(kit_venv, empty, *args, timeout=waits.COMMAND)
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not in an llm-serving-stacks project" in lines[0] and "llmstacks init" in lines[0], result.stderr
+    assert len(lines) == 1 and "not in an llm-serving-stacks project" in lines[0] and "llmstacks init" in lines[0], (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert list(empty.iterdir()) == []

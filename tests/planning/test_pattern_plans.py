@@ -107,19 +107,38 @@ def test_the_specs_place_each_part_on_its_own_pool():
     plan = planned()
     documents = render_specs(plan).documents
     assert placement_problems(plan, documents) == []
-    groups = {g["groupName"]: (g["minReplicas"], g["maxReplicas"])
-              for g in documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    groups = {
+        g["groupName"]: (g["minReplicas"], g["maxReplicas"])
+        for g in documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    }
     assert groups == {"h100-405b": (2, 4), "h100-moe": (1, 3), "h200-prefill": (1, 3), "h200-decode": (1, 3)}
 
 
-@pytest.mark.parametrize("index, key, strategy, expected", [
-    (0, None, "STRICT_PACK", "models[0] (llama-3.1-405b-instruct): anyscale: a replica's placement must be PACK "
-                             "(whole nodes, one per pipeline stage)"),
-    (1, None, "PACK", "models[1] (qwen3-30b-a3b): anyscale: a replica's placement must be STRICT_PACK "
-                      "(all its GPUs on one node)"),
-    (2, "prefill", "PACK", "models[2] (llama-3.1-70b-instruct) prefill: anyscale: a replica's placement must be "
-                           "STRICT_PACK (all its GPUs on one node)"),
-])
+@pytest.mark.parametrize(
+    "index, key, strategy, expected",
+    [
+        (
+            0,
+            None,
+            "STRICT_PACK",
+            "models[0] (llama-3.1-405b-instruct): anyscale: a replica's placement must be PACK "
+            "(whole nodes, one per pipeline stage)",
+        ),
+        (
+            1,
+            None,
+            "PACK",
+            "models[1] (qwen3-30b-a3b): anyscale: a replica's placement must be STRICT_PACK (all its GPUs on one node)",
+        ),
+        (
+            2,
+            "prefill",
+            "PACK",
+            "models[2] (llama-3.1-70b-instruct) prefill: anyscale: a replica's placement must be "
+            "STRICT_PACK (all its GPUs on one node)",
+        ),
+    ],
+)
 def test_the_placement_check_catches_a_pattern_placed_wrongly(index, key, strategy, expected):
     plan = planned()
     documents = copy.deepcopy(render_specs(plan).documents)
@@ -134,8 +153,9 @@ def test_the_placement_check_catches_a_gang_wider_than_its_node():
     spec = documents[ANYSCALE_FILE]["applications"][0]["args"]["models"][1]
     spec["placement"]["bundles"] *= 2  # 4 engines x 4 GPUs: 16 on an 8-GPU node
     problem = placement_problems(plan, documents)[0]
-    assert problem.startswith("models[1] (qwen3-30b-a3b): anyscale: a replica's placement does not fit a node of pool "
-                              "'h100-moe' (GPU 16 > 8")
+    assert problem.startswith(
+        "models[1] (qwen3-30b-a3b): anyscale: a replica's placement does not fit a node of pool 'h100-moe' (GPU 16 > 8"
+    )
 
 
 def test_the_serve_config_carries_each_pattern(plan):
@@ -143,47 +163,114 @@ def test_the_serve_config_carries_each_pattern(plan):
     assert [m["pattern"] for m in models] == ["multi_node", "data_parallel", "disaggregated"]
 
 
-@pytest.mark.parametrize("change, field, says", [
-    (lambda d: model(d, "llama-3.1-405b-instruct").update(tensor_parallel_size=4, pipeline_parallel_size=4),
-     "models[0].tensor_parallel_size", "tensor_parallel_size must be 8"),
-    (lambda d: pool(d, "h100-405b").update(max_size=1), "models[0].pipeline_parallel_size",
-     "2 pipeline stages need 2 nodes of pool 'h100-405b' at once, but its max_size is 1"),
-    (lambda d: pool(d, "h100-405b").update(max_size=3), "node_pools[1].max_size",
-     "need up to 2 nodes at max replicas (models[0]: 1 x 16 GPU; 8 GPUs per node) plus 2 for rollouts"),
-    (lambda d: model(d, "qwen3-30b-a3b").update(data_parallel_size=8), "models[1].data_parallel_size",
-     "data_parallel_size 8 x tensor_parallel_size 2 = 16 GPUs does not fit a node of pool 'h100-moe'"),
-    (lambda d: model(d, "qwen3-30b-a3b").update(architecture="meta-llama/Llama-3.1-8B-Instruct", lora={}),
-     "models[1].pattern", "meta-llama/Llama-3.1-8B-Instruct is dense: serve it standard"),
-    (lambda d: model(d, "qwen3-30b-a3b").update(node_pool="h100-405b"), "models[1].node_pool",
-     "pool 'h100-405b' runs multi-node model 'llama-3.1-405b-instruct'"),
-    (lambda d: model(d, "llama-3.1-70b-instruct")["decode"].update(node_pool="system"), "models[2].decode.node_pool",
-     "node pool 'system' has no GPUs"),
-    (lambda d: model(d, "llama-3.1-70b-instruct")["decode"].update(node_pool="h200"), "models[2].decode.node_pool",
-     "node pool 'h200' is not defined"),
-    (lambda d: model(d, "llama-3.1-70b-instruct")["prefill"].update(tensor_parallel_size=16),
-     "models[2].prefill.tensor_parallel_size", "16 GPUs does not fit a node of pool 'h200-prefill'"),
-    (lambda d: model(d, "llama-3.1-405b-instruct").update(pattern="standard"), "models[0].pipeline_parallel_size",
-     "or pattern: multi_node with tensor_parallel_size 8"),
-    (lambda d: model(d, "llama-3.1-405b-instruct").update(pipeline_parallel_size=1), "models[0].pipeline_parallel_size",
-     "pattern multi_node needs at least 2"),
-    (lambda d: model(d, "qwen3-30b-a3b").update(pattern="standard"), "models[1].data_parallel_size",
-     "applies to pattern data_parallel"),
-    (lambda d: model(d, "llama-3.1-70b-instruct").update(node_pool="h200-decode"), "models[2].node_pool",
-     "a disaggregated model sets its pool, parallelism and replicas per part"),
-    (lambda d: model(d, "llama-3.1-70b-instruct").pop("prefill"), "models[2].prefill",
-     "pattern disaggregated needs both prefill and decode"),
-    (lambda d: model(d, "qwen3-30b-a3b").update(kv_transfer={"connector": "nixl"}), "models[1].kv_transfer",
-     "only for pattern disaggregated"),
-    (lambda d: model(d, "llama-3.1-70b-instruct").update(
-        weights={"source": "huggingface", "hf_id": "meta-llama/Llama-3.1-70B-Instruct", "hf_token_secret": "x/hf"}),
-     "models[2].weights.hf_token_secret", "pattern disaggregated runs Ray's own servers"),
-    (lambda d: model(d, "qwen3-30b-a3b").update(engine_kwargs={"all2all_backend": "deepep_low_latency"}),
-     "models[1].lora.enabled", "works only with all2all_backend allgather_reducescatter"),
-    (lambda d: model(d, "qwen3-30b-a3b").update(engine_kwargs={"data_parallel_size": 2}),
-     "models[1].engine_kwargs.data_parallel_size", "pattern: data_parallel with data_parallel_size"),
-    (lambda d: model(d, "llama-3.1-70b-instruct").update(engine_kwargs={"kv_transfer_config": {"kv_connector": "x"}}),
-     "models[2].engine_kwargs.kv_transfer_config", "set from the model's 'kv_transfer' field"),
-])
+@pytest.mark.parametrize(
+    "change, field, says",
+    [
+        (
+            lambda d: model(d, "llama-3.1-405b-instruct").update(tensor_parallel_size=4, pipeline_parallel_size=4),
+            "models[0].tensor_parallel_size",
+            "tensor_parallel_size must be 8",
+        ),
+        (
+            lambda d: pool(d, "h100-405b").update(max_size=1),
+            "models[0].pipeline_parallel_size",
+            "2 pipeline stages need 2 nodes of pool 'h100-405b' at once, but its max_size is 1",
+        ),
+        (
+            lambda d: pool(d, "h100-405b").update(max_size=3),
+            "node_pools[1].max_size",
+            "need up to 2 nodes at max replicas (models[0]: 1 x 16 GPU; 8 GPUs per node) plus 2 for rollouts",
+        ),
+        (
+            lambda d: model(d, "qwen3-30b-a3b").update(data_parallel_size=8),
+            "models[1].data_parallel_size",
+            "data_parallel_size 8 x tensor_parallel_size 2 = 16 GPUs does not fit a node of pool 'h100-moe'",
+        ),
+        (
+            lambda d: model(d, "qwen3-30b-a3b").update(architecture="meta-llama/Llama-3.1-8B-Instruct", lora={}),
+            "models[1].pattern",
+            "meta-llama/Llama-3.1-8B-Instruct is dense: serve it standard",
+        ),
+        (
+            lambda d: model(d, "qwen3-30b-a3b").update(node_pool="h100-405b"),
+            "models[1].node_pool",
+            "pool 'h100-405b' runs multi-node model 'llama-3.1-405b-instruct'",
+        ),
+        (
+            lambda d: model(d, "llama-3.1-70b-instruct")["decode"].update(node_pool="system"),
+            "models[2].decode.node_pool",
+            "node pool 'system' has no GPUs",
+        ),
+        (
+            lambda d: model(d, "llama-3.1-70b-instruct")["decode"].update(node_pool="h200"),
+            "models[2].decode.node_pool",
+            "node pool 'h200' is not defined",
+        ),
+        (
+            lambda d: model(d, "llama-3.1-70b-instruct")["prefill"].update(tensor_parallel_size=16),
+            "models[2].prefill.tensor_parallel_size",
+            "16 GPUs does not fit a node of pool 'h200-prefill'",
+        ),
+        (
+            lambda d: model(d, "llama-3.1-405b-instruct").update(pattern="standard"),
+            "models[0].pipeline_parallel_size",
+            "or pattern: multi_node with tensor_parallel_size 8",
+        ),
+        (
+            lambda d: model(d, "llama-3.1-405b-instruct").update(pipeline_parallel_size=1),
+            "models[0].pipeline_parallel_size",
+            "pattern multi_node needs at least 2",
+        ),
+        (
+            lambda d: model(d, "qwen3-30b-a3b").update(pattern="standard"),
+            "models[1].data_parallel_size",
+            "applies to pattern data_parallel",
+        ),
+        (
+            lambda d: model(d, "llama-3.1-70b-instruct").update(node_pool="h200-decode"),
+            "models[2].node_pool",
+            "a disaggregated model sets its pool, parallelism and replicas per part",
+        ),
+        (
+            lambda d: model(d, "llama-3.1-70b-instruct").pop("prefill"),
+            "models[2].prefill",
+            "pattern disaggregated needs both prefill and decode",
+        ),
+        (
+            lambda d: model(d, "qwen3-30b-a3b").update(kv_transfer={"connector": "nixl"}),
+            "models[1].kv_transfer",
+            "only for pattern disaggregated",
+        ),
+        (
+            lambda d: model(d, "llama-3.1-70b-instruct").update(
+                weights={
+                    "source": "huggingface",
+                    "hf_id": "meta-llama/Llama-3.1-70B-Instruct",
+                    "hf_token_secret": "x/hf",
+                }
+            ),
+            "models[2].weights.hf_token_secret",
+            "pattern disaggregated runs Ray's own servers",
+        ),
+        (
+            lambda d: model(d, "qwen3-30b-a3b").update(engine_kwargs={"all2all_backend": "deepep_low_latency"}),
+            "models[1].lora.enabled",
+            "works only with all2all_backend allgather_reducescatter",
+        ),
+        (
+            lambda d: model(d, "qwen3-30b-a3b").update(engine_kwargs={"data_parallel_size": 2}),
+            "models[1].engine_kwargs.data_parallel_size",
+            "pattern: data_parallel with data_parallel_size",
+        ),
+        (
+            lambda d: model(d, "llama-3.1-70b-instruct").update(
+                engine_kwargs={"kv_transfer_config": {"kv_connector": "x"}}
+            ),
+            "models[2].engine_kwargs.kv_transfer_config",
+            "set from the model's 'kv_transfer' field",
+        ),
+    ],
+)
 def test_a_pattern_that_cannot_run_as_written_is_refused_naming_its_field(change, field, says):
     error = refused(change)
     assert error.field == field, error.message

@@ -50,9 +50,13 @@ def test_the_hand_counted_layer_is_the_catalogs():
 
 
 @pytest.mark.parametrize("gpu", ["H100", "H200"])
-@pytest.mark.parametrize(("quantization", "weights_bytes"), [(None, BF16_PER_GPU), ("fp8", FP8_PER_GPU)], ids=["bf16", "fp8"])
+@pytest.mark.parametrize(
+    ("quantization", "weights_bytes"), [(None, BF16_PER_GPU), ("fp8", FP8_PER_GPU)], ids=["bf16", "fp8"]
+)
 def test_405b_over_two_nodes_per_gpu(gpu, quantization, weights_bytes):
-    c = plan(LLAMA_405B, GPUS[gpu], tensor_parallel=8, pipeline_parallel=2, max_model_len=32768, quantization=quantization)
+    c = plan(
+        LLAMA_405B, GPUS[gpu], tensor_parallel=8, pipeline_parallel=2, max_model_len=32768, quantization=quantization
+    )
     # Within the final norm's 2 bytes per GPU: the planner spreads it over the stages.
     assert c.weights_gib_per_gpu * GIB == pytest.approx(weights_bytes, abs=4096)
     assert c.kv_bytes_per_token == KV_PER_TOKEN_405B == 32_256
@@ -62,8 +66,9 @@ def test_405b_over_two_nodes_per_gpu(gpu, quantization, weights_bytes):
     assert c.max_concurrency == pytest.approx(blocks / (32768 // 16))
     usable = {"H100": 0.9 * 79.19, "H200": 0.9 * 139.81}[gpu]
     assert c.requested_gib_per_gpu == pytest.approx(usable)
-    assert c.kv_cache_gib_per_gpu == pytest.approx(usable - c.weights_gib_per_gpu - c.activation_gib_per_gpu
-                                                   - c.non_torch_gib_per_gpu - c.cuda_graph_gib_per_gpu)
+    assert c.kv_cache_gib_per_gpu == pytest.approx(
+        usable - c.weights_gib_per_gpu - c.activation_gib_per_gpu - c.non_torch_gib_per_gpu - c.cuda_graph_gib_per_gpu
+    )
     assert c.fits and c.max_concurrency > 1
 
 
@@ -148,14 +153,25 @@ def test_the_example_environment_plans_its_parts_with_these_figures():
 
 # ------------------------------------------------------------------ plan-capacity
 
+
 def run(capsys, *args: str) -> tuple[int, str, str]:
     status = main(["plan-capacity", *args])
     out, err = capsys.readouterr()
     return status, out, err
 
 
-QWEN_DP = ["--model", "Qwen/Qwen3-30B-A3B", "--instance-type", "p5.48xlarge", "--data-parallel", "4",
-           "--tensor-parallel", "2", "--max-model-len", "32768"]
+QWEN_DP = [
+    "--model",
+    "Qwen/Qwen3-30B-A3B",
+    "--instance-type",
+    "p5.48xlarge",
+    "--data-parallel",
+    "4",
+    "--tensor-parallel",
+    "2",
+    "--max-model-len",
+    "32768",
+]
 
 
 def test_plan_capacity_sizes_a_data_parallel_gang_from_flags(capsys):
@@ -181,8 +197,16 @@ def test_plan_capacity_sizes_a_data_parallel_gang_from_flags(capsys):
 
 
 def test_plan_capacity_spans_nodes_for_a_multi_node_replica(capsys):
-    args = ["--model", "meta-llama/Llama-3.1-405B-Instruct", "--instance-type", "p5.48xlarge", "--tensor-parallel", "8",
-            "--max-model-len", "32768"]
+    args = [
+        "--model",
+        "meta-llama/Llama-3.1-405B-Instruct",
+        "--instance-type",
+        "p5.48xlarge",
+        "--tensor-parallel",
+        "8",
+        "--max-model-len",
+        "32768",
+    ]
     status, out, _ = run(capsys, *args)
     assert status == 0 and "does not fit: the weights and runtime need" in out
     status, out, _ = run(capsys, *args, "--pipeline-parallel", "2", "--json")
@@ -192,21 +216,54 @@ def test_plan_capacity_spans_nodes_for_a_multi_node_replica(capsys):
     assert data["replica"]["cost_per_hour"] == pytest.approx(2 * INSTANCE_TYPES["p5.48xlarge"].price_per_hour)
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    ([*QWEN_DP[:5], "0", *QWEN_DP[6:]], "error: --data-parallel: 0: a replica runs at least 1 engine"),
-    ([*QWEN_DP[:5], "8", *QWEN_DP[6:]], "error: --data-parallel: data_parallel 8 x tensor_parallel 2 = 16 GPUs do not "
-                                         "fit one p5.48xlarge (8 x H100)"),
-    (["--model", "meta-llama/Llama-3.1-70B-Instruct", "--gpu", "H100", "--tensor-parallel", "4", "--max-model-len", "8192",
-      "--expert-parallel"], "error: --expert-parallel: meta-llama/Llama-3.1-70B-Instruct is not a mixture-of-experts model"),
-    (["--model", "meta-llama/Llama-3.1-405B-Instruct", "--instance-type", "p5.48xlarge", "--tensor-parallel", "4",
-      "--pipeline-parallel", "4", "--max-model-len", "8192"], "error: --tensor-parallel: 16 GPUs per replica span"),
-    ([*QWEN_DP, "--gpu", "H200"], "error: --gpu: H200, but --instance-type p5.48xlarge has H100 GPUs"),
-    (["--model", "Qwen/Qwen3-8B", "--instance-type", "m7i.2xlarge", "--max-model-len", "10"],
-     "error: --instance-type: 'm7i.2xlarge' is not a GPU instance type of the catalog"),
-    (["--config", str(EXAMPLE), "--gpu", "H100"], "error: --gpu: describes a model by hand"),
-    (["--config", str(EXAMPLE), "--model", "nope"], "error: --model: 'nope' is not a model of"),
-    (["--config", str(EXAMPLE), "--env", "dev"], "error: --env: give --env or --config, not both"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([*QWEN_DP[:5], "0", *QWEN_DP[6:]], "error: --data-parallel: 0: a replica runs at least 1 engine"),
+        (
+            [*QWEN_DP[:5], "8", *QWEN_DP[6:]],
+            "error: --data-parallel: data_parallel 8 x tensor_parallel 2 = 16 GPUs do not "
+            "fit one p5.48xlarge (8 x H100)",
+        ),
+        (
+            [
+                "--model",
+                "meta-llama/Llama-3.1-70B-Instruct",
+                "--gpu",
+                "H100",
+                "--tensor-parallel",
+                "4",
+                "--max-model-len",
+                "8192",
+                "--expert-parallel",
+            ],
+            "error: --expert-parallel: meta-llama/Llama-3.1-70B-Instruct is not a mixture-of-experts model",
+        ),
+        (
+            [
+                "--model",
+                "meta-llama/Llama-3.1-405B-Instruct",
+                "--instance-type",
+                "p5.48xlarge",
+                "--tensor-parallel",
+                "4",
+                "--pipeline-parallel",
+                "4",
+                "--max-model-len",
+                "8192",
+            ],
+            "error: --tensor-parallel: 16 GPUs per replica span",
+        ),
+        ([*QWEN_DP, "--gpu", "H200"], "error: --gpu: H200, but --instance-type p5.48xlarge has H100 GPUs"),
+        (
+            ["--model", "Qwen/Qwen3-8B", "--instance-type", "m7i.2xlarge", "--max-model-len", "10"],
+            "error: --instance-type: 'm7i.2xlarge' is not a GPU instance type of the catalog",
+        ),
+        (["--config", str(EXAMPLE), "--gpu", "H100"], "error: --gpu: describes a model by hand"),
+        (["--config", str(EXAMPLE), "--model", "nope"], "error: --model: 'nope' is not a model of"),
+        (["--config", str(EXAMPLE), "--env", "dev"], "error: --env: give --env or --config, not both"),
+    ],
+)
 def test_bad_plan_capacity_flags_are_one_line_exit_2(capsys, args, needle):
     status, out, err = run(capsys, *args)
     lines = err.strip().splitlines()
@@ -219,8 +276,10 @@ def test_plan_capacity_of_an_environment_shows_every_part(capsys):
     assert status == 0
     data = json.loads(out)
     assert data["environment"] == "patterns"
-    assert data["cost_per_hour"] == {"min": pytest.approx(environment.cost_per_hour("min")),
-                                     "max": pytest.approx(environment.cost_per_hour("max"))}
+    assert data["cost_per_hour"] == {
+        "min": pytest.approx(environment.cost_per_hour("min")),
+        "max": pytest.approx(environment.cost_per_hour("max")),
+    }
     models = {m["id"]: m for m in data["models"]}
     assert [m["pattern"] for m in data["models"]] == ["multi_node", "data_parallel", "disaggregated"]
     (multi,) = models["llama-3.1-405b-instruct"]["parts"]
@@ -250,6 +309,11 @@ def test_plan_capacity_of_an_environment_shows_every_part(capsys):
     assert "4 GPUs and 1 node per replica, replicas 1-4" in prefill_line
     assert any(line.startswith("  decode (models[2].decode): pool h200-decode") for line in lines)
     assert sum("load targets: target_ongoing_requests" in line for line in lines) == 2
-    assert sum(line.strip() == "cost: $60.00/h at min replicas, $120.00/h at max (the nodes its replicas take)"
-               for line in lines) == 2
+    assert (
+        sum(
+            line.strip() == "cost: $60.00/h at min replicas, $120.00/h at max (the nodes its replicas take)"
+            for line in lines
+        )
+        == 2
+    )
     assert "GPU cost" not in out  # one model asked for: no environment total

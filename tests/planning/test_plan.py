@@ -40,16 +40,25 @@ def test_the_specs_size_worker_groups_from_the_plan(shipped_plans):
 
     for plan in shipped_plans.values():
         documents = render_specs(plan).documents
-        anyscale = {g["name"]: (g["min_nodes"], g["max_nodes"]) for g in documents[ANYSCALE_FILE]["compute_config"]["worker_nodes"]}
-        kuberay = {g["groupName"]: (g["minReplicas"], g["maxReplicas"])
-                   for g in documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+        anyscale = {
+            g["name"]: (g["min_nodes"], g["max_nodes"])
+            for g in documents[ANYSCALE_FILE]["compute_config"]["worker_nodes"]
+        }
+        kuberay = {
+            g["groupName"]: (g["minReplicas"], g["maxReplicas"])
+            for g in documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+        }
         expected = {p.name: (p.nodes_at_min, p.max_nodes) for p in plan.serving_pools}
         assert anyscale == kuberay == expected
 
 
 def test_gpus_per_replica_and_cost_come_from_the_typed_fields():
-    plan = planned(lambda d: (d["node_pools"][1].update(instance_types=["g6.12xlarge"], max_size=8),
-                              d["models"][0].update(tensor_parallel_size=2, pipeline_parallel_size=2)))
+    plan = planned(
+        lambda d: (
+            d["node_pools"][1].update(instance_types=["g6.12xlarge"], max_size=8),
+            d["models"][0].update(tensor_parallel_size=2, pipeline_parallel_size=2),
+        )
+    )
     qwen = plan.models[0]
     assert qwen.gpus_per_replica == 4
     assert plan.gpus_at_max == 4 * 2 + 1 * 1
@@ -60,13 +69,18 @@ def test_gpus_per_replica_and_cost_come_from_the_typed_fields():
 
 def test_the_planner_reads_the_typed_engine_settings():
     default = planned().models[0].capacity
-    tighter = planned(lambda d: d["models"][0]["engine_kwargs"].update(gpu_memory_utilization=0.8, kv_cache_dtype="fp8"))
+    tighter = planned(
+        lambda d: d["models"][0]["engine_kwargs"].update(gpu_memory_utilization=0.8, kv_cache_dtype="fp8")
+    )
     capacity = tighter.models[0].capacity
     assert (capacity.gpu_memory_utilization, capacity.kv_cache_dtype) == (0.8, "fp8")
     assert capacity.kv_cache_tokens != default.kv_cache_tokens
     # What the user wrote reaches vLLM unchanged; nothing the schema defaulted is added.
     assert tighter.models[0].config.engine_kwargs.as_dict() == {
-        "enable_prefix_caching": True, "gpu_memory_utilization": 0.8, "kv_cache_dtype": "fp8"}
+        "enable_prefix_caching": True,
+        "gpu_memory_utilization": 0.8,
+        "kv_cache_dtype": "fp8",
+    }
 
 
 def test_config_problems_come_before_planning_ones():
@@ -136,7 +150,10 @@ def test_without_our_autoscaler_a_minimum_replica_on_a_pool_starting_at_zero_is_
         data["models"][0]["replicas"]["min"] = 1
 
     warnings = _warnings(planned(own_autoscaler))
-    assert "qwen2.5-7b-instruct needs 1 replica(s) on pool 'l4', which starts at 0 nodes" in warnings["models[0].replicas.min"]
+    assert (
+        "qwen2.5-7b-instruct needs 1 replica(s) on pool 'l4', which starts at 0 nodes"
+        in warnings["models[0].replicas.min"]
+    )
     # With ours, or with nodes already there, nothing to say.
     assert "models[0].replicas.min" not in _warnings(planned(lambda d: d["models"][0]["replicas"].update(min=1)))
     raised = planned(lambda d: (own_autoscaler(d), d["node_pools"][1].update(min_size=1)))

@@ -32,8 +32,11 @@ def test_shipped_environments_pass_the_whole_gate(gate):
     assert {f.environment for f in gate.findings} == {*ENVS, *(f"{e}-platform" for e in ENVS)}
     assert {f.check for f in gate.findings if f.baselined} == {"CKV_AWS_144", "CKV_AWS_145"}
     # The SSE-S3 exception covers the access-log bucket only; every data bucket passes CKV_AWS_18 (logging).
-    assert all(f.resource.startswith("aws_s3_bucket.access-logs_bucket_") for f in gate.findings
-               if f.check == "CKV_AWS_145" and f.baselined)
+    assert all(
+        f.resource.startswith("aws_s3_bucket.access-logs_bucket_")
+        for f in gate.findings
+        if f.check == "CKV_AWS_145" and f.baselined
+    )
     assert all(f.passed for f in gate.findings if f.check == "CKV_AWS_18")
     assert not gate.missing_checks and not gate.stale_baseline
     assert sum(f.passed for f in gate.findings) > 400  # the built-in checks ran, not only ours
@@ -59,12 +62,17 @@ def test_there_are_at_least_eight_custom_policies_and_each_runs_on_every_stack(g
 
 # ------------------------------------------------------------------ broken stacks
 
+
 def _of(doc: dict, kind: str) -> dict:
     return resources(doc, kind)
 
 
 def _role_policies(doc: dict, identity: str) -> list[dict]:
-    roles = {name for name, role in _of(doc, "aws_iam_role").items() if role.get("tags", {}).get("llm-serving-stacks:identity") == identity}
+    roles = {
+        name
+        for name, role in _of(doc, "aws_iam_role").items()
+        if role.get("tags", {}).get("llm-serving-stacks:identity") == identity
+    }
     return [p for p in _of(doc, "aws_iam_role_policy").values() if p["role"].split(".")[1] in roles]
 
 
@@ -149,7 +157,9 @@ def public_policies_allowed(doc):
 
 def plain_http_allowed(doc):
     policy = next(iter(_of(doc, "aws_s3_bucket_policy").values()))
-    _edit_policy(policy, lambda s: s.__delitem__(next(i for i, x in enumerate(s) if x["Sid"] == "DenyInsecureTransport")))
+    _edit_policy(
+        policy, lambda s: s.__delitem__(next(i for i, x in enumerate(s) if x["Sid"] == "DenyInsecureTransport"))
+    )
 
 
 def acls_enabled(doc):
@@ -262,6 +272,7 @@ def test_a_gpu_pool_check_ignores_cpu_pools(broken_findings):
 
 # ------------------------------------------------------------------ spec policies
 
+
 @pytest.fixture
 def dev_specs(synth_dir):
     return load_specs(synth_dir / "specs" / "dev")
@@ -271,20 +282,67 @@ def _policy(policy_id: str):
     return next(p for p in POLICIES if p.id == policy_id).check
 
 
-@pytest.mark.parametrize(("policy", "change", "needle"), [
-    ("LLM_SPEC_1", lambda d: d["anyscale-service.yaml"]["env_vars"].update(HF_TOKEN="anything"), "env_vars.HF_TOKEN: HF_TOKEN holds a credential"),
-    ("LLM_SPEC_1", lambda d: d["serve-config.yaml"]["applications"][0]["args"].update(note="hf_" + "a" * 34), "holds a Hugging Face token"),
-    ("LLM_SPEC_1", lambda d: d["rayservice.yaml"]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-     .setdefault("env", []).append({"name": "AWS_SECRET_ACCESS_KEY", "value": "x" * 40}), "AWS_SECRET_ACCESS_KEY holds a credential"),
-    ("LLM_SPEC_1", lambda d: d["anyscale-service.yaml"]["env_vars"].update(KEY_ID="AKIA" + "A" * 16), "holds an AWS access key id"),
-    ("LLM_SPEC_2", lambda d: d["anyscale-service.yaml"].update(query_auth_token_enabled=False), "query_auth_token_enabled must be true"),
-    ("LLM_SPEC_2", lambda d: d["anyscale-service.yaml"].pop("query_auth_token_enabled"), "query_auth_token_enabled must be true"),
-    ("LLM_SPEC_2", lambda d: d["rayservice.yaml"]["spec"].update(serveService={"spec": {"type": "LoadBalancer"}}), "LoadBalancer exposes"),
-    ("LLM_SPEC_3", lambda d: d["serve-config.yaml"]["applications"][0]["args"]["models"][0].update(accelerator_type=None), "has no accelerator_type"),
-    ("LLM_SPEC_3", lambda d: d["anyscale-service.yaml"]["compute_config"].update(worker_nodes=[]), "anyscale-service.yaml: no worker group with L4"),
-    ("LLM_SPEC_3", lambda d: d["rayservice.yaml"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
-     ["resources"]["limits"].pop("nvidia.com/gpu"), "rayservice.yaml: no worker group requesting L4"),
-])
+@pytest.mark.parametrize(
+    ("policy", "change", "needle"),
+    [
+        (
+            "LLM_SPEC_1",
+            lambda d: d["anyscale-service.yaml"]["env_vars"].update(HF_TOKEN="anything"),
+            "env_vars.HF_TOKEN: HF_TOKEN holds a credential",
+        ),
+        (
+            "LLM_SPEC_1",
+            lambda d: d["serve-config.yaml"]["applications"][0]["args"].update(note="hf_" + "a" * 34),
+            "holds a Hugging Face token",
+        ),
+        (
+            "LLM_SPEC_1",
+            lambda d: (
+                d["rayservice.yaml"]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+                .setdefault("env", [])
+                .append({"name": "AWS_SECRET_ACCESS_KEY", "value": "x" * 40})
+            ),
+            "AWS_SECRET_ACCESS_KEY holds a credential",
+        ),
+        (
+            "LLM_SPEC_1",
+            lambda d: d["anyscale-service.yaml"]["env_vars"].update(KEY_ID="AKIA" + "A" * 16),
+            "holds an AWS access key id",
+        ),
+        (
+            "LLM_SPEC_2",
+            lambda d: d["anyscale-service.yaml"].update(query_auth_token_enabled=False),
+            "query_auth_token_enabled must be true",
+        ),
+        (
+            "LLM_SPEC_2",
+            lambda d: d["anyscale-service.yaml"].pop("query_auth_token_enabled"),
+            "query_auth_token_enabled must be true",
+        ),
+        (
+            "LLM_SPEC_2",
+            lambda d: d["rayservice.yaml"]["spec"].update(serveService={"spec": {"type": "LoadBalancer"}}),
+            "LoadBalancer exposes",
+        ),
+        (
+            "LLM_SPEC_3",
+            lambda d: d["serve-config.yaml"]["applications"][0]["args"]["models"][0].update(accelerator_type=None),
+            "has no accelerator_type",
+        ),
+        (
+            "LLM_SPEC_3",
+            lambda d: d["anyscale-service.yaml"]["compute_config"].update(worker_nodes=[]),
+            "anyscale-service.yaml: no worker group with L4",
+        ),
+        (
+            "LLM_SPEC_3",
+            lambda d: d["rayservice.yaml"]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"][
+                "containers"
+            ][0]["resources"]["limits"].pop("nvidia.com/gpu"),
+            "rayservice.yaml: no worker group requesting L4",
+        ),
+    ],
+)
 def test_spec_policies_catch_what_they_are_for(dev_specs, policy, change, needle):
     check = _policy(policy)
     assert check(dev_specs) == []
@@ -300,6 +358,7 @@ def test_secret_names_are_fine_where_values_are_not(dev_specs):
 
 # ------------------------------------------------------------------ the command
 
+
 def test_check_command_reports_per_environment_and_writes_sarif(tmp_path, capsys):
     out = tmp_path / "cdktf.out"
     assert main(["check", "--env", "dev", "--outdir", str(out)]) == 0
@@ -313,8 +372,14 @@ def test_check_command_reports_per_environment_and_writes_sarif(tmp_path, capsys
 
 def test_a_failure_outside_the_baseline_fails_the_gate_with_exit_1(tmp_path, capsys):
     baseline = tmp_path / "baseline.yaml"
-    baseline.write_text(yaml.safe_dump([{"check": "CKV_AWS_144", "reason": "replication doubles storage of big weights"},
-                                        {"check": "CKV_AWS_999", "reason": "an entry that matches nothing at all"}]))
+    baseline.write_text(
+        yaml.safe_dump(
+            [
+                {"check": "CKV_AWS_144", "reason": "replication doubles storage of big weights"},
+                {"check": "CKV_AWS_999", "reason": "an entry that matches nothing at all"},
+            ]
+        )
+    )
     assert main(["check", "--env", "dev", "--outdir", str(tmp_path / "out"), "--baseline", str(baseline)]) == 1
     out = capsys.readouterr().out
     assert "dev: " in out and " 1 failed, 4 baselined (CKV_AWS_144)" in out
@@ -323,14 +388,20 @@ def test_a_failure_outside_the_baseline_fails_the_gate_with_exit_1(tmp_path, cap
     assert out.strip().endswith("policy gate: FAILED")
 
 
-@pytest.mark.parametrize(("content", "needle"), [
-    ([{"check": "CKV_AWS_18"}], "[0].reason: Field required"),
-    ([{"check": "CKV_AWS_18", "reason": "because"}], "[0].reason: give the reason this check is skipped"),
-    ([{"check": "CKV_AWS_18", "reason": "a long enough reason here", "until": "never"}], "[0].until: unknown key"),
-    ([{"check": "skip-everything", "reason": "a long enough reason here"}], "[0].check: String should match pattern"),
-    ([{"check": "CKV_AWS_18", "reason": "a long enough reason here"}] * 2, "[1].check: CKV_AWS_18 is listed twice"),
-    ("{not: [yaml", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ([{"check": "CKV_AWS_18"}], "[0].reason: Field required"),
+        ([{"check": "CKV_AWS_18", "reason": "because"}], "[0].reason: give the reason this check is skipped"),
+        ([{"check": "CKV_AWS_18", "reason": "a long enough reason here", "until": "never"}], "[0].until: unknown key"),
+        (
+            [{"check": "skip-everything", "reason": "a long enough reason here"}],
+            "[0].check: String should match pattern",
+        ),
+        ([{"check": "CKV_AWS_18", "reason": "a long enough reason here"}] * 2, "[1].check: CKV_AWS_18 is listed twice"),
+        ("{not: [yaml", "not valid YAML"),
+    ],
+)
 def test_a_bad_baseline_is_one_line_exit_2_before_anything_runs(tmp_path, capsys, content, needle):
     baseline = tmp_path / "baseline.yaml"
     baseline.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
@@ -378,7 +449,9 @@ def test_no_checkov_anywhere_is_one_line_exit_3(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert main(["check", "--env", "dev", "--outdir", str(tmp_path / "out")]) == 3
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "checkov: not installed: `make check` installs checkov==3.3.30 into .venv-checkov" in err[0]
+    assert (
+        len(err) == 1 and "checkov: not installed: `make check` installs checkov==3.3.30 into .venv-checkov" in err[0]
+    )
 
 
 def test_a_checkov_that_crashes_is_reported_not_taken_for_a_pass(synth_dir, tmp_path):
@@ -401,10 +474,22 @@ def test_a_crashing_checkov_is_one_line_exit_3_through_the_command(tmp_path, cap
 
 def test_a_baseline_entry_can_be_limited_to_some_resources(tmp_path, capsys):
     baseline = tmp_path / "baseline.yaml"
-    baseline.write_text(yaml.safe_dump([
-        {"check": "CKV_AWS_144", "reason": "replication doubles storage of big weights", "resources": ["aws_s3_bucket.weights_*"]},
-        {"check": "CKV_AWS_145", "reason": "log delivery needs SSE-S3 on the log bucket", "resources": ["aws_s3_bucket.access-logs_*"]},
-    ]))
+    baseline.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "check": "CKV_AWS_144",
+                    "reason": "replication doubles storage of big weights",
+                    "resources": ["aws_s3_bucket.weights_*"],
+                },
+                {
+                    "check": "CKV_AWS_145",
+                    "reason": "log delivery needs SSE-S3 on the log bucket",
+                    "resources": ["aws_s3_bucket.access-logs_*"],
+                },
+            ]
+        )
+    )
     assert main(["check", "--env", "dev", "--outdir", str(tmp_path / "out"), "--baseline", str(baseline)]) == 1
     out = capsys.readouterr().out
     assert "  FAILED CKV_AWS_144 aws_s3_bucket.lora_bucket_" in out
@@ -418,13 +503,23 @@ def test_the_kits_and_the_teams_baselines_combine(tmp_path):
     from policies.gate import load_baselines
 
     team = tmp_path / "baseline.yaml"
-    team.write_text(yaml.safe_dump([
-        {"check": "CKV_AWS_145", "reason": "our own log bucket also takes S3 server access logs", "resources": ["aws_s3_bucket.team_logs"]},
-        {"check": "CKV_AWS_144", "reason": "no replication anywhere in this organization", "resources": []},
-        {"check": "CKV_ACME_1", "reason": "dev runs on spot capacity to save cost"},
-    ]))
+    team.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "check": "CKV_AWS_145",
+                    "reason": "our own log bucket also takes S3 server access logs",
+                    "resources": ["aws_s3_bucket.team_logs"],
+                },
+                {"check": "CKV_AWS_144", "reason": "no replication anywhere in this organization", "resources": []},
+                {"check": "CKV_ACME_1", "reason": "dev runs on spot capacity to save cost"},
+            ]
+        )
+    )
     merged, sources = load_baselines([BASELINE_FILE, team, team])  # a file named twice is read once
-    assert merged["CKV_AWS_145"].covers("aws_s3_bucket.access-logs_bucket_1") and merged["CKV_AWS_145"].covers("aws_s3_bucket.team_logs")
+    assert merged["CKV_AWS_145"].covers("aws_s3_bucket.access-logs_bucket_1") and merged["CKV_AWS_145"].covers(
+        "aws_s3_bucket.team_logs"
+    )
     assert not merged["CKV_AWS_145"].covers("aws_s3_bucket.weights_bucket_1")
     assert merged["CKV_AWS_144"].covers("aws_s3_bucket.anything")  # no resources: every resource
     assert sources == {"CKV_AWS_144": BASELINE_FILE, "CKV_AWS_145": BASELINE_FILE, "CKV_ACME_1": team.resolve()}

@@ -40,7 +40,10 @@ def repo(tmp_path_factory) -> Path:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
     envs = repo / "stacks" / "environments"
-    _edit(envs / "dev.yaml", lambda d: d["node_pools"].append({"name": "batch", "instance_types": ["m7i.large"], "max_size": 2}))
+    _edit(
+        envs / "dev.yaml",
+        lambda d: d["node_pools"].append({"name": "batch", "instance_types": ["m7i.large"], "max_size": 2}),
+    )
     git(repo, "init", "--quiet", "--initial-branch", "base")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", "--all")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "--quiet", "-m", "base")
@@ -50,8 +53,16 @@ def repo(tmp_path_factory) -> Path:
         d["node_pools"][1]["max_size"] = 6
         d["models"][0]["replicas"] = {"min": 1, "max": 3}
         d["models"][1]["weights"]["snapshot"] = "5e1f0c2b9a7d4e63"  # a weights update
-        d["models"].append({"id": "qwen3-0.6b", "architecture": "Qwen/Qwen3-0.6B", "node_pool": "l4", "max_model_len": 4096,
-                            "replicas": {"min": 0, "max": 1}, "weights": {"snapshot": "a0b1c2d3e4f50617"}})
+        d["models"].append(
+            {
+                "id": "qwen3-0.6b",
+                "architecture": "Qwen/Qwen3-0.6B",
+                "node_pool": "l4",
+                "max_model_len": 4096,
+                "replicas": {"min": 0, "max": 1},
+                "weights": {"snapshot": "a0b1c2d3e4f50617"},
+            }
+        )
 
     _edit(envs / "dev.yaml", dev)
     _edit(envs / "prod.yaml", lambda d: d["buckets"].update(prevent_destroy=False))  # breaks CKV_LLM_11
@@ -71,9 +82,13 @@ def test_serving_changes_are_reported_in_serving_terms(result):
     dev = by_name(result, "dev")
     assert dev.status == "changed"
     serving = "\n".join(dev.serving)
-    assert "model `qwen3-0.6b` added: node pool l4, GPUs per replica 1 x L4, replicas 0-1, max_model_len 4096" in serving
+    assert (
+        "model `qwen3-0.6b` added: node pool l4, GPUs per replica 1 x L4, replicas 0-1, max_model_len 4096" in serving
+    )
     assert "model `qwen2.5-7b-instruct`: replicas 0-2 -> 1-3" in serving
-    old = yaml.safe_load((ROOT / "stacks" / "environments" / "dev.yaml").read_text())["models"][1]["weights"]["snapshot"]
+    old = yaml.safe_load((ROOT / "stacks" / "environments" / "dev.yaml").read_text())["models"][1]["weights"][
+        "snapshot"
+    ]
     assert f"model `llama-3.2-1b-instruct`: weights snapshot {old} -> 5e1f0c2b9a7d4e63" in serving
     assert "node pool `batch` removed" in serving
     assert "node pool `l4`: nodes 0-4 -> 0-6" in serving
@@ -97,8 +112,10 @@ def test_terraform_resources_added_removed_and_changed_with_attributes(result):
 def test_the_policy_verdict_is_the_working_trees(result):
     prod, staging = by_name(result, "prod"), by_name(result, "staging")
     assert not prod.policy_ok and "CKV_LLM_11 aws_s3_bucket.lora_bucket_" in prod.policy
-    assert any(r.address.startswith("aws_s3_bucket.") and "lifecycle.prevent_destroy: true -> (none)" in r.attributes
-               for r in prod.resources)
+    assert any(
+        r.address.startswith("aws_s3_bucket.") and "lifecycle.prevent_destroy: true -> (none)" in r.attributes
+        for r in prod.resources
+    )
     assert staging.status == "unchanged" and staging.policy_ok and not staging.resources
     assert not result.policy_ok
 
@@ -143,7 +160,12 @@ def test_a_missing_base_revision_is_one_line_exit_2(repo, capsys):
     cwd = os.getcwd()
     os.chdir(repo)
     try:
-        assert main(["preview", "--base", "no-such-ref", "--env-dir", str(repo / "stacks" / "environments"), "--no-policy"]) == 2
+        assert (
+            main(
+                ["preview", "--base", "no-such-ref", "--env-dir", str(repo / "stacks" / "environments"), "--no-policy"]
+            )
+            == 2
+        )
     finally:
         os.chdir(cwd)
     err = capsys.readouterr().err.strip().splitlines()
@@ -169,7 +191,9 @@ def test_resource_diff_names_nested_attributes():
 def test_an_invalid_working_tree_environment_is_exit_2_before_any_checkout(repo, tmp_path, capsys):
     envs = tmp_path / "envs"
     shutil.copytree(repo / "stacks" / "environments", envs)
-    (envs / "dev.yaml").write_text((envs / "dev.yaml").read_text().replace("max_model_len: 8192", "max_model_len: many"))
+    (envs / "dev.yaml").write_text(
+        (envs / "dev.yaml").read_text().replace("max_model_len: 8192", "max_model_len: many")
+    )
     cwd = os.getcwd()
     os.chdir(repo)
     try:

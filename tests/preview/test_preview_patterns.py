@@ -52,22 +52,30 @@ def test_standard_to_disaggregated_shows_prefill_decode_and_the_connector():
     line = changes(planned(standard_70b), planned())["llama-3.1-70b-instruct"]
     head = planned().models[2]
     prefill, decode = head.parts
-    assert line.startswith("model `llama-3.1-70b-instruct`: pattern standard -> disaggregated; KV connector none -> nixl; "
-                           "now prefill node pool h200-prefill, prefill GPUs per replica 4 x H200, prefill replicas 1-4, "
-                           "decode node pool h200-decode, decode GPUs per replica 4 x H200, decode replicas 1-4, ")
-    assert (f"prefill load target {prefill.load.target_ongoing_requests:g} / {prefill.load.max_ongoing_requests}, "
-            f"decode load target {decode.load.target_ongoing_requests:g} / {decode.load.max_ongoing_requests}; ") in line
+    assert line.startswith(
+        "model `llama-3.1-70b-instruct`: pattern standard -> disaggregated; KV connector none -> nixl; "
+        "now prefill node pool h200-prefill, prefill GPUs per replica 4 x H200, prefill replicas 1-4, "
+        "decode node pool h200-decode, decode GPUs per replica 4 x H200, decode replicas 1-4, "
+    )
+    assert (
+        f"prefill load target {prefill.load.target_ongoing_requests:g} / {prefill.load.max_ongoing_requests}, "
+        f"decode load target {decode.load.target_ongoing_requests:g} / {decode.load.max_ongoing_requests}; "
+    ) in line
     assert "; was node pool h200-decode, GPUs per replica 4 x H200, replicas 1-4, load target " in line
     # And back: the parts go, the single deployment comes.
     back = changes(planned(), planned(standard_70b))["llama-3.1-70b-instruct"]
     assert "pattern disaggregated -> standard; KV connector nixl -> none; now node pool h200-decode" in back
-    assert "; was prefill node pool h200-prefill, prefill GPUs per replica 4 x H200, prefill replicas 1-4, decode" in back
+    assert (
+        "; was prefill node pool h200-prefill, prefill GPUs per replica 4 x H200, prefill replicas 1-4, decode" in back
+    )
 
 
 def test_standard_to_multi_node_shows_the_shape_and_nodes_per_replica():
     line = changes(planned(standard_405b), planned())["llama-3.1-405b-instruct"]
-    assert line.startswith("model `llama-3.1-405b-instruct`: pattern standard -> multi_node; "
-                           "GPUs per replica 8 x H100 -> 16 x H100 (tp 8 x pp 2); nodes per replica 1 -> 2; ")
+    assert line.startswith(
+        "model `llama-3.1-405b-instruct`: pattern standard -> multi_node; "
+        "GPUs per replica 8 x H100 -> 16 x H100 (tp 8 x pp 2); nodes per replica 1 -> 2; "
+    )
 
 
 def test_a_wider_gang_or_more_stages_shows_the_shape():
@@ -97,10 +105,14 @@ def test_per_part_replicas_and_pools_and_expert_parallel():
 def test_added_models_list_their_pattern_and_parts():
     added = compare("model", {}, model_facts(planned()))
     by_model = {line.split("`")[1]: line for line in added}
-    assert "added: pattern multi_node, node pool h100-405b, GPUs per replica 16 x H100 (tp 8 x pp 2), nodes per replica 2, " \
-           "replicas 1-1," in by_model["llama-3.1-405b-instruct"]
-    assert "added: pattern disaggregated, prefill node pool h200-prefill, prefill GPUs per replica 4 x H200, " \
-           "prefill replicas 1-4, decode node pool h200-decode" in by_model["llama-3.1-70b-instruct"]
+    assert (
+        "added: pattern multi_node, node pool h100-405b, GPUs per replica 16 x H100 (tp 8 x pp 2), nodes per replica 2, "
+        "replicas 1-1," in by_model["llama-3.1-405b-instruct"]
+    )
+    assert (
+        "added: pattern disaggregated, prefill node pool h200-prefill, prefill GPUs per replica 4 x H200, "
+        "prefill replicas 1-4, decode node pool h200-decode" in by_model["llama-3.1-70b-instruct"]
+    )
     assert "KV connector nixl" in by_model["llama-3.1-70b-instruct"]
     assert "expert parallel on" in by_model["qwen3-30b-a3b"]
 
@@ -109,7 +121,10 @@ def test_capacity_rows_are_per_part_and_per_replica():
     base, head = planned(standard_70b), planned(lambda d: d["models"][1].update(data_parallel_size=2))
     rows = {(r["model"], r["part"]): r for r in capacity_rows(base, head)}
     assert [k for k in rows if k[0] == "llama-3.1-70b-instruct"] == [
-        ("llama-3.1-70b-instruct", "model"), ("llama-3.1-70b-instruct", "prefill"), ("llama-3.1-70b-instruct", "decode")]
+        ("llama-3.1-70b-instruct", "model"),
+        ("llama-3.1-70b-instruct", "prefill"),
+        ("llama-3.1-70b-instruct", "decode"),
+    ]
     assert rows[("llama-3.1-70b-instruct", "model")]["concurrency_after"] is None
     assert rows[("llama-3.1-70b-instruct", "prefill")]["concurrency_before"] is None
     # A data-parallel replica holds what all its engines hold.
@@ -119,6 +134,7 @@ def test_capacity_rows_are_per_part_and_per_replica():
 
 
 # ------------------------------------------------------------------ the command, on a planted repository
+
 
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
@@ -156,8 +172,10 @@ def test_the_preview_shows_a_model_disaggregated(result):
     (env,) = result.environments
     assert env.name == "patterns" and env.status == "changed"
     serving = "\n".join(env.serving)
-    assert "model `llama-3.1-70b-instruct`: pattern standard -> disaggregated; KV connector none -> nixl; now prefill " \
-           "node pool h200-prefill, prefill GPUs per replica 4 x H200, prefill replicas 1-4, decode node pool " in serving
+    assert (
+        "model `llama-3.1-70b-instruct`: pattern standard -> disaggregated; KV connector none -> nixl; now prefill "
+        "node pool h200-prefill, prefill GPUs per replica 4 x H200, prefill replicas 1-4, decode node pool " in serving
+    )
     assert "node pool `h200-prefill`" not in serving  # the pool was there; what changes is what runs on it
     # 4 prefill replicas of 4 GPUs join the decode side's 16 at max.
     assert env.gpus == {"before": 16 + 16 + 16, "after": 16 + 16 + 32}
@@ -166,7 +184,9 @@ def test_the_preview_shows_a_model_disaggregated(result):
     text = to_markdown(result)
     for part, label in (("model", ""), ("prefill", " (prefill)"), ("decode", " (decode)")):
         row = rows[("llama-3.1-70b-instruct", part)]
-        before, after = (f"{v}x" if v is not None else "-" for v in (row["concurrency_before"], row["concurrency_after"]))
+        before, after = (
+            f"{v}x" if v is not None else "-" for v in (row["concurrency_before"], row["concurrency_after"])
+        )
         assert f"| llama-3.1-70b-instruct{label} | {before} | {after} |" in text
     assert "+      kv_connector: nixl" in env.spec_diff and "+      prefill:" in env.spec_diff
 
@@ -174,5 +194,8 @@ def test_the_preview_shows_a_model_disaggregated(result):
 def test_the_json_names_each_part(result):
     (env,) = json.loads(to_json(result))["environments"]
     parts = {(r["model"], r["part"]) for r in env["capacity"]}
-    assert {("llama-3.1-70b-instruct", "model"), ("llama-3.1-70b-instruct", "prefill"),
-            ("llama-3.1-70b-instruct", "decode")} <= parts
+    assert {
+        ("llama-3.1-70b-instruct", "model"),
+        ("llama-3.1-70b-instruct", "prefill"),
+        ("llama-3.1-70b-instruct", "decode"),
+    } <= parts

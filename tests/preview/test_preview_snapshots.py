@@ -32,7 +32,9 @@ def planned(snapshot: str):
 
 
 def line(base, head, describe=None) -> str:
-    (found,) = [x for x in compare("model", model_facts(base, describe), model_facts(head, describe)) if f"`{MODEL}`" in x]
+    (found,) = [
+        x for x in compare("model", model_facts(base, describe), model_facts(head, describe)) if f"`{MODEL}`" in x
+    ]
     return found
 
 
@@ -47,13 +49,20 @@ def test_with_bucket_access_each_snapshot_shows_its_size_and_date():
         s3 = boto3.client("s3", region_name=head.env.aws.region)
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": head.env.aws.region})
         for snapshot, sizes in ((OLD, [2**30, 2**29]), (NEW, [3 * 2**30])):
-            manifest = {"model_id": MODEL, "files": [{"path": f"f{i}", "size": n, "sha256": "0" * 64} for i, n in enumerate(sizes)]}
-            s3.put_object(Bucket=bucket, Key=snapshot_prefix(MODEL, snapshot) + "manifest.json", Body=json.dumps(manifest))
+            manifest = {
+                "model_id": MODEL,
+                "files": [{"path": f"f{i}", "size": n, "sha256": "0" * 64} for i, n in enumerate(sizes)],
+            }
+            s3.put_object(
+                Bucket=bucket, Key=snapshot_prefix(MODEL, snapshot) + "manifest.json", Body=json.dumps(manifest)
+            )
         calls = []
         describe = describer(lambda region: calls.append(region) or s3)
         today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
-        assert line(base, head, describe) == (f"model `{MODEL}`: weights snapshot {OLD} (1.50 GiB, published {today}) -> "
-                                              f"{NEW} (3.00 GiB, published {today})")
+        assert line(base, head, describe) == (
+            f"model `{MODEL}`: weights snapshot {OLD} (1.50 GiB, published {today}) -> "
+            f"{NEW} (3.00 GiB, published {today})"
+        )
         # One client per region, whatever the number of models.
         assert calls == [head.env.aws.region]
         missing = planned("00000000000000aa")

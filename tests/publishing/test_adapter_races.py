@@ -78,7 +78,7 @@ def keys(s3, prefix: str = "") -> set[str]:
 
 def published(s3, name: str) -> dict[str, bytes]:
     prefix = f"adapters/{QWEN}/{name}/"
-    return {k[len(prefix):]: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys(s3, prefix)}
+    return {k[len(prefix) :]: s3.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in keys(s3, prefix)}
 
 
 def contents(directory: Path) -> dict[str, bytes]:
@@ -90,11 +90,31 @@ def publish_together(tmp_path: Path, directories: list[Path], name: str) -> list
     shutil.rmtree(signals, ignore_errors=True)
     signals.mkdir()
     go, ready = signals / "go", [signals / f"ready-{i}" for i in range(len(directories))]
-    processes = [subprocess.Popen(
-        [sys.executable, "-c", AT_THE_SIGNAL, str(r), str(go), "upload-adapter", "--env", "dev", "--model", QWEN,
-         "--adapter", name, "--from", str(d)],
-        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    ) for r, d in zip(ready, directories)]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                AT_THE_SIGNAL,
+                str(r),
+                str(go),
+                "upload-adapter",
+                "--env",
+                "dev",
+                "--model",
+                QWEN,
+                "--adapter",
+                name,
+                "--from",
+                str(d),
+            ],
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r, d in zip(ready, directories, strict=True)
+    ]
     # However slow the start, `go` waits for every process: one let go early would reach S3 first and
     # the race would not be run (one winner holds for uploads one after the other too).
     deadline = time.monotonic() + waits.COMMAND
@@ -169,7 +189,13 @@ def _interrupted_after_claim(s3, directory: Path) -> None:
         raise ConnectionError("connection reset")
 
     with pytest.raises(ConnectionError):
-        upload_adapter(Interfering(s3, upload_file=cut, copy=cut, put_object=_after_first(cut)), BUCKET, TARGET, "support", directory)
+        upload_adapter(
+            Interfering(s3, upload_file=cut, copy=cut, put_object=_after_first(cut)),
+            BUCKET,
+            TARGET,
+            "support",
+            directory,
+        )
 
 
 def _after_first(action):
@@ -194,7 +220,10 @@ def test_an_abandoned_claim_blocks_other_content_until_delete_adapter_removes_it
     other = adapter_dir(tmp_path / "b", "support", rank=16)
     assert upload(other) == 2
     err = capsys.readouterr().err.strip()
-    assert "is being published with other content by another upload (claimed 20" in err and "delete-adapter removes its claim" in err
+    assert (
+        "is being published with other content by another upload (claimed 20" in err
+        and "delete-adapter removes its claim" in err
+    )
     assert upload(first) == 0  # the interrupted upload itself resumes
     assert main(["delete-adapter", "--env", "dev", "--model", QWEN, "--adapter", "support"]) == 0
     _interrupted_after_claim(s3, first)
@@ -206,7 +235,9 @@ def test_an_abandoned_claim_blocks_other_content_until_delete_adapter_removes_it
 
 def test_a_claim_for_another_model_or_an_unreadable_one_is_another_uploads(s3, tmp_path, capsys):
     directory = adapter_dir(tmp_path, "support")
-    s3.put_object(Bucket=BUCKET, Key=claim_key("support"), Body=json.dumps({"model": "llama-3.2-1b-instruct", "content": "x"}))
+    s3.put_object(
+        Bucket=BUCKET, Key=claim_key("support"), Body=json.dumps({"model": "llama-3.2-1b-instruct", "content": "x"})
+    )
     assert upload(directory) == 2
     assert "'support' is being published for model 'llama-3.2-1b-instruct' by another upload" in capsys.readouterr().err
     # delete-adapter for this model leaves another model's claim alone
@@ -220,7 +251,9 @@ def test_a_claim_for_another_model_or_an_unreadable_one_is_another_uploads(s3, t
 
 
 def _client_error(code: str, status: int, operation: str = "PutObject") -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation)
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+    )
 
 
 def test_a_claim_that_keeps_changing_hands_gives_up_in_one_line(s3, tmp_path):
@@ -246,7 +279,9 @@ def test_conflicting_conditional_writes_are_retried(s3, tmp_path):
             conflicts.append(kwargs["Key"])
             raise _client_error("ConditionalRequestConflict", 409)
 
-    report = upload_adapter(Interfering(s3, put_object=conflict_once), BUCKET, TARGET, "support", adapter_dir(tmp_path, "support"))
+    report = upload_adapter(
+        Interfering(s3, put_object=conflict_once), BUCKET, TARGET, "support", adapter_dir(tmp_path, "support")
+    )
     assert "adapter_config.json" in report.uploaded
     assert conflicts == [claim_key("support"), f"adapters/{QWEN}/support/adapter_config.json"]
 
@@ -268,8 +303,12 @@ def test_a_staged_file_replaced_before_its_copy_is_caught_and_a_rerun_repairs_it
 
     def replace_source(source, *args, **kwargs):
         original = s3.head_object(Bucket=source["Bucket"], Key=source["Key"])
-        s3.put_object(Bucket=source["Bucket"], Key=source["Key"], Body=os.urandom(original["ContentLength"]),
-                      Metadata=original["Metadata"])
+        s3.put_object(
+            Bucket=source["Bucket"],
+            Key=source["Key"],
+            Body=os.urandom(original["ContentLength"]),
+            Metadata=original["Metadata"],
+        )
 
     with pytest.raises(ArtifactError, match="the copy does not hold .*its staged object was replaced"):
         upload_adapter(Interfering(s3, copy=replace_source), BUCKET, TARGET, "support", directory)
@@ -293,6 +332,7 @@ def test_a_staged_object_replaced_with_its_metadata_kept_is_sent_again(s3, tmp_p
 def _raise(exc: Exception):
     def fail(*args, **kwargs):
         raise exc
+
     return fail
 
 

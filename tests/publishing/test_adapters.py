@@ -52,7 +52,11 @@ def env_file(tmp_path) -> Path:
 
 
 def keys(s3) -> set[str]:
-    return {o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET) for o in page.get("Contents", [])}
+    return {
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for o in page.get("Contents", [])
+    }
 
 
 def upload(directory: Path, name: str, model: str = QWEN, config: Path | None = None) -> int:
@@ -61,8 +65,11 @@ def upload(directory: Path, name: str, model: str = QWEN, config: Path | None = 
 
 
 def digests(directory: Path) -> dict[str, str]:
-    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 class RayView:
@@ -90,7 +97,9 @@ class RayView:
         from ray.llm._internal.common.utils.cloud_utils import CloudObjectCache
         from ray.llm._internal.common.utils.lora_utils import get_object_from_cloud
 
-        (cache,) = [c.cell_contents for c in get_object_from_cloud.__closure__ if isinstance(c.cell_contents, CloudObjectCache)]
+        (cache,) = [
+            c.cell_contents for c in get_object_from_cloud.__closure__ if isinstance(c.cell_contents, CloudObjectCache)
+        ]
         cache._cache.clear()
 
     def listed(self) -> set[str]:
@@ -136,8 +145,12 @@ def test_upload_publishes_an_adapter_ray_lists_and_loads_exactly(s3, tmp_path, r
     assert upload(directory, "support") == 0
     out = capsys.readouterr().out
     assert f"published {QWEN}:support to s3://{BUCKET}/adapters/{QWEN}/support/ (3 uploaded, 0 already staged)" in out
-    assert keys(s3) == {f"adapters/{QWEN}/support/{n}" for n in ("adapter_config.json", "adapter_model.safetensors", "README.md")}
-    head = s3.head_object(Bucket=BUCKET, Key=f"adapters/{QWEN}/support/adapter_model.safetensors", ChecksumMode="ENABLED")
+    assert keys(s3) == {
+        f"adapters/{QWEN}/support/{n}" for n in ("adapter_config.json", "adapter_model.safetensors", "README.md")
+    }
+    head = s3.head_object(
+        Bucket=BUCKET, Key=f"adapters/{QWEN}/support/adapter_model.safetensors", ChecksumMode="ENABLED"
+    )
     assert head["Metadata"]["sha256"] == digests(directory)["adapter_model.safetensors"] and head.get("ChecksumSHA256")
     assert ray_view.listed() == {"support"}
     assert ray_view.load("support") == digests(directory)
@@ -153,7 +166,9 @@ def test_rerun_is_a_no_op_and_other_content_under_the_same_name_is_refused(s3, t
     changed = adapter_dir(tmp_path / "v2", "support")
     assert upload(changed, "support") == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --adapter: ") and "already published with other content" in err and "support-v2" in err
+    assert (
+        err.startswith("error: --adapter: ") and "already published with other content" in err and "support-v2" in err
+    )
     assert upload(changed, "support-v2") == 0
 
 
@@ -223,8 +238,15 @@ def test_delete_unlists_first_and_versioning_brings_it_back(s3, tmp_path, ray_vi
 
 
 def test_a_name_taken_by_another_model_is_refused_even_when_incomplete(s3, tmp_path, env_file, capsys):
-    assert upload(adapter_dir(tmp_path, "shared", rank=8, base_model="meta-llama/Llama-3.2-1B-Instruct"), "shared",
-                  model=LLAMA, config=env_file) == 0
+    assert (
+        upload(
+            adapter_dir(tmp_path, "shared", rank=8, base_model="meta-llama/Llama-3.2-1B-Instruct"),
+            "shared",
+            model=LLAMA,
+            config=env_file,
+        )
+        == 0
+    )
     before = keys(s3)
     assert upload(adapter_dir(tmp_path / "qwen", "shared"), "shared", config=env_file) == 2
     assert f"'shared' is already published for model '{LLAMA}'" in capsys.readouterr().err
@@ -305,7 +327,18 @@ def test_killed_uploads_are_never_half_visible(s3, tmp_path, ray_view):
     """SIGKILL the command while it stages and while it copies into place, many times."""
     directory = adapter_dir(tmp_path, "big", extra_bytes=24 * 2**20, tokenizer_bytes=24 * 2**20)
     expected = {"big": digests(directory)}
-    command = [LLMSTACKS, "upload-adapter", "--env", "dev", "--model", QWEN, "--adapter", "big", "--from", str(directory)]
+    command = [
+        LLMSTACKS,
+        "upload-adapter",
+        "--env",
+        "dev",
+        "--model",
+        QWEN,
+        "--adapter",
+        "big",
+        "--from",
+        str(directory),
+    ]
     killed, half_copied = {"staging": 0, "copying": 0}, 0
     for round_ in range(8):
         phase = "copying" if round_ % 2 else "staging"
@@ -344,6 +377,7 @@ def _config(**changes):
         config = json.loads((d / "adapter_config.json").read_text())
         config.update(changes)
         (d / "adapter_config.json").write_text(json.dumps(config))
+
     return change
 
 
@@ -354,28 +388,48 @@ def _link_outside(d: Path) -> None:
 
 
 def _rank_mismatch(d: Path) -> None:
-    write_safetensors(d / "adapter_model.safetensors", {"m.q_proj.lora_A.weight": ("F16", [16, 64]),
-                                                         "m.q_proj.lora_B.weight": ("F16", [64, 16])})
+    write_safetensors(
+        d / "adapter_model.safetensors",
+        {"m.q_proj.lora_A.weight": ("F16", [16, 64]), "m.q_proj.lora_B.weight": ("F16", [64, 16])},
+    )
 
 
 BAD = [
     ("missing-config", lambda d: (d / "adapter_config.json").unlink(), "adapter_config.json: missing"),
-    ("config-not-json", lambda d: (d / "adapter_config.json").write_text("{nope"), "adapter_config.json: not valid JSON"),
+    (
+        "config-not-json",
+        lambda d: (d / "adapter_config.json").write_text("{nope"),
+        "adapter_config.json: not valid JSON",
+    ),
     ("not-lora", _config(peft_type="IA3"), "peft_type: 'IA3' is not a LoRA adapter"),
     ("dora", _config(use_dora=True), "DoRA adapters are not served by vLLM"),
     ("rank-too-high", _config(r=64), "r: rank 64 exceeds lora.max_rank 32 of model qwen2.5-7b-instruct"),
     ("rank-pattern-too-high", _config(rank_pattern={"q_proj": 128}), "rank 128 exceeds lora.max_rank 32"),
     ("rank-missing", _config(r=None), "r: None is not a LoRA rank"),
-    ("wrong-base-model", _config(base_model_name_or_path="meta-llama/Llama-3.1-8B-Instruct"),
-     "base_model_name_or_path: 'meta-llama/Llama-3.1-8B-Instruct' is not model qwen2.5-7b-instruct"),
+    (
+        "wrong-base-model",
+        _config(base_model_name_or_path="meta-llama/Llama-3.1-8B-Instruct"),
+        "base_model_name_or_path: 'meta-llama/Llama-3.1-8B-Instruct' is not model qwen2.5-7b-instruct",
+    ),
     ("no-base-model", _config(base_model_name_or_path=None), "base_model_name_or_path: missing"),
     ("no-weights", lambda d: (d / "adapter_model.safetensors").unlink(), "no adapter_model.safetensors"),
     ("pickled-weights", lambda d: (d / "adapter_model.bin").write_bytes(b"x"), "pickled weights are not published"),
-    ("corrupt-weights", lambda d: (d / "adapter_model.safetensors").write_bytes(os.urandom(512)), "not a safetensors file"),
-    ("truncated-weights", lambda d: (d / "adapter_model.safetensors").write_bytes((d / "adapter_model.safetensors").read_bytes()[:-10]),
-     "truncated or padded"),
+    (
+        "corrupt-weights",
+        lambda d: (d / "adapter_model.safetensors").write_bytes(os.urandom(512)),
+        "not a safetensors file",
+    ),
+    (
+        "truncated-weights",
+        lambda d: (d / "adapter_model.safetensors").write_bytes((d / "adapter_model.safetensors").read_bytes()[:-10]),
+        "truncated or padded",
+    ),
     ("weights-disagree-with-rank", _rank_mismatch, "has rank 16, but adapter_config.json says r=8"),
-    ("no-lora-tensors", lambda d: write_safetensors(d / "adapter_model.safetensors", {"x": ("U8", [8])}), "no LoRA tensors"),
+    (
+        "no-lora-tensors",
+        lambda d: write_safetensors(d / "adapter_model.safetensors", {"x": ("U8", [8])}),
+        "no LoRA tensors",
+    ),
     ("link-outside", _link_outside, "links outside"),
     ("empty-directory", lambda d: [p.unlink() for p in d.iterdir()], "empty directory"),
 ]
@@ -394,13 +448,19 @@ def test_bad_adapter_directories_are_one_line_exit_2_and_upload_nothing(s3, tmp_
     assert keys(s3) == before
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--model", "no-such-model", "--adapter", "a"], "dev.yaml: --model: 'no-such-model' is not a model of dev"),
-    (["--model", LLAMA, "--adapter", "a"], f"--model: '{LLAMA}' does not serve LoRA adapters (set models[1].lora.enabled)"),
-    (["--model", QWEN, "--adapter", "bad:name"], "--adapter: adapter name 'bad:name' is not valid"),
-    (["--model", QWEN, "--adapter", "../escape"], "--adapter: adapter name '../escape' is not valid"),
-    (["--model", QWEN, "--adapter", "a", "--from", "/nonexistent/dir"], "/nonexistent/dir: not a directory"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "no-such-model", "--adapter", "a"], "dev.yaml: --model: 'no-such-model' is not a model of dev"),
+        (
+            ["--model", LLAMA, "--adapter", "a"],
+            f"--model: '{LLAMA}' does not serve LoRA adapters (set models[1].lora.enabled)",
+        ),
+        (["--model", QWEN, "--adapter", "bad:name"], "--adapter: adapter name 'bad:name' is not valid"),
+        (["--model", QWEN, "--adapter", "../escape"], "--adapter: adapter name '../escape' is not valid"),
+        (["--model", QWEN, "--adapter", "a", "--from", "/nonexistent/dir"], "/nonexistent/dir: not a directory"),
+    ],
+)
 def test_bad_arguments_are_one_line_exit_2(s3, tmp_path, capsys, args, needle):
     if "--from" not in args:
         args = [*args, "--from", str(adapter_dir(tmp_path, "a"))]
@@ -412,13 +472,25 @@ def test_bad_arguments_are_one_line_exit_2(s3, tmp_path, capsys, args, needle):
 
 def test_no_credentials_is_one_line_exit_2(s3_endpoint, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ENDPOINT_URL_S3=s3_endpoint, AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+    env.update(
+        AWS_ENDPOINT_URL_S3=s3_endpoint,
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
     for command in (["upload-adapter", "--adapter", "a", "--from", str(adapter_dir(tmp_path, "a"))], ["list-adapters"]):
-        result = subprocess.run([LLMSTACKS, *command, "--env", "dev", "--model", QWEN], env=env, capture_output=True,
-                                text=True, timeout=waits.COMMAND)
+        result = subprocess.run(
+            [LLMSTACKS, *command, "--env", "dev", "--model", QWEN],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=waits.COMMAND,
+        )
         assert result.returncode == 2
-        assert result.stderr.strip() == "error: no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)"
+        assert (
+            result.stderr.strip()
+            == "error: no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)"
+        )
 
 
 def test_library_rejects_before_touching_s3(tmp_path):

@@ -54,10 +54,16 @@ def _limit_memory() -> None:
 def aws(s3_endpoint, tmp_path_factory):
     """Both buckets with something published in them, an environment trusting the model's code,
     and the environment for the commands."""
-    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION,
-             "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL_S3": s3_endpoint}
-    s3 = boto3.client("s3", region_name=REGION, endpoint_url=s3_endpoint,
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    creds = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL_S3": s3_endpoint,
+    }
+    s3 = boto3.client(
+        "s3", region_name=REGION, endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
     for bucket in (WEIGHTS, LORA):
         try:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -89,8 +95,15 @@ def versions(s3) -> set[tuple]:
 
 
 def llmstacks(aws, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([LLMSTACKS, *args], check=False, env=aws.env, capture_output=True, text=True, timeout=TIMEOUT,
-                          preexec_fn=_limit_memory)
+    return subprocess.run(
+        [LLMSTACKS, *args],
+        check=False,
+        env=aws.env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        preexec_fn=_limit_memory,
+    )
 
 
 def assert_refused(result: subprocess.CompletedProcess, needle: str) -> str:
@@ -141,6 +154,7 @@ def _write(name: str, content: bytes | str) -> Callable[[Path], None]:
         path = d / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content.encode() if isinstance(content, str) else content)
+
     return write
 
 
@@ -188,7 +202,11 @@ MODEL_CASES = [
     ("link-to-folder", _link_to_folder, "a link to a folder"),
     ("hard-link", lambda d: os.link(_outside(d), d / "extra.json"), "a hard link (2 names"),
     ("fifo", lambda d: os.mkfifo(d / "generation_config.json"), "a FIFO (named pipe)"),
-    ("link-to-fifo", lambda d: (os.mkfifo(d.parent / "pipe"), (d / "extra.json").symlink_to(d.parent / "pipe")), "links outside"),
+    (
+        "link-to-fifo",
+        lambda d: (os.mkfifo(d.parent / "pipe"), (d / "extra.json").symlink_to(d.parent / "pipe")),
+        "links outside",
+    ),
     ("socket", _socket, "a socket"),
     ("newline-in-name", _write("notes\n.txt", "x"), "'notes\\n.txt' is not printable"),
     ("escape-in-name", _write("\x1b[31mred.txt", "x"), "is not printable"),
@@ -198,26 +216,70 @@ MODEL_CASES = [
     ("over-10000-files", _many_files, "more than 10,000 files and folders"),
     # JSON the command parses
     ("config-100000-deep", _write("config.json", deep_json(100_000)), "config.json: not valid JSON"),
-    ("config-100-deep", _write("config.json", '{"model_type": "qwen2", "x": ' + deep_json(100) + "}"),
-     "nested more than 64 levels deep"),
-    ("config-over-1-mib", _write("config.json", '{"model_type": "qwen2", "pad": "' + "x" * MiB + '"}'),
-     "over 1,048,576 bytes; config.json may be at most 1 MiB"),
+    (
+        "config-100-deep",
+        _write("config.json", '{"model_type": "qwen2", "x": ' + deep_json(100) + "}"),
+        "nested more than 64 levels deep",
+    ),
+    (
+        "config-over-1-mib",
+        _write("config.json", '{"model_type": "qwen2", "pad": "' + "x" * MiB + '"}'),
+        "over 1,048,576 bytes; config.json may be at most 1 MiB",
+    ),
     ("config-unterminated-string", _write("config.json", UNTERMINATED), "config.json: not valid JSON"),
-    ("config-huge-number", _write("config.json", '{"model_type": "qwen2", "n": ' + "9" * 100_000 + "}"), "not valid JSON"),
-    ("tokenizer-config-100000-deep", _write("tokenizer_config.json", deep_json(100_000)), "tokenizer_config.json: not valid JSON"),
-    ("tokenizer-config-over-16-mib", _write("tokenizer_config.json", '{"pad": "' + "x" * 16 * MiB + '"}'), "at most 16 MiB"),
+    (
+        "config-huge-number",
+        _write("config.json", '{"model_type": "qwen2", "n": ' + "9" * 100_000 + "}"),
+        "not valid JSON",
+    ),
+    (
+        "tokenizer-config-100000-deep",
+        _write("tokenizer_config.json", deep_json(100_000)),
+        "tokenizer_config.json: not valid JSON",
+    ),
+    (
+        "tokenizer-config-over-16-mib",
+        _write("tokenizer_config.json", '{"pad": "' + "x" * 16 * MiB + '"}'),
+        "at most 16 MiB",
+    ),
     ("header-100000-deep", _header(SHARD, deep_json(100_000)), "header is not JSON of bounded depth"),
     ("header-unterminated-string", _header(SHARD, UNTERMINATED), "header is not JSON"),
-    ("header-string-offsets", _tensor(SHARD, "w", '{"dtype": "U8", "shape": [8], "data_offsets": "ab"}'),
-     "tensor 'w' has no valid shape and data_offsets"),
-    ("header-float-shape", _tensor(SHARD, "w", '{"dtype": "U8", "shape": [8.0], "data_offsets": [0, 8]}'), "no valid shape"),
-    ("header-nested-shape", _tensor(SHARD, "w", '{"dtype": "U8", "shape": [[8]], "data_offsets": [0, 8]}'), "no valid shape"),
-    ("header-bool-offsets", _tensor(SHARD, "w", '{"dtype": "U8", "shape": [8], "data_offsets": [false, true]}'), "no valid shape"),
-    ("header-negative-offset", _tensor(SHARD, "w", '{"dtype": "U8", "shape": [8], "data_offsets": [-8, 8]}'), "no valid shape"),
-    ("header-three-offsets", _tensor(SHARD, "w", '{"dtype": "U8", "shape": [8], "data_offsets": [0, 4, 8]}'), "no valid shape"),
+    (
+        "header-string-offsets",
+        _tensor(SHARD, "w", '{"dtype": "U8", "shape": [8], "data_offsets": "ab"}'),
+        "tensor 'w' has no valid shape and data_offsets",
+    ),
+    (
+        "header-float-shape",
+        _tensor(SHARD, "w", '{"dtype": "U8", "shape": [8.0], "data_offsets": [0, 8]}'),
+        "no valid shape",
+    ),
+    (
+        "header-nested-shape",
+        _tensor(SHARD, "w", '{"dtype": "U8", "shape": [[8]], "data_offsets": [0, 8]}'),
+        "no valid shape",
+    ),
+    (
+        "header-bool-offsets",
+        _tensor(SHARD, "w", '{"dtype": "U8", "shape": [8], "data_offsets": [false, true]}'),
+        "no valid shape",
+    ),
+    (
+        "header-negative-offset",
+        _tensor(SHARD, "w", '{"dtype": "U8", "shape": [8], "data_offsets": [-8, 8]}'),
+        "no valid shape",
+    ),
+    (
+        "header-three-offsets",
+        _tensor(SHARD, "w", '{"dtype": "U8", "shape": [8], "data_offsets": [0, 4, 8]}'),
+        "no valid shape",
+    ),
     ("header-tensor-not-object", _tensor(SHARD, "w", '"U8"'), "no valid shape"),
-    ("header-over-limit", lambda d: (d / SHARD).write_bytes((200 * MiB).to_bytes(8, "little") + b"{}"),
-     "not a safetensors file (no valid header)"),
+    (
+        "header-over-limit",
+        lambda d: (d / SHARD).write_bytes((200 * MiB).to_bytes(8, "little") + b"{}"),
+        "not a safetensors file (no valid header)",
+    ),
     # pickles, by name and by content
     ("pickle-upper-BIN", _write("pytorch_model.BIN", PICKLE), "pickled weights are not published"),
     ("pickle-dot-pickle", _write("optimizer.pickle", b"x"), "pickled weights are not published"),
@@ -227,16 +289,29 @@ MODEL_CASES = [
     ("pickle-magic-unknown-suffix", _write("weights.dat", PICKLE), "a pickle (protocol 4), whatever its name"),
     ("pickle-magic-as-json", _write("generation_config.json", pickle.dumps([1], protocol=2)), "a pickle (protocol 2)"),
     ("torch-zip", lambda d: write_torch_zip(d / "weights.data"), "a ZIP archive holding a pickle ('archive/data.pkl'"),
-    ("torch-zip-upper-PKL", lambda d: write_torch_zip(d / "weights.data", "archive/DATA.PKL"), "a ZIP archive holding a pickle"),
+    (
+        "torch-zip-upper-PKL",
+        lambda d: write_torch_zip(d / "weights.data", "archive/DATA.PKL"),
+        "a ZIP archive holding a pickle",
+    ),
     ("broken-zip", _write("weights.data", b"PK\x03\x04" + os.urandom(200)), "a ZIP archive that cannot be inspected"),
     # remote code
-    ("python-file", _write("modeling_qwen2.py", "import os\n"),
-     "pass --trust-remote-code and set trust_remote_code: true in"),
+    (
+        "python-file",
+        _write("modeling_qwen2.py", "import os\n"),
+        "pass --trust-remote-code and set trust_remote_code: true in",
+    ),
     ("python-file-upper-PY", _write("sub/Modeling.PY", "import os\n"), "ships code (Python file 'sub/Modeling.PY')"),
-    ("auto-map-in-config", _write("config.json", '{"model_type": "qwen2", "auto_map": {"AutoConfig": "other/repo--c.C"}}'),
-     "ships code (config.json has auto_map)"),
-    ("auto-map-in-tokenizer-config", _write("tokenizer_config.json", '{"auto_map": {"AutoTokenizer": ["t.T", null]}}'),
-     "ships code (tokenizer_config.json has auto_map)"),
+    (
+        "auto-map-in-config",
+        _write("config.json", '{"model_type": "qwen2", "auto_map": {"AutoConfig": "other/repo--c.C"}}'),
+        "ships code (config.json has auto_map)",
+    ),
+    (
+        "auto-map-in-tokenizer-config",
+        _write("tokenizer_config.json", '{"auto_map": {"AutoTokenizer": ["t.T", null]}}'),
+        "ships code (tokenizer_config.json has auto_map)",
+    ),
 ]
 
 
@@ -250,18 +325,30 @@ def test_hostile_model_directories_are_refused_in_one_line(aws, tmp_path, change
     assert versions(aws.s3) == before
 
 
-@pytest.mark.parametrize(("flag", "env_file", "missing", "given"), [
-    (True, False, "set trust_remote_code: true in", "pass --trust-remote-code"),
-    (False, True, "pass --trust-remote-code", "set trust_remote_code"),
-], ids=["flag-without-environment", "environment-without-flag"])
+@pytest.mark.parametrize(
+    ("flag", "env_file", "missing", "given"),
+    [
+        (True, False, "set trust_remote_code: true in", "pass --trust-remote-code"),
+        (False, True, "pass --trust-remote-code", "set trust_remote_code"),
+    ],
+    ids=["flag-without-environment", "environment-without-flag"],
+)
 @pytest.mark.parametrize("code", ["python-file", "auto-map-in-config"])
 def test_remote_code_takes_both_the_flag_and_the_environment(aws, tmp_path, flag, env_file, missing, given, code):
     directory = model_dir(tmp_path)
     {c[0]: c[1] for c in MODEL_CASES}[code](directory)
     before = versions(aws.s3)
     where = ["--config", str(aws.trusted)] if env_file else ["--env", "dev"]
-    result = llmstacks(aws, "upload-model", *where, "--model", QWEN, "--from", str(directory),
-                       *(["--trust-remote-code"] if flag else []))
+    result = llmstacks(
+        aws,
+        "upload-model",
+        *where,
+        "--model",
+        QWEN,
+        "--from",
+        str(directory),
+        *(["--trust-remote-code"] if flag else []),
+    )
     line = assert_refused(result, missing)
     assert given not in line
     assert versions(aws.s3) == before
@@ -270,16 +357,28 @@ def test_remote_code_takes_both_the_flag_and_the_environment(aws, tmp_path, flag
 ADAPTER_CASES = [
     ("config-100000-deep", _write("adapter_config.json", deep_json(100_000)), "adapter_config.json: not valid JSON"),
     ("config-unterminated-string", _write("adapter_config.json", UNTERMINATED), "adapter_config.json: not valid JSON"),
-    ("config-over-1-mib", _write("adapter_config.json", '{"peft_type": "LORA", "pad": "' + "x" * MiB + '"}'),
-     "adapter_config.json may be at most 1 MiB"),
+    (
+        "config-over-1-mib",
+        _write("adapter_config.json", '{"peft_type": "LORA", "pad": "' + "x" * MiB + '"}'),
+        "adapter_config.json may be at most 1 MiB",
+    ),
     ("config-is-a-pickle", _write("adapter_config.json", pickle.dumps({"r": 8}, protocol=2)), "a pickle (protocol 2)"),
-    ("config-huge-rank", _write("adapter_config.json", '{"peft_type": "LORA", "r": [' + "1," * 100_000 + "1]}"),
-     "r: [1, 1, 1, 1,"),
+    (
+        "config-huge-rank",
+        _write("adapter_config.json", '{"peft_type": "LORA", "r": [' + "1," * 100_000 + "1]}"),
+        "r: [1, 1, 1, 1,",
+    ),
     ("weights-100000-deep", _header(ADAPTER_WEIGHTS, deep_json(100_000)), "header is not JSON of bounded depth"),
-    ("weights-string-shape", _tensor(ADAPTER_WEIGHTS, LORA_A, '{"dtype": "F16", "shape": "8", "data_offsets": [0, 8]}'),
-     "has no valid shape and data_offsets"),
-    ("weights-huge-tensor-name", _tensor(ADAPTER_WEIGHTS, "x" * 100_000, '{"shape": [], "data_offsets": ["0", 8]}'),
-     "tensor 'xxxxxxxx"),
+    (
+        "weights-string-shape",
+        _tensor(ADAPTER_WEIGHTS, LORA_A, '{"dtype": "F16", "shape": "8", "data_offsets": [0, 8]}'),
+        "has no valid shape and data_offsets",
+    ),
+    (
+        "weights-huge-tensor-name",
+        _tensor(ADAPTER_WEIGHTS, "x" * 100_000, '{"shape": [], "data_offsets": ["0", 8]}'),
+        "tensor 'xxxxxxxx",
+    ),
     ("other-safetensors-a-pickle", _write("extra.safetensors", PICKLE), "extra.safetensors: not a safetensors file"),
     ("python-file", _write("handler.py", "import os\n"), "a Python file; an adapter is weights and configuration only"),
     ("fifo", lambda d: os.mkfifo(d / "tokenizer.json"), "a FIFO (named pipe)"),
@@ -297,7 +396,9 @@ def test_hostile_adapter_directories_are_refused_in_one_line(aws, tmp_path, chan
     directory = adapter_dir(tmp_path, "support")
     change(directory)
     before = versions(aws.s3)
-    result = llmstacks(aws, "upload-adapter", "--env", "dev", "--model", QWEN, "--adapter", "support", "--from", str(directory))
+    result = llmstacks(
+        aws, "upload-adapter", "--env", "dev", "--model", QWEN, "--adapter", "support", "--from", str(directory)
+    )
     line = assert_refused(result, needle)
     assert len(line) < 2000  # values are quoted as a short prefix, never whole
     assert versions(aws.s3) == before
@@ -311,8 +412,17 @@ def test_what_is_allowed_is_published(aws, tmp_path):
     (directory / "tokenizer.model").symlink_to(directory / "tokenizer.json")
     (directory / "説明.txt").write_text("read me")
     write_torch_zip(directory / "extras.zip", "archive/notes.txt")
-    result = llmstacks(aws, "upload-model", "--config", str(aws.trusted), "--model", QWEN, "--from", str(directory),
-                       "--trust-remote-code")
+    result = llmstacks(
+        aws,
+        "upload-model",
+        "--config",
+        str(aws.trusted),
+        "--model",
+        QWEN,
+        "--from",
+        str(directory),
+        "--trust-remote-code",
+    )
     assert result.returncode == 0, result.stderr
     snapshot = result.stdout.split("pin it: models[0].weights.snapshot: ")[1].split()[0]
     prefix = f"models/{QWEN}/{snapshot}/"
@@ -323,7 +433,6 @@ def test_what_is_allowed_is_published(aws, tmp_path):
 
 
 # ---------------------------------------------------------------- objects replaced behind the tools' back
-
 
 
 @pytest.fixture
@@ -340,14 +449,18 @@ def _verify(snapshot: str, *flags: str) -> int:
 
 
 @pytest.mark.parametrize("with_checksum", [False, True], ids=["no-checksum", "own-sha256-checksum"])
-def test_an_object_replaced_with_its_metadata_kept_is_reported_and_a_rerun_repairs_it(cli_env, tmp_path, capsys, with_checksum):
+def test_an_object_replaced_with_its_metadata_kept_is_reported_and_a_rerun_repairs_it(
+    cli_env, tmp_path, capsys, with_checksum
+):
     s3, directory = cli_env.s3, model_dir(tmp_path)
     assert main(["upload-model", "--env", "dev", "--model", QWEN, "--from", str(directory)]) == 0
     snapshot = capsys.readouterr().out.split("pin it: models[0].weights.snapshot: ")[1].split()[0]
     shard = f"models/{QWEN}/{snapshot}/model-00001-of-00002.safetensors"
     original = s3.head_object(Bucket=WEIGHTS, Key=shard)
     extra = {"ChecksumAlgorithm": "SHA256"} if with_checksum else {}
-    s3.put_object(Bucket=WEIGHTS, Key=shard, Body=os.urandom(original["ContentLength"]), Metadata=original["Metadata"], **extra)
+    s3.put_object(
+        Bucket=WEIGHTS, Key=shard, Body=os.urandom(original["ContentLength"]), Metadata=original["Metadata"], **extra
+    )
     assert s3.head_object(Bucket=WEIGHTS, Key=shard)["Metadata"] == original["Metadata"]
     capsys.readouterr()
     assert _verify(snapshot) == 1
@@ -355,7 +468,10 @@ def test_an_object_replaced_with_its_metadata_kept_is_reported_and_a_rerun_repai
     assert f"{shard}: S3 checksum" in out and "the object was replaced" in out
     assert out.strip().endswith(f"snapshot {snapshot}: 1 problem(s): it differs from its manifest")
     assert main(["upload-model", "--env", "dev", "--model", QWEN, "--from", str(directory)]) == 0
-    assert f"repaired {QWEN} snapshot {snapshot}" in (out := capsys.readouterr().out) and ": 1 uploaded, 4 already there)" in out
+    assert (
+        f"repaired {QWEN} snapshot {snapshot}" in (out := capsys.readouterr().out)
+        and ": 1 uploaded, 4 already there)" in out
+    )
     assert _verify(snapshot) == 0 and _verify(snapshot, "--deep") == 0
 
 
@@ -365,7 +481,9 @@ def test_multipart_objects_are_compared_by_their_composite_checksum(cli_env, tmp
     from stacks.publishing.snapshots import verify_snapshot
 
     s3 = cli_env.s3
-    small_parts = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, preferred_transfer_client="classic")
+    small_parts = TransferConfig(
+        multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, preferred_transfer_client="classic"
+    )
     directory = model_dir(tmp_path, shards=1, shard_bytes=12 * MiB)
     report = upload_model(s3, WEIGHTS, QWEN, directory, transfer_config=small_parts)
     manifest = json.loads(s3.get_object(Bucket=WEIGHTS, Key=report.manifest_key)["Body"].read())
@@ -375,9 +493,16 @@ def test_multipart_objects_are_compared_by_their_composite_checksum(cli_env, tmp
     assert verify_snapshot(s3, WEIGHTS, QWEN, snapshot) == []
     assert upload_model(s3, WEIGHTS, QWEN, directory, transfer_config=small_parts).uploaded == []
     # The same bytes in one part: another checksum, so reported (and a rerun sends the file again).
-    s3.put_object(Bucket=WEIGHTS, Key=report.prefix + shard["path"], Body=(directory / shard["path"]).read_bytes(),
-                  ChecksumAlgorithm="SHA256")
-    assert len(verify_snapshot(s3, WEIGHTS, QWEN, snapshot)) == 1 and verify_snapshot(s3, WEIGHTS, QWEN, snapshot, deep=True) == []
+    s3.put_object(
+        Bucket=WEIGHTS,
+        Key=report.prefix + shard["path"],
+        Body=(directory / shard["path"]).read_bytes(),
+        ChecksumAlgorithm="SHA256",
+    )
+    assert (
+        len(verify_snapshot(s3, WEIGHTS, QWEN, snapshot)) == 1
+        and verify_snapshot(s3, WEIGHTS, QWEN, snapshot, deep=True) == []
+    )
     assert upload_model(s3, WEIGHTS, QWEN, directory, transfer_config=small_parts).uploaded == [shard["path"]]
     assert verify_snapshot(s3, WEIGHTS, QWEN, snapshot) == []
 
@@ -390,21 +515,34 @@ def test_a_manifest_without_checksums_is_reported_not_trusted(cli_env, tmp_path,
     s3 = cli_env.s3
     report = upload_model(s3, WEIGHTS, QWEN, model_dir(tmp_path))
     manifest = json.loads(s3.get_object(Bucket=WEIGHTS, Key=report.manifest_key)["Body"].read())
-    _put_manifest(s3, report, json.dumps({**manifest, "files": [{k: v for k, v in e.items() if k != "checksum_sha256"}
-                                                         for e in manifest["files"]]}).encode())
+    _put_manifest(
+        s3,
+        report,
+        json.dumps(
+            {**manifest, "files": [{k: v for k, v in e.items() if k != "checksum_sha256"} for e in manifest["files"]]}
+        ).encode(),
+    )
     capsys.readouterr()
     assert _verify(report.snapshot) == 1
     out = capsys.readouterr().out
     assert "the manifest records no S3 checksum (an older upload-model wrote it)" in out
     # It is no longer the manifest the snapshot id was derived from, and --deep says so too.
-    assert f"manifest.json: describes snapshot " in out
+    assert "manifest.json: describes snapshot " in out
     assert _verify(report.snapshot, "--deep") == 1
     assert "checksum" not in (out := capsys.readouterr().out) and "manifest.json: describes snapshot" in out
 
 
-@pytest.mark.parametrize("body", [deep_json(100_000).encode(), b'"' + b'\\"' * 400_000, b"[]",
-                                  b'{"files": [{"path": "a\\nb", "size": 1, "sha256": "x"}]}', b"\xff\xfe"],
-                         ids=["deep", "unterminated", "a-list", "newline-in-path", "not-utf8"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        deep_json(100_000).encode(),
+        b'"' + b'\\"' * 400_000,
+        b"[]",
+        b'{"files": [{"path": "a\\nb", "size": 1, "sha256": "x"}]}',
+        b"\xff\xfe",
+    ],
+    ids=["deep", "unterminated", "a-list", "newline-in-path", "not-utf8"],
+)
 def test_a_manifest_that_is_not_one_is_one_line_exit_2(cli_env, tmp_path, capsys, body):
     report = upload_model(cli_env.s3, WEIGHTS, QWEN, model_dir(tmp_path))
     _put_manifest(cli_env.s3, report, body)
@@ -466,8 +604,11 @@ def test_s3_refusing_an_upload_is_one_line_exit_2(cli_env, tmp_path, capsys, mon
     assert len(err) == 1 and err[0].startswith("error: Failed to upload") and "AccessDenied" in err[0]
 
 
-@pytest.mark.parametrize("config", [b"[" * 100_000, b"[1, 2]", b'{"r": true, "base_model_name_or_path": "a\\nb"}'],
-                         ids=["deep", "not-an-object", "odd-values"])
+@pytest.mark.parametrize(
+    "config",
+    [b"[" * 100_000, b"[1, 2]", b'{"r": true, "base_model_name_or_path": "a\\nb"}'],
+    ids=["deep", "not-an-object", "odd-values"],
+)
 def test_list_adapters_survives_a_hostile_published_config(cli_env, capsys, config):
     cli_env.s3.put_object(Bucket=LORA, Key=f"adapters/{QWEN}/odd/adapter_config.json", Body=config)
     try:
@@ -508,8 +649,15 @@ for step in (lambda: with_digests([f], transfer_config()),
 
 def test_a_file_swapped_for_a_fifo_after_the_scan_never_blocks(aws, s3_endpoint, tmp_path):
     directory = model_dir(tmp_path)
-    result = subprocess.run([sys.executable, "-c", SWAP_TO_FIFO, str(directory), s3_endpoint], check=False, capture_output=True, text=True,
-                            env=aws.env, timeout=TIMEOUT, preexec_fn=_limit_memory)
+    result = subprocess.run(
+        [sys.executable, "-c", SWAP_TO_FIFO, str(directory), s3_endpoint],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=aws.env,
+        timeout=TIMEOUT,
+        preexec_fn=_limit_memory,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and all("tokenizer.json: changed while being published" in line for line in lines), lines
@@ -563,7 +711,7 @@ def _zip64(path: Path, member: str) -> Path:
         zipfile.ZIP_FILECOUNT_LIMIT = limit
     data = bytearray(path.read_bytes())
     at = data.rfind(b"PK\x05\x06")
-    data[at + 8:at + 20] = b"\xff\xff" * 2 + b"\xff" * 8  # entries, directory size and offset: "see ZIP64"
+    data[at + 8 : at + 20] = b"\xff\xff" * 2 + b"\xff" * 8  # entries, directory size and offset: "see ZIP64"
     path.write_bytes(bytes(data))
     assert zipfile.ZipFile(path).namelist()[0] == member
     return path
@@ -573,27 +721,47 @@ def _patched_end(path: Path, offset: int, value: bytes) -> bytes:
     """The archive with bytes of its end record replaced (offset 16: the central directory's offset)."""
     data = bytearray(path.read_bytes())
     at = data.rfind(b"PK\x05\x06")
-    data[at + offset:at + offset + len(value)] = value
+    data[at + offset : at + offset + len(value)] = value
     return bytes(data)
 
 
 def _patched_locator(path: Path) -> bytes:
     data = bytearray(path.read_bytes())
     at = data.rfind(b"PK\x06\x07")
-    data[at + 8:at + 16] = (2**40).to_bytes(8, "little")  # where the ZIP64 end record is: far past the end
+    data[at + 8 : at + 16] = (2**40).to_bytes(8, "little")  # where the ZIP64 end record is: far past the end
     return bytes(data)
 
 
-@pytest.mark.parametrize(("make", "problem"), [
-    (lambda p: _zip64(p, "archive/data.pkl"), "a ZIP archive holding a pickle ('archive/data.pkl'"),
-    (lambda p: _zip64(p, "archive/notes.txt"), None),
-    (lambda p: p.write_bytes(_zip64(p, "a.pkl").read_bytes().replace(b"PK\x06\x07", b"XXXX")), "no ZIP64 end of central directory"),
-    (lambda p: p.write_bytes(write_torch_zip(p).read_bytes().replace(b"PK\x01\x02", b"XXXX")), "damaged central directory"),
-    (lambda p: p.write_bytes(write_torch_zip(p).read_bytes()[:-30]), "cannot be inspected"),
-    (lambda p: p.write_bytes(_patched_end(write_torch_zip(p), 16, b"\x00\x00\x00\x7f")), "central directory out of range"),
-    (lambda p: p.write_bytes(_patched_locator(_zip64(p, "a.pkl"))), "ZIP64 end record out of range"),
-], ids=["zip64-with-pickle", "zip64-without", "zip64-locator-missing", "directory-damaged", "truncated",
-        "directory-out-of-range", "zip64-record-out-of-range"])
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda p: _zip64(p, "archive/data.pkl"), "a ZIP archive holding a pickle ('archive/data.pkl'"),
+        (lambda p: _zip64(p, "archive/notes.txt"), None),
+        (
+            lambda p: p.write_bytes(_zip64(p, "a.pkl").read_bytes().replace(b"PK\x06\x07", b"XXXX")),
+            "no ZIP64 end of central directory",
+        ),
+        (
+            lambda p: p.write_bytes(write_torch_zip(p).read_bytes().replace(b"PK\x01\x02", b"XXXX")),
+            "damaged central directory",
+        ),
+        (lambda p: p.write_bytes(write_torch_zip(p).read_bytes()[:-30]), "cannot be inspected"),
+        (
+            lambda p: p.write_bytes(_patched_end(write_torch_zip(p), 16, b"\x00\x00\x00\x7f")),
+            "central directory out of range",
+        ),
+        (lambda p: p.write_bytes(_patched_locator(_zip64(p, "a.pkl"))), "ZIP64 end record out of range"),
+    ],
+    ids=[
+        "zip64-with-pickle",
+        "zip64-without",
+        "zip64-locator-missing",
+        "directory-damaged",
+        "truncated",
+        "directory-out-of-range",
+        "zip64-record-out-of-range",
+    ],
+)
 def test_zip_archives_are_read_from_their_central_directory(tmp_path, make, problem):
     from stacks.publishing.sniff import content_problem
 

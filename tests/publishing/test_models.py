@@ -52,8 +52,13 @@ def verify(snapshot: str, *extra: str) -> int:
     return main(["verify-model", "--env", "dev", "--model", MODEL, "--snapshot", snapshot, *extra])
 
 
-NAMES = {"config.json", "tokenizer.json", "tokenizer_config.json",
-         "model-00000-of-00002.safetensors", "model-00001-of-00002.safetensors"}
+NAMES = {
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "model-00000-of-00002.safetensors",
+    "model-00001-of-00002.safetensors",
+}
 
 
 def test_upload_publishes_a_snapshot_files_then_hash_then_manifest(s3, tmp_path, capsys):
@@ -67,7 +72,9 @@ def test_upload_publishes_a_snapshot_files_then_hash_then_manifest(s3, tmp_path,
     assert out[0].endswith(": 5 uploaded, 0 already there)")
     # dev pins its models: this one is models[0]; no other environment pins this snapshot yet.
     assert out[1] == f"pin it: models[0].weights.snapshot: {snapshot}"
-    assert out[2].startswith("until an environment pins it and `llmstacks pin` runs") and out[2].endswith("expires 30 days after upload")
+    assert out[2].startswith("until an environment pins it and `llmstacks pin` runs") and out[2].endswith(
+        "expires 30 days after upload"
+    )
     assert keys(s3) == {prefix + n for n in NAMES} | {prefix + "hash", prefix + "manifest.json"}
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=prefix + "manifest.json")["Body"].read())
     assert {f["path"] for f in manifest["files"]} == NAMES
@@ -79,7 +86,9 @@ def test_upload_publishes_a_snapshot_files_then_hash_then_manifest(s3, tmp_path,
     assert head["Metadata"]["sha256"] == shard["sha256"] and head.get("ChecksumSHA256")
     # Every object of the snapshot carries the unpinned tag (the lifecycle rule's filter).
     for key in keys(s3):
-        assert s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"] == [{"Key": UNPINNED_TAG[0], "Value": UNPINNED_TAG[1]}]
+        assert s3.get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"] == [
+            {"Key": UNPINNED_TAG[0], "Value": UNPINNED_TAG[1]}
+        ]
     assert verify(snapshot, "--deep") == 0
     assert capsys.readouterr().out.strip().endswith(f"{MODEL} snapshot {snapshot}: OK")
 
@@ -102,7 +111,9 @@ def test_identical_content_is_the_same_snapshot_and_other_content_another(s3, tm
     # Only the changed shard is sent: the four unchanged files are copied within S3, tagged like uploads.
     assert ": 1 uploaded, 4 copied from earlier snapshots, 0 already there)" in out.splitlines()[0]
     copied = f"{PREFIX}{second}/model-00000-of-00002.safetensors"
-    assert s3.get_object_tagging(Bucket=BUCKET, Key=copied)["TagSet"] == [{"Key": UNPINNED_TAG[0], "Value": UNPINNED_TAG[1]}]
+    assert s3.get_object_tagging(Bucket=BUCKET, Key=copied)["TagSet"] == [
+        {"Key": UNPINNED_TAG[0], "Value": UNPINNED_TAG[1]}
+    ]
     # The first snapshot is untouched; the second holds only its own files.
     assert {k for k in keys(s3) if k.startswith(f"{PREFIX}{first}/")} == {k for k in before}
     assert verify(first) == 0 and verify(second) == 0
@@ -116,7 +127,12 @@ def test_republishing_fewer_shards_is_a_snapshot_of_its_own(s3, tmp_path, capsys
     three = published(capsys)
     assert upload(model_dir(tmp_path / "two", shards=2)) == 0
     two = published(capsys)
-    shards = lambda snap: {k.rsplit("/", 1)[1] for k in keys(s3) if k.startswith(f"{PREFIX}{snap}/") and k.endswith(".safetensors")}  # noqa: E731
+
+    def shards(snap):
+        return {
+            k.rsplit("/", 1)[1] for k in keys(s3) if k.startswith(f"{PREFIX}{snap}/") and k.endswith(".safetensors")
+        }
+
     assert shards(two) == {"model-00000-of-00002.safetensors", "model-00001-of-00002.safetensors"}
     assert len(shards(three)) == 3
     assert verify(two) == 0 and verify(three) == 0
@@ -131,8 +147,10 @@ def test_a_rerun_removes_an_object_planted_in_its_snapshot(s3, tmp_path, capsys)
     planted = f"{PREFIX}{snapshot}/consolidated.safetensors"
     s3.put_object(Bucket=BUCKET, Key=planted, Body=b"x")
     assert verify(snapshot) == 1
-    assert capsys.readouterr().out.splitlines()[0] == (f"{planted}: not in the manifest (a replica loads it too); "
-                                                       "rerun upload-model with this snapshot's content to remove it")
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{planted}: not in the manifest (a replica loads it too); "
+        "rerun upload-model with this snapshot's content to remove it"
+    )
     assert upload(directory) == 0
     assert capsys.readouterr().out.startswith(f"repaired {MODEL} snapshot {snapshot} at ")
     assert planted not in keys(s3) and verify(snapshot) == 0
@@ -211,7 +229,11 @@ BAD = [
     ("pickled-weights", lambda d: (d / "pytorch_model.bin").write_bytes(b"x"), "pickled weights are not published"),
     ("no-tokenizer", lambda d: [(d / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")], "no tokenizer"),
     ("empty-shard", lambda d: (d / "model-00000-of-00002.safetensors").write_bytes(b""), "empty weights file"),
-    ("not-safetensors", lambda d: (d / "model-00000-of-00002.safetensors").write_bytes(os.urandom(4096)), "not a safetensors file"),
+    (
+        "not-safetensors",
+        lambda d: (d / "model-00000-of-00002.safetensors").write_bytes(os.urandom(4096)),
+        "not a safetensors file",
+    ),
     ("truncated-shard", lambda d: _truncate(d / "model-00001-of-00002.safetensors"), "truncated or padded"),
     ("reserved-name", lambda d: (d / "manifest.json").write_text("{}"), "reserved"),
     ("link-outside", _link_outside, "links outside"),
@@ -229,11 +251,14 @@ def test_bad_model_directories_are_one_line_exit_2_and_upload_nothing(s3, tmp_pa
     assert keys(s3) == set()
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--env", "dev", "--model", "qwen:7b"], "--model: "),
-    (["--env", "prod", "--model", "llama-3.1-70b-instruct"], "takes its weights from huggingface"),
-    (["--env", "dev", "--model", MODEL, "--from", "/nonexistent/dir"], "not a directory"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--env", "dev", "--model", "qwen:7b"], "--model: "),
+        (["--env", "prod", "--model", "llama-3.1-70b-instruct"], "takes its weights from huggingface"),
+        (["--env", "dev", "--model", MODEL, "--from", "/nonexistent/dir"], "not a directory"),
+    ],
+)
 def test_bad_arguments_are_one_line_exit_2(s3, tmp_path, capsys, args, needle):
     if "--from" not in args:
         args = [*args, "--from", str(model_dir(tmp_path))]
@@ -244,21 +269,36 @@ def test_bad_arguments_are_one_line_exit_2(s3, tmp_path, capsys, args, needle):
 
 def test_no_credentials_is_one_line_exit_2(s3_endpoint, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ENDPOINT_URL_S3=s3_endpoint, AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
-    result = subprocess.run([LLMSTACKS, "upload-model", "--env", "dev", "--model", MODEL, "--from", str(model_dir(tmp_path))],
-                            env=env, capture_output=True, text=True, timeout=waits.COMMAND)
+    env.update(
+        AWS_ENDPOINT_URL_S3=s3_endpoint,
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    result = subprocess.run(
+        [LLMSTACKS, "upload-model", "--env", "dev", "--model", MODEL, "--from", str(model_dir(tmp_path))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=waits.COMMAND,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)"
+    assert (
+        result.stderr.strip()
+        == "error: no AWS credentials (standard chain: AWS_* variables, a profile, SSO, or an instance role)"
+    )
 
 
 def test_verify_of_an_unpublished_model_or_snapshot_says_so(s3, capsys):
     assert main(["verify-model", "--env", "dev", "--model", MODEL]) == 2
-    assert capsys.readouterr().err.strip() == (f"error: model {MODEL!r} is not published in s3://{BUCKET}/{PREFIX} "
-                                               "(no snapshots)")
+    assert capsys.readouterr().err.strip() == (
+        f"error: model {MODEL!r} is not published in s3://{BUCKET}/{PREFIX} (no snapshots)"
+    )
     assert verify("0123456789abcdef") == 2
-    assert capsys.readouterr().err.strip() == (f"error: snapshot 0123456789abcdef of {MODEL} is not in s3://{BUCKET}/{PREFIX} "
-                                               "(never uploaded, expired or deleted; list-models shows what is there)")
+    assert capsys.readouterr().err.strip() == (
+        f"error: snapshot 0123456789abcdef of {MODEL} is not in s3://{BUCKET}/{PREFIX} "
+        "(never uploaded, expired or deleted; list-models shows what is there)"
+    )
 
 
 def test_library_rejects_before_touching_s3(tmp_path):

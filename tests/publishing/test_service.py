@@ -72,7 +72,11 @@ def test_deploy_sends_the_rendered_service(fake, shipped_plans, capsys):
     assert deployment["head_node_type"]["instance_type"] == "m7i.2xlarge"
     workers = {w["name"]: w for w in deployment["worker_node_types"]}
     assert set(workers) == {"l40s", "l40s-x4"}
-    assert (workers["l40s-x4"]["instance_type"], workers["l40s-x4"]["min_workers"], workers["l40s-x4"]["max_workers"]) == ("g6e.12xlarge", 1, 3)
+    assert (
+        workers["l40s-x4"]["instance_type"],
+        workers["l40s-x4"]["min_workers"],
+        workers["l40s-x4"]["max_workers"],
+    ) == ("g6e.12xlarge", 1, 3)
     selector = workers["l40s"]["advanced_configurations_json"]["spec"]["nodeSelector"]
     assert selector == {"llm-serving-stacks/node-pool": "l40s", "nvidia.com/gpu.product": "NVIDIA-L40S"}
 
@@ -97,7 +101,9 @@ def test_status_and_rollback(fake, capsys):
 def test_kuberay_publish_points_at_the_platform_stack_and_writes_nothing(tmp_path, no_credentials, capsys):
     assert main(["publish", "--env", "staging", "--outdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("nothing to publish for the kuberay target; the staging-platform stack applies the RayService")
+    assert out.startswith(
+        "nothing to publish for the kuberay target; the staging-platform stack applies the RayService"
+    )
     assert "cdktf deploy staging-platform" in out
     assert list(tmp_path.iterdir()) == []
 
@@ -119,7 +125,9 @@ def test_an_unknown_cloud_is_one_line_naming_the_field(fake, capsys, tmp_path):
     config.write_text(Path(ENVIRONMENTS_DIR / "dev.yaml").read_text().replace("cloud: llm-dev", "cloud: no-such-cloud"))
     assert main(["publish", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: {config}: serving.anyscale.cloud: Anyscale says: Cloud with name 'no-such-cloud' not found."]
+    assert err == [
+        f"error: {config}: serving.anyscale.cloud: Anyscale says: Cloud with name 'no-such-cloud' not found."
+    ]
 
 
 def test_deploy_uploads_exactly_the_app_package_the_zip_holds(fake, monkeypatch, capsys):

@@ -57,8 +57,9 @@ def pinned(s3, tmp_path):
     envs = environment_dir(tmp_path, prefix="kill", only=[MODEL], snapshots={MODEL: snapshot})
     assert main(["pin", "--env-dir", str(envs), "--env", "dev"]) == 0
     prefix = snapshot_prefix(MODEL, snapshot)
-    files = tree(directory) | {name: s3.get_object(Bucket=BUCKET, Key=prefix + name)["Body"].read()
-                               for name in ("hash", "manifest.json")}
+    files = tree(directory) | {
+        name: s3.get_object(Bucket=BUCKET, Key=prefix + name)["Body"].read() for name in ("hash", "manifest.json")
+    }
     return envs, snapshot, files
 
 
@@ -78,8 +79,12 @@ def current(s3) -> dict[str, tuple]:
 
 
 def upload(envs: Path, directory: Path) -> subprocess.Popen:
-    return subprocess.Popen([LLMSTACKS, "upload-model", "--env-dir", str(envs), "--env", "dev", "--model", MODEL,
-                             "--from", str(directory)], env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [LLMSTACKS, "upload-model", "--env-dir", str(envs), "--env", "dev", "--model", MODEL, "--from", str(directory)],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def snapshot_of(directory: Path) -> str:
@@ -91,7 +96,9 @@ def new_content(directory: Path, rng: random.Random) -> None:
     """Other weights: every shard rewritten (three of 40 MiB, sent whole, and one of 72 MiB, sent as
     a multipart upload)."""
     for i, size in enumerate((40, 40, 40, 72)):
-        write_safetensors(directory / f"model-{i:05d}-of-00004.safetensors", {f"model.layers.{i}.weight": ("U8", [size * MiB])})
+        write_safetensors(
+            directory / f"model-{i:05d}-of-00004.safetensors", {f"model.layers.{i}.weight": ("U8", [size * MiB])}
+        )
     (directory / "config.json").write_text(f'{{"model_type": "qwen2", "hidden_size": 64, "revision": {rng.random()}}}')
 
 
@@ -121,7 +128,9 @@ def kill_in_progress(process: subprocess.Popen, s3, prefix: str, target: int, rn
     return f"{target} + {after:.2f} s"
 
 
-def test_killed_uploads_leave_the_pinned_snapshot_alone_and_the_new_one_complete_or_unpublished(s3, pinned, tmp_path, capsys):
+def test_killed_uploads_leave_the_pinned_snapshot_alone_and_the_new_one_complete_or_unpublished(
+    s3, pinned, tmp_path, capsys
+):
     envs, snapshot, _ = pinned
     rng = random.Random(int(os.environ.get("KILL_SEED", "18")))
     prefix = snapshot_prefix(MODEL, snapshot)
@@ -154,8 +163,9 @@ def test_killed_uploads_leave_the_pinned_snapshot_alone_and_the_new_one_complete
         code = process.wait(waits.COMMAND)
         after = current(s3)
         # Nothing outside the new snapshot's prefix was written or deleted.
-        assert {k: v for k, v in after.items() if not k.startswith(new_prefix)} == \
-               {k: v for k, v in before.items() if not k.startswith(new_prefix)}
+        assert {k: v for k, v in after.items() if not k.startswith(new_prefix)} == {
+            k: v for k, v in before.items() if not k.startswith(new_prefix)
+        }
         objects = list_keys(s3, BUCKET, new_prefix)
         published = any(o["Key"] == new_prefix + "manifest.json" for o in objects)
         if published:
@@ -164,8 +174,10 @@ def test_killed_uploads_leave_the_pinned_snapshot_alone_and_the_new_one_complete
         rounds.append((moment, "killed" if code == -signal.SIGKILL else f"exit {code}", len(objects), published))
     killed = [r for r in rounds if r[1] == "killed"]
     with capsys.disabled():
-        print(f"\nwhole upload {whole:.1f} s, writing from {first or 0:.1f} s, {objects_of_a_snapshot} objects; rounds "
-              f"(kill after objects + s, outcome, objects of the new snapshot, published): {rounds}")
+        print(
+            f"\nwhole upload {whole:.1f} s, writing from {first or 0:.1f} s, {objects_of_a_snapshot} objects; rounds "
+            f"(kill after objects + s, outcome, objects of the new snapshot, published): {rounds}"
+        )
     assert len(killed) >= KILLS, rounds  # the test proves nothing unless uploads were really cut short
     assert any(not r[3] and r[2] for r in killed), rounds  # at least one left a half-written, unpublished snapshot
     result = upload(envs, directory)

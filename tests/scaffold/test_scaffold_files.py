@@ -14,20 +14,37 @@ import yaml
 from stacks import scaffold
 from stacks.scaffold import project_files
 
-ENVIRONMENTS = {name: (Path(__file__).parents[2] / "stacks" / "environments" / f"{name}.yaml").read_text()
-                for name in ("dev", "staging", "prod")}
+ENVIRONMENTS = {
+    name: (Path(__file__).parents[2] / "stacks" / "environments" / f"{name}.yaml").read_text()
+    for name in ("dev", "staging", "prod")
+}
 PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
 EXPECTED = {
-    "README.md", ".gitignore", "requirements.txt", "cdktf.json", "policies/README.md", "policies/baseline.yaml",
-    "policies/checks/__init__.py", ".github/workflows/pull-request.yml", ".github/workflows/deploy.yml",
-    ".github/workflows/deploy-environment.yml", "environments/dev.yaml", "environments/staging.yaml", "environments/prod.yaml",
+    "README.md",
+    ".gitignore",
+    "requirements.txt",
+    "cdktf.json",
+    "policies/README.md",
+    "policies/baseline.yaml",
+    "policies/checks/__init__.py",
+    ".github/workflows/pull-request.yml",
+    ".github/workflows/deploy.yml",
+    ".github/workflows/deploy-environment.yml",
+    "environments/dev.yaml",
+    "environments/staging.yaml",
+    "environments/prod.yaml",
 }
 
 
-def make(kit_version: str = "0.1.0", checkov_version: str = "3.3.30", project_name: str = "acme-llm",
-         environments: dict[str, str] = ENVIRONMENTS) -> dict[str, str]:
-    return project_files(project_name=project_name, kit_version=kit_version, checkov_version=checkov_version,
-                         environments=environments)
+def make(
+    kit_version: str = "0.1.0",
+    checkov_version: str = "3.3.30",
+    project_name: str = "acme-llm",
+    environments: dict[str, str] = ENVIRONMENTS,
+) -> dict[str, str]:
+    return project_files(
+        project_name=project_name, kit_version=kit_version, checkov_version=checkov_version, environments=environments
+    )
 
 
 def occurs(version: str, text: str) -> bool:
@@ -62,9 +79,14 @@ def test_checkov_is_pinned_where_it_is_installed_and_nowhere_else():
     installs = {path: [line for line in text.splitlines() if "checkov==" in line] for path, text in out.items()}
     installs = {path: lines for path, lines in installs.items() if lines}
     for lines in installs.values():
-        assert all(line.rstrip().endswith(".venv-checkov/bin/python -m pip install checkov==9.8.76") for line in lines), lines
+        assert all(
+            line.rstrip().endswith(".venv-checkov/bin/python -m pip install checkov==9.8.76") for line in lines
+        ), lines
     assert {path: len(lines) for path, lines in installs.items()} == {  # the test and preview jobs; the deploy; by hand
-        ".github/workflows/pull-request.yml": 2, ".github/workflows/deploy-environment.yml": 1, "README.md": 1}
+        ".github/workflows/pull-request.yml": 2,
+        ".github/workflows/deploy-environment.yml": 1,
+        "README.md": 1,
+    }
     for path, text in out.items():  # the version only on those lines
         assert all("checkov==9.8.76" in line for line in text.splitlines() if occurs("9.8.76", line)), path
 
@@ -72,8 +94,14 @@ def test_checkov_is_pinned_where_it_is_installed_and_nowhere_else():
 def test_cdktf_json_runs_the_kit_and_names_the_environments_folder():
     config = json.loads(make(project_name="acme.llm_stacks")["cdktf.json"])
     assert config == {
-        "language": "python", "app": ".venv/bin/llmstacks synth", "output": "cdktf.out", "projectId": "acme.llm_stacks",
-        "sendCrashReports": "false", "terraformProviders": [], "terraformModules": [], "context": {"environments": "environments"},
+        "language": "python",
+        "app": ".venv/bin/llmstacks synth",
+        "output": "cdktf.out",
+        "projectId": "acme.llm_stacks",
+        "sendCrashReports": "false",
+        "terraformProviders": [],
+        "terraformModules": [],
+        "context": {"environments": "environments"},
     }
 
 
@@ -89,20 +117,38 @@ def test_the_kit_finds_the_scaffolded_project(tmp_path):
     assert (found.root, found.environments, found.output) == (root, root / "environments", root / "cdktf.out")
     assert sorted(p.stem for p in found.environments.glob("*.yaml")) == sorted(ENVIRONMENTS)
     baselines, checks = gate.project_policies(found.root)
-    assert baselines == (gate.BASELINE_FILE, root / "policies" / "baseline.yaml") and checks == root / "policies" / "checks"
+    assert (
+        baselines == (gate.BASELINE_FILE, root / "policies" / "baseline.yaml")
+        and checks == root / "policies" / "checks"
+    )
 
 
 def test_the_gitignore_keeps_build_output_and_virtualenvs_out():
     assert make()[".gitignore"].splitlines() == [
-        ".venv/", ".venv-checkov/", "cdktf.out/", ".cdktf.out.*/", "preview.md", "__pycache__/", ".llmstacks-local/"]
+        ".venv/",
+        ".venv-checkov/",
+        "cdktf.out/",
+        ".cdktf.out.*/",
+        "preview.md",
+        "__pycache__/",
+        ".llmstacks-local/",
+    ]
 
 
 UNUSUAL = [
     {"project_name": "a", "kit_version": "1", "checkov_version": "3", "environments": {"x": ""}},
-    {"project_name": "Team_LLM.stacks-2", "kit_version": "10.0.0.post1+g1234", "checkov_version": "3.3.30.dev0",
-     "environments": {"sandbox": "name: sandbox\n", "eu-prod-2": "", "no": "", "null": "", "on": ""}},
-    {"project_name": "x@KIT_VERSION@y", "kit_version": "@PROJECT_NAME@", "checkov_version": "@DEPLOY_JOBS@",
-     "environments": {"dev": "# @STACK@ stays as written\n"}},
+    {
+        "project_name": "Team_LLM.stacks-2",
+        "kit_version": "10.0.0.post1+g1234",
+        "checkov_version": "3.3.30.dev0",
+        "environments": {"sandbox": "name: sandbox\n", "eu-prod-2": "", "no": "", "null": "", "on": ""},
+    },
+    {
+        "project_name": "x@KIT_VERSION@y",
+        "kit_version": "@PROJECT_NAME@",
+        "checkov_version": "@DEPLOY_JOBS@",
+        "environments": {"dev": "# @STACK@ stays as written\n"},
+    },
 ]
 
 

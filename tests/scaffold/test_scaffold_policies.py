@@ -18,14 +18,21 @@ BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 EXAMPLES = {kind: text for kind, text in BLOCK.findall(README)}
 
 # Two node groups and two KMS keys: one of each meets the example checks, one does not.
-STACK = {"resource": {
-    "aws_eks_node_group": {
-        name: {"cluster_name": "c", "node_group_name": name, "node_role_arn": "arn:aws:iam::111111111111:role/nodes",
-               "subnet_ids": ["subnet-1"], "instance_types": types}
-        for name, types in (("approved", ["g6.2xlarge", "m7i.xlarge"]), ("unapproved", ["g6.2xlarge", "c5.large"]))
-    },
-    "aws_kms_key": {"patient": {"deletion_window_in_days": 30}, "hasty": {"deletion_window_in_days": 7}},
-}}
+STACK = {
+    "resource": {
+        "aws_eks_node_group": {
+            name: {
+                "cluster_name": "c",
+                "node_group_name": name,
+                "node_role_arn": "arn:aws:iam::111111111111:role/nodes",
+                "subnet_ids": ["subnet-1"],
+                "instance_types": types,
+            }
+            for name, types in (("approved", ["g6.2xlarge", "m7i.xlarge"]), ("unapproved", ["g6.2xlarge", "c5.large"]))
+        },
+        "aws_kms_key": {"patient": {"deletion_window_in_days": 30}, "hasty": {"deletion_window_in_days": 7}},
+    }
+}
 
 
 def test_the_baseline_is_empty_and_in_the_kits_format(tmp_path):
@@ -33,8 +40,11 @@ def test_the_baseline_is_empty_and_in_the_kits_format(tmp_path):
     path.write_text(OUT["policies/baseline.yaml"])
     assert load_baseline(path) == {}
     # The entry its header shows, uncommented, is one the gate accepts.
-    example = "\n".join(line.removeprefix("# ") for line in OUT["policies/baseline.yaml"].splitlines()
-                        if line.startswith(("# - ", "#   ")))
+    example = "\n".join(
+        line.removeprefix("# ")
+        for line in OUT["policies/baseline.yaml"].splitlines()
+        if line.startswith(("# - ", "#   "))
+    )
     path.write_text(example + "\n")
     entries = load_baseline(path)
     assert list(entries) == ["CKV_AWS_18"] and entries["CKV_AWS_18"].resources == ("aws_s3_bucket.*",)
@@ -63,13 +73,37 @@ def test_the_readme_example_checks_run_under_checkov(tmp_path):
     (tmp_path / "stacks" / "dev").mkdir(parents=True)
     (tmp_path / "stacks" / "dev" / "cdk.tf.json").write_text(json.dumps(STACK))
     result = subprocess.run(
-        [checkov, "--directory", str(tmp_path / "stacks"), "--framework", "terraform_json", "--external-checks-dir",
-         str(checks), "--check", "CKV_ACME_1,CKV2_ACME_1", "--skip-download", "--soft-fail", "--output", "json"],
-        check=False, capture_output=True, text=True, env={"BC_SKIP_MAPPING": "TRUE", "PATH": "/usr/bin:/bin"},
-        timeout=waits.SLOW_START)
+        [
+            checkov,
+            "--directory",
+            str(tmp_path / "stacks"),
+            "--framework",
+            "terraform_json",
+            "--external-checks-dir",
+            str(checks),
+            "--check",
+            "CKV_ACME_1,CKV2_ACME_1",
+            "--skip-download",
+            "--soft-fail",
+            "--output",
+            "json",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={"BC_SKIP_MAPPING": "TRUE", "PATH": "/usr/bin:/bin"},
+        timeout=waits.SLOW_START,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(result.stdout)["results"]
-    outcome = {(r["check_id"], r["resource"].rsplit(".", 1)[-1]): kind == "passed_checks"
-               for kind in ("passed_checks", "failed_checks") for r in results[kind]}
-    assert outcome == {("CKV_ACME_1", "approved"): True, ("CKV_ACME_1", "unapproved"): False,
-                       ("CKV2_ACME_1", "patient"): True, ("CKV2_ACME_1", "hasty"): False}
+    outcome = {
+        (r["check_id"], r["resource"].rsplit(".", 1)[-1]): kind == "passed_checks"
+        for kind in ("passed_checks", "failed_checks")
+        for r in results[kind]
+    }
+    assert outcome == {
+        ("CKV_ACME_1", "approved"): True,
+        ("CKV_ACME_1", "unapproved"): False,
+        ("CKV2_ACME_1", "patient"): True,
+        ("CKV2_ACME_1", "hasty"): False,
+    }

@@ -20,8 +20,12 @@ CHECKOV = "${{ github.workspace }}/.venv-checkov/bin/checkov"
 
 def scaffold(root: Path, names: list[str]) -> Path:
     """The project's files under `root`; returns its workflows folder."""
-    files = project_files(project_name="acme-llm", kit_version="0.1.0", checkov_version="3.3.30",
-                          environments={name: f"name: {name}\n" for name in names})
+    files = project_files(
+        project_name="acme-llm",
+        kit_version="0.1.0",
+        checkov_version="3.3.30",
+        environments={name: f"name: {name}\n" for name in names},
+    )
     for path, text in files.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)
@@ -103,8 +107,9 @@ def test_the_same_jobs_timeouts_and_concurrency_as_ours(workflows):
         assert checks.triggers(theirs) == checks.triggers(ours), name
         assert theirs.get("concurrency") == ours.get("concurrency"), name
         assert list(theirs["jobs"]) == list(ours["jobs"]), name
-        assert {j: job.get("timeout-minutes") for j, job in theirs["jobs"].items()} == \
-               {j: job.get("timeout-minutes") for j, job in ours["jobs"].items()}, name
+        assert {j: job.get("timeout-minutes") for j, job in theirs["jobs"].items()} == {
+            j: job.get("timeout-minutes") for j, job in ours["jobs"].items()
+        }, name
 
 
 def test_deploy_chains_the_environments_in_the_given_order(workflows, tmp_path):
@@ -116,7 +121,9 @@ def test_deploy_chains_the_environments_in_the_given_order(workflows, tmp_path):
     assert list(one) == ["dev"] and "needs" not in one["dev"] and one["dev"]["with"]["stack"] == "dev"
 
 
-@pytest.mark.parametrize("names", [THREE, ["dev"], ["sandbox", "eu-prod-2", "no", "null"]], ids=["three", "one", "unusual"])
+@pytest.mark.parametrize(
+    "names", [THREE, ["dev"], ["sandbox", "eu-prod-2", "no", "null"]], ids=["three", "one", "unusual"]
+)
 def test_the_plan_matrix_lists_exactly_the_environments_in_order(tmp_path, names):
     workflows = scaffold(tmp_path, names)
     assert checks.load(workflows, "pull-request.yml")["jobs"]["plan"]["strategy"]["matrix"]["stack"] == names
@@ -130,10 +137,15 @@ def test_pull_requests_synth_gate_and_preview_with_the_installed_kit(workflows):
     [upload] = [s for s in jobs["test"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert upload["with"]["path"] == "cdktf.out/policy/" and upload["if"] == "always()"
     assert jobs["preview"]["steps"][0]["with"]["fetch-depth"] == 0  # the base revision must be there
-    assert '.venv/bin/llmstacks preview --base "origin/${BASE_REF}" --output preview.md' in "\n".join(runs(jobs["preview"]))
+    assert '.venv/bin/llmstacks preview --base "origin/${BASE_REF}" --output preview.md' in "\n".join(
+        runs(jobs["preview"])
+    )
     plan = "\n".join(runs(jobs["plan"]))
-    assert plan.index(".venv/bin/llmstacks synth") < plan.index(NODE_PATH) < plan.index(
-        'npx --yes cdktf-cli@0.21.0 diff "$STACK" --skip-synth')
+    assert (
+        plan.index(".venv/bin/llmstacks synth")
+        < plan.index(NODE_PATH)
+        < plan.index('npx --yes cdktf-cli@0.21.0 diff "$STACK" --skip-synth')
+    )
     for job in ("test", "preview"):  # the jobs that run the gate find checkov through the environment
         assert jobs[job]["env"] == {"LLMSTACKS_CHECKOV": CHECKOV}, job
 
@@ -146,10 +158,16 @@ def test_each_environment_deploys_gate_aws_pin_platform_publish(workflows):
     aws = steps.index(f'{NODE_PATH}\nnpx --yes cdktf-cli@0.21.0 deploy "$STACK" --auto-approve')
     pin = steps.index('.venv/bin/llmstacks pin --env "$STACK"')
     platform = steps.index(f'{NODE_PATH}\nnpx --yes cdktf-cli@0.21.0 deploy "$STACK" "$STACK-platform" --auto-approve')
-    publish = steps.index('.venv/bin/python -m pip install -c requirements.txt "llm-serving-stacks[serving]"\n'
-                          '.venv/bin/llmstacks publish --env "$STACK"')
+    publish = steps.index(
+        '.venv/bin/python -m pip install -c requirements.txt "llm-serving-stacks[serving]"\n'
+        '.venv/bin/llmstacks publish --env "$STACK"'
+    )
     assert gate < aws < pin < platform < publish
-    assume = [i for i, s in enumerate(deploy["steps"]) if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@")]
+    assume = [
+        i
+        for i, s in enumerate(deploy["steps"])
+        if s.get("uses", "").startswith("aws-actions/configure-aws-credentials@")
+    ]
     assert len(assume) == 1 and assume[0] < gate
 
 

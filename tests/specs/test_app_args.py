@@ -12,15 +12,22 @@ from stacks.specs.app_args import app_args
 def test_app_args_match_the_plan_and_its_buckets(shipped_plans, env):
     plan = shipped_plans[env]
     args = app_args(plan)
-    assert (args.region, args.weights_bucket, args.lora_bucket) == (plan.env.aws.region, plan.names.weights_bucket, plan.names.lora_bucket)
+    assert (args.region, args.weights_bucket, args.lora_bucket) == (
+        plan.env.aws.region,
+        plan.names.weights_bucket,
+        plan.names.lora_bucket,
+    )
     assert [m.id for m in args.models] == [m.id for m in plan.env.models]
-    for spec, model in zip(args.models, plan.models):
+    for spec, model in zip(args.models, plan.models, strict=True):
         config = model.config
         assert spec.accelerator_type == plan.env.node_pool(config.node_pool).accelerator
         assert (spec.min_replicas, spec.max_replicas) == (config.replicas.min, config.replicas.max)
         assert (spec.lora is not None) == config.lora.enabled
         assert spec.tensor_parallel_size == config.tensor_parallel_size
-        assert (spec.target_ongoing_requests, spec.max_ongoing_requests) == (model.target_ongoing_requests, model.max_ongoing_requests)
+        assert (spec.target_ongoing_requests, spec.max_ongoing_requests) == (
+            model.target_ongoing_requests,
+            model.max_ongoing_requests,
+        )
         assert spec.engine_kwargs == config.engine_kwargs.as_dict()
 
 

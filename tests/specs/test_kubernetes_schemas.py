@@ -72,7 +72,12 @@ def test_ray_workers_are_valid_pods_with_shared_memory_for_nccl(shipped_plans, e
     groups = render_specs(shipped_plans[env]).documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"]
     for group in groups:
         template = group["template"]
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "w", **template["metadata"]}, "spec": template["spec"]}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "w", **template["metadata"]},
+            "spec": template["spec"],
+        }
         kubernetes_validate.validate(pod, DEFAULT_EKS_VERSION, strict=True)
         (worker,) = template["spec"]["containers"]
         (mount,) = [m for m in worker["volumeMounts"] if m["mountPath"] == "/dev/shm"]

@@ -53,7 +53,11 @@ def test_all_validators_pass_and_every_model_lands_on_its_pool(shipped_plans, en
 def test_the_three_specs_carry_the_same_application(shipped_plans, env):
     documents = render(shipped_plans[env])
     serve_v2 = yaml.safe_load(documents[RAYSERVICE_FILE]["spec"]["serveConfigV2"])
-    apps = [documents[ANYSCALE_FILE]["applications"][0], documents[SERVE_FILE]["applications"][0], serve_v2["applications"][0]]
+    apps = [
+        documents[ANYSCALE_FILE]["applications"][0],
+        documents[SERVE_FILE]["applications"][0],
+        serve_v2["applications"][0],
+    ]
     assert all(app["args"] == apps[0]["args"] for app in apps)
     assert [m["id"] for m in apps[0]["args"]["models"]] == [m.id for m in shipped_plans[env].env.models]
 
@@ -76,7 +80,10 @@ def test_pods_use_the_serving_identity_and_gpu_limits(shipped_plans):
     cluster = documents[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]
     pods = [cluster["headGroupSpec"]["template"]["spec"], *(g["template"]["spec"] for g in cluster["workerGroupSpecs"])]
     assert {p["serviceAccountName"] for p in pods} == {env.serving.service_account}
-    limits = {g["groupName"]: g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] for g in cluster["workerGroupSpecs"]}
+    limits = {
+        g["groupName"]: g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+        for g in cluster["workerGroupSpecs"]
+    }
     assert limits == {"l40s": "1", "l40s-x4": "4"}
     assert cluster["headGroupSpec"]["rayStartParams"] == {"num-cpus": "0"}
     head = documents[ANYSCALE_FILE]["compute_config"]["head_node"]
@@ -109,17 +116,25 @@ def test_scheduling_checker_catches_hand_broken_specs(shipped_plans):
         spec["tolerations"] = [t for t in spec["tolerations"] if t["key"] != "nvidia.com/gpu"]
 
     def select_other_pool(d):
-        d[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["nodeSelector"]["llm-serving-stacks/node-pool"] = "system"
+        d[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["nodeSelector"][
+            "llm-serving-stacks/node-pool"
+        ] = "system"
 
     def fewer_gpus(d):
-        d[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "0"
+        d[RAYSERVICE_FILE]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0][
+            "resources"
+        ]["limits"]["nvidia.com/gpu"] = "0"
 
     def no_group(d):
         d[ANYSCALE_FILE]["compute_config"]["worker_nodes"] = []
 
     assert broken(plan, drop_gpu_toleration)[0] == (
-        "models[0] (qwen2.5-7b-instruct) on pool 'l4': anyscale: taint nvidia.com/gpu=present:NoSchedule is not tolerated")
-    assert "kuberay: node selector llm-serving-stacks/node-pool=system does not match" in broken(plan, select_other_pool)[0]
+        "models[0] (qwen2.5-7b-instruct) on pool 'l4': anyscale: taint nvidia.com/gpu=present:NoSchedule is not tolerated"
+    )
+    assert (
+        "kuberay: node selector llm-serving-stacks/node-pool=system does not match"
+        in broken(plan, select_other_pool)[0]
+    )
     assert broken(plan, fewer_gpus)[0].endswith("kuberay: worker pods get 0 GPUs, a replica needs 1 per node")
     assert broken(plan, no_group)[0].endswith("anyscale has no worker group for the pool")
 
@@ -130,13 +145,18 @@ def tree(path: Path) -> dict[str, bytes]:
 
 def test_a_spec_the_vendor_rejects_stops_synth_with_exit_2(tmp_path, capsys):
     config = tmp_path / "dev.yaml"
-    config.write_text((ENVIRONMENTS_DIR / "dev.yaml").read_text().replace(
-        "  anyscale:\n", "  anyscale:\n    image_uri: 'not an image!!'\n"))
+    config.write_text(
+        (ENVIRONMENTS_DIR / "dev.yaml")
+        .read_text()
+        .replace("  anyscale:\n", "  anyscale:\n    image_uri: 'not an image!!'\n")
+    )
     out = tmp_path / "out"
     assert main(["synth", "--config", str(config), "--outdir", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert err[0].startswith(f"error: {config}: serving: anyscale-service.yaml: rejected by Anyscale ServiceConfig: Invalid image URI")
+    assert err[0].startswith(
+        f"error: {config}: serving: anyscale-service.yaml: rejected by Anyscale ServiceConfig: Invalid image URI"
+    )
     assert not out.exists()
 
 
@@ -164,7 +184,9 @@ def test_a_spec_that_breaks_scheduling_stops_synth_and_keeps_the_old_output(tmp_
 def test_stack_publishes_the_exact_specs_under_a_content_versioned_prefix(synthesized, synth_dir, shipped_plans, env):
     from conftest import resources
 
-    objects = {o["key"]: o for o in resources(synthesized[env], "aws_s3_object").values() if o["key"].startswith("specs/")}
+    objects = {
+        o["key"]: o for o in resources(synthesized[env], "aws_s3_object").values() if o["key"].startswith("specs/")
+    }
     files = spec_files(synth_dir, env)
     (prefix,) = {key.rsplit("/", 1)[0] for key in objects}
     assert prefix.startswith(f"specs/{env}/") and len(prefix.split("/")[-1]) == 16

@@ -33,11 +33,17 @@ def groups(tf: dict) -> dict[str, dict]:
     """Node group resource id -> the group, its ASG tags, and the node template they describe."""
     out = {}
     for rid, group in resources(tf, "aws_eks_node_group").items():
-        tags = {literal(tf, t["tag"]["key"]): t["tag"]["value"] for t in resources(tf, "aws_autoscaling_group_tag").values()
-                if t["autoscaling_group_name"] == f"${{aws_eks_node_group.{rid}.resources[0].autoscaling_groups[0].name}}"}
+        tags = {
+            literal(tf, t["tag"]["key"]): t["tag"]["value"]
+            for t in resources(tf, "aws_autoscaling_group_tag").values()
+            if t["autoscaling_group_name"] == f"${{aws_eks_node_group.{rid}.resources[0].autoscaling_groups[0].name}}"
+        }
         labels = {k.removeprefix(f"{TEMPLATE}label/"): v for k, v in tags.items() if k.startswith(f"{TEMPLATE}label/")}
-        taints = [Taint(k.removeprefix(f"{TEMPLATE}taint/"), *v.rsplit(":", 1)) for k, v in tags.items()
-                  if k.startswith(f"{TEMPLATE}taint/")]
+        taints = [
+            Taint(k.removeprefix(f"{TEMPLATE}taint/"), *v.rsplit(":", 1))
+            for k, v in tags.items()
+            if k.startswith(f"{TEMPLATE}taint/")
+        ]
         gpus = int(tags.get(f"{TEMPLATE}resources/nvidia.com/gpu", "0"))
         out[rid] = {"group": group, "tags": tags, "labels": labels, "taints": taints, "gpus": gpus}
     return out
@@ -50,8 +56,10 @@ def scaling_conditions(tf: dict, role_name: str) -> dict[str, str]:
         if policy["role"] == f"${{aws_iam_role.{role_id}.name}}":
             for statement in json.loads(policy["policy"])["Statement"]:
                 if "autoscaling:SetDesiredCapacity" in statement["Action"]:
-                    return {literal(tf, k.removeprefix("aws:ResourceTag/")): v
-                            for k, v in statement["Condition"]["StringEquals"].items()}
+                    return {
+                        literal(tf, k.removeprefix("aws:ResourceTag/")): v
+                        for k, v in statement["Condition"]["StringEquals"].items()
+                    }
     raise AssertionError(f"{role_name} may not scale any group")
 
 
@@ -60,19 +68,27 @@ def replica_pods(synth_dir, plan) -> dict[str, dict]:
     specs = synth_dir / "specs" / plan.env.name
     if plan.env.serving.target == "kuberay":
         rayservice = yaml.safe_load((specs / "rayservice.yaml").read_text())
-        return {g["groupName"]: {"spec": g["template"]["spec"],
-                                 "gpus": int(g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))}
-                for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+        return {
+            g["groupName"]: {
+                "spec": g["template"]["spec"],
+                "gpus": int(g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0)),
+            }
+            for g in rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+        }
     service = yaml.safe_load((specs / "anyscale-service.yaml").read_text())
     platform = list(yaml.safe_load_all((specs / "platform.yaml").read_text()))
     assert platform  # the operator's instance types are checked in test_platform
     pools = {p.name: p for p in plan.pools}
-    return {w["name"]: {"spec": w["advanced_instance_config"]["spec"], "gpus": pools[w["name"]].gpus_per_node}
-            for w in service["compute_config"]["worker_nodes"]}
+    return {
+        w["name"]: {"spec": w["advanced_instance_config"]["spec"], "gpus": pools[w["name"]].gpus_per_node}
+        for w in service["compute_config"]["worker_nodes"]
+    }
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_every_model_with_a_minimum_replica_reaches_a_node_the_autoscaler_can_add(synth_dir, synthesized, shipped_plans, env):
+def test_every_model_with_a_minimum_replica_reaches_a_node_the_autoscaler_can_add(
+    synth_dir, synthesized, shipped_plans, env
+):
     plan, tf = shipped_plans[env], synthesized[env]
     conditions = scaling_conditions(tf, plan.names.autoscaler_role)
     pods = replica_pods(synth_dir, plan)
@@ -86,12 +102,17 @@ def test_every_model_with_a_minimum_replica_reaches_a_node_the_autoscaler_can_ad
         reachable = []
         for found in node_groups.values():
             group = found["group"]
-            why = schedulable(pod["spec"]["nodeSelector"], pod["spec"].get("tolerations", []), found["labels"], found["taints"])
+            why = schedulable(
+                pod["spec"]["nodeSelector"], pod["spec"].get("tolerations", []), found["labels"], found["taints"]
+            )
             if why or found["gpus"] < pod["gpus"]:
                 continue
             # The autoscaler discovers the group and its role may resize it.
             assert found["tags"].get(f"{PREFIX}enabled") == "true"
-            assert all(found["tags"].get(key) == value for key, value in conditions.items()), (conditions, found["tags"])
+            assert all(found["tags"].get(key) == value for key, value in conditions.items()), (
+                conditions,
+                found["tags"],
+            )
             # Enough nodes under max for every model's minimum on the pool.
             assert group["scaling_config"]["max_size"] >= model.pool.nodes_at_min >= 1
             reachable.append(group["node_group_name"])
@@ -105,7 +126,9 @@ def test_staging_has_a_minimum_replica_to_reach():
     from stacks.planning.plan import plan_environment
     from stacks.config.loader import ENVIRONMENTS_DIR, parse_environment
 
-    plan = plan_environment(parse_environment(yaml.safe_load((ENVIRONMENTS_DIR / "staging.yaml").read_text()), "staging.yaml"))
+    plan = plan_environment(
+        parse_environment(yaml.safe_load((ENVIRONMENTS_DIR / "staging.yaml").read_text()), "staging.yaml")
+    )
     (model,) = [m for m in plan.models if m.id == "llama-3.1-8b-instruct"]
     assert model.config.replicas.min == 1 and model.pool.config.min_size == 0
 
@@ -127,20 +150,42 @@ def test_each_gpu_pool_carries_its_scale_from_zero_template(synthesized, shipped
         assert found["labels"]["eks.amazonaws.com/capacityType"] == pool.config.capacity_type.upper()
         assert found["labels"]["k8s.amazonaws.com/accelerator"] == pool.gpu.name
         assert sorted((t.key, t.value, t.effect) for t in found["taints"]) == sorted(
-            (t["key"], t["value"], {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute",
-                                    "PREFER_NO_SCHEDULE": "PreferNoSchedule"}[t["effect"]]) for t in group["taint"])
+            (
+                t["key"],
+                t["value"],
+                {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}[
+                    t["effect"]
+                ],
+            )
+            for t in group["taint"]
+        )
 
 
 def test_the_autoscaler_role_scales_only_this_clusters_groups_and_reads_only_metadata(synthesized, shipped_plans):
     plan, tf = shipped_plans["prod"], synthesized["prod"]
     (role_id,) = [rid for rid, r in resources(tf, "aws_iam_role").items() if r["name"] == plan.names.autoscaler_role]
-    statements = [s for p in resources(tf, "aws_iam_role_policy").values() if p["role"] == f"${{aws_iam_role.{role_id}.name}}"
-                  for s in json.loads(p["policy"])["Statement"]]
+    statements = [
+        s
+        for p in resources(tf, "aws_iam_role_policy").values()
+        if p["role"] == f"${{aws_iam_role.{role_id}.name}}"
+        for s in json.loads(p["policy"])["Statement"]
+    ]
     by_sid = {s["Sid"]: s for s in statements}
     assert set(by_sid) == {"DescribeScalingInputs", "DescribeNodeGroups", "ScaleClusterGroups"}
     assert all(a.split(":")[1].startswith(("Describe", "Get")) for a in by_sid["DescribeScalingInputs"]["Action"])
-    assert by_sid["DescribeScalingInputs"]["Condition"] == {"StringEquals": {"aws:RequestedRegion": plan.env.aws.region}}
-    assert by_sid["ScaleClusterGroups"]["Action"] == ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"]
-    assert scaling_conditions(tf, plan.names.autoscaler_role) == {f"{PREFIX}{plan.names.cluster}": "owned", f"{PREFIX}enabled": "true"}
+    assert by_sid["DescribeScalingInputs"]["Condition"] == {
+        "StringEquals": {"aws:RequestedRegion": plan.env.aws.region}
+    }
+    assert by_sid["ScaleClusterGroups"]["Action"] == [
+        "autoscaling:SetDesiredCapacity",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+    ]
+    assert scaling_conditions(tf, plan.names.autoscaler_role) == {
+        f"{PREFIX}{plan.names.cluster}": "owned",
+        f"{PREFIX}enabled": "true",
+    }
     (nodegroups,) = by_sid["DescribeNodeGroups"]["Resource"]
-    assert literal(tf, nodegroups) == f"arn:aws:eks:{plan.env.aws.region}:{plan.env.aws.account_id}:nodegroup/{plan.names.cluster}/*/*"
+    assert (
+        literal(tf, nodegroups)
+        == f"arn:aws:eks:{plan.env.aws.region}:{plan.env.aws.account_id}:nodegroup/{plan.names.cluster}/*/*"
+    )

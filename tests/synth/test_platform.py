@@ -48,18 +48,28 @@ def test_helm_reaches_the_cluster_with_the_callers_aws_identity(platforms, shipp
     (helm,) = platforms[env]["provider"]["helm"]
     plan = shipped_plans[env]
     kubernetes = helm["kubernetes"]
-    assert kubernetes["exec"] == {"api_version": "client.authentication.k8s.io/v1beta1", "command": "aws",
-                                  "args": ["eks", "get-token", "--cluster-name", plan.names.cluster, "--region", plan.env.aws.region]}
+    assert kubernetes["exec"] == {
+        "api_version": "client.authentication.k8s.io/v1beta1",
+        "command": "aws",
+        "args": ["eks", "get-token", "--cluster-name", plan.names.cluster, "--region", plan.env.aws.region],
+    }
     (cluster,) = platforms[env]["data"]["aws_eks_cluster"].values()
     assert cluster["name"] == plan.names.cluster
-    assert kubernetes["host"].startswith("${data.aws_eks_cluster.") and "base64decode" in kubernetes["cluster_ca_certificate"]
+    assert (
+        kubernetes["host"].startswith("${data.aws_eks_cluster.")
+        and "base64decode" in kubernetes["cluster_ca_certificate"]
+    )
     assert "token" not in kubernetes and "config_path" not in kubernetes  # no credential in the stack
 
 
 def test_only_the_kuberay_target_gets_the_kuberay_operator(platforms):
     chart = CHARTS["kuberay-operator"]
     operator = releases(platforms["staging"])["kuberay-operator"]
-    assert (operator["repository"], operator["chart"], operator["version"]) == (chart.repository, chart.name, chart.version)
+    assert (operator["repository"], operator["chart"], operator["version"]) == (
+        chart.repository,
+        chart.name,
+        chart.version,
+    )
     assert (operator["atomic"], operator["wait"]) == (True, True)
     for env in ("dev", "prod"):
         assert "kuberay-operator" not in releases(platforms[env])
@@ -75,7 +85,9 @@ def test_our_objects_ship_as_two_local_charts_exactly_as_rendered(synth_dir, pla
     assert first + last == list(yaml.safe_load_all((synth_dir / "specs" / env / PLATFORM_FILE).read_text()))
     config = shipped_plans[env].env.serving
     assert [(o["kind"], o["metadata"]["name"]) for o in first][:2] == [
-        ("Namespace", config.namespace), ("ServiceAccount", config.service_account)]
+        ("Namespace", config.namespace),
+        ("ServiceAccount", config.service_account),
+    ]
     assert first[1]["metadata"]["namespace"] == config.namespace
     assert {o["kind"] for o in last} <= {"RayService", "PodMonitor", "PrometheusRule", "ConfigMap"}
     if env == "staging":
@@ -91,7 +103,9 @@ def _address(tf: dict, name: str) -> str:
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_the_namespace_comes_first_the_operator_runs_in_it_and_the_rayservice_and_monitors_come_last(platforms, shipped_plans, env):
+def test_the_namespace_comes_first_the_operator_runs_in_it_and_the_rayservice_and_monitors_come_last(
+    platforms, shipped_plans, env
+):
     tf, config = platforms[env], shipped_plans[env].env.serving
     ours = releases(tf)
     assert "depends_on" not in ours["llm-serving-namespace"]
@@ -99,7 +113,10 @@ def test_the_namespace_comes_first_the_operator_runs_in_it_and_the_rayservice_an
     assert operator["depends_on"] == [_address(tf, "llm-serving-namespace")]
     # Everything the last install needs: its namespace, the operator's CRDs, the monitoring CRDs.
     assert set(ours["llm-serving-platform"]["depends_on"]) == {
-        _address(tf, "llm-serving-namespace"), _address(tf, operator["name"]), _address(tf, "kube-prometheus-stack")}
+        _address(tf, "llm-serving-namespace"),
+        _address(tf, operator["name"]),
+        _address(tf, "kube-prometheus-stack"),
+    }
     if config.target == "kuberay":
         values = yaml.safe_load(operator["values"][0])
         assert values["singleNamespaceInstall"] is True and values["watchNamespace"] == [config.namespace]
@@ -109,16 +126,25 @@ def test_the_namespace_comes_first_the_operator_runs_in_it_and_the_rayservice_an
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_cluster_autoscaler_is_installed_for_the_cluster_with_the_role_the_aws_stack_binds(platforms, synthesized, shipped_plans, env):
+def test_cluster_autoscaler_is_installed_for_the_cluster_with_the_role_the_aws_stack_binds(
+    platforms, synthesized, shipped_plans, env
+):
     plan = shipped_plans[env]
     release = releases(platforms[env])["cluster-autoscaler"]
     chart = CHARTS["cluster-autoscaler"]
-    assert (release["repository"], release["version"], release["namespace"]) == (chart.repository, chart.version, "kube-system")
+    assert (release["repository"], release["version"], release["namespace"]) == (
+        chart.repository,
+        chart.version,
+        "kube-system",
+    )
     values = yaml.safe_load(release["values"][0])
     assert values["autoDiscovery"] == {"clusterName": plan.names.cluster} and values["awsRegion"] == plan.env.aws.region
     account = values["rbac"]["serviceAccount"]["name"]
-    (association,) = [a for a in resources(synthesized[env], "aws_eks_pod_identity_association").values()
-                      if a["service_account"] == account]
+    (association,) = [
+        a
+        for a in resources(synthesized[env], "aws_eks_pod_identity_association").values()
+        if a["service_account"] == account
+    ]
     assert association["namespace"] == "kube-system"
     role = resources(synthesized[env], "aws_iam_role")[association["role_arn"].split(".")[1]]
     assert role["name"] == plan.names.autoscaler_role
@@ -155,7 +181,9 @@ def test_an_unregistered_anyscale_cloud_gets_no_operator_yet_and_a_warning_sayin
     aws = json.loads((out / "stacks" / "dev" / "cdk.tf.json").read_text())
     assert aws["output"]["anyscale_register_command"]["value"].startswith("anyscale cloud register --name llm-dev ")
     err = capsys.readouterr().err
-    assert "serving.anyscale.cloud_deployment_id: not set, so dev-platform does not install the Anyscale operator" in err
+    assert (
+        "serving.anyscale.cloud_deployment_id: not set, so dev-platform does not install the Anyscale operator" in err
+    )
 
 
 def test_a_gpu_quota_becomes_a_resource_quota(tmp_path):
@@ -173,8 +201,14 @@ def test_a_gpu_quota_becomes_a_resource_quota(tmp_path):
 
 
 def test_the_chart_includes_our_files_raw_so_helm_never_templates_them():
-    objects = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "y"},
-                "data": {"legend": "{{ $labels.instance }}", "note": "{{- fail \"no\" }}"}}]
+    objects = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "x", "namespace": "y"},
+            "data": {"legend": "{{ $labels.instance }}", "note": '{{- fail "no" }}'},
+        }
+    ]
     files = chart_files("ours", objects)
     assert files["templates/manifests.yaml"].count("{{") == 3  # only the range and .Files.Get
     assert ".Files.Get" in files["templates/manifests.yaml"]
@@ -184,7 +218,9 @@ def test_the_chart_includes_our_files_raw_so_helm_never_templates_them():
     assert yaml.safe_load(changed["Chart.yaml"])["version"] != yaml.safe_load(files["Chart.yaml"])["version"]
 
 
-def test_the_anyscale_operator_offers_exactly_the_instance_types_the_service_asks_for(synth_dir, platforms, shipped_plans):
+def test_the_anyscale_operator_offers_exactly_the_instance_types_the_service_asks_for(
+    synth_dir, platforms, shipped_plans
+):
     plan = shipped_plans["prod"]
     operator = releases(platforms["prod"])["anyscale-operator"]
     chart = CHARTS["anyscale-operator"]
@@ -212,24 +248,34 @@ def test_the_anyscale_operator_offers_exactly_the_instance_types_the_service_ask
         assert shape["resources"]["accelerators"] == [pools[worker["name"]].gpu.name]
 
 
-def test_the_anyscale_operator_role_reaches_only_its_organizations_prefix_of_the_clouds_bucket(synthesized, shipped_plans):
+def test_the_anyscale_operator_role_reaches_only_its_organizations_prefix_of_the_clouds_bucket(
+    synthesized, shipped_plans
+):
     plan, tf = shipped_plans["prod"], synthesized["prod"]
-    (role_id,) = [rid for rid, r in resources(tf, "aws_iam_role").items() if r["name"] == plan.names.anyscale_operator_role]
+    (role_id,) = [
+        rid for rid, r in resources(tf, "aws_iam_role").items() if r["name"] == plan.names.anyscale_operator_role
+    ]
     trust = json.loads(resources(tf, "aws_iam_role")[role_id]["assume_role_policy"])["Statement"][0]
     assert trust["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert trust["Condition"]["StringEquals"]["aws:RequestTag/kubernetes-namespace"] == plan.env.serving.namespace
     assert trust["Condition"]["StringEquals"]["aws:RequestTag/kubernetes-service-account"] == "anyscale-operator"
-    statements = [s for p in resources(tf, "aws_iam_role_policy").values() if p["role"] == f"${{aws_iam_role.{role_id}.name}}"
-                  for s in json.loads(p["policy"])["Statement"]]
+    statements = [
+        s
+        for p in resources(tf, "aws_iam_role_policy").values()
+        if p["role"] == f"${{aws_iam_role.{role_id}.name}}"
+        for s in json.loads(p["policy"])["Statement"]
+    ]
     bucket = f"arn:aws:s3:::{plan.names.anyscale_bucket}"
     organization = plan.env.serving.anyscale.organization_id
     for statement in statements:
         for resource in statement["Resource"]:
             assert resource.startswith((f"{bucket}/{organization}/", "${aws_kms_key.")) or resource == bucket
     command = tf["output"]["anyscale_register_command"]["value"]
-    assert command == ("anyscale cloud register --name llm-prod --provider aws --compute-stack k8s --region us-east-1 "
-                       f"--s3-bucket-id {plan.names.anyscale_bucket} --kubernetes-zones us-east-1a,us-east-1b "
-                       f"--anyscale-operator-iam-identity arn:aws:iam::333333333333:role/{plan.names.anyscale_operator_role}")
+    assert command == (
+        "anyscale cloud register --name llm-prod --provider aws --compute-stack k8s --region us-east-1 "
+        f"--s3-bucket-id {plan.names.anyscale_bucket} --kubernetes-zones us-east-1a,us-east-1b "
+        f"--anyscale-operator-iam-identity arn:aws:iam::333333333333:role/{plan.names.anyscale_operator_role}"
+    )
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -102,7 +102,9 @@ def test_only_prod_data_survives_terraform_destroy(synthesized):
     for env, force in (("dev", True), ("staging", True), ("prod", False)):
         (logs,) = [b for b in resources(synthesized[env], "aws_s3_bucket").values() if "-logs-" in b["bucket"]]
         assert logs["force_destroy"] is force
-        assert all(b["force_destroy"] is False for b in resources(synthesized[env], "aws_s3_bucket").values() if b is not logs)
+        assert all(
+            b["force_destroy"] is False for b in resources(synthesized[env], "aws_s3_bucket").values() if b is not logs
+        )
     assert protected(synthesized["staging"]) == set()
 
 
@@ -153,12 +155,20 @@ def test_serving_identity_reads_and_never_writes(synthesized, shipped_plans, env
         for statement in storage:
             resources = [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]
             for resource in resources:
-                assert resource.startswith(f"{storage_arn}/{organization}/") or resource in (storage_arn, )\
+                assert (
+                    resource.startswith(f"{storage_arn}/{organization}/")
+                    or resource in (storage_arn,)
                     or resource.startswith("${aws_kms_key.")
+                )
     else:
         assert storage == []
     assert actions(statements) == {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"}
-    object_arns = {r for s in statements if "s3:GetObject" in s["Action"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
+    object_arns = {
+        r
+        for s in statements
+        if "s3:GetObject" in s["Action"]
+        for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    }
     assert object_arns == {
         f"arn:aws:s3:::{names.weights_bucket}/models/*",
         f"arn:aws:s3:::{names.lora_bucket}/adapters/*",
@@ -169,7 +179,9 @@ def test_serving_identity_reads_and_never_writes(synthesized, shipped_plans, env
 def test_serving_identity_reads_only_the_gated_models_token(synthesized, shipped_plans):
     statements = statements_for(synthesized["prod"], shipped_plans["prod"].names.serving_role)
     secrets = [s for s in statements if "secretsmanager:GetSecretValue" in s["Action"]]
-    assert [s["Resource"] for s in secrets] == [["arn:aws:secretsmanager:us-east-1:333333333333:secret:llm-prod/hf-token-??????"]]
+    assert [s["Resource"] for s in secrets] == [
+        ["arn:aws:secretsmanager:us-east-1:333333333333:secret:llm-prod/hf-token-??????"]
+    ]
     dev = statements_for(synthesized["dev"], shipped_plans["dev"].names.serving_role)
     assert not [s for s in dev if "secretsmanager:GetSecretValue" in s["Action"]]
 
@@ -187,7 +199,9 @@ def test_writer_identity_publishes_models_and_adapters_through_staging(synthesiz
     }
     for action in ("s3:PutObject", "s3:GetObject", "s3:DeleteObject"):
         granted = [s for s in statements if action in s["Action"]]
-        assert {r for s in granted for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])} == published
+        assert {
+            r for s in granted for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+        } == published
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -203,8 +217,11 @@ def test_staged_uploads_expire_in_the_lora_bucket_only(synthesized, env):
 
 def test_serving_pods_are_bound_to_the_serving_role(synthesized, shipped_plans):
     config = shipped_plans["dev"].env
-    (assoc,) = [a for a in resources(synthesized["dev"], "aws_eks_pod_identity_association").values()
-                if a["service_account"] == config.serving.service_account]
+    (assoc,) = [
+        a
+        for a in resources(synthesized["dev"], "aws_eks_pod_identity_association").values()
+        if a["service_account"] == config.serving.service_account
+    ]
     assert assoc["namespace"] == config.serving.namespace
     assert assoc["service_account"] == config.serving.service_account
     assert assoc["cluster_name"] == "ml-dev"
@@ -213,8 +230,13 @@ def test_serving_pods_are_bound_to_the_serving_role(synthesized, shipped_plans):
 @pytest.mark.parametrize("env", ENVS)
 def test_outputs_name_what_callers_need(synthesized, env):
     assert set(synthesized[env]["output"]) >= {
-        "weights_bucket", "lora_bucket", "kms_key_arn", "cluster_name",
-        "serving_role_arn", "writer_role_arn", "node_groups",
+        "weights_bucket",
+        "lora_bucket",
+        "kms_key_arn",
+        "cluster_name",
+        "serving_role_arn",
+        "writer_role_arn",
+        "node_groups",
     }
 
 
@@ -230,7 +252,9 @@ def test_cli_prints_a_summary_and_merges_single_environments(tmp_path: Path, cap
     assert main(["synth", "--env", "dev", "--outdir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "stack dev: account 111111111111, us-west-2, cluster ml-dev" in printed
-    assert "qwen2.5-7b-instruct" in printed and "s3://llm-dev-weights-111111111111/models/qwen2.5-7b-instruct" in printed
+    assert (
+        "qwen2.5-7b-instruct" in printed and "s3://llm-dev-weights-111111111111/models/qwen2.5-7b-instruct" in printed
+    )
     assert "g6.2xlarge,g6.4xlarge" in printed and "1 x L4" in printed
 
     assert main(["synth", "--env", "staging", "--outdir", str(out)]) == 0
@@ -323,19 +347,23 @@ def test_spec_objects_hold_the_spec_text_exactly_even_with_terraform_templates_i
     out = tmp_path / "out"
     assert main(["synth", "--config", str(config), "--outdir", str(out)]) == 0
     tf = json.loads((out / "stacks" / "dev" / "cdk.tf.json").read_text())
-    objects = {o["key"].rsplit("/", 1)[-1]: o["content"] for o in resources(tf, "aws_s3_object").values() if "content" in o}
+    objects = {
+        o["key"].rsplit("/", 1)[-1]: o["content"] for o in resources(tf, "aws_s3_object").values() if "content" in o
+    }
     # Evaluate each object's content as Terraform would, in a configuration of outputs only.
     work = tmp_path / "tf"
     work.mkdir()
-    (work / "main.tf.json").write_text(json.dumps({"output": {name.replace(".", "_"): {"value": text}
-                                                              for name, text in objects.items()}}))
+    (work / "main.tf.json").write_text(
+        json.dumps({"output": {name.replace(".", "_"): {"value": text} for name, text in objects.items()}})
+    )
     for command in (["init", "-input=false"], ["apply", "-auto-approve", "-input=false"]):
         done = subprocess.run(["terraform", *command], cwd=work, capture_output=True, text=True, timeout=waits.COMMAND)
         assert done.returncode == 0, done.stderr
-    shown = subprocess.run(["terraform", "output", "-json"], cwd=work, capture_output=True, text=True,
-                           timeout=waits.COMMAND)
+    shown = subprocess.run(
+        ["terraform", "output", "-json"], cwd=work, capture_output=True, text=True, timeout=waits.COMMAND
+    )
     values = {name: output["value"] for name, output in json.loads(shown.stdout).items()}
-    for name, text in objects.items():
+    for name in objects:
         assert values[name.replace(".", "_")] == (out / "specs" / "dev" / name).read_text()
     assert hostile in (out / "specs" / "dev" / "serve-config.yaml").read_text()
 
@@ -353,7 +381,12 @@ def test_turning_access_logs_off_drops_the_log_bucket_and_says_what_is_then_unau
     assert main(["synth", "--config", str(config), "--outdir", str(out)]) == 0
     tf = json.loads((out / "stacks" / "dev" / "cdk.tf.json").read_text())
     assert {b["bucket"] for b in resources(tf, "aws_s3_bucket").values()} == {
-        "llm-dev-weights-111111111111", "llm-dev-lora-111111111111", "llm-dev-anyscale-111111111111"}
+        "llm-dev-weights-111111111111",
+        "llm-dev-lora-111111111111",
+        "llm-dev-anyscale-111111111111",
+    }
     assert resources(tf, "aws_s3_bucket_logging") == {}
     assert tf["output"]["access_log_bucket"]["value"] == ""
-    assert "buckets.access_logs.enabled: access to the weights and LoRA buckets is not logged" in capsys.readouterr().err
+    assert (
+        "buckets.access_logs.enabled: access to the weights and LoRA buckets is not logged" in capsys.readouterr().err
+    )

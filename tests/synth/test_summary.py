@@ -45,11 +45,11 @@ def rows(text: str, header: str) -> dict[str, list[str]]:
     start = next(i for i, line in enumerate(lines) if line.strip().startswith(header + " "))
     names = re.split(r"\s{2,}", lines[start].strip())
     table = {}
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("    ") or line.startswith("     "):
             break
         cells = re.split(r"\s{2,}", line.strip())
-        table[cells[0]] = dict(zip(names, cells))
+        table[cells[0]] = dict(zip(names, cells, strict=False))
     return table
 
 
@@ -65,16 +65,33 @@ def text(plan, tmp_path):
 
 def test_one_row_per_part_with_its_pattern_gpus_shape_and_replicas(plan, text):
     table = rows(text, "ID")
-    assert list(table) == ["llama-3.1-405b-instruct", "qwen3-30b-a3b", "llama-3.1-70b-instruct (prefill)",
-                           "llama-3.1-70b-instruct (decode)"]
+    assert list(table) == [
+        "llama-3.1-405b-instruct",
+        "qwen3-30b-a3b",
+        "llama-3.1-70b-instruct (prefill)",
+        "llama-3.1-70b-instruct (decode)",
+    ]
     big, moe, prefill, decode = table.values()
-    assert (big["PATTERN"], big["POOL"], big["GPUS/REPLICA"], big["NODES/REPLICA"], big["REPLICAS"]) == \
-        ("multi_node", "h100-405b", "16 (tp 8 x pp 2)", "2", "1-1")
-    assert (moe["PATTERN"], moe["GPUS/REPLICA"], moe["NODES/REPLICA"], moe["REPLICAS"]) == \
-        ("data_parallel", "8 (dp 4 x tp 2)", "1", "1-2")
+    assert (big["PATTERN"], big["POOL"], big["GPUS/REPLICA"], big["NODES/REPLICA"], big["REPLICAS"]) == (
+        "multi_node",
+        "h100-405b",
+        "16 (tp 8 x pp 2)",
+        "2",
+        "1-1",
+    )
+    assert (moe["PATTERN"], moe["GPUS/REPLICA"], moe["NODES/REPLICA"], moe["REPLICAS"]) == (
+        "data_parallel",
+        "8 (dp 4 x tp 2)",
+        "1",
+        "1-2",
+    )
     # Each part's own pool, width and replicas: not the model-level defaults (tp 1, replicas 1-1).
-    assert (prefill["PATTERN"], prefill["POOL"], prefill["GPUS/REPLICA"], prefill["REPLICAS"]) == \
-        ("disaggregated", "h200-prefill", "4 (tp 4)", "1-4")
+    assert (prefill["PATTERN"], prefill["POOL"], prefill["GPUS/REPLICA"], prefill["REPLICAS"]) == (
+        "disaggregated",
+        "h200-prefill",
+        "4 (tp 4)",
+        "1-4",
+    )
     assert (decode["POOL"], decode["GPUS/REPLICA"], decode["REPLICAS"]) == ("h200-decode", "4 (tp 4)", "1-4")
 
 
@@ -87,10 +104,14 @@ def test_kv_cache_concurrency_and_load_targets_are_each_parts(plan, text):
     assert row["KV CACHE"] == f"4 x {moe.capacity.kv_cache_tokens:,} tok"
     assert row["CONCURRENCY"] == f"4 x {moe.capacity.max_concurrency:.1f}x"
     assert row["LOAD TARGET"] == f"{moe.load.target_ongoing_requests:g} / {moe.load.max_ongoing_requests} per engine"
-    assert table["llama-3.1-70b-instruct (prefill)"]["LOAD TARGET"] == \
-        f"{prefill.load.target_ongoing_requests:g} / {prefill.load.max_ongoing_requests}"
-    assert table["llama-3.1-70b-instruct (decode)"]["LOAD TARGET"] == \
-        f"{decode.load.target_ongoing_requests:g} / {decode.load.max_ongoing_requests}"
+    assert (
+        table["llama-3.1-70b-instruct (prefill)"]["LOAD TARGET"]
+        == f"{prefill.load.target_ongoing_requests:g} / {prefill.load.max_ongoing_requests}"
+    )
+    assert (
+        table["llama-3.1-70b-instruct (decode)"]["LOAD TARGET"]
+        == f"{decode.load.target_ongoing_requests:g} / {decode.load.max_ongoing_requests}"
+    )
     assert prefill.load.target_ongoing_requests != decode.load.target_ongoing_requests
     # The reasoning, per part.
     assert f"    llama-3.1-405b-instruct: {big.load.reasoning}" in text
@@ -109,17 +130,26 @@ def test_cost_per_model_is_the_nodes_it_takes_and_adds_up_to_the_pools(plan, tex
     assert costs["qwen3-30b-a3b"]["min"] == (1, pytest.approx(price["h100-moe"]))
     assert costs["qwen3-30b-a3b"]["max"] == (2, pytest.approx(2 * price["h100-moe"]))
     assert costs["llama-3.1-70b-instruct"]["min"] == (2, pytest.approx(price["h200-prefill"] + price["h200-decode"]))
-    assert costs["llama-3.1-70b-instruct"]["max"] == (4, pytest.approx(2 * price["h200-prefill"] + 2 * price["h200-decode"]))
+    assert costs["llama-3.1-70b-instruct"]["max"] == (
+        4,
+        pytest.approx(2 * price["h200-prefill"] + 2 * price["h200-decode"]),
+    )
     for at in ("min", "max"):
         assert sum(c[at][1] for c in costs.values()) == pytest.approx(plan.cost_per_hour(at))
         assert plan.idle(at) == (0, 0)
     table = rows(text, "MODEL")
     assert table["llama-3.1-70b-instruct"] == {
-        "MODEL": "llama-3.1-70b-instruct", "NODES AT MIN": "2", "NODES AT MAX": "4",
+        "MODEL": "llama-3.1-70b-instruct",
+        "NODES AT MIN": "2",
+        "NODES AT MAX": "4",
         "COST/H AT MIN": f"${costs['llama-3.1-70b-instruct']['min'][1]:,.2f}",
-        "COST/H AT MAX": f"${costs['llama-3.1-70b-instruct']['max'][1]:,.2f}"}
+        "COST/H AT MAX": f"${costs['llama-3.1-70b-instruct']['max'][1]:,.2f}",
+    }
     assert "(idle: pools' min_size)" not in text
-    assert f"GPU cost: ${plan.cost_per_hour('min'):,.2f}/h at min replicas, ${plan.cost_per_hour('max'):,.2f}/h at max" in text
+    assert (
+        f"GPU cost: ${plan.cost_per_hour('min'):,.2f}/h at min replicas, ${plan.cost_per_hour('max'):,.2f}/h at max"
+        in text
+    )
 
 
 def test_nodes_a_pool_keeps_beyond_its_models_are_shown_as_idle(tmp_path):
@@ -165,4 +195,3 @@ def test_the_efa_warning_shows_with_the_summary(tmp_path, monkeypatch, capsys):
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: {config}: models[2].prefill.node_pool: ")
     assert "h200-decode, h200-prefill have no EFA" in warnings[0]
     assert "llama-3.1-70b-instruct (prefill)" in captured.out and "llama-3.1-70b-instruct (decode)" in captured.out
-

@@ -59,17 +59,29 @@ class EfaNetwork(Construct):
         vpc = vpc.get(0) if isinstance(cluster.cluster, DataAwsEksCluster) else vpc
         self.cluster_security_group_id: str = vpc.cluster_security_group_id
         self.security_group = SecurityGroup(
-            self, "security-group", name_prefix=f"{name}-", vpc_id=vpc.vpc_id, tags={"Name": name},
+            self,
+            "security-group",
+            name_prefix=f"{name}-",
+            vpc_id=vpc.vpc_id,
+            tags={"Name": name},
             description="EFA: all traffic between the EFA nodes of this group, nothing else",
             lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
         self.ingress = VpcSecurityGroupIngressRule(
-            self, "from-members", security_group_id=self.security_group.id, ip_protocol="-1",
-            referenced_security_group_id=self.security_group.id, description="EFA: all traffic from the group's members",
+            self,
+            "from-members",
+            security_group_id=self.security_group.id,
+            ip_protocol="-1",
+            referenced_security_group_id=self.security_group.id,
+            description="EFA: all traffic from the group's members",
         )
         self.egress = VpcSecurityGroupEgressRule(
-            self, "to-members", security_group_id=self.security_group.id, ip_protocol="-1",
-            referenced_security_group_id=self.security_group.id, description="EFA: all traffic to the group's members",
+            self,
+            "to-members",
+            security_group_id=self.security_group.id,
+            ip_protocol="-1",
+            referenced_security_group_id=self.security_group.id,
+            description="EFA: all traffic to the group's members",
         )
         listed = list(subnet_ids)
         first = Fn.element(Fn.sort(listed), 0) if any(is_token(s) for s in listed) else listed[0]

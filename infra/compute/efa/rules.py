@@ -35,23 +35,31 @@ def efa_instance_types_problem(instance_types: Sequence[str]) -> str | None:
     """
     for name in instance_types:
         if name not in INSTANCE_TYPES:
-            return (f"{quoted(name)} is not in the catalog, which knows EFA (Elastic Fabric Adapter) for its GPU "
-                    f"instance types only ({_efa_types_summary()}); use one of those or turn efa off")
+            return (
+                f"{quoted(name)} is not in the catalog, which knows EFA (Elastic Fabric Adapter) for its GPU "
+                f"instance types only ({_efa_types_summary()}); use one of those or turn efa off"
+            )
         if not efa_interfaces(name):
-            return (f"{quoted(name)} has no EFA (Elastic Fabric Adapter); use instance types that have it "
-                    f"({_efa_types_summary()}) or turn efa off")
+            return (
+                f"{quoted(name)} has no EFA (Elastic Fabric Adapter); use instance types that have it "
+                f"({_efa_types_summary()}) or turn efa off"
+            )
     first = instance_types[0] if instance_types else None
     for name in instance_types[1:]:
         if efa_interfaces(name) != efa_interfaces(first):
-            return (f"{quoted(name)} has {efa_interfaces(name)} EFA interfaces, {quoted(first)} has "
-                    f"{efa_interfaces(first)}; an EFA pool needs instance types with one count "
-                    "(one launch template lists them; pods ask for every interface of a node)")
+            return (
+                f"{quoted(name)} has {efa_interfaces(name)} EFA interfaces, {quoted(first)} has "
+                f"{efa_interfaces(first)}; an EFA pool needs instance types with one count "
+                "(one launch template lists them; pods ask for every interface of a node)"
+            )
     return None
 
 
 def efa_subnets_problem(subnet_ids: Sequence[str]) -> str | None:
     """EFA nodes that talk to each other must share an availability zone: one subnet per EFA pool."""
     if len(subnet_ids) != 1 and not any(is_token(s) for s in subnet_ids):
-        return (f"{len(subnet_ids)} subnets: an EFA pool launches in one subnet (one availability zone; "
-                "EFA traffic does not cross zones)")
+        return (
+            f"{len(subnet_ids)} subnets: an EFA pool launches in one subnet (one availability zone; "
+            "EFA traffic does not cross zones)"
+        )
     return None

@@ -25,8 +25,9 @@ from infra.rules import label_value_problem, namespace_problem, repeated, requir
 __all__ = ["MONITORING_NAMESPACE", "ModelObjective", "kube_prometheus_stack_values", "monitoring_objects"]
 
 
-def monitoring_objects(*, environment: str, serving_namespace: str,
-                       models: Sequence[ModelObjective]) -> list[dict[str, Any]]:
+def monitoring_objects(
+    *, environment: str, serving_namespace: str, models: Sequence[ModelObjective]
+) -> list[dict[str, Any]]:
     """Every Kubernetes object of ours for monitoring one environment, in a fixed order.
 
     PodMonitors (head, workers) and the PrometheusRule live in the serving
@@ -40,7 +41,8 @@ def monitoring_objects(*, environment: str, serving_namespace: str,
             raise TypeError(f"models: expected ModelObjective, got {type(model).__name__}")
     if duplicates := repeated(m.id for m in models):
         raise ValueError(f"models: duplicate ids {duplicates}")
-    return [*pod_monitors(environment, serving_namespace),
-            prometheus_rule(environment, serving_namespace, models),
-            *dashboard_config_maps(environment)]
-
+    return [
+        *pod_monitors(environment, serving_namespace),
+        prometheus_rule(environment, serving_namespace, models),
+        *dashboard_config_maps(environment),
+    ]

@@ -53,11 +53,20 @@ def kube_prometheus_stack_values() -> dict[str, Any]:
             "service": _CLUSTER_IP,
             "ingress": _NO_INGRESS,
             "sidecar": {
-                "dashboards": {"enabled": True, "label": DASHBOARD_LABEL, "labelValue": DASHBOARD_LABEL_VALUE,
-                               "searchNamespace": "ALL"},
+                "dashboards": {
+                    "enabled": True,
+                    "label": DASHBOARD_LABEL,
+                    "labelValue": DASHBOARD_LABEL_VALUE,
+                    "searchNamespace": "ALL",
+                },
                 # The dashboards select this datasource by uid.
-                "datasources": {"enabled": True, "defaultDatasourceEnabled": True, "isDefaultDatasource": True,
-                                "name": GRAFANA_DATASOURCE_NAME, "uid": GRAFANA_DATASOURCE_UID},
+                "datasources": {
+                    "enabled": True,
+                    "defaultDatasourceEnabled": True,
+                    "isDefaultDatasource": True,
+                    "name": GRAFANA_DATASOURCE_NAME,
+                    "uid": GRAFANA_DATASOURCE_UID,
+                },
             },
         },
     }

@@ -17,8 +17,11 @@ DASHBOARD_DIRECTORY = "dashboards"
 def dashboard_files() -> dict[str, str]:
     """File name -> JSON text of every committed dashboard, sorted by name."""
     directory = resources.files("infra.platform.observability").joinpath(DASHBOARD_DIRECTORY)
-    files = {entry.name: entry.read_text(encoding="utf-8") for entry in directory.iterdir()
-             if entry.name.endswith(".json") and entry.is_file()}
+    files = {
+        entry.name: entry.read_text(encoding="utf-8")
+        for entry in directory.iterdir()
+        if entry.name.endswith(".json") and entry.is_file()
+    }
     if not files:
         raise FileNotFoundError("no dashboards in infra/platform/observability/dashboards: run `make dashboards`")
     return dict(sorted(files.items()))
@@ -34,8 +37,17 @@ def dashboard_config_maps(environment: str) -> list[dict[str, Any]]:
 
     The data key is the file name: the sidecar writes it as the dashboard's file.
     """
-    return [{"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": metadata(f"grafana-dashboard-{name.removesuffix('.json')}", MONITORING_NAMESPACE, environment,
-                                  {DASHBOARD_LABEL: DASHBOARD_LABEL_VALUE}),
-             "data": {name: text}}
-            for name, text in dashboard_files().items()]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata(
+                f"grafana-dashboard-{name.removesuffix('.json')}",
+                MONITORING_NAMESPACE,
+                environment,
+                {DASHBOARD_LABEL: DASHBOARD_LABEL_VALUE},
+            ),
+            "data": {name: text},
+        }
+        for name, text in dashboard_files().items()
+    ]

@@ -63,8 +63,10 @@ def render() -> dict[str, str]:
         applied |= _fix_metrics(dashboard)
     if stale := (DROPPED | set(RENAMED)) - applied:
         raise RuntimeError(f"metric fixes no longer apply (Ray changed its dashboards): {sorted(stale)}")
-    return {f"{name}.json": json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-            for name, d in sorted(dashboards.items())}
+    return {
+        f"{name}.json": json.dumps(d, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        for name, d in sorted(dashboards.items())
+    }
 
 
 def write(out: Path) -> list[Path]:
@@ -131,7 +133,9 @@ def _fix_metrics(dashboard: dict[str, Any]) -> set[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the JSON files (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="directory for the JSON files (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     for path in write(args.out):
         print(path)

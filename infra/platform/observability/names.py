@@ -34,11 +34,17 @@ class ModelObjective:
     def __post_init__(self):
         if not isinstance(self.id, str) or not _MODEL_ID.fullmatch(self.id):
             raise ValueError(f"model id {self.id!r} must match {MODEL_ID_PATTERN}")
-        if isinstance(self.ttft_p95_seconds, bool) or not isinstance(self.ttft_p95_seconds, (int, float)) \
-                or not 0 < self.ttft_p95_seconds <= 600:
+        if (
+            isinstance(self.ttft_p95_seconds, bool)
+            or not isinstance(self.ttft_p95_seconds, (int, float))
+            or not 0 < self.ttft_p95_seconds <= 600
+        ):
             raise ValueError(f"{self.id}: ttft_p95_seconds must be a number in (0, 600], not {self.ttft_p95_seconds!r}")
 
 
 def metadata(name: str, namespace: str, environment: str, labels: dict[str, str] | None = None) -> dict:
-    return {"name": name, "namespace": namespace,
-            "labels": {**MANAGED_BY, ENVIRONMENT_LABEL: environment, **(labels or {})}}
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**MANAGED_BY, ENVIRONMENT_LABEL: environment, **(labels or {})},
+    }

@@ -29,21 +29,33 @@ RAY_NODE_TYPES = ("head", "worker")
 
 def _endpoints(node_type: str) -> list[dict[str, Any]]:
     ports = [RAY_METRICS_PORT_NAME, *(HEAD_METRICS_PORTS if node_type == "head" else ())]
-    return [{"port": port,
-             "relabelings": [{"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_label_ray_io_cluster"],
-                              "targetLabel": "ray_io_cluster"}]}
-            for port in ports]
+    return [
+        {
+            "port": port,
+            "relabelings": [
+                {
+                    "action": "replace",
+                    "sourceLabels": ["__meta_kubernetes_pod_label_ray_io_cluster"],
+                    "targetLabel": "ray_io_cluster",
+                }
+            ],
+        }
+        for port in ports
+    ]
 
 
 def pod_monitors(environment: str, serving_namespace: str) -> list[dict[str, Any]]:
     """One PodMonitor per Ray node type, selecting only the serving namespace's Ray pods."""
-    return [{
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PodMonitor",
-        "metadata": metadata(f"ray-{node_type}", serving_namespace, environment),
-        "spec": {
-            "namespaceSelector": {"matchNames": [serving_namespace]},
-            "selector": {"matchLabels": {"ray.io/is-ray-node": "yes", "ray.io/node-type": node_type}},
-            "podMetricsEndpoints": _endpoints(node_type),
-        },
-    } for node_type in RAY_NODE_TYPES]
+    return [
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PodMonitor",
+            "metadata": metadata(f"ray-{node_type}", serving_namespace, environment),
+            "spec": {
+                "namespaceSelector": {"matchNames": [serving_namespace]},
+                "selector": {"matchLabels": {"ray.io/is-ray-node": "yes", "ray.io/node-type": node_type}},
+                "podMetricsEndpoints": _endpoints(node_type),
+            },
+        }
+        for node_type in RAY_NODE_TYPES
+    ]

@@ -13,7 +13,6 @@ import sys
 import pytest
 import yaml
 from cdktf import TerraformStack
-from cdktf import Testing as CdktfTesting
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 
 import conftest
@@ -53,16 +52,46 @@ def aws():
     stack = new_stack("autoscaling")
     role = NodeRole(stack, "nodes", role_name="test-nodes")
     pools = {
-        "system": NodePool(stack, "system", cluster_name=CLUSTER, node_group_name="test-system", pool_name="system",
-                           node_role=role, subnet_ids=SUBNETS, instance_types=["m7i.large"], autoscaler_cluster_name=CLUSTER),
-        "l4": GpuNodePool(stack, "l4", cluster_name=CLUSTER, node_group_name="test-l4", pool_name="l4", node_role=role,
-                          subnet_ids=SUBNETS, instance_types=["g6.2xlarge", "g6.4xlarge"], capacity_type="SPOT", max_size=4,
-                          labels={"team": "ml"}, taints=[Taint("dedicated", "llm")], autoscaler_cluster_name=CLUSTER),
-        "h100": GpuNodePool(stack, "h100", cluster_name=CLUSTER, node_group_name="test-h100", pool_name="h100",
-                            node_role=role, subnet_ids=SUBNETS, instance_types=["p5.48xlarge"]),
+        "system": NodePool(
+            stack,
+            "system",
+            cluster_name=CLUSTER,
+            node_group_name="test-system",
+            pool_name="system",
+            node_role=role,
+            subnet_ids=SUBNETS,
+            instance_types=["m7i.large"],
+            autoscaler_cluster_name=CLUSTER,
+        ),
+        "l4": GpuNodePool(
+            stack,
+            "l4",
+            cluster_name=CLUSTER,
+            node_group_name="test-l4",
+            pool_name="l4",
+            node_role=role,
+            subnet_ids=SUBNETS,
+            instance_types=["g6.2xlarge", "g6.4xlarge"],
+            capacity_type="SPOT",
+            max_size=4,
+            labels={"team": "ml"},
+            taints=[Taint("dedicated", "llm")],
+            autoscaler_cluster_name=CLUSTER,
+        ),
+        "h100": GpuNodePool(
+            stack,
+            "h100",
+            cluster_name=CLUSTER,
+            node_group_name="test-h100",
+            pool_name="h100",
+            node_role=role,
+            subnet_ids=SUBNETS,
+            instance_types=["p5.48xlarge"],
+        ),
     }
-    identity = ClusterAutoscalerIdentity(stack, "autoscaler", role_name="test-autoscaler", cluster_name=CLUSTER,
-                                         account_id=ACCOUNT, region=REGION)
+    identity = ClusterAutoscalerIdentity(
+        stack, "autoscaler", role_name="test-autoscaler", cluster_name=CLUSTER, account_id=ACCOUNT, region=REGION
+    )
     return {"tf": synth(stack), "pools": pools, "identity": identity}
 
 
@@ -70,12 +99,24 @@ def aws():
 def created():
     """A cluster created in the same stack: its name is a reference wherever it appears."""
     stack = new_stack("created")
-    cluster = EksCluster(stack, "cluster", name=CLUSTER, version="1.35", subnet_ids=SUBNETS, kms_key_arn=KEY, account_id=ACCOUNT)
+    cluster = EksCluster(
+        stack, "cluster", name=CLUSTER, version="1.35", subnet_ids=SUBNETS, kms_key_arn=KEY, account_id=ACCOUNT
+    )
     role = NodeRole(stack, "nodes", role_name="test-nodes")
-    GpuNodePool(stack, "l4", cluster_name=cluster.name, node_group_name="test-l4", pool_name="l4", node_role=role,
-                subnet_ids=SUBNETS, instance_types=["g6.xlarge"], autoscaler_cluster_name=cluster.name)
-    ClusterAutoscalerIdentity(stack, "autoscaler", role_name="test-autoscaler", cluster_name=cluster.name,
-                              account_id=ACCOUNT, region=REGION)
+    GpuNodePool(
+        stack,
+        "l4",
+        cluster_name=cluster.name,
+        node_group_name="test-l4",
+        pool_name="l4",
+        node_role=role,
+        subnet_ids=SUBNETS,
+        instance_types=["g6.xlarge"],
+        autoscaler_cluster_name=cluster.name,
+    )
+    ClusterAutoscalerIdentity(
+        stack, "autoscaler", role_name="test-autoscaler", cluster_name=cluster.name, account_id=ACCOUNT, region=REGION
+    )
     return synth(stack)
 
 
@@ -84,10 +125,19 @@ def platform():
     stack = TerraformStack(cdktf_app(), "platform")
     HelmProvider(stack, "helm")
     ClusterAutoscaler(stack, "autoscaler", cluster_name=CLUSTER, region=REGION)
-    ClusterAutoscaler(stack, "tuned", cluster_name=CLUSTER, region=REGION, namespace="autoscaling",
-                      service_account="ca", expander="most-pods", scale_down_unneeded_minutes=30,
-                      scale_down_delay_after_add_minutes=20, balance_similar_node_groups=False,
-                      skip_nodes_with_local_storage=True)
+    ClusterAutoscaler(
+        stack,
+        "tuned",
+        cluster_name=CLUSTER,
+        region=REGION,
+        namespace="autoscaling",
+        service_account="ca",
+        expander="most-pods",
+        scale_down_unneeded_minutes=30,
+        scale_down_delay_after_add_minutes=20,
+        balance_similar_node_groups=False,
+        skip_nodes_with_local_storage=True,
+    )
     releases = {r["namespace"]: r for r in resources(synth(stack), "helm_release").values()}
     return {ns: (r, yaml.safe_load(r["values"][0])) for ns, r in releases.items()}
 
@@ -102,7 +152,10 @@ def asg_tags(tf: dict, pool_id: str) -> dict[str, tuple[str, bool]]:
     for rid, tag in resources(tf, "aws_autoscaling_group_tag").items():
         if rid.startswith(f"{pool_id}_"):
             (node_group,) = [n for n in resources(tf, "aws_eks_node_group") if n.startswith(f"{pool_id}_")]
-            assert tag["autoscaling_group_name"] == f"${{aws_eks_node_group.{node_group}.resources[0].autoscaling_groups[0].name}}"
+            assert (
+                tag["autoscaling_group_name"]
+                == f"${{aws_eks_node_group.{node_group}.resources[0].autoscaling_groups[0].name}}"
+            )
             found[tag["tag"]["key"]] = (tag["tag"]["value"], tag["tag"]["propagate_at_launch"])
     return found
 
@@ -123,10 +176,12 @@ def test_scaling_only_on_groups_tagged_for_this_cluster(aws):
     scale = statements(aws["tf"])["ScaleClusterGroups"]
     assert scale["Action"] == ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"]
     assert scale["Resource"] == [f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:autoScalingGroupName/*"]
-    assert scale["Condition"] == {"StringEquals": {
-        f"aws:ResourceTag/k8s.io/cluster-autoscaler/{CLUSTER}": "owned",
-        "aws:ResourceTag/k8s.io/cluster-autoscaler/enabled": "true",
-    }}
+    assert scale["Condition"] == {
+        "StringEquals": {
+            f"aws:ResourceTag/k8s.io/cluster-autoscaler/{CLUSTER}": "owned",
+            "aws:ResourceTag/k8s.io/cluster-autoscaler/enabled": "true",
+        }
+    }
 
 
 def test_no_wildcard_action_and_only_describe_on_any_resource(aws):
@@ -151,15 +206,20 @@ def test_only_pod_identity_for_its_service_account_may_assume_it(aws):
     (trust,) = json.loads(role["assume_role_policy"])["Statement"]
     assert trust["Principal"] == {"Service": "pods.eks.amazonaws.com"}
     assert trust["Action"] == ["sts:AssumeRole", "sts:TagSession"]
-    assert trust["Condition"] == {"StringEquals": {
-        "aws:RequestTag/eks-cluster-name": CLUSTER,
-        "aws:RequestTag/kubernetes-namespace": "kube-system",
-        "aws:RequestTag/kubernetes-service-account": "cluster-autoscaler",
-    }}
+    assert trust["Condition"] == {
+        "StringEquals": {
+            "aws:RequestTag/eks-cluster-name": CLUSTER,
+            "aws:RequestTag/kubernetes-namespace": "kube-system",
+            "aws:RequestTag/kubernetes-service-account": "cluster-autoscaler",
+        }
+    }
     assert role["tags"] == {"llm-serving-stacks:identity": "node-autoscaler"} and role["max_session_duration"] == 3600
     (association,) = resources(tf, "aws_eks_pod_identity_association").values()
     assert (association["cluster_name"], association["namespace"], association["service_account"]) == (
-        CLUSTER, "kube-system", "cluster-autoscaler")
+        CLUSTER,
+        "kube-system",
+        "cluster-autoscaler",
+    )
     assert association["role_arn"].startswith("${aws_iam_role.autoscaler_role_")
 
 
@@ -212,16 +272,29 @@ def test_a_pool_without_the_option_is_left_alone(aws):
 def test_tag_resources_keep_their_ids_when_labels_change():
     stack = new_stack("ids")
     role = NodeRole(stack, "nodes", role_name="n")
-    pools = [GpuNodePool(stack, f"p{i}", cluster_name=CLUSTER, node_group_name=f"g{i}", pool_name="l4", node_role=role,
-                         subnet_ids=SUBNETS, instance_types=["g6.xlarge"], labels=labels, autoscaler_cluster_name=CLUSTER)
-             for i, labels in enumerate(({}, {"a-team": "x"}))]
+    pools = [
+        GpuNodePool(
+            stack,
+            f"p{i}",
+            cluster_name=CLUSTER,
+            node_group_name=f"g{i}",
+            pool_name="l4",
+            node_role=role,
+            subnet_ids=SUBNETS,
+            instance_types=["g6.xlarge"],
+            labels=labels,
+            autoscaler_cluster_name=CLUSTER,
+        )
+        for i, labels in enumerate(({}, {"a-team": "x"}))
+    ]
     ids = [{t.node.id for t in pool.autoscaling_group_tags} for pool in pools]
     assert ids[0] < ids[1] and len(ids[1] - ids[0]) == 1
 
 
 def test_a_created_clusters_name_is_a_reference_in_tags_and_policy(created):
-    (tag,) = [t["tag"] for t in resources(created, "aws_autoscaling_group_tag").values()
-              if t["tag"]["value"] == "owned"]
+    (tag,) = [
+        t["tag"] for t in resources(created, "aws_autoscaling_group_tag").values() if t["tag"]["value"] == "owned"
+    ]
     assert re.fullmatch(r"k8s\.io/cluster-autoscaler/\$\{aws_eks_cluster\.cluster_[A-Z0-9_]+\.name\}", tag["key"])
     scale = statements(created)["ScaleClusterGroups"]
     (key,) = [k for k in scale["Condition"]["StringEquals"] if "enabled" not in k]
@@ -235,7 +308,11 @@ def test_the_release_finds_this_clusters_groups_and_uses_the_pod_identity_servic
     release, values = platform["kube-system"]
     chart = CHARTS["cluster-autoscaler"]
     assert (release["name"], release["repository"], release["chart"], release["version"]) == (
-        "cluster-autoscaler", chart.repository, "cluster-autoscaler", "9.59.0")
+        "cluster-autoscaler",
+        chart.repository,
+        "cluster-autoscaler",
+        "9.59.0",
+    )
     assert (release["atomic"], release["wait"]) == (True, True)
     assert values["cloudProvider"] == "aws" and values["awsRegion"] == REGION
     assert values["autoDiscovery"] == {"clusterName": CLUSTER}
@@ -252,17 +329,24 @@ def test_defaults_suit_expensive_gpu_nodes(platform):
         "skip-nodes-with-local-storage": False,
     }
     assert values["securityContext"]["runAsNonRoot"] is True
-    assert values["containerSecurityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                                  "capabilities": {"drop": ["ALL"]}}
+    assert values["containerSecurityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     assert values["resources"]["requests"] == {"cpu": "100m", "memory": "300Mi"}
 
 
 def test_settings_are_passed_through(platform):
     _, values = platform["autoscaling"]
     assert values["rbac"]["serviceAccount"]["name"] == "ca"
-    assert values["extraArgs"] == {"expander": "most-pods", "scale-down-unneeded-time": "30m",
-                                   "scale-down-delay-after-add": "20m", "balance-similar-node-groups": False,
-                                   "skip-nodes-with-local-storage": True}
+    assert values["extraArgs"] == {
+        "expander": "most-pods",
+        "scale-down-unneeded-time": "30m",
+        "scale-down-delay-after-add": "20m",
+        "balance-similar-node-groups": False,
+        "skip-nodes-with-local-storage": True,
+    }
 
 
 def key_paths(values: dict, prefix: tuple[str, ...] = ()):
@@ -283,7 +367,9 @@ def test_every_key_set_is_in_the_charts_values_file(platform):
                 assert isinstance(node, dict) and key in node, f"{'.'.join(path)} is not in {SCHEMA.name}"
                 node = node[key]
         # extraArgs is free-form: each flag must be one the file lists (commented out) among extraArgs.
-        listed = set(re.findall(r"^  # ([a-z-]+):", text.split("\nextraArgs:")[1].split("\n# customArgs")[0], re.MULTILINE))
+        listed = set(
+            re.findall(r"^  # ([a-z-]+):", text.split("\nextraArgs:")[1].split("\n# customArgs")[0], re.MULTILINE)
+        )
         assert set(values["extraArgs"]) <= listed
 
 
@@ -293,8 +379,10 @@ def test_the_ray_pod_annotation_is_what_the_autoscaler_honors():
 
 def test_the_pure_module_loads_no_cdktf():
     """Service specs import RAY_POD_ANNOTATIONS; that must not cost the provider bindings."""
-    code = ("import sys, infra.compute.autoscaling; "
-            "sys.exit(any(m.split('.')[0] in ('cdktf', 'constructs', 'jsii') for m in sys.modules))")
+    code = (
+        "import sys, infra.compute.autoscaling; "
+        "sys.exit(any(m.split('.')[0] in ('cdktf', 'constructs', 'jsii') for m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60, check=False).returncode == 0
 
 
@@ -313,8 +401,16 @@ def _release(**kw):
 
 def _pool(cls=GpuNodePool, **kw):
     def build(s):
-        props = {"cluster_name": CLUSTER, "node_group_name": "g", "pool_name": "p", "node_role": NodeRole(s, "r", role_name="r"),
-                 "subnet_ids": SUBNETS, "instance_types": ["g6.xlarge"], "autoscaler_cluster_name": CLUSTER, **kw}
+        props = {
+            "cluster_name": CLUSTER,
+            "node_group_name": "g",
+            "pool_name": "p",
+            "node_role": NodeRole(s, "r", role_name="r"),
+            "subnet_ids": SUBNETS,
+            "instance_types": ["g6.xlarge"],
+            "autoscaler_cluster_name": CLUSTER,
+            **kw,
+        }
         return cls(s, "p", **props)
 
     return build
@@ -336,12 +432,23 @@ INVALID = [
     ("release-expander-priority", _release(expander="priority"), "expander.*least-waste"),
     ("release-unneeded-zero", _release(scale_down_unneeded_minutes=0), "scale_down_unneeded_minutes"),
     ("release-unneeded-bool", _release(scale_down_unneeded_minutes=True), "scale_down_unneeded_minutes"),
-    ("release-delay-too-long", _release(scale_down_delay_after_add_minutes=24 * 60 + 1), "scale_down_delay_after_add_minutes"),
+    (
+        "release-delay-too-long",
+        _release(scale_down_delay_after_add_minutes=24 * 60 + 1),
+        "scale_down_delay_after_add_minutes",
+    ),
     ("pool-autoscaler-cluster", _pool(autoscaler_cluster_name="bad name"), "autoscaler_cluster_name"),
-    ("pool-cpu-autoscaler-cluster", _pool(NodePool, instance_types=["m7i.large"], autoscaler_cluster_name=""),
-     "autoscaler_cluster_name"),
+    (
+        "pool-cpu-autoscaler-cluster",
+        _pool(NodePool, instance_types=["m7i.large"], autoscaler_cluster_name=""),
+        "autoscaler_cluster_name",
+    ),
     ("pool-accelerator-label", _pool(labels={"k8s.amazonaws.com/accelerator": "other"}), "labels"),
-    ("pool-taint-two-effects", _pool(taints=[Taint("dedicated", "llm"), Taint("dedicated", "llm", "NoExecute")]), "taints"),
+    (
+        "pool-taint-two-effects",
+        _pool(taints=[Taint("dedicated", "llm"), Taint("dedicated", "llm", "NoExecute")]),
+        "taints",
+    ),
     ("pool-label-too-long-for-a-tag", _pool(labels={f"{'a' * 80}.example.com/team": "ml"}), "labels/taints"),
 ]
 
@@ -359,13 +466,16 @@ def test_two_effects_of_one_taint_are_fine_without_the_autoscaler():
     assert pool.autoscaling_group_tags == []
 
 
-@pytest.mark.parametrize(("rule", "good", "bad"), [
-    (rules.cluster_reference_problem, "${TfToken[TOKEN.12]}", ["bad name", "", "-c"]),
-    (rules.expander_problem, "least-waste", ["priority", "price", "least-waste,random", ""]),
-    (rules.minutes_problem, 15, [0, -1, 1441, True, 1.5]),
-    (rules.asg_tag_key_problem, "k8s.io/cluster-autoscaler/" + "c" * 100, ["k" * 129]),
-    (rules.node_template_taints_problem, ["a", "b"], [["a", "a"]]),
-])
+@pytest.mark.parametrize(
+    ("rule", "good", "bad"),
+    [
+        (rules.cluster_reference_problem, "${TfToken[TOKEN.12]}", ["bad name", "", "-c"]),
+        (rules.expander_problem, "least-waste", ["priority", "price", "least-waste,random", ""]),
+        (rules.minutes_problem, 15, [0, -1, 1441, True, 1.5]),
+        (rules.asg_tag_key_problem, "k8s.io/cluster-autoscaler/" + "c" * 100, ["k" * 129]),
+        (rules.node_template_taints_problem, ["a", "b"], [["a", "a"]]),
+    ],
+)
 def test_autoscaler_rules_accept_the_good_and_name_what_is_wrong_with_the_bad(rule, good, bad):
     assert rule(good) is None
     for value in bad:

@@ -32,13 +32,37 @@ synth = conftest.synth_stack
 def built():
     """A cluster with a public endpoint and one admin, under a created key, with a node pool on it."""
     stack = new_stack("cluster")
-    key = EncryptionKey(stack, "key", alias="test-data", description="test", account_id=ACCOUNT, region=REGION,
-                        allow_cloudwatch_logs=True)
-    cluster = EksCluster(stack, "cluster", name="test", version="1.33", subnet_ids=SUBNETS, kms_key_arn=key.key_arn,
-                         account_id=ACCOUNT, endpoint_public_access=True, public_access_cidrs=["203.0.113.0/24"],
-                         admin_principal_arns=[f"arn:aws:iam::{ACCOUNT}:role/admin"])
-    NodePool(stack, "system", cluster_name=cluster.name, node_group_name="test-system", pool_name="system",
-             node_role=NodeRole(stack, "nodes", role_name="test-nodes"), subnet_ids=SUBNETS, instance_types=["m7i.large"])
+    key = EncryptionKey(
+        stack,
+        "key",
+        alias="test-data",
+        description="test",
+        account_id=ACCOUNT,
+        region=REGION,
+        allow_cloudwatch_logs=True,
+    )
+    cluster = EksCluster(
+        stack,
+        "cluster",
+        name="test",
+        version="1.33",
+        subnet_ids=SUBNETS,
+        kms_key_arn=key.key_arn,
+        account_id=ACCOUNT,
+        endpoint_public_access=True,
+        public_access_cidrs=["203.0.113.0/24"],
+        admin_principal_arns=[f"arn:aws:iam::{ACCOUNT}:role/admin"],
+    )
+    NodePool(
+        stack,
+        "system",
+        cluster_name=cluster.name,
+        node_group_name="test-system",
+        pool_name="system",
+        node_role=NodeRole(stack, "nodes", role_name="test-nodes"),
+        subnet_ids=SUBNETS,
+        instance_types=["m7i.large"],
+    )
     return {"tf": synth(stack), "cluster": cluster}
 
 
@@ -46,7 +70,9 @@ def built():
 def other():
     """A private cluster without listed admins, one with a name too long for its role's, and an existing cluster."""
     stack = new_stack("other")
-    EksCluster(stack, "private", name="private", version="1.33", subnet_ids=SUBNETS, kms_key_arn=KEY, account_id=ACCOUNT)
+    EksCluster(
+        stack, "private", name="private", version="1.33", subnet_ids=SUBNETS, kms_key_arn=KEY, account_id=ACCOUNT
+    )
     EksCluster(stack, "long", name="c" * 100, version="1.33", subnet_ids=SUBNETS, kms_key_arn=KEY, account_id=ACCOUNT)
     existing = ExistingCluster(stack, "existing", name="other", install_pod_identity_agent=True)
     return {"tf": synth(stack), "existing": existing}
@@ -56,9 +82,16 @@ def other():
 def china():
     """A cluster in the aws-cn partition."""
     stack = new_stack("china")
-    EksCluster(stack, "cluster", name="cn", version="1.33", subnet_ids=SUBNETS,
-               kms_key_arn=KEY.replace("arn:aws:", "arn:aws-cn:").replace(REGION, "cn-north-1"), account_id=ACCOUNT,
-               partition="aws-cn")
+    EksCluster(
+        stack,
+        "cluster",
+        name="cn",
+        version="1.33",
+        subnet_ids=SUBNETS,
+        kms_key_arn=KEY.replace("arn:aws:", "arn:aws-cn:").replace(REGION, "cn-north-1"),
+        account_id=ACCOUNT,
+        partition="aws-cn",
+    )
     return synth(stack)
 
 
@@ -72,7 +105,10 @@ def test_new_cluster_is_encrypted_logged_and_uses_access_entries(built):
     assert cluster["vpc_config"]["endpoint_private_access"] is True
     assert cluster["vpc_config"]["endpoint_public_access"] is True
     assert cluster["vpc_config"]["public_access_cidrs"] == ["203.0.113.0/24"]
-    assert cluster["access_config"] == {"authentication_mode": "API", "bootstrap_cluster_creator_admin_permissions": False}
+    assert cluster["access_config"] == {
+        "authentication_mode": "API",
+        "bootstrap_cluster_creator_admin_permissions": False,
+    }
     logs = one(tf, "aws_cloudwatch_log_group", name="/aws/eks/test/cluster")
     assert logs["retention_in_days"] == 365 and logs["kms_key_id"].startswith("${aws_kms_key.")
     # The log group exists before EKS would create an unencrypted one.
@@ -91,7 +127,10 @@ def test_new_cluster_is_encrypted_logged_and_uses_access_entries(built):
 def test_cluster_role_trusts_eks_with_the_cluster_policy(built):
     tf = built["tf"]
     trust = trust_of(tf, "test-cluster")["TrustService"]
-    assert (trust["Principal"], trust["Action"]) == ({"Service": "eks.amazonaws.com"}, ["sts:AssumeRole", "sts:TagSession"])
+    assert (trust["Principal"], trust["Action"]) == (
+        {"Service": "eks.amazonaws.com"},
+        ["sts:AssumeRole", "sts:TagSession"],
+    )
     ref = role_ref(tf, "test-cluster")
     (attachment,) = [a for a in resources(tf, "aws_iam_role_policy_attachment").values() if a["role"] == ref]
     assert attachment["policy_arn"] == "arn:aws:iam::aws:policy/AmazonEKSClusterPolicy"
@@ -135,8 +174,16 @@ def test_tokens_pass_validation_for_plan_time_values():
     existing = ExistingCluster(stack, "e", name="other")
     role = NodeRole(stack, "r", role_name="r")
     key = EncryptionKey(stack, "k", alias="k", description="d", account_id=ACCOUNT, region=REGION)
-    EksCluster(stack, "c", name="c", version="1.33", subnet_ids=existing.subnet_ids, kms_key_arn=key.key_arn,
-               account_id=ACCOUNT, admin_principal_arns=[role.role_arn])
+    EksCluster(
+        stack,
+        "c",
+        name="c",
+        version="1.33",
+        subnet_ids=existing.subnet_ids,
+        kms_key_arn=key.key_arn,
+        account_id=ACCOUNT,
+        admin_principal_arns=[role.role_arn],
+    )
 
 
 # --- validation: every ValueError a caller can hit ----------------------------------------
@@ -155,11 +202,19 @@ INVALID = [
     ("cluster-key", _cluster(kms_key_arn="alias/eks"), "kms_key_arn"),
     ("cluster-account", _cluster(account_id="x"), "account_id"),
     ("cluster-partition", _cluster(partition="aws-eu"), "partition"),
-    ("cluster-admin-arn", _cluster(admin_principal_arns=[f"arn:aws:iam::{ACCOUNT}:group/admins"]), "admin_principal_arns"),
+    (
+        "cluster-admin-arn",
+        _cluster(admin_principal_arns=[f"arn:aws:iam::{ACCOUNT}:group/admins"]),
+        "admin_principal_arns",
+    ),
     ("cluster-log-retention", _cluster(log_retention_days=10), "log_retention_days"),
     ("cluster-public-no-cidrs", _cluster(endpoint_public_access=True), "public_access_cidrs"),
     ("cluster-cidrs-not-public", _cluster(public_access_cidrs=["203.0.113.0/24"]), "endpoint_public_access"),
-    ("cluster-bad-cidr", _cluster(endpoint_public_access=True, public_access_cidrs=["everyone"]), "public_access_cidrs"),
+    (
+        "cluster-bad-cidr",
+        _cluster(endpoint_public_access=True, public_access_cidrs=["everyone"]),
+        "public_access_cidrs",
+    ),
 ]
 
 

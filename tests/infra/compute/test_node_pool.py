@@ -31,14 +31,44 @@ def built():
     """A CPU pool, a spot AL2023 GPU pool with its own labels and taints, and a GPU pool with defaults."""
     stack = new_stack("pools")
     role = NodeRole(stack, "nodes", role_name="test-nodes", enable_ssm=True)
-    system = NodePool(stack, "system", cluster_name=CLUSTER, node_group_name="test-system", pool_name="system",
-                      node_role=role, subnet_ids=SUBNETS, instance_types=["m7i.large"], tags={"team": "ml"})
-    gpu = GpuNodePool(stack, "gpu", cluster_name=CLUSTER, node_group_name="test-gpu", pool_name="a10g",
-                      node_role=role, subnet_ids=SUBNETS, instance_types=["g5.12xlarge", "g5.24xlarge"],
-                      capacity_type="SPOT", max_size=4, ami_type="AL2023_x86_64_NVIDIA", root_volume_gib=300,
-                      http_put_response_hop_limit=2, labels={"team": "ml"}, taints=[Taint("dedicated", "llm")])
-    bottlerocket = GpuNodePool(stack, "l4", cluster_name=CLUSTER, node_group_name="test-l4", pool_name="l4",
-                               node_role=role, subnet_ids=SUBNETS, instance_types=["g6.xlarge"])
+    system = NodePool(
+        stack,
+        "system",
+        cluster_name=CLUSTER,
+        node_group_name="test-system",
+        pool_name="system",
+        node_role=role,
+        subnet_ids=SUBNETS,
+        instance_types=["m7i.large"],
+        tags={"team": "ml"},
+    )
+    gpu = GpuNodePool(
+        stack,
+        "gpu",
+        cluster_name=CLUSTER,
+        node_group_name="test-gpu",
+        pool_name="a10g",
+        node_role=role,
+        subnet_ids=SUBNETS,
+        instance_types=["g5.12xlarge", "g5.24xlarge"],
+        capacity_type="SPOT",
+        max_size=4,
+        ami_type="AL2023_x86_64_NVIDIA",
+        root_volume_gib=300,
+        http_put_response_hop_limit=2,
+        labels={"team": "ml"},
+        taints=[Taint("dedicated", "llm")],
+    )
+    bottlerocket = GpuNodePool(
+        stack,
+        "l4",
+        cluster_name=CLUSTER,
+        node_group_name="test-l4",
+        pool_name="l4",
+        node_role=role,
+        subnet_ids=SUBNETS,
+        instance_types=["g6.xlarge"],
+    )
     return {"tf": synth(stack), "gpu": gpu, "system": system, "l4": bottlerocket}
 
 
@@ -60,7 +90,11 @@ def test_launch_templates_require_imdsv2_and_encrypt_volumes(built):
     tf = built["tf"]
     for name, hop in (("test-system", 1), ("test-gpu", 2), ("test-l4", 1)):
         template = launch_template_of(tf, one(tf, "aws_eks_node_group", node_group_name=name))
-        assert template["metadata_options"] == {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": hop}
+        assert template["metadata_options"] == {
+            "http_endpoint": "enabled",
+            "http_tokens": "required",
+            "http_put_response_hop_limit": hop,
+        }
         for device in template["block_device_mappings"]:
             assert device["ebs"]["encrypted"] == "true" and device["ebs"]["volume_type"] == "gp3"
             assert "kms_key_id" not in device["ebs"]  # the AWS-managed EBS key: no Auto Scaling grants needed
@@ -142,8 +176,15 @@ def test_node_role_trusts_ec2_and_has_the_worker_policies(built):
     assert trust_of(tf, "test-nodes")["TrustService"]["Principal"] == {"Service": "ec2.amazonaws.com"}
     ref = role_ref(tf, "test-nodes")
     attached = {a["policy_arn"] for a in resources(tf, "aws_iam_role_policy_attachment").values() if a["role"] == ref}
-    assert attached == {f"arn:aws:iam::aws:policy/{name}" for name in (
-        "AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonEKS_CNI_Policy", "AmazonSSMManagedInstanceCore")}
+    assert attached == {
+        f"arn:aws:iam::aws:policy/{name}"
+        for name in (
+            "AmazonEKSWorkerNodePolicy",
+            "AmazonEC2ContainerRegistryPullOnly",
+            "AmazonEKS_CNI_Policy",
+            "AmazonSSMManagedInstanceCore",
+        )
+    }
 
 
 def test_the_node_role_says_what_it_is_for(built):
@@ -168,8 +209,10 @@ def test_node_pools_share_one_options_type_and_refuse_unknown_options():
     from infra import NodePoolOptions
 
     assert set(GpuNodePool.DEFAULTS) == set(NodePool.DEFAULTS) == set(NodePoolOptions.__annotations__)
-    assert (GpuNodePool.DEFAULTS["ami_type"], NodePool.DEFAULTS["ami_type"]) == ("BOTTLEROCKET_x86_64_NVIDIA",
-                                                                              "AL2023_x86_64_STANDARD")
+    assert (GpuNodePool.DEFAULTS["ami_type"], NodePool.DEFAULTS["ami_type"]) == (
+        "BOTTLEROCKET_x86_64_NVIDIA",
+        "AL2023_x86_64_STANDARD",
+    )
     with pytest.raises(TypeError, match="unknown option.*max_sise"):
         _pool(GpuNodePool, max_sise=3)(new_stack())
 
@@ -182,7 +225,10 @@ def test_pool_defaults_are_the_environment_files():
     for cls in (NodePool, GpuNodePool):
         defaults = cls.DEFAULTS
         assert (defaults["min_size"], defaults["max_size"], defaults["desired_size"]) == (
-            schema["min_size"], schema["max_size"], schema["desired_size"])
+            schema["min_size"],
+            schema["max_size"],
+            schema["desired_size"],
+        )
         assert defaults["capacity_type"] == schema["capacity_type"].upper()
         assert (defaults["labels"], list(defaults["taints"])) == (schema["labels"], schema["taints"])
         assert (defaults["efa"] is not None) is schema["efa"]
@@ -194,8 +240,15 @@ def test_pool_defaults_are_the_environment_files():
 def _pool(cls=NodePool, **kw):
     def build(s):
         role = NodeRole(s, "r", role_name="r")
-        props = {"cluster_name": "c", "node_group_name": "g", "pool_name": "p", "node_role": role,
-                 "subnet_ids": SUBNETS, "instance_types": ["m7i.large"] if cls is NodePool else ["g5.xlarge"], **kw}
+        props = {
+            "cluster_name": "c",
+            "node_group_name": "g",
+            "pool_name": "p",
+            "node_role": role,
+            "subnet_ids": SUBNETS,
+            "instance_types": ["m7i.large"] if cls is NodePool else ["g5.xlarge"],
+            **kw,
+        }
         return cls(s, "p", **props)
 
     return build
@@ -226,7 +279,11 @@ INVALID = [
     ("gpu-pool-duplicate-taint", _pool(GpuNodePool, taints=[Taint("nvidia.com/gpu", "true")]), "taints"),
     ("gpu-pool-cpu-type", _pool(GpuNodePool, instance_types=["m7i.large"]), "instance_types"),
     ("gpu-pool-mixed-gpus", _pool(GpuNodePool, instance_types=["g5.xlarge", "g6.xlarge"]), "instance_types.*g6.xlarge"),
-    ("gpu-pool-mixed-counts", _pool(GpuNodePool, instance_types=["g5.xlarge", "g5.12xlarge"]), "instance_types.*g5.12xlarge"),
+    (
+        "gpu-pool-mixed-counts",
+        _pool(GpuNodePool, instance_types=["g5.xlarge", "g5.12xlarge"]),
+        "instance_types.*g5.12xlarge",
+    ),
     ("gpu-pool-no-instance-types", _pool(GpuNodePool, instance_types=[]), "instance_types"),
     ("pool-autoscaler-cluster", _pool(autoscaler_cluster_name="bad name"), "autoscaler_cluster_name"),
 ]

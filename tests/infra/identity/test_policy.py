@@ -10,8 +10,12 @@ from infra.identity.policy import Statement, policy_document
 
 
 def test_policy_documents_are_deterministic():
-    a = Statement("A", ("s3:GetObject",), ("r",), conditions={"StringLike": {"b": "1", "a": "2"}, "Bool": {"c": "true"}})
-    b = Statement("A", ("s3:GetObject",), ("r",), conditions={"Bool": {"c": "true"}, "StringLike": {"a": "2", "b": "1"}})
+    a = Statement(
+        "A", ("s3:GetObject",), ("r",), conditions={"StringLike": {"b": "1", "a": "2"}, "Bool": {"c": "true"}}
+    )
+    b = Statement(
+        "A", ("s3:GetObject",), ("r",), conditions={"Bool": {"c": "true"}, "StringLike": {"a": "2", "b": "1"}}
+    )
     assert policy_document([a]) == policy_document([b])
     assert json.loads(policy_document([a]))["Version"] == "2012-10-17"
 

@@ -6,7 +6,6 @@ cases build roles without synthesizing anything.
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from cdktf import TerraformStack, Token
@@ -41,12 +40,26 @@ synth = conftest.synth_stack
 def built():
     """A serving identity on a cluster created in the same stack, and a writer trusted by a repository and a role."""
     stack = new_stack("roles")
-    cluster = EksCluster(stack, "cluster", name="test", version="1.33", subnet_ids=SUBNETS, kms_key_arn=KEY,
-                         account_id=ACCOUNT)
-    serving = ServingIdentity(stack, "serving", role_name="test-serving", cluster_name=cluster.name,
-                              namespace="llm", service_account="ray", account_id=ACCOUNT)
-    writer = ArtifactWriterIdentity(stack, "writer", role_name="test-writer", account_id=ACCOUNT,
-                                    github_subjects=[REPO], trusted_role_arns=[f"arn:aws:iam::{ACCOUNT}:role/trainer"])
+    cluster = EksCluster(
+        stack, "cluster", name="test", version="1.33", subnet_ids=SUBNETS, kms_key_arn=KEY, account_id=ACCOUNT
+    )
+    serving = ServingIdentity(
+        stack,
+        "serving",
+        role_name="test-serving",
+        cluster_name=cluster.name,
+        namespace="llm",
+        service_account="ray",
+        account_id=ACCOUNT,
+    )
+    writer = ArtifactWriterIdentity(
+        stack,
+        "writer",
+        role_name="test-writer",
+        account_id=ACCOUNT,
+        github_subjects=[REPO],
+        trusted_role_arns=[f"arn:aws:iam::{ACCOUNT}:role/trainer"],
+    )
     return {"tf": synth(stack), "serving": serving, "writer": writer}
 
 
@@ -54,10 +67,19 @@ def built():
 def china():
     """The same identities in the aws-cn partition."""
     stack = new_stack("china")
-    ServingIdentity(stack, "serving", role_name="cn-serving", cluster_name="cn", namespace="llm",
-                    service_account="ray", account_id=ACCOUNT, partition="aws-cn")
-    ArtifactWriterIdentity(stack, "writer", role_name="cn-writer", account_id=ACCOUNT, partition="aws-cn",
-                           github_subjects=[REPO])
+    ServingIdentity(
+        stack,
+        "serving",
+        role_name="cn-serving",
+        cluster_name="cn",
+        namespace="llm",
+        service_account="ray",
+        account_id=ACCOUNT,
+        partition="aws-cn",
+    )
+    ArtifactWriterIdentity(
+        stack, "writer", role_name="cn-writer", account_id=ACCOUNT, partition="aws-cn", github_subjects=[REPO]
+    )
     return synth(stack)
 
 
@@ -82,10 +104,19 @@ def test_serving_identity_trusts_only_its_pod_identity_association(built):
 
 def test_the_serving_identity_is_a_pod_identity_role_with_the_same_trust():
     stack = new_stack("pod-identity")
-    serving = ServingIdentity(stack, "serving", role_name="a", cluster_name="c", namespace="llm", service_account="ray",
-                              account_id=ACCOUNT)
-    other = PodIdentityRole(stack, "other", role_name="b", cluster_name="c", namespace="llm", service_account="ray",
-                            description="d", kind="custom")
+    serving = ServingIdentity(
+        stack, "serving", role_name="a", cluster_name="c", namespace="llm", service_account="ray", account_id=ACCOUNT
+    )
+    other = PodIdentityRole(
+        stack,
+        "other",
+        role_name="b",
+        cluster_name="c",
+        namespace="llm",
+        service_account="ray",
+        description="d",
+        kind="custom",
+    )
     assert isinstance(serving, PodIdentityRole)
     tf = synth(stack)
     assert trust_of(tf, "a") == trust_of(tf, "b")
@@ -97,7 +128,9 @@ def test_writer_identity_trusts_the_named_repository_and_roles(built):
     statements = trust_of(tf, "test-writer")
     assert set(statements) == {"GitHubActions", "TrustedRoles"}
     github = statements["GitHubActions"]
-    assert github["Principal"] == {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"}
+    assert github["Principal"] == {
+        "Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+    }
     assert github["Action"] == ["sts:AssumeRoleWithWebIdentity"]
     assert github["Condition"] == {
         "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
@@ -109,13 +142,18 @@ def test_writer_identity_trusts_the_named_repository_and_roles(built):
 
 
 def test_roles_say_what_they_are_for(built):
-    kinds = {r["name"]: r.get("tags", {}).get("llm-serving-stacks:identity") for r in resources(built["tf"], "aws_iam_role").values()}
+    kinds = {
+        r["name"]: r.get("tags", {}).get("llm-serving-stacks:identity")
+        for r in resources(built["tf"], "aws_iam_role").values()
+    }
     assert kinds["test-serving"] == "serving" and kinds["test-writer"] == "artifact-writer"
 
 
 def test_a_different_policy_under_a_taken_name_is_refused():
     stack = new_stack()
-    identity = ServingIdentity(stack, "s", role_name="r", cluster_name="c", namespace="n", service_account="a", account_id=ACCOUNT)
+    identity = ServingIdentity(
+        stack, "s", role_name="r", cluster_name="c", namespace="n", service_account="a", account_id=ACCOUNT
+    )
     first = identity.add_policy("p", [Statement("A", ("s3:GetObject",), ("arn:aws:s3:::b/x/*",))])
     assert identity.add_policy("p", [Statement("A", ["s3:GetObject"], ["arn:aws:s3:::b/x/*"])]) is first
     with pytest.raises(ValueError, match="already attached"):
@@ -147,15 +185,29 @@ def test_tokens_pass_validation_for_plan_time_values():
     role = NodeRole(stack, "r", role_name="r")
     assert Token.is_unresolved(role.role_arn)
     ArtifactWriterIdentity(stack, "w", role_name="w", account_id=ACCOUNT, trusted_role_arns=[role.role_arn])
-    ServingIdentity(stack, "s", role_name="s", cluster_name=ExistingCluster(stack, "e", name="other").cluster.name,
-                    namespace="llm", service_account="ray", account_id=ACCOUNT)
+    ServingIdentity(
+        stack,
+        "s",
+        role_name="s",
+        cluster_name=ExistingCluster(stack, "e", name="other").cluster.name,
+        namespace="llm",
+        service_account="ray",
+        account_id=ACCOUNT,
+    )
 
 
 # --- validation: every ValueError a caller can hit ----------------------------------------
 
 
 def _serving(**kw):
-    props = {"role_name": "r", "cluster_name": "c", "namespace": "n", "service_account": "a", "account_id": ACCOUNT, **kw}
+    props = {
+        "role_name": "r",
+        "cluster_name": "c",
+        "namespace": "n",
+        "service_account": "a",
+        "account_id": ACCOUNT,
+        **kw,
+    }
     return lambda s: ServingIdentity(s, "i", **props)
 
 
@@ -172,9 +224,17 @@ INVALID = [
     ("serving-account", _serving(account_id="12345678901a"), "account_id"),
     ("serving-partition", _serving(partition="aws-iso"), "partition"),
     ("serving-cluster", _serving(cluster_name="bad name"), "cluster_name"),
-    ("policy-name", lambda s: _serving()(s).add_policy("bad name", [Statement("A", ("s3:GetObject",), ("r",))]), "policy name"),
+    (
+        "policy-name",
+        lambda s: _serving()(s).add_policy("bad name", [Statement("A", ("s3:GetObject",), ("r",))]),
+        "policy name",
+    ),
     ("policy-empty", lambda s: _serving()(s).add_policy("p", []), "no statements"),
-    ("secret-name", lambda s: _serving()(s).grant_read_secret("bad name", region=REGION, account_id=ACCOUNT), "secret_name"),
+    (
+        "secret-name",
+        lambda s: _serving()(s).grant_read_secret("bad name", region=REGION, account_id=ACCOUNT),
+        "secret_name",
+    ),
     ("secret-region", lambda s: _serving()(s).grant_read_secret("hf", region="nowhere", account_id=ACCOUNT), "region"),
     ("writer-nobody", _writer(), "needs github_subjects or trusted_role_arns"),
     ("writer-any-subject", _writer(github_subjects=["*"]), "github_subjects"),
@@ -182,8 +242,11 @@ INVALID = [
     ("writer-any-owner", _writer(github_subjects=["repo:*/models:ref:refs/heads/main"]), "github_subjects"),
     ("writer-no-context", _writer(github_subjects=["repo:acme/models"]), "github_subjects"),
     ("writer-not-a-subject", _writer(github_subjects=["acme/models"]), "github_subjects"),
-    ("writer-oidc-provider", _writer(github_subjects=[REPO], github_oidc_provider_arn=f"arn:aws:iam::{ACCOUNT}:oidc-provider/example.com"),
-     "github_oidc_provider_arn"),
+    (
+        "writer-oidc-provider",
+        _writer(github_subjects=[REPO], github_oidc_provider_arn=f"arn:aws:iam::{ACCOUNT}:oidc-provider/example.com"),
+        "github_oidc_provider_arn",
+    ),
     ("writer-user-arn", _writer(trusted_role_arns=[f"arn:aws:iam::{ACCOUNT}:user/x"]), "trusted_role_arns"),
     ("writer-role-partition", _writer(trusted_role_arns=[f"arn:aws-cn:iam::{ACCOUNT}:role/x"]), "trusted_role_arns"),
     ("writer-account", _writer(github_subjects=[REPO], account_id="acme"), "account_id"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import yaml
 from cdktf import TerraformStack
-from cdktf import Testing as CdktfTesting
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 
 import conftest
@@ -18,7 +17,11 @@ SCHEMAS = TESTS / "schemas"
 
 def test_the_chart_is_pinned_with_its_source():
     chart = CHARTS["aws-efa-k8s-device-plugin"]
-    assert (chart.repository, chart.version, chart.chosen_on) == ("https://aws.github.io/eks-charts", "v0.5.30", "2026-11-26")
+    assert (chart.repository, chart.version, chart.chosen_on) == (
+        "https://aws.github.io/eks-charts",
+        "v0.5.30",
+        "2026-11-26",
+    )
     assert "github.com/aws/eks-charts" in chart.source
     header = (SCHEMAS / "aws-efa-k8s-device-plugin-values.yaml").read_text().splitlines()[1]
     assert chart.version in header
@@ -32,5 +35,10 @@ def test_the_release_installs_the_pinned_chart_with_the_pools_values():
     (release,) = resources(conftest.synth_stack(stack), "helm_release").values()
     chart = CHARTS["aws-efa-k8s-device-plugin"]
     assert (release["name"], release["repository"], release["chart"], release["version"], release["namespace"]) == (
-        chart.name, chart.repository, chart.name, chart.version, "kube-system")
+        chart.name,
+        chart.repository,
+        chart.name,
+        chart.version,
+        "kube-system",
+    )
     assert yaml.safe_load(release["values"][0]) == device_plugin_values(["prefill", "decode"], [gpu])

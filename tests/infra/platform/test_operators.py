@@ -12,7 +12,6 @@ import re
 import pytest
 import yaml
 from cdktf import TerraformStack
-from cdktf import Testing as CdktfTesting
 from cdktf_cdktf_provider_aws.provider import AwsProvider
 from cdktf_cdktf_provider_helm.provider import HelmProvider
 
@@ -53,17 +52,48 @@ def aws():
     stack = TerraformStack(cdktf_app(), "aws")
     AwsProvider(stack, "aws", region=REGION)
     role = NodeRole(stack, "nodes", role_name="test-nodes")
-    system = NodePool(stack, "system", cluster_name=CLUSTER, node_group_name="test-system", pool_name="system",
-                      node_role=role, subnet_ids=SUBNETS, instance_types=["m7i.xlarge"])
-    l4 = GpuNodePool(stack, "l4", cluster_name=CLUSTER, node_group_name="test-l4", pool_name="l4", node_role=role,
-                     subnet_ids=SUBNETS, instance_types=["g6.4xlarge", "g6.2xlarge"], capacity_type="SPOT",
-                     taints=[Taint("dedicated", "llm")])
+    system = NodePool(
+        stack,
+        "system",
+        cluster_name=CLUSTER,
+        node_group_name="test-system",
+        pool_name="system",
+        node_role=role,
+        subnet_ids=SUBNETS,
+        instance_types=["m7i.xlarge"],
+    )
+    l4 = GpuNodePool(
+        stack,
+        "l4",
+        cluster_name=CLUSTER,
+        node_group_name="test-l4",
+        pool_name="l4",
+        node_role=role,
+        subnet_ids=SUBNETS,
+        instance_types=["g6.4xlarge", "g6.2xlarge"],
+        capacity_type="SPOT",
+        taints=[Taint("dedicated", "llm")],
+    )
     storage = ModelBucket(stack, "anyscale", bucket_name=BUCKET, kms_key_arn=KEY, region=REGION)
-    operator = AnyscaleOperatorIdentity(stack, "operator", role_name="test-anyscale-operator", cluster_name=CLUSTER,
-                                        account_id=ACCOUNT, storage=storage, organization_id=ORG)
-    workers = PodIdentityRole(stack, "workers", role_name="test-anyscale-workers", cluster_name=CLUSTER,
-                              namespace="anyscale-operator", service_account="ray-workers", description="Ray pods",
-                              kind="custom")
+    operator = AnyscaleOperatorIdentity(
+        stack,
+        "operator",
+        role_name="test-anyscale-operator",
+        cluster_name=CLUSTER,
+        account_id=ACCOUNT,
+        storage=storage,
+        organization_id=ORG,
+    )
+    workers = PodIdentityRole(
+        stack,
+        "workers",
+        role_name="test-anyscale-workers",
+        cluster_name=CLUSTER,
+        namespace="anyscale-operator",
+        service_account="ray-workers",
+        description="Ray pods",
+        kind="custom",
+    )
     operator.grant_storage(workers)
     return {"tf": synth(stack), "system": system, "l4": l4, "operator": operator}
 
@@ -75,10 +105,20 @@ def platform(aws):
     HelmProvider(stack, "helm")
     KubeRayOperator(stack, "kuberay", watch_namespaces=["llm-serving"])
     KubeRayOperator(stack, "plain", watch_namespaces=["a", "b"], namespace="ray-system", annotate_ray_pods=False)
-    types = [AnyscaleInstanceType.from_pool(aws["system"], cpu=2, memory_gib=12), AnyscaleInstanceType.from_pool(aws["l4"]),
-             AnyscaleInstanceType("8xB200", 180, 1800, {"llm-serving-stacks/node-pool": "b200"}, gpu=GPUS["B200"], gpus=8)]
-    AnyscaleOperator(stack, "anyscale", cloud_deployment_id=DEPLOYMENT, region=REGION, instance_types=types,
-                     workload_service_account="ray-workers", ingress_class="anyscale-nginx")
+    types = [
+        AnyscaleInstanceType.from_pool(aws["system"], cpu=2, memory_gib=12),
+        AnyscaleInstanceType.from_pool(aws["l4"]),
+        AnyscaleInstanceType("8xB200", 180, 1800, {"llm-serving-stacks/node-pool": "b200"}, gpu=GPUS["B200"], gpus=8),
+    ]
+    AnyscaleOperator(
+        stack,
+        "anyscale",
+        cloud_deployment_id=DEPLOYMENT,
+        region=REGION,
+        instance_types=types,
+        workload_service_account="ray-workers",
+        ingress_class="anyscale-nginx",
+    )
     tf = synth(stack)
     assert not tf.get("data") and "aws" not in tf.get("provider", {})  # nothing read from the AWS stack
     return {r["namespace"]: (r, yaml.safe_load(r["values"][0])) for r in resources(tf, "helm_release").values()}
@@ -123,14 +163,20 @@ def assert_keys_in_chart(values: dict, schema: str, free_form: set[str], comment
 def test_kuberay_watches_only_the_serving_namespace_with_namespaced_rbac(platform):
     release, values = platform["kuberay-system"]
     chart = CHARTS["kuberay-operator"]
-    assert (release["name"], release["repository"], release["version"]) == ("kuberay-operator", chart.repository, "1.7.0")
+    assert (release["name"], release["repository"], release["version"]) == (
+        "kuberay-operator",
+        chart.repository,
+        "1.7.0",
+    )
     assert values == {
         "singleNamespaceInstall": True,
         "watchNamespace": ["llm-serving"],
         "crNamespacedRbacEnable": True,
         "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}},
-        "configuration": {"enabled": True,
-                          "defaultPodAnnotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}},
+        "configuration": {
+            "enabled": True,
+            "defaultPodAnnotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+        },
     }
 
 
@@ -142,8 +188,10 @@ def test_kuberay_pod_annotations_can_be_left_to_the_specs(platform):
 def test_a_chart_release_of_the_same_id_becomes_the_operator_in_place():
     """Swapping ChartRelease(id="kuberay-operator") for KubeRayOperator keeps the Terraform address."""
     addresses = []
-    for build in (lambda s: ChartRelease(s, "kuberay-operator", chart=CHARTS["kuberay-operator"], namespace="kuberay-system"),
-                  lambda s: KubeRayOperator(s, "kuberay-operator", watch_namespaces=["llm-serving"])):
+    for build in (
+        lambda s: ChartRelease(s, "kuberay-operator", chart=CHARTS["kuberay-operator"], namespace="kuberay-system"),
+        lambda s: KubeRayOperator(s, "kuberay-operator", watch_namespaces=["llm-serving"]),
+    ):
         stack = TerraformStack(cdktf_app(), "swap")
         HelmProvider(stack, "helm")
         build(stack)
@@ -153,8 +201,12 @@ def test_a_chart_release_of_the_same_id_becomes_the_operator_in_place():
 
 def test_kuberay_keys_are_in_the_charts_values_file(platform):
     for namespace in ("kuberay-system", "ray-system"):
-        assert_keys_in_chart(platform[namespace][1], "kuberay-operator-values.yaml",
-                             {"resources", "configuration.defaultPodAnnotations"}, commented={"watchNamespace"})
+        assert_keys_in_chart(
+            platform[namespace][1],
+            "kuberay-operator-values.yaml",
+            {"resources", "configuration.defaultPodAnnotations"},
+            commented={"watchNamespace"},
+        )
 
 
 # --- Anyscale: the AWS side -------------------------------------------------------------
@@ -171,14 +223,18 @@ def test_anyscale_operator_role_is_pod_identity_for_the_charts_service_account(a
         "aws:RequestTag/kubernetes-service-account": "anyscale-operator",
     }
     assert role["tags"] == {"llm-serving-stacks:identity": "anyscale-operator"}
-    associations = {(a["namespace"], a["service_account"]) for a in resources(tf, "aws_eks_pod_identity_association").values()}
+    associations = {
+        (a["namespace"], a["service_account"]) for a in resources(tf, "aws_eks_pod_identity_association").values()
+    }
     assert associations == {("anyscale-operator", "anyscale-operator"), ("anyscale-operator", "ray-workers")}
 
 
 def test_anyscale_roles_read_and_write_the_clouds_bucket_under_the_organization_only(aws):
     tf = aws["tf"]
     for role in ("test-anyscale-operator", "test-anyscale-workers"):
-        names = sorted(p["name"] for p in resources(tf, "aws_iam_role_policy").values() if p["role"] == role_ref(tf, role))
+        names = sorted(
+            p["name"] for p in resources(tf, "aws_iam_role_policy").values() if p["role"] == role_ref(tf, role)
+        )
         assert names == [f"delete-anyscale-{ORG}", f"read-anyscale-{ORG}", f"write-anyscale-{ORG}"]
     objects = f"{BUCKET_ARN}/{ORG}/*"
     read, write = statements_named(tf, f"read-anyscale-{ORG}"), statements_named(tf, f"write-anyscale-{ORG}")
@@ -197,16 +253,22 @@ def test_the_clouds_bucket_keeps_model_bucket_defaults(aws):
     assert bucket["force_destroy"] is False
     assert len(resources(tf, "aws_s3_bucket_public_access_block")) == 1
     (sse,) = resources(tf, "aws_s3_bucket_server_side_encryption_configuration").values()
-    assert sse["rule"][0]["apply_server_side_encryption_by_default"] == {"sse_algorithm": "aws:kms", "kms_master_key_id": KEY}
+    assert sse["rule"][0]["apply_server_side_encryption_by_default"] == {
+        "sse_algorithm": "aws:kms",
+        "kms_master_key_id": KEY,
+    }
 
 
 def test_registration_uses_names_known_at_synth(aws):
     operator = aws["operator"]
     arn = f"arn:aws:iam::{ACCOUNT}:role/test-anyscale-operator"
     assert operator.operator_iam_identity == arn
-    assert operator.register_command(cloud_name="llm-dev", region=REGION, kubernetes_zones=["us-west-2a", "us-west-2b"]) == (
+    assert operator.register_command(
+        cloud_name="llm-dev", region=REGION, kubernetes_zones=["us-west-2a", "us-west-2b"]
+    ) == (
         f"anyscale cloud register --name llm-dev --provider aws --compute-stack k8s --region {REGION} "
-        f"--s3-bucket-id {BUCKET} --kubernetes-zones us-west-2a,us-west-2b --anyscale-operator-iam-identity {arn}")
+        f"--s3-bucket-id {BUCKET} --kubernetes-zones us-west-2a,us-west-2b --anyscale-operator-iam-identity {arn}"
+    )
     assert "'my cloud'" in operator.register_command(cloud_name="my cloud", region=REGION, kubernetes_zones=["a"])
 
 
@@ -217,7 +279,10 @@ def test_anyscale_release_is_pinned_and_registers_without_irsa(platform):
     release, values = platform["anyscale-operator"]
     chart = CHARTS["anyscale-operator"]
     assert (release["name"], release["repository"], release["version"]) == (
-        "anyscale-operator", "https://anyscale.github.io/helm-charts", "1.8.0")
+        "anyscale-operator",
+        "https://anyscale.github.io/helm-charts",
+        "1.8.0",
+    )
     assert chart.chosen_on == "2026-11-26" and "anyscale-operator-1.8.0" in chart.source
     assert values["global"] == {"cloudDeploymentId": DEPLOYMENT, "cloudProvider": "aws", "aws": {"region": REGION}}
     assert "auth" not in values["global"]  # iamIdentity would annotate the service account for IRSA
@@ -233,25 +298,40 @@ def test_anyscale_offers_exactly_the_pools_instance_types(platform, aws):
     assert types["enableDefaults"] is False
     l4 = aws["l4"]
     assert types["additional"] == {
-        "m7i.xlarge": {"resources": {"CPU": 2, "memory": "12Gi"}, "nodeSelector": {"llm-serving-stacks/node-pool": "system"}},
+        "m7i.xlarge": {
+            "resources": {"CPU": 2, "memory": "12Gi"},
+            "nodeSelector": {"llm-serving-stacks/node-pool": "system"},
+        },
         # The pool's first type names it; the smallest (g6.2xlarge: 8 vCPUs, 32 GiB) sizes it.
         "g6.4xlarge": {
             "resources": {"CPU": 6, "memory": "25Gi", "GPU": 1, "accelerators": ["L4"]},
             "nodeSelector": {"llm-serving-stacks/node-pool": "l4", "nvidia.com/gpu.product": "NVIDIA-L4"},
             "tolerations": l4.tolerations(),
         },
-        "8xB200": {"resources": {"CPU": 180, "memory": "1800Gi", "GPU": 8, "accelerators": ["B200"]},
-                   "nodeSelector": {"llm-serving-stacks/node-pool": "b200"}},
+        "8xB200": {
+            "resources": {"CPU": 180, "memory": "1800Gi", "GPU": 8, "accelerators": ["B200"]},
+            "nodeSelector": {"llm-serving-stacks/node-pool": "b200"},
+        },
     }
-    assert {"key": "node.anyscale.com/capacity-type", "operator": "Equal", "value": "SPOT", "effect": "NoSchedule"} in l4.tolerations()
+    assert {
+        "key": "node.anyscale.com/capacity-type",
+        "operator": "Equal",
+        "value": "SPOT",
+        "effect": "NoSchedule",
+    } in l4.tolerations()
     # B200 is missing from the chart's AWS table; L4 maps to the same value the chart has.
-    assert values["workloads"]["accelerator"] == {"nodeSelectors": {"additional": {"L4": "NVIDIA-L4", "B200": "NVIDIA-B200"}}}
+    assert values["workloads"]["accelerator"] == {
+        "nodeSelectors": {"additional": {"L4": "NVIDIA-L4", "B200": "NVIDIA-B200"}}
+    }
 
 
 def test_anyscale_keys_are_in_the_charts_values_file(platform):
     _, values = platform["anyscale-operator"]
-    assert_keys_in_chart(values, "anyscale-operator-values.yaml",
-                         {"workloads.instanceTypes.additional", "workloads.accelerator.nodeSelectors.additional"})
+    assert_keys_in_chart(
+        values,
+        "anyscale-operator-values.yaml",
+        {"workloads.instanceTypes.additional", "workloads.accelerator.nodeSelectors.additional"},
+    )
     text = (SCHEMAS / "anyscale-operator-values.yaml").read_text()
     schema = text.split("# Instance Type Schema:")[1].split("additional: {}")[0]
     for field in ("resources:", "CPU:", "memory:", "GPU:", "accelerators:", "nodeSelector:", "tolerations:"):
@@ -265,7 +345,14 @@ def test_anyscale_keys_are_in_the_charts_values_file(platform):
 def _identity(**kw):
     def build(s):
         storage = ModelBucket(s, "b", bucket_name=BUCKET, kms_key_arn=KEY, region=REGION)
-        props = {"role_name": "r", "cluster_name": CLUSTER, "account_id": ACCOUNT, "storage": storage, "organization_id": ORG, **kw}
+        props = {
+            "role_name": "r",
+            "cluster_name": CLUSTER,
+            "account_id": ACCOUNT,
+            "storage": storage,
+            "organization_id": ORG,
+            **kw,
+        }
         return AnyscaleOperatorIdentity(s, "i", **props)
 
     return build
@@ -273,18 +360,40 @@ def _identity(**kw):
 
 def _anyscale(**kw):
     gpu = AnyscaleInstanceType("g6.xlarge", 2, 12, {"p": "l4"}, gpu=GPUS["L4"], gpus=1)
-    props = {"cloud_deployment_id": DEPLOYMENT, "region": REGION, "instance_types": [gpu], "workload_service_account": "ray", **kw}
+    props = {
+        "cloud_deployment_id": DEPLOYMENT,
+        "region": REGION,
+        "instance_types": [gpu],
+        "workload_service_account": "ray",
+        **kw,
+    }
     return lambda s: AnyscaleOperator(s, "a", **props)
 
 
 def _type(**kw):
-    props = {"name": "g6.xlarge", "cpu": 2, "memory_gib": 12, "node_selector": {"p": "l4"}, "gpu": GPUS["L4"], "gpus": 1, **kw}
+    props = {
+        "name": "g6.xlarge",
+        "cpu": 2,
+        "memory_gib": 12,
+        "node_selector": {"p": "l4"},
+        "gpu": GPUS["L4"],
+        "gpus": 1,
+        **kw,
+    }
     return lambda s: AnyscaleInstanceType(**props)
 
 
 def _cpu_pool(s):
-    return NodePool(s, "p", cluster_name=CLUSTER, node_group_name="g", pool_name="system",
-                    node_role=NodeRole(s, "r", role_name="r"), subnet_ids=SUBNETS, instance_types=["m7i.large"])
+    return NodePool(
+        s,
+        "p",
+        cluster_name=CLUSTER,
+        node_group_name="g",
+        pool_name="system",
+        node_role=NodeRole(s, "r", role_name="r"),
+        subnet_ids=SUBNETS,
+        instance_types=["m7i.large"],
+    )
 
 
 INVALID = [
@@ -300,10 +409,16 @@ INVALID = [
     ("identity-partition", _identity(partition="aws-iso"), "partition"),
     ("identity-namespace", _identity(namespace="Anyscale"), "namespace"),
     ("identity-service-account", _identity(service_account="a b"), "service_account"),
-    ("register-region", lambda s: _identity()(s).register_command(cloud_name="c", region="west", kubernetes_zones=["a"]),
-     "region"),
-    ("register-zones", lambda s: _identity()(s).register_command(cloud_name="c", region=REGION, kubernetes_zones=[]),
-     "kubernetes_zones"),
+    (
+        "register-region",
+        lambda s: _identity()(s).register_command(cloud_name="c", region="west", kubernetes_zones=["a"]),
+        "region",
+    ),
+    (
+        "register-zones",
+        lambda s: _identity()(s).register_command(cloud_name="c", region=REGION, kubernetes_zones=[]),
+        "kubernetes_zones",
+    ),
     ("type-name", _type(name="a b"), "name"),
     ("type-cpu", _type(cpu=0), "cpu/memory_gib"),
     ("type-memory", _type(memory_gib=0), "cpu/memory_gib"),
@@ -331,13 +446,16 @@ def test_invalid_props_are_rejected_with_the_prop_named(build, needle):
         build(stack)
 
 
-@pytest.mark.parametrize(("rule", "good", "bad"), [
-    (rules.cloud_deployment_id_problem, DEPLOYMENT, ["cld_abc", "cldrsrc_", "cldrsrc_a-b", f"{DEPLOYMENT}\n"]),
-    (rules.organization_id_problem, ORG, ["org_", "acme", "org_a/b", "org_a\n"]),
-    (rules.instance_type_name_problem, "g6.2xlarge", ["-a", "a b", "a" * 65, ""]),
-    (rules.ingress_class_problem, "anyscale-nginx", ["Nginx", "a/b", ""]),
-    (rules.watch_namespaces_problem, ["llm-serving"], [[], ["a", "a"], ["A"]]),
-])
+@pytest.mark.parametrize(
+    ("rule", "good", "bad"),
+    [
+        (rules.cloud_deployment_id_problem, DEPLOYMENT, ["cld_abc", "cldrsrc_", "cldrsrc_a-b", f"{DEPLOYMENT}\n"]),
+        (rules.organization_id_problem, ORG, ["org_", "acme", "org_a/b", "org_a\n"]),
+        (rules.instance_type_name_problem, "g6.2xlarge", ["-a", "a b", "a" * 65, ""]),
+        (rules.ingress_class_problem, "anyscale-nginx", ["Nginx", "a/b", ""]),
+        (rules.watch_namespaces_problem, ["llm-serving"], [[], ["a", "a"], ["A"]]),
+    ],
+)
 def test_operator_rules_accept_the_good_and_name_what_is_wrong_with_the_bad(rule, good, bad):
     assert rule(good) is None
     for value in bad:

@@ -7,14 +7,17 @@ import pytest
 from infra import rules
 
 
-@pytest.mark.parametrize(("rule", "good", "bad"), [
-    (rules.cluster_name_problem, "ml-prod_1", ["-ml", "ml prod", "ml\n", "x" * 101]),
-    (rules.eks_version_problem, "1.34", ["1.34.1", "1.34\n", "v1.34"]),
-    (rules.node_group_name_problem, "llm-dev-l4", ["-g", "g" * 64, "g\n"]),
-    (rules.log_retention_problem, 365, [0, 10, 4000]),
-    (rules.root_volume_problem, 20, [8, 19]),
-    (rules.capacity_type_problem, "SPOT", ["spot", "RESERVED"]),
-])
+@pytest.mark.parametrize(
+    ("rule", "good", "bad"),
+    [
+        (rules.cluster_name_problem, "ml-prod_1", ["-ml", "ml prod", "ml\n", "x" * 101]),
+        (rules.eks_version_problem, "1.34", ["1.34.1", "1.34\n", "v1.34"]),
+        (rules.node_group_name_problem, "llm-dev-l4", ["-g", "g" * 64, "g\n"]),
+        (rules.log_retention_problem, 365, [0, 10, 4000]),
+        (rules.root_volume_problem, 20, [8, 19]),
+        (rules.capacity_type_problem, "SPOT", ["spot", "RESERVED"]),
+    ],
+)
 def test_each_rule_accepts_the_good_and_names_what_is_wrong_with_the_bad(rule, good, bad):
     assert rule(good) is None
     for value in bad:

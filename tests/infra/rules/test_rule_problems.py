@@ -13,10 +13,18 @@ def test_require_names_the_prop():
         rules.require("alias", rules.kms_alias_problem("aws/x"))
 
 
-@pytest.mark.parametrize(("names", "twice"), [
-    ([], []), (["a"], []), (["a", "b"], []), (["a", "a"], ["a"]), (["b", "a", "b", "a", "a"], ["a", "b"]),
-    (iter(["x", "y", "x"]), ["x"]), (["A", "a"], []),
-])
+@pytest.mark.parametrize(
+    ("names", "twice"),
+    [
+        ([], []),
+        (["a"], []),
+        (["a", "b"], []),
+        (["a", "a"], ["a"]),
+        (["b", "a", "b", "a", "a"], ["a", "b"]),
+        (iter(["x", "y", "x"]), ["x"]),
+        (["A", "a"], []),
+    ],
+)
 def test_repeated_says_each_name_listed_twice_once_sorted(names, twice):
     assert rules.repeated(names) == twice
 
@@ -28,8 +36,12 @@ def test_every_names_listed_twice_check_says_them_the_same_way():
     assert rules.watch_namespaces_problem(["b", "a", "b", "a"]) == "a, b appears twice"
     assert rules.node_template_taints_problem(["b", "a", "b"]).startswith("taint 'b' appears with two effects")
     assert pool_taints_problem([Taint("k", "v"), Taint("k", "w"), Taint("k", "v", "NoExecute")]).startswith(
-        "k:NoSchedule appears twice (GPU pools add")
+        "k:NoSchedule appears twice (GPU pools add"
+    )
     assert pool_taints_problem([Taint("k", "v"), Taint("k", "v", "NoExecute")]) is None
     with pytest.raises(ValueError, match=r"^models: duplicate ids \['a', 'b'\]$"):
-        monitoring_objects(environment="dev", serving_namespace="llm-serving",
-                           models=[ModelObjective(i) for i in ("b", "a", "b", "a", "c")])
+        monitoring_objects(
+            environment="dev",
+            serving_namespace="llm-serving",
+            models=[ModelObjective(i) for i in ("b", "a", "b", "a", "c")],
+        )

@@ -23,7 +23,9 @@ def one(tf: dict, kind: str, **match) -> dict:
 @pytest.fixture(scope="module")
 def logged():
     stack = new_stack("logged", REGION)
-    logs = AccessLogBucket(stack, "logs", bucket_name=LOGS, source_buckets=SOURCES, account_id=ACCOUNT, retention_days=90)
+    logs = AccessLogBucket(
+        stack, "logs", bucket_name=LOGS, source_buckets=SOURCES, account_id=ACCOUNT, retention_days=90
+    )
     for i, name in enumerate(SOURCES):
         ModelBucket(stack, f"data{i}", bucket_name=name, kms_key_arn=KEY, region=REGION).log_access_to(logs)
     return synth_stack(stack)
@@ -41,8 +43,13 @@ def test_the_log_bucket_has_the_data_buckets_defaults_but_sse_s3(logged):
     assert bucket["tags"] == {"llm-serving-stacks:purpose": "access-logs"} and bucket["force_destroy"] is False
     assert "lifecycle" not in bucket  # prevent_destroy is opt-in, as for data buckets
     block = one(logged, "aws_s3_bucket_public_access_block", bucket=ref)
-    assert all(block[k] is True for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"))
-    assert one(logged, "aws_s3_bucket_ownership_controls", bucket=ref)["rule"]["object_ownership"] == "BucketOwnerEnforced"
+    assert all(
+        block[k] is True
+        for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
+    )
+    assert (
+        one(logged, "aws_s3_bucket_ownership_controls", bucket=ref)["rule"]["object_ownership"] == "BucketOwnerEnforced"
+    )
     assert one(logged, "aws_s3_bucket_versioning", bucket=ref)["versioning_configuration"]["status"] == "Enabled"
     # Log delivery supports SSE-S3 only; SSE-KMS would silently drop every log.
     sse = one(logged, "aws_s3_bucket_server_side_encryption_configuration", bucket=ref)
@@ -61,9 +68,13 @@ def test_only_the_logging_service_writes_and_only_for_the_named_buckets_of_the_a
         write = by_sid[f"DeliverAccessLogs{i}"]
         assert write["Effect"] == "Allow" and write["Principal"] == {"Service": "logging.s3.amazonaws.com"}
         # Each source writes under its own prefix only.
-        assert write["Action"] == ["s3:PutObject"] and write["Resource"] == [f"arn:aws:s3:::{LOGS}/s3-access/{source}/*"]
-        assert write["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT},
-                                      "ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{source}"}}
+        assert write["Action"] == ["s3:PutObject"] and write["Resource"] == [
+            f"arn:aws:s3:::{LOGS}/s3-access/{source}/*"
+        ]
+        assert write["Condition"] == {
+            "StringEquals": {"aws:SourceAccount": ACCOUNT},
+            "ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{source}"},
+        }
     deny = by_sid["DenyInsecureTransport"]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert by_sid["DenyOutdatedTls"]["Condition"] == {"NumericLessThan": {"s3:TlsVersion": "1.2"}}
@@ -78,15 +89,18 @@ def test_each_data_bucket_logs_under_its_own_prefix(logged):
         assert entry["target_bucket"] == target and entry["target_prefix"] == f"s3-access/{name}/"
 
 
-@pytest.mark.parametrize(("props", "field"), [
-    ({"bucket_name": "Logs"}, "bucket_name"),
-    ({"source_buckets": []}, "source_buckets"),
-    ({"source_buckets": ["bad_name"]}, "source_buckets"),
-    ({"account_id": "12"}, "account_id"),
-    ({"retention_days": 0}, "retention_days"),
-    ({"partition": "aws-mars"}, "partition"),
-    ({"prevent_destroy": True, "delete_logs_on_destroy": True}, "delete_logs_on_destroy"),
-])
+@pytest.mark.parametrize(
+    ("props", "field"),
+    [
+        ({"bucket_name": "Logs"}, "bucket_name"),
+        ({"source_buckets": []}, "source_buckets"),
+        ({"source_buckets": ["bad_name"]}, "source_buckets"),
+        ({"account_id": "12"}, "account_id"),
+        ({"retention_days": 0}, "retention_days"),
+        ({"partition": "aws-mars"}, "partition"),
+        ({"prevent_destroy": True, "delete_logs_on_destroy": True}, "delete_logs_on_destroy"),
+    ],
+)
 def test_invalid_props_name_the_field(props, field):
     base = {"bucket_name": LOGS, "source_buckets": SOURCES, "account_id": ACCOUNT}
     with pytest.raises(ValueError, match=field):

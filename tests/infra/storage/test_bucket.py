@@ -35,14 +35,40 @@ def built():
     scratch area), read by a serving identity and written by a writer."""
     stack = new_stack("buckets")
     key = EncryptionKey(stack, "key", alias="test-data", description="test", account_id=ACCOUNT, region=REGION)
-    weights = ModelBucket(stack, "weights", bucket_name=WEIGHTS, kms_key_arn=key.key_arn,
-                          region=REGION, noncurrent_version_retention_days=45, abort_incomplete_uploads_days=3)
-    lora = ModelBucket(stack, "lora", bucket_name=LORA, kms_key_arn=key.key_arn,
-                       region=REGION, prevent_destroy=True, expire_prefixes={"staging/": 2})
-    serving = ServingIdentity(stack, "serving", role_name="test-serving", cluster_name="test",
-                              namespace="llm", service_account="ray", account_id=ACCOUNT)
-    writer = ArtifactWriterIdentity(stack, "writer", role_name="test-writer", account_id=ACCOUNT,
-                                    github_subjects=["repo:acme/models:ref:refs/heads/main"])
+    weights = ModelBucket(
+        stack,
+        "weights",
+        bucket_name=WEIGHTS,
+        kms_key_arn=key.key_arn,
+        region=REGION,
+        noncurrent_version_retention_days=45,
+        abort_incomplete_uploads_days=3,
+    )
+    lora = ModelBucket(
+        stack,
+        "lora",
+        bucket_name=LORA,
+        kms_key_arn=key.key_arn,
+        region=REGION,
+        prevent_destroy=True,
+        expire_prefixes={"staging/": 2},
+    )
+    serving = ServingIdentity(
+        stack,
+        "serving",
+        role_name="test-serving",
+        cluster_name="test",
+        namespace="llm",
+        service_account="ray",
+        account_id=ACCOUNT,
+    )
+    writer = ArtifactWriterIdentity(
+        stack,
+        "writer",
+        role_name="test-writer",
+        account_id=ACCOUNT,
+        github_subjects=["repo:acme/models:ref:refs/heads/main"],
+    )
     weights.grant_read(serving, "models")
     weights.grant_read(serving, "models/")  # the same grant again (trailing slash): no second policy
     lora.grant_read(serving, "adapters")
@@ -57,12 +83,27 @@ def china():
     """A bucket read by a serving identity in the aws-cn partition."""
     stack = new_stack("china")
     region = "cn-north-1"
-    key = EncryptionKey(stack, "key", alias="cn-data", description="d", account_id=ACCOUNT, region=region,
-                        partition="aws-cn")
-    bucket = ModelBucket(stack, "weights", bucket_name="cn-weights-123456789012", kms_key_arn=key.key_arn,
-                         region=region, partition="aws-cn")
-    serving = ServingIdentity(stack, "serving", role_name="cn-serving", cluster_name="cn", namespace="llm",
-                              service_account="ray", account_id=ACCOUNT, partition="aws-cn")
+    key = EncryptionKey(
+        stack, "key", alias="cn-data", description="d", account_id=ACCOUNT, region=region, partition="aws-cn"
+    )
+    bucket = ModelBucket(
+        stack,
+        "weights",
+        bucket_name="cn-weights-123456789012",
+        kms_key_arn=key.key_arn,
+        region=region,
+        partition="aws-cn",
+    )
+    serving = ServingIdentity(
+        stack,
+        "serving",
+        role_name="cn-serving",
+        cluster_name="cn",
+        namespace="llm",
+        service_account="ray",
+        account_id=ACCOUNT,
+        partition="aws-cn",
+    )
     bucket.grant_read(serving, "models")
     return synth(stack)
 
@@ -77,8 +118,13 @@ def test_bucket_is_encrypted_versioned_private_and_owner_enforced(built):
         assert sse["apply_server_side_encryption_by_default"]["kms_master_key_id"].startswith("${aws_kms_key.")
         assert one(tf, "aws_s3_bucket_versioning", bucket=ref)["versioning_configuration"]["status"] == "Enabled"
         block = one(tf, "aws_s3_bucket_public_access_block", bucket=ref)
-        assert [block[k] for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")] == [True] * 4
-        assert one(tf, "aws_s3_bucket_ownership_controls", bucket=ref)["rule"]["object_ownership"] == "BucketOwnerEnforced"
+        assert [
+            block[k]
+            for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
+        ] == [True] * 4
+        assert (
+            one(tf, "aws_s3_bucket_ownership_controls", bucket=ref)["rule"]["object_ownership"] == "BucketOwnerEnforced"
+        )
         assert one(tf, "aws_s3_bucket", bucket=name)["force_destroy"] is False
 
 
@@ -103,7 +149,10 @@ def test_bucket_lifecycle_aborts_uploads_and_expires_old_versions(built):
     lifecycle = one(tf, "aws_s3_bucket_lifecycle_configuration", bucket=bucket_ref(tf, WEIGHTS))
     rules = {r["id"]: r for r in lifecycle["rule"]}
     assert set(rules) == {"abort-incomplete-multipart-uploads", "expire-noncurrent-versions"}
-    assert rules["abort-incomplete-multipart-uploads"]["abort_incomplete_multipart_upload"][0]["days_after_initiation"] == 3
+    assert (
+        rules["abort-incomplete-multipart-uploads"]["abort_incomplete_multipart_upload"][0]["days_after_initiation"]
+        == 3
+    )
     expire = rules["expire-noncurrent-versions"]
     assert expire["noncurrent_version_expiration"][0]["noncurrent_days"] == 45
     assert expire["expiration"][0]["expired_object_delete_marker"] is True
@@ -112,7 +161,9 @@ def test_bucket_lifecycle_aborts_uploads_and_expires_old_versions(built):
     assert dependency.startswith("aws_s3_bucket_versioning.weights_")
     defaults = one(tf, "aws_s3_bucket_lifecycle_configuration", bucket=bucket_ref(tf, LORA))
     days = {r["id"]: r for r in defaults["rule"]}
-    assert days["abort-incomplete-multipart-uploads"]["abort_incomplete_multipart_upload"][0]["days_after_initiation"] == 7
+    assert (
+        days["abort-incomplete-multipart-uploads"]["abort_incomplete_multipart_upload"][0]["days_after_initiation"] == 7
+    )
     assert days["expire-noncurrent-versions"]["noncurrent_version_expiration"][0]["noncurrent_days"] == 30
     scratch = days["expire-staging"]
     assert scratch["filter"] == [{"prefix": "staging/"}] and scratch["expiration"] == [{"days": 2}]
@@ -133,7 +184,9 @@ def test_bucket_properties_are_known_at_synth(built):
 
 def test_buckets_publish_events(built):
     for name in (WEIGHTS, LORA):
-        assert one(built["tf"], "aws_s3_bucket_notification", bucket=bucket_ref(built["tf"], name))["eventbridge"] is True
+        assert (
+            one(built["tf"], "aws_s3_bucket_notification", bucket=bucket_ref(built["tf"], name))["eventbridge"] is True
+        )
 
 
 # --- grants ------------------------------------------------------------------------
@@ -149,10 +202,12 @@ def test_grant_read_is_get_and_prefix_scoped_list_and_decrypt_via_s3(built):
     assert statements["ListPrefix"]["Condition"] == {"StringLike": {"s3:prefix": ["models", "models/*"]}}
     assert statements["DecryptObjects"]["Action"] == ["kms:Decrypt"]
     assert statements["DecryptObjects"]["Resource"][0].startswith("${aws_kms_key.")
-    assert statements["DecryptObjects"]["Condition"] == {"StringEquals": {
-        "kms:ViaService": "s3.eu-west-1.amazonaws.com",
-        "kms:EncryptionContext:aws:s3:arn": WEIGHTS_ARN,
-    }}
+    assert statements["DecryptObjects"]["Condition"] == {
+        "StringEquals": {
+            "kms:ViaService": "s3.eu-west-1.amazonaws.com",
+            "kms:EncryptionContext:aws:s3:arn": WEIGHTS_ARN,
+        }
+    }
 
 
 def test_serving_identity_can_only_read(built):
@@ -173,11 +228,16 @@ def test_grant_write_and_delete_are_separate_and_exact(built):
     assert set(write) == {"WriteObjects", "ListUploads", "EncryptObjects"}
     assert write["WriteObjects"]["Action"] == ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
     assert write["WriteObjects"]["Resource"] == [f"{WEIGHTS_ARN}/models/*"]
-    assert (write["ListUploads"]["Action"], write["ListUploads"]["Resource"]) == (["s3:ListBucketMultipartUploads"], [WEIGHTS_ARN])
+    assert (write["ListUploads"]["Action"], write["ListUploads"]["Resource"]) == (
+        ["s3:ListBucketMultipartUploads"],
+        [WEIGHTS_ARN],
+    )
     assert write["EncryptObjects"]["Action"] == ["kms:GenerateDataKey", "kms:Decrypt"]
     assert write["EncryptObjects"]["Condition"]["StringEquals"]["kms:ViaService"] == "s3.eu-west-1.amazonaws.com"
     delete = statements_named(tf, "delete-weights-models")
-    assert [(s["Action"], s["Resource"]) for s in delete.values()] == [(["s3:DeleteObject"], [f"{WEIGHTS_ARN}/models/*"])]
+    assert [(s["Action"], s["Resource"]) for s in delete.values()] == [
+        (["s3:DeleteObject"], [f"{WEIGHTS_ARN}/models/*"])
+    ]
     writer = {a for statements in built["writer"].policies.values() for s in statements for a in s.actions}
     assert not writer & {"s3:DeleteObjectVersion", "s3:GetObject", "s3:PutBucketPolicy", "s3:*"}
 
@@ -190,7 +250,9 @@ def test_the_same_grant_twice_is_one_policy(built):
 def test_policy_names_follow_bucket_verb_and_prefix_within_iam_limits():
     stack = new_stack()
     bucket = ModelBucket(stack, "weights", bucket_name="names-bucket-1", kms_key_arn=KEY, region=REGION)
-    identity = ServingIdentity(stack, "s", role_name="r", cluster_name="c", namespace="n", service_account="a", account_id=ACCOUNT)
+    identity = ServingIdentity(
+        stack, "s", role_name="r", cluster_name="c", namespace="n", service_account="a", account_id=ACCOUNT
+    )
     bucket.grant_read(identity, "models/llama 3")
     bucket.grant_read(identity, "x" * 200)
     names = sorted(identity.policies)
@@ -228,7 +290,14 @@ def _bucket(**kw):
 
 
 def _serving(**kw):
-    props = {"role_name": "r", "cluster_name": "c", "namespace": "n", "service_account": "a", "account_id": ACCOUNT, **kw}
+    props = {
+        "role_name": "r",
+        "cluster_name": "c",
+        "namespace": "n",
+        "service_account": "a",
+        "account_id": ACCOUNT,
+        **kw,
+    }
     return lambda s: ServingIdentity(s, "i", **props)
 
 

@@ -30,8 +30,15 @@ def synthesized(name: str, **props) -> dict:
 
 @pytest.fixture(scope="module")
 def logs_key():
-    return synthesized("logs-key", alias="test-data", description="test", account_id=ACCOUNT, region=REGION,
-                       allow_cloudwatch_logs=True, prevent_destroy=True)
+    return synthesized(
+        "logs-key",
+        alias="test-data",
+        description="test",
+        account_id=ACCOUNT,
+        region=REGION,
+        allow_cloudwatch_logs=True,
+        prevent_destroy=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +48,15 @@ def plain_key():
 
 @pytest.fixture(scope="module")
 def china():
-    return synthesized("china", alias="cn-data", description="d", account_id=ACCOUNT, region="cn-north-1",
-                       partition="aws-cn", allow_cloudwatch_logs=True)
+    return synthesized(
+        "china",
+        alias="cn-data",
+        description="d",
+        account_id=ACCOUNT,
+        region="cn-north-1",
+        partition="aws-cn",
+        allow_cloudwatch_logs=True,
+    )
 
 
 def test_key_rotates_and_lets_only_this_accounts_log_groups_use_it(logs_key):
@@ -55,7 +69,9 @@ def test_key_rotates_and_lets_only_this_accounts_log_groups_use_it(logs_key):
     logs = statements["CloudWatchLogs"]
     assert logs["Principal"] == {"Service": "logs.eu-west-1.amazonaws.com"}
     assert logs["Action"] == ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
-    assert logs["Condition"] == {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:*"}}
+    assert logs["Condition"] == {
+        "ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:*"}
+    }
     assert one(logs_key, "aws_kms_alias")["name"] == "alias/test-data"
 
 
@@ -73,7 +89,9 @@ def test_china_partition_arns_and_endpoints(china):
     key = {s["Sid"]: s for s in json.loads(one(china, "aws_kms_key")["policy"])["Statement"]}
     assert key["AccountAdministers"]["Principal"] == {"AWS": f"arn:aws-cn:iam::{ACCOUNT}:root"}
     assert key["CloudWatchLogs"]["Principal"] == {"Service": "logs.cn-north-1.amazonaws.com.cn"}
-    assert key["CloudWatchLogs"]["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"].startswith("arn:aws-cn:logs:")
+    assert key["CloudWatchLogs"]["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"].startswith(
+        "arn:aws-cn:logs:"
+    )
 
 
 # --- validation: every ValueError a caller can hit ----------------------------------------

@@ -27,18 +27,36 @@ ENVS = ("dev", "staging", "prod")
 
 def sse_denies(bucket: str, key_arn: str) -> list[dict]:
     """The four statements every ModelBucket's policy ends with, as AWS reads them."""
-    base = {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": ["s3:PutObject"],
-            "Resource": [f"arn:aws:s3:::{bucket}/*"]}
+    base = {
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Action": ["s3:PutObject"],
+        "Resource": [f"arn:aws:s3:::{bucket}/*"],
+    }
     return [
-        {"Sid": "DenyOtherEncryption", **base,
-         "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}},
-        {"Sid": "DenyOtherKmsKey", **base,
-         "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}}},
-        {"Sid": "DenyKmsWithoutKey", **base,
-         "Condition": {"StringEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
-                       "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "true"}}},
-        {"Sid": "DenyCustomerKeys", **base,
-         "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}}},
+        {
+            "Sid": "DenyOtherEncryption",
+            **base,
+            "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}},
+        },
+        {
+            "Sid": "DenyOtherKmsKey",
+            **base,
+            "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key_arn}},
+        },
+        {
+            "Sid": "DenyKmsWithoutKey",
+            **base,
+            "Condition": {
+                "StringEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
+                "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "true"},
+            },
+        },
+        {
+            "Sid": "DenyCustomerKeys",
+            **base,
+            "Condition": {"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}},
+        },
     ]
 
 
@@ -48,15 +66,34 @@ def built():
     from infra.storage.bucket import TaggedExpiration
 
     stack = conftest.new_stack("snapshots", REGION)
-    weights = ModelBucket(stack, "weights", bucket_name=WEIGHTS, kms_key_arn=KEY, region=REGION,
-                          expire_tagged=[TaggedExpiration("expire-unpinned-snapshots", "models/", UNPINNED_TAG, 30)])
+    weights = ModelBucket(
+        stack,
+        "weights",
+        bucket_name=WEIGHTS,
+        kms_key_arn=KEY,
+        region=REGION,
+        expire_tagged=[TaggedExpiration("expire-unpinned-snapshots", "models/", UNPINNED_TAG, 30)],
+    )
     created = EncryptionKey(stack, "key", alias="snap", description="d", account_id=ACCOUNT, region=REGION)
-    lora = ModelBucket(stack, "lora", bucket_name=LORA, kms_key_arn=created.key_arn, region=REGION,
-                       expire_prefixes={"staging": 7})
-    serving = ServingIdentity(stack, "serving", role_name="snap-serving", cluster_name="c", namespace="llm",
-                              service_account="ray", account_id=ACCOUNT)
-    writer = ArtifactWriterIdentity(stack, "writer", role_name="snap-writer", account_id=ACCOUNT,
-                                    github_subjects=["repo:acme/models:ref:refs/heads/main"])
+    lora = ModelBucket(
+        stack, "lora", bucket_name=LORA, kms_key_arn=created.key_arn, region=REGION, expire_prefixes={"staging": 7}
+    )
+    serving = ServingIdentity(
+        stack,
+        "serving",
+        role_name="snap-serving",
+        cluster_name="c",
+        namespace="llm",
+        service_account="ray",
+        account_id=ACCOUNT,
+    )
+    writer = ArtifactWriterIdentity(
+        stack,
+        "writer",
+        role_name="snap-writer",
+        account_id=ACCOUNT,
+        github_subjects=["repo:acme/models:ref:refs/heads/main"],
+    )
     weights.grant_read(serving, "models")
     for grant in (weights.grant_write, weights.grant_delete, weights.grant_tag):
         grant(writer, "models")
@@ -124,17 +161,28 @@ def rules(tf: dict, bucket: str) -> dict[str, dict]:
 
 
 def unpinned_rule(days: int) -> dict:
-    return {"id": "expire-unpinned-snapshots", "status": "Enabled",
-            "filter": [{"and": [{"prefix": "models/", "tags": {UNPINNED_TAG[0]: UNPINNED_TAG[1]}}]}],
-            "expiration": [{"days": days}]}
+    return {
+        "id": "expire-unpinned-snapshots",
+        "status": "Enabled",
+        "filter": [{"and": [{"prefix": "models/", "tags": {UNPINNED_TAG[0]: UNPINNED_TAG[1]}}]}],
+        "expiration": [{"days": days}],
+    }
 
 
 def test_objects_under_a_prefix_carrying_the_tag_expire_after_the_days(built):
     weights = rules(built["tf"], WEIGHTS)
     assert weights["expire-unpinned-snapshots"] == unpinned_rule(30)
     # Noncurrent versions (what expiring leaves behind) still go after their own retention.
-    assert set(weights) == {"abort-incomplete-multipart-uploads", "expire-noncurrent-versions", "expire-unpinned-snapshots"}
-    assert set(rules(built["tf"], LORA)) == {"abort-incomplete-multipart-uploads", "expire-noncurrent-versions", "expire-staging"}
+    assert set(weights) == {
+        "abort-incomplete-multipart-uploads",
+        "expire-noncurrent-versions",
+        "expire-unpinned-snapshots",
+    }
+    assert set(rules(built["tf"], LORA)) == {
+        "abort-incomplete-multipart-uploads",
+        "expire-noncurrent-versions",
+        "expire-staging",
+    }
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -183,11 +231,14 @@ def test_the_environment_sets_the_days_or_turns_the_rule_off(configured):
 def test_grant_tag_is_one_policy_of_exactly_the_three_tagging_actions_on_the_prefix(built):
     tf = built["tf"]
     (policy,) = [p for p in resources(tf, "aws_iam_role_policy").values() if p["name"] == "tag-weights-models"]
-    assert json.loads(policy["policy"])["Statement"] == [{
-        "Sid": "TagObjects", "Effect": "Allow",
-        "Action": ["s3:PutObjectTagging", "s3:GetObjectTagging", "s3:DeleteObjectTagging"],
-        "Resource": [f"arn:aws:s3:::{WEIGHTS}/models/*"],
-    }]
+    assert json.loads(policy["policy"])["Statement"] == [
+        {
+            "Sid": "TagObjects",
+            "Effect": "Allow",
+            "Action": ["s3:PutObjectTagging", "s3:GetObjectTagging", "s3:DeleteObjectTagging"],
+            "Resource": [f"arn:aws:s3:::{WEIGHTS}/models/*"],
+        }
+    ]
     assert sorted(built["writer"].policies) == ["delete-weights-models", "tag-weights-models", "write-weights-models"]
     assert sorted(built["serving"].policies) == ["read-weights-models"]
 
@@ -198,9 +249,14 @@ def test_the_environments_writer_tags_snapshots_and_the_serving_role_gets_nothin
     roles = {r["name"]: rid for rid, r in resources(tf, "aws_iam_role").items()}
     writer = policies_of(tf, roles[names.writer_role])
     tagging = [s for s in writer if any("Tagging" in a for a in s["Action"])]
-    assert tagging == [{"Sid": "TagObjects", "Effect": "Allow",
-                        "Action": ["s3:PutObjectTagging", "s3:GetObjectTagging", "s3:DeleteObjectTagging"],
-                        "Resource": [f"arn:aws:s3:::{names.weights_bucket}/models/*"]}]
+    assert tagging == [
+        {
+            "Sid": "TagObjects",
+            "Effect": "Allow",
+            "Action": ["s3:PutObjectTagging", "s3:GetObjectTagging", "s3:DeleteObjectTagging"],
+            "Resource": [f"arn:aws:s3:::{names.weights_bucket}/models/*"],
+        }
+    ]
     serving = policies_of(tf, roles[names.serving_role])
     assert not [a for s in serving for a in s["Action"] if "Tagging" in a]
 
@@ -208,16 +264,19 @@ def test_the_environments_writer_tags_snapshots_and_the_serving_role_gets_nothin
 # --- what TaggedExpiration and ModelBucket refuse -------------------------------------------------
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"name": "Expire"}, "lowercase letters"),
-    ({"name": "expire-noncurrent-versions"}, "not one of"),
-    ({"prefix": "models/*"}, "no leading '/'"),
-    ({"prefix": ""}, "give a key prefix"),
-    ({"tag": ("", "true")}, "a key of 1-128"),
-    ({"tag": ("k" * 129, "true")}, "a key of 1-128"),
-    ({"tag": ("k", "v" * 257)}, "a value of at most 256"),
-    ({"days": 0}, "at least 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "Expire"}, "lowercase letters"),
+        ({"name": "expire-noncurrent-versions"}, "not one of"),
+        ({"prefix": "models/*"}, "no leading '/'"),
+        ({"prefix": ""}, "give a key prefix"),
+        ({"tag": ("", "true")}, "a key of 1-128"),
+        ({"tag": ("k" * 129, "true")}, "a key of 1-128"),
+        ({"tag": ("k", "v" * 257)}, "a value of at most 256"),
+        ({"days": 0}, "at least 1"),
+    ],
+)
 def test_a_tagged_expiration_refuses_what_s3_would(kwargs, message):
     from infra.storage.bucket import TaggedExpiration
 

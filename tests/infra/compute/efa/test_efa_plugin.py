@@ -16,7 +16,11 @@ SCHEMAS = TESTS / "schemas"
 def test_one_efa_per_network_card_the_primary_at_device_0():
     layout = interface_layout(4)
     assert [(i.network_card_index, i.device_index, i.interface_type) for i in layout] == [
-        (0, 0, "efa"), (1, 1, "efa"), (2, 1, "efa"), (3, 1, "efa")]
+        (0, 0, "efa"),
+        (1, 1, "efa"),
+        (2, 1, "efa"),
+        (3, 1, "efa"),
+    ]
     with pytest.raises(ValueError, match="at least one"):
         interface_layout(0)
     assert pod_resources(32) == {EFA_RESOURCE: "32"} and pod_resources(0) == {}
@@ -26,8 +30,10 @@ def test_the_device_plugin_runs_on_the_efa_pools_only_and_tolerates_their_taints
     gpu = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
     spot = {"key": "node.anyscale.com/capacity-type", "operator": "Equal", "value": "SPOT", "effect": "NoSchedule"}
     values = device_plugin_values(["prefill", "decode", "prefill"], [gpu, spot, gpu])
-    assert values == {"supportedInstanceLabels": {"keys": [POOL_LABEL], "values": ["decode", "prefill"]},
-                      "tolerations": [gpu, spot]}
+    assert values == {
+        "supportedInstanceLabels": {"keys": [POOL_LABEL], "values": ["decode", "prefill"]},
+        "tolerations": [gpu, spot],
+    }
     with pytest.raises(ValueError, match="at least one EFA pool"):
         device_plugin_values([])
 

@@ -18,22 +18,31 @@ def test_the_catalog_counts_are_what_ec2_describes():
     """Every catalog type's EFA interfaces equal DescribeInstanceTypes' MaximumEfaInterfaces (moto bundles it)."""
     import moto
 
-    described = json.loads(gzip.decompress((Path(moto.__file__).parent / "ec2/resources/instance_types.json.gz").read_bytes()))
+    described = json.loads(
+        gzip.decompress((Path(moto.__file__).parent / "ec2/resources/instance_types.json.gz").read_bytes())
+    )
     for name in INSTANCE_TYPES:
         network = described[name]["NetworkInfo"]
         expected = network["EfaInfo"]["MaximumEfaInterfaces"] if network.get("EfaSupported") else 0
         assert efa_interfaces(name) == expected, name
     assert set(EFA_INTERFACES) <= set(INSTANCE_TYPES)
-    assert (efa_interfaces("p5.48xlarge"), efa_interfaces("p5en.48xlarge"), efa_interfaces("g6e.48xlarge")) == (32, 16, 4)
+    assert (efa_interfaces("p5.48xlarge"), efa_interfaces("p5en.48xlarge"), efa_interfaces("g6e.48xlarge")) == (
+        32,
+        16,
+        4,
+    )
     assert efa_interfaces("g6.4xlarge") == efa_interfaces("m7i.large") == 0
 
 
-@pytest.mark.parametrize(("instance_types", "needle"), [
-    (["g6e.12xlarge", "g6e.xlarge"], "'g6e.xlarge' has no EFA"),
-    (["m7i.xlarge"], "'m7i.xlarge' is not in the catalog"),
-    (["g6e.12xlarge", "g6e.24xlarge"], "'g6e.24xlarge' has 2 EFA interfaces, 'g6e.12xlarge' has 1"),
-    (["p5.48xlarge", "p5en.48xlarge"], "'p5en.48xlarge' has 16 EFA interfaces, 'p5.48xlarge' has 32"),
-])
+@pytest.mark.parametrize(
+    ("instance_types", "needle"),
+    [
+        (["g6e.12xlarge", "g6e.xlarge"], "'g6e.xlarge' has no EFA"),
+        (["m7i.xlarge"], "'m7i.xlarge' is not in the catalog"),
+        (["g6e.12xlarge", "g6e.24xlarge"], "'g6e.24xlarge' has 2 EFA interfaces, 'g6e.12xlarge' has 1"),
+        (["p5.48xlarge", "p5en.48xlarge"], "'p5en.48xlarge' has 16 EFA interfaces, 'p5.48xlarge' has 32"),
+    ],
+)
 def test_the_rule_names_the_instance_type_in_one_line(instance_types, needle):
     problem = efa_instance_types_problem(instance_types)
     assert needle in problem and "\n" not in problem

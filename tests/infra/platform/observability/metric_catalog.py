@@ -61,8 +61,14 @@ def _constants(tree: ast.Module) -> tuple[dict[str, str], dict[str, str]]:
             module.update({t.id: node.value.value for t in node.targets if isinstance(t, ast.Name)})
         if isinstance(node, ast.ClassDef):
             for item in node.body:
-                if isinstance(item, ast.Assign) and isinstance(item.value, ast.Constant) and isinstance(item.value.value, str):
-                    classes.update({f"{node.name}.{t.id}": item.value.value for t in item.targets if isinstance(t, ast.Name)})
+                if (
+                    isinstance(item, ast.Assign)
+                    and isinstance(item.value, ast.Constant)
+                    and isinstance(item.value.value, str)
+                ):
+                    classes.update(
+                        {f"{node.name}.{t.id}": item.value.value for t in item.targets if isinstance(t, ast.Name)}
+                    )
     return module, classes
 
 
@@ -109,7 +115,9 @@ class _Resolver:
             targets += [(g.target, g.iter) for g in getattr(node, "generators", [])]
             for target, iterable in targets:
                 if isinstance(target, ast.Tuple) and isinstance(iterable, ast.Name):
-                    index = next((i for i, e in enumerate(target.elts) if isinstance(e, ast.Name) and e.id == name), None)
+                    index = next(
+                        (i for i, e in enumerate(target.elts) if isinstance(e, ast.Name) and e.id == name), None
+                    )
                     if index is not None:
                         found += self._tuple_elements(iterable.id, index, scope)
         return found
@@ -117,8 +125,11 @@ class _Resolver:
     def _tuple_elements(self, name: str, index: int, scope: ast.AST) -> list[str]:
         found = []
         for node in ast.walk(scope):
-            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets) \
-                    and isinstance(node.value, (ast.List, ast.Tuple)):
+            if (
+                isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)
+                and isinstance(node.value, (ast.List, ast.Tuple))
+            ):
                 for element in node.value.elts:
                     if isinstance(element, ast.Tuple) and len(element.elts) > index:
                         found += self.values(element.elts[index], None)
@@ -154,25 +165,35 @@ def _scan(package: str, wanted: str, *, vllm: bool) -> list[Metric]:
                 continue
             names_node = _metadata_key(node, tree) if metadata else _name_argument(node)
             # prometheus_client's own `namespace=` (the autoscaler's `autoscaler_*`): served as is, not through Ray.
-            namespace = next((k.value.value for k in node.keywords if k.arg == "namespace"
-                              and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)), None)
+            namespace = next(
+                (
+                    k.value.value
+                    for k in node.keywords
+                    if k.arg == "namespace" and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str)
+                ),
+                None,
+            )
             for value in resolver.values(names_node, scope):
                 if not _METRIC_NAME.fullmatch(value) and not value.startswith("re:"):
                     continue
                 if namespace is not None:
-                    value = f"re:{re.escape(namespace)}_{value[3:]}" if value.startswith("re:") else f"{namespace}_{value}"
+                    value = (
+                        f"re:{re.escape(namespace)}_{value[3:]}" if value.startswith("re:") else f"{namespace}_{value}"
+                    )
                 metrics.append(Metric(value, kind, f"{where}:{node.lineno}", "" if namespace is not None else None))
     return metrics
 
 
 def _calls(tree: ast.Module):
     """(enclosing function or module, call) for every call."""
+
     def visit(node: ast.AST, scope: ast.AST):
         for child in ast.iter_child_nodes(node):
             inner = child if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else scope
             if isinstance(child, ast.Call):
                 yield scope, child
             yield from visit(child, inner)
+
     yield from visit(tree, tree)
 
 
@@ -192,7 +213,7 @@ def _metadata_key(node: ast.Call, tree: ast.Module) -> ast.AST | None:
     """The key a metadata call is stored under: `{KEY: Offloading...Metadata(...)}` or `d[KEY] = ...`."""
     for parent in ast.walk(tree):
         if isinstance(parent, ast.Dict):
-            for key, value in zip(parent.keys, parent.values):
+            for key, value in zip(parent.keys, parent.values, strict=True):
                 if value is node:
                     return key
         if isinstance(parent, ast.Assign) and parent.value is node:
@@ -280,7 +301,9 @@ def catalog() -> Catalog:
     entries += [(prefix, m) for m in read_vendored(RAY_CORE_METRICS)]
     for m in vllm_metrics():
         if m.name.startswith("re:"):
-            entries.append((prefix, Metric("re:" + re.sub(r"vllm\\?:", "vllm_", m.name[3:], count=1), m.kind, m.source)))
+            entries.append(
+                (prefix, Metric("re:" + re.sub(r"vllm\\?:", "vllm_", m.name[3:], count=1), m.kind, m.source))
+            )
         else:
             entries.append((prefix, Metric(vllm_to_ray(m.name), m.kind, m.source)))
     entries += [("", m) for m in read_vendored(KUBE_STATE_METRICS)]

@@ -17,7 +17,13 @@ def sample_objects() -> list[dict[str, Any]]:
 
 
 def rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [rule for o in objects if o["kind"] == "PrometheusRule" for group in o["spec"]["groups"] for rule in group["rules"]]
+    return [
+        rule
+        for o in objects
+        if o["kind"] == "PrometheusRule"
+        for group in o["spec"]["groups"]
+        for rule in group["rules"]
+    ]
 
 
 def rule_queries(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:

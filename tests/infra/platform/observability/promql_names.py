@@ -53,7 +53,6 @@ def metric_names(expr: str) -> list[str]:
     return names
 
 
-
 class _OpenEnded(Exception):
     pass
 

@@ -59,9 +59,16 @@ def alerts():
 
 def test_the_alerts_their_severities_and_durations(alerts):
     assert [a["alert"] for a in alerts] == [
-        "LLMKVCacheNearlyFull", "LLMRequestsWaiting", "ServeRequestsQueued",
-        "LLMTimeToFirstTokenHigh", "LLMTimeToFirstTokenHigh",  # one per model, sorted by id
-        "ServeHTTP5xxRateHigh", "RayPodRestarting", "ServeReplicaHealthChecksFailing", "GPUPodsPending", "RayMetricsDown",
+        "LLMKVCacheNearlyFull",
+        "LLMRequestsWaiting",
+        "ServeRequestsQueued",
+        "LLMTimeToFirstTokenHigh",
+        "LLMTimeToFirstTokenHigh",  # one per model, sorted by id
+        "ServeHTTP5xxRateHigh",
+        "RayPodRestarting",
+        "ServeReplicaHealthChecksFailing",
+        "GPUPodsPending",
+        "RayMetricsDown",
     ]
     for alert in alerts:
         assert (alert["labels"]["severity"], alert["for"]) == EXPECTED[alert["alert"]], alert["alert"]
@@ -89,11 +96,18 @@ def test_each_model_has_a_time_to_first_token_alert_with_its_own_objective(alert
         assert f"{model.ttft_p95_seconds:g}s objective" in ttft[model.id]["annotations"]["summary"]
 
 
-@pytest.mark.parametrize(("alert", "threshold"), [
-    ("LLMKVCacheNearlyFull", "> 0.9"), ("LLMRequestsWaiting", "> 0"), ("ServeRequestsQueued", "> 0"),
-    ("ServeHTTP5xxRateHigh", "> 0.05"), ("RayPodRestarting", "> 0"), ("ServeReplicaHealthChecksFailing", "> 0"),
-    ("RayMetricsDown", "== 0"),
-])
+@pytest.mark.parametrize(
+    ("alert", "threshold"),
+    [
+        ("LLMKVCacheNearlyFull", "> 0.9"),
+        ("LLMRequestsWaiting", "> 0"),
+        ("ServeRequestsQueued", "> 0"),
+        ("ServeHTTP5xxRateHigh", "> 0.05"),
+        ("RayPodRestarting", "> 0"),
+        ("ServeReplicaHealthChecksFailing", "> 0"),
+        ("RayMetricsDown", "== 0"),
+    ],
+)
 def test_thresholds(alerts, alert, threshold):
     (rule,) = [a for a in alerts if a["alert"] == alert]
     assert rule["expr"].endswith(threshold)
@@ -101,7 +115,9 @@ def test_thresholds(alerts, alert, threshold):
 
 def test_5xx_and_gpu_pending_read_the_right_series(alerts):
     by_name = {a["alert"]: a["expr"] for a in alerts}
-    assert 'status_code=~"5.."' in by_name["ServeHTTP5xxRateHigh"] and 'route!~"/-/.*"' in by_name["ServeHTTP5xxRateHigh"]
+    assert (
+        'status_code=~"5.."' in by_name["ServeHTTP5xxRateHigh"] and 'route!~"/-/.*"' in by_name["ServeHTTP5xxRateHigh"]
+    )
     assert 'phase="Pending"' in by_name["GPUPodsPending"] and 'resource="nvidia_com_gpu"' in by_name["GPUPodsPending"]
 
 
@@ -123,19 +139,24 @@ def test_no_models_no_time_to_first_token_alerts():
     assert "LLMTimeToFirstTokenHigh" not in [a["alert"] for a in rules(objects)]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"environment": "Dev env"}, "environment: "),
-    ({"environment": ""}, "environment: must not be empty"),
-    ({"serving_namespace": "LLM"}, "serving_namespace: "),
-    ({"models": [ModelObjective("a"), ModelObjective("a", 3.0)]}, "duplicate ids ['a']"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"environment": "Dev env"}, "environment: "),
+        ({"environment": ""}, "environment: must not be empty"),
+        ({"serving_namespace": "LLM"}, "serving_namespace: "),
+        ({"models": [ModelObjective("a"), ModelObjective("a", 3.0)]}, "duplicate ids ['a']"),
+    ],
+)
 def test_bad_input_is_refused(kwargs, message):
     args = {"environment": ENVIRONMENT, "serving_namespace": NAMESPACE, "models": MODELS, **kwargs}
     with pytest.raises(ValueError, match=re.escape(message)):
         monitoring_objects(**args)
 
 
-@pytest.mark.parametrize(("model_id", "ttft"), [("a/b", 2.0), ("", 2.0), ("m", 0), ("m", -1.0), ("m", 601), ("m", True)])
+@pytest.mark.parametrize(
+    ("model_id", "ttft"), [("a/b", 2.0), ("", 2.0), ("m", 0), ("m", -1.0), ("m", 601), ("m", True)]
+)
 def test_a_bad_objective_is_refused(model_id, ttft):
     with pytest.raises(ValueError):
         ModelObjective(model_id, ttft)
@@ -146,4 +167,6 @@ def test_the_shipped_environments_objectives_reach_their_alerts(shipped_environm
         models = [ModelObjective(m.id, m.workload.ttft_p95_seconds) for m in env.models]
         objects = monitoring_objects(environment=env.name, serving_namespace=env.serving.namespace, models=models)
         ttft = {a["labels"]["model"]: a["expr"] for a in rules(objects) if a["alert"] == "LLMTimeToFirstTokenHigh"}
-        assert {m.id: float(ttft[m.id].rsplit(">", 1)[1]) for m in env.models} == {m.id: m.workload.ttft_p95_seconds for m in env.models}
+        assert {m.id: float(ttft[m.id].rsplit(">", 1)[1]) for m in env.models} == {
+            m.id: m.workload.ttft_p95_seconds for m in env.models
+        }

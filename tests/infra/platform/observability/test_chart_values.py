@@ -45,8 +45,11 @@ def exists(tree: Any, path: tuple[str, ...]) -> bool:
 
 def unknown_keys(values: dict[str, Any]) -> list[str]:
     chart, grafana = defaults(CHART_VALUES), defaults(GRAFANA_VALUES)
-    return [".".join(p) for p in paths(values)
-            if not exists(chart, p) and not (p[0] == "grafana" and exists(grafana, p[1:]))]
+    return [
+        ".".join(p)
+        for p in paths(values)
+        if not exists(chart, p) and not (p[0] == "grafana" and exists(grafana, p[1:]))
+    ]
 
 
 def test_the_vendored_values_are_the_pinned_charts():
@@ -61,12 +64,15 @@ def test_every_key_set_exists_in_the_chart():
     assert unknown_keys(values) == []
 
 
-@pytest.mark.parametrize("path", [
-    ("prometheus", "prometheusSpec", "podMonitorSelectorNilUsesHelmValue"),
-    ("prometheus", "prometheusSpec", "retentionTime"),
-    ("grafana", "sidecar", "dashboards", "searchNamespaces"),
-    ("alertmanager", "serviceType"),
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("prometheus", "prometheusSpec", "podMonitorSelectorNilUsesHelmValue"),
+        ("prometheus", "prometheusSpec", "retentionTime"),
+        ("grafana", "sidecar", "dashboards", "searchNamespaces"),
+        ("alertmanager", "serviceType"),
+    ],
+)
 def test_a_planted_unknown_key_is_refused(path):
     values = copy.deepcopy(kube_prometheus_stack_values())
     tree = values
@@ -92,10 +98,18 @@ def test_retention_is_bounded_in_time_and_size():
 def test_grafana_loads_labeled_dashboards_from_every_namespace_with_the_datasource_they_name():
     grafana = kube_prometheus_stack_values()["grafana"]
     dashboards = grafana["sidecar"]["dashboards"]
-    assert dashboards == {"enabled": True, "label": DASHBOARD_LABEL, "labelValue": DASHBOARD_LABEL_VALUE,
-                          "searchNamespace": "ALL"}
+    assert dashboards == {
+        "enabled": True,
+        "label": DASHBOARD_LABEL,
+        "labelValue": DASHBOARD_LABEL_VALUE,
+        "searchNamespace": "ALL",
+    }
     datasource = grafana["sidecar"]["datasources"]
-    assert (datasource["name"], datasource["uid"], datasource["isDefaultDatasource"]) == ("Prometheus", "prometheus", True)
+    assert (datasource["name"], datasource["uid"], datasource["isDefaultDatasource"]) == (
+        "Prometheus",
+        "prometheus",
+        True,
+    )
 
 
 def test_nothing_is_exposed_outside_the_cluster():

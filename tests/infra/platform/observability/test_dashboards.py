@@ -35,8 +35,13 @@ def test_generation_ignores_the_factorys_environment_overrides(monkeypatch):
 
 
 def test_make_dashboards_runs_the_generator(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "infra.platform.observability.generate_dashboards", "--out",
-                             str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.platform.observability.generate_dashboards", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(dashboard_files())
     dry_run = subprocess.run(["make", "-n", "dashboards"], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -72,7 +77,7 @@ def test_one_config_map_per_dashboard_for_the_grafana_sidecar():
     maps = dashboard_config_maps(ENVIRONMENT)
     files = dashboard_files()
     assert [m["metadata"]["name"] for m in maps] == ["grafana-dashboard-ray-serve-llm", "grafana-dashboard-ray-serve"]
-    for config_map, (name, text) in zip(maps, files.items()):
+    for config_map, (name, text) in zip(maps, files.items(), strict=True):
         assert config_map["metadata"]["namespace"] == MONITORING_NAMESPACE
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert config_map["data"] == {name: text}

@@ -83,30 +83,45 @@ PLANTED = [
 def test_a_planted_unknown_name_in_an_alert_is_refused(name, why):
     objects = copy.deepcopy(sample_objects())
     rule = rules(objects)[0]
-    rule["expr"] = f"max by (namespace) ({name}{{namespace=\"llm-serving\"}}) > 0.9"
+    rule["expr"] = f'max by (namespace) ({name}{{namespace="llm-serving"}}) > 0.9'
     assert unknown_names(rule_queries(objects)) == [f"alert {rule['alert']}: {name}"], why
 
 
-@pytest.mark.parametrize("name", [
-    "ray_vllm_time_to_first_token_seconds_bucket", "ray_vllm_time_to_first_token_seconds_sum",
-    "ray_vllm_time_to_first_token_seconds_count", "ray_vllm_num_preemptions_total", "ray_vllm_kv_cache_usage_perc",
-    "ray_serve_deployment_request_counter_total", "ray_serve_num_grpc_requests_total", "kube_pod_container_status_restarts_total",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ray_vllm_time_to_first_token_seconds_bucket",
+        "ray_vllm_time_to_first_token_seconds_sum",
+        "ray_vllm_time_to_first_token_seconds_count",
+        "ray_vllm_num_preemptions_total",
+        "ray_vllm_kv_cache_usage_perc",
+        "ray_serve_deployment_request_counter_total",
+        "ray_serve_num_grpc_requests_total",
+        "kube_pod_container_status_restarts_total",
+    ],
+)
 def test_each_type_is_known_by_its_own_suffixes(name):
     assert catalog().lookup(name) is not None
 
 
-@pytest.mark.parametrize(("query", "unknown"), [
-    ('rate({__name__=~"ray_serve_(http|grpc)_request_latency_ms_bucket"}[5m])', []),
-    ('rate({__name__=~"ray_serve_(http|grpc)_request_latency_ms"}[5m])',
-     ["q: ray_serve_http_request_latency_ms (from re:ray_serve_(http|grpc)_request_latency_ms)",
-      "q: ray_serve_grpc_request_latency_ms (from re:ray_serve_(http|grpc)_request_latency_ms)"]),
-    ('count({__name__=~"ray_vllm_.*"})', []),
-    ('count({__name__=~"no_such_.*"})', ["q: re:no_such_.* (selects no exported name)"]),
-    ('label_values(ray_vllm_num_requests_running{model_name=~"$m"}, model_name)', []),
-    ("label_values(model_name)", []),
-    ("sum(rate(ray_vllm_prompt_tokens_total[$__rate_interval]))", []),
-])
+@pytest.mark.parametrize(
+    ("query", "unknown"),
+    [
+        ('rate({__name__=~"ray_serve_(http|grpc)_request_latency_ms_bucket"}[5m])', []),
+        (
+            'rate({__name__=~"ray_serve_(http|grpc)_request_latency_ms"}[5m])',
+            [
+                "q: ray_serve_http_request_latency_ms (from re:ray_serve_(http|grpc)_request_latency_ms)",
+                "q: ray_serve_grpc_request_latency_ms (from re:ray_serve_(http|grpc)_request_latency_ms)",
+            ],
+        ),
+        ('count({__name__=~"ray_vllm_.*"})', []),
+        ('count({__name__=~"no_such_.*"})', ["q: re:no_such_.* (selects no exported name)"]),
+        ('label_values(ray_vllm_num_requests_running{model_name=~"$m"}, model_name)', []),
+        ("label_values(model_name)", []),
+        ("sum(rate(ray_vllm_prompt_tokens_total[$__rate_interval]))", []),
+    ],
+)
 def test_name_matchers_and_grafana_queries(query, unknown):
     assert unknown_names([("q", query)]) == unknown
 

@@ -31,8 +31,11 @@ def closed(schema):
     """The schema with unknown fields refused wherever it lists properties (the API server prunes them silently)."""
     if isinstance(schema, dict):
         schema = {k: closed(v) for k, v in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):
@@ -54,7 +57,9 @@ def validator(kind: str) -> jsonschema.Draft7Validator:
 def custom_resource_problems(document: dict) -> list[str]:
     definition = crd(document["kind"])
     group, _, version = document["apiVersion"].partition("/")
-    problems = [] if (group, version) == (definition["spec"]["group"], "v1") else [f"apiVersion {document['apiVersion']}"]
+    problems = (
+        [] if (group, version) == (definition["spec"]["group"], "v1") else [f"apiVersion {document['apiVersion']}"]
+    )
     errors = validator(document["kind"]).iter_errors(document)
     return problems + [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
 
@@ -102,8 +107,9 @@ def test_every_config_map_matches_the_kubernetes_schema(objects, version):
 def test_custom_resources_carry_valid_object_metadata(objects, version):
     """ObjectMeta is one schema for every kind: checked through a ConfigMap carrying the same metadata."""
     for document in objects:
-        kubernetes_validate.validate({"apiVersion": "v1", "kind": "ConfigMap", "metadata": document["metadata"]},
-                                     version, strict=True)
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": document["metadata"]}, version, strict=True
+        )
         assert metadata_problems(document) == [], document["metadata"]
 
 
@@ -112,17 +118,37 @@ def test_every_object_survives_the_yaml_the_platform_chart_writes(objects):
         assert yaml.safe_load(yaml.safe_dump(document, sort_keys=False, width=120)) == document
 
 
-@pytest.mark.parametrize(("kind", "mutate", "expected"), [
-    ("PodMonitor", lambda o: o["spec"].update(podMetricEndpoints=o["spec"].pop("podMetricsEndpoints")),
-     "Additional properties are not allowed ('podMetricEndpoints' was unexpected)"),
-    ("PodMonitor", lambda o: o["spec"]["podMetricsEndpoints"][0].update(port=8080), "8080 is not of type 'string'"),
-    ("PodMonitor", lambda o: o["spec"]["podMetricsEndpoints"][0]["relabelings"][0].update(action="rewrite"),
-     "'rewrite' is not one of"),
-    ("PrometheusRule", lambda o: o["spec"]["groups"][0]["rules"][0].update({"for": "ten minutes"}), "does not match"),
-    ("PrometheusRule", lambda o: o["spec"]["groups"][0]["rules"][0].update(severity="critical"),
-     "Additional properties are not allowed ('severity' was unexpected)"),
-    ("PrometheusRule", lambda o: o["spec"]["groups"][0]["rules"][0]["labels"].update(count=3), "3 is not of type 'string'"),
-])
+@pytest.mark.parametrize(
+    ("kind", "mutate", "expected"),
+    [
+        (
+            "PodMonitor",
+            lambda o: o["spec"].update(podMetricEndpoints=o["spec"].pop("podMetricsEndpoints")),
+            "Additional properties are not allowed ('podMetricEndpoints' was unexpected)",
+        ),
+        ("PodMonitor", lambda o: o["spec"]["podMetricsEndpoints"][0].update(port=8080), "8080 is not of type 'string'"),
+        (
+            "PodMonitor",
+            lambda o: o["spec"]["podMetricsEndpoints"][0]["relabelings"][0].update(action="rewrite"),
+            "'rewrite' is not one of",
+        ),
+        (
+            "PrometheusRule",
+            lambda o: o["spec"]["groups"][0]["rules"][0].update({"for": "ten minutes"}),
+            "does not match",
+        ),
+        (
+            "PrometheusRule",
+            lambda o: o["spec"]["groups"][0]["rules"][0].update(severity="critical"),
+            "Additional properties are not allowed ('severity' was unexpected)",
+        ),
+        (
+            "PrometheusRule",
+            lambda o: o["spec"]["groups"][0]["rules"][0]["labels"].update(count=3),
+            "3 is not of type 'string'",
+        ),
+    ],
+)
 def test_a_planted_schema_error_is_refused(objects, kind, mutate, expected):
     document = copy.deepcopy(next(o for o in objects if o["kind"] == kind))
     mutate(document)
@@ -140,7 +166,9 @@ def test_a_planted_config_map_error_is_refused(objects):
 def test_the_shipped_environments_objects_are_valid_too(shipped_environments):
     for env in shipped_environments.values():
         models = [ModelObjective(m.id, m.workload.ttft_p95_seconds) for m in env.models]
-        for document in monitoring_objects(environment=env.name, serving_namespace=env.serving.namespace, models=models):
+        for document in monitoring_objects(
+            environment=env.name, serving_namespace=env.serving.namespace, models=models
+        ):
             if document["kind"] in CRDS:
                 assert custom_resource_problems(document) == [], (env.name, document["metadata"]["name"])
             else:
