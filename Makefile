@@ -81,12 +81,12 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 # Two workers (this machine's cores); tests that share one expensive thing (the emulator applies,
-# a Ray cluster, the built wheel) stay together in one worker (tests/conftest.py, --dist loadgroup).
+# a Ray cluster, the built wheel) stay together in one worker, the longest first (tests/workers.py).
 test: lint $(VENV)/.installed-serving $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
-	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 test-fast: $(VENV)/.installed-serving
-	$(PY) -m pytest -m "not slow" -n 2 --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadscope --no-loadscope-reorder
 
 # Resolves with the machine's own python (pip's --dry-run --report): no venv is touched.
 lock:

@@ -140,9 +140,14 @@ def policies_of(tf: dict, role_resource: str) -> list[dict]:
     return statements
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook appends them to node ids)
+@pytest.hookimpl(tryfirst=True)  # the slow marks are there before -m deselects by them
 def pytest_collection_modifyitems(items):
     workers.assign(items)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`make test`'s workers take whole groups of tests (tests/workers.py)."""
+    return workers.GroupScheduling(config, log)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,22 +1,40 @@
-"""Which tests share an xdist worker in `make test` (`-n 2 --dist loadgroup`), in what order the
-groups start, and which are slow (left out of `make test-fast`).
+"""Which tests share an xdist worker in `make test` (`-n 2`), in what order the groups start, and
+which are slow (left out of `make test-fast`).
 
 A module's module-scoped fixtures (a Ray cluster, a synthesized stack, a Terraform apply) are built
 once in each worker that runs any of its tests, so a module runs whole in one worker: its group is
 its path. Modules that share a session fixture too expensive to build twice (the three Terraform
-applies against the emulator, the built wheel and its venv) share one group. Groups start longest
-first, so the two workers end close together.
+applies against the emulator, the built wheel and its venv) share one group (SHARED_MODULES; a test
+holds it to the fixtures the modules really use). Groups start longest first, so the two workers end
+close together.
+
+The scheduler is ours (conftest's `pytest_xdist_make_scheduler`): xdist's own `loadgroup` marks a
+test's group by rewriting its node id, which pytest 9.2 no longer reads, so every module was split.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
-TESTS = Path(__file__).resolve().parent
-# A session fixture -> the group of every module that uses it: built once per run, not per worker.
-SHARED_FIXTURES = {"local_deployments": "emulator", "kit_build": "packaging", "kit_venv": "packaging"}
+# A session fixture too expensive to build twice -> its group.
+SHARED_FIXTURES = {
+    "local_deployments": "emulator",
+    "kit_build": "packaging",
+    "kit_dist": "packaging",
+    "kit_venv": "packaging",
+    "kit_run": "packaging",
+    "kit_site_packages": "packaging",
+}
+# The modules that use one of them -> that group (tests/test_workers.py checks it against this run).
+SHARED_MODULES = {
+    "tests/app/test_e2e_serving.py": "emulator",
+    "tests/emulator/test_local_deploy.py": "emulator",
+    "tests/packaging/test_app_zip.py": "packaging",
+    "tests/packaging/test_installed_kit.py": "packaging",
+    "tests/packaging/test_kit_contents.py": "packaging",
+    "tests/packaging/test_user_repository.py": "packaging",
+}
 # Group -> its seconds on this 2-core machine (`pytest --durations`, rounded), for the start order.
 # Every group listed here is an end-to-end group (real Terraform, Ray, checkov, the built wheel, many
 # command subprocesses): `make test-fast` leaves them out. Unlisted groups take seconds and start last.
@@ -41,36 +59,31 @@ WEIGHTS = {
     "tests/publishing/test_adapters.py": 40,
     "tests/cli/test_hostile_input.py": 20,
 }
-
-
-# What the last assign() decided: node id -> (its group, its fixtures), for tests/test_workers.py.
+# What the last assign() saw: node id -> (its group, its fixtures), for tests/test_workers.py.
 ASSIGNED: dict[str, tuple[str, list[str]]] = {}
 
 
-def module_of(item: pytest.Item) -> str:
-    return item.nodeid.split("::", 1)[0]
-
-
-def groups_of(items: list[pytest.Item]) -> dict[str, str]:
-    """Module path -> its group: the shared fixture's group if any of its tests uses one, else itself."""
-    groups: dict[str, str] = {}
-    for item in items:
-        module = module_of(item)
-        shared = next((SHARED_FIXTURES[f] for f in item.fixturenames if f in SHARED_FIXTURES), None)
-        if shared:
-            groups[module] = shared
-        groups.setdefault(module, module)
-    return groups
+def group_of(nodeid: str) -> str:
+    """The group of a test, from its node id alone: the controller schedules by node ids."""
+    module = nodeid.split("::", 1)[0]
+    return SHARED_MODULES.get(module, module)
 
 
 def assign(items: list[pytest.Item]) -> None:
-    """Mark each item with its group (and `slow`), then order them longest group first."""
-    groups = groups_of(items)
+    """Mark the slow groups' tests `slow` and order every test longest group first (in each worker,
+    before xdist reports the collection: the controller takes the order as it comes)."""
     for item in items:
-        group = groups[module_of(item)]
-        item.add_marker(pytest.mark.xdist_group(group))
+        group = group_of(item.nodeid)
         ASSIGNED[item.nodeid] = (group, list(item.fixturenames))
         if group in WEIGHTS:
             item.add_marker(pytest.mark.slow)
-    # A stable sort: within a group, collection order stays (xdist sees the same order in every worker).
-    items.sort(key=lambda item: -WEIGHTS.get(groups[module_of(item)], 0))
+    # A stable sort: within a group, collection order stays, and it is the same in every worker.
+    items.sort(key=lambda item: -WEIGHTS.get(group_of(item.nodeid), 0))
+
+
+class GroupScheduling(LoadScopeScheduling):
+    """xdist's scope scheduler, a scope being our group: each goes whole to one worker, in the order
+    collected (make test passes --no-loadscope-reorder)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return group_of(nodeid)
