@@ -53,7 +53,7 @@ from ray.llm._internal.serve.core.configs.openai_api_models import (
     ErrorResponse,
 )
 from ray.llm._internal.serve.core.engine.protocol import LLMEngine
-from ray.llm._internal.serve.serving_patterns.data_parallel.dp_server import DPServer
+from ray.serve.llm.deployment import DPServer  # the public class the app requires a data-parallel server to extend
 from ray.serve.llm import LLMServer
 from vllm.entrypoints.generate.base.protocol import DeltaMessage
 from vllm.entrypoints.openai.chat_completion.protocol import (
