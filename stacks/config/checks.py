@@ -2,7 +2,7 @@
 
 Each problem names the field a user has to change, in the file's own terms
 (`node_pools[1].ami_type`), and says what is allowed. The rules themselves
-are the constructs' own (`infra.rules`, `infra.scheduling`), applied here to
+are the constructs' own (`infra.rules`, `infra.compute.scheduling`), applied here to
 the values the stack will pass them, so a construct never meets a value it
 refuses. Checks that need pool arithmetic or the capacity planner are the
 planner's (`stacks.planning`).

@@ -37,7 +37,7 @@ MiB = 1024 * 1024
 SMALL_PARTS = TransferConfig(
     multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB, max_concurrency=4, preferred_transfer_client="classic"
 )
-# The serving role's read grant on the weights bucket (infra/bucket.py: grant_read(..., "models")),
+# The serving role's read grant on the weights bucket (infra/storage/bucket.py: grant_read(..., "models")),
 # without its kms:Decrypt (the emulator does not encrypt).
 SERVING_ROLE_S3 = [
     {

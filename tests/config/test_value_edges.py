@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import waits
 import yaml
 from pydantic import ValidationError
 
@@ -305,7 +306,7 @@ def test_an_edge_value_is_one_line_exit_2_not_a_traceback(tmp_path: Path, where,
         [LLMSTACKS, "synth", "--config", str(config), "--outdir", str(outdir)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=waits.COMMAND,
     )
 
     assert result.returncode == 2, result.stderr

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import waits
 import yaml
 
 from conftest import TESTS, resources
@@ -190,7 +191,7 @@ def test_bad_efa_input_is_one_line_exit_2_and_writes_nothing(tmp_path, name, tex
         [LLMSTACKS, "synth", "--config", str(config), "--outdir", str(outdir)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=waits.COMMAND,
     )
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
