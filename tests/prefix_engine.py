@@ -284,6 +284,7 @@ def start_local_serve(num_cpus: int = 4) -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    os.environ.update(waits.RAY_LIVENESS_ENV)
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,

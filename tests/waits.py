@@ -19,3 +19,13 @@ SLOW_START = 600
 PIPELINE = 1800
 # One request to a local Ray Serve app, or one call to a Ray actor (milliseconds when idle).
 RAY_REQUEST = 300
+
+# Ray's own liveness checks, for the local Ray clusters tests start (set before `ray.init`, so every
+# Ray process inherits them). On a loaded machine the defaults call healthy processes dead: Serve
+# gives a new proxy 5 s to say it is ready and a running one 10 s per health check, and restarts it
+# after three misses, so the proxy never serves; Ray's own node health check fails after 10 s.
+RAY_LIVENESS_ENV = {
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "120",
+    "RAY_health_check_timeout_ms": "120000",
+}

@@ -164,6 +164,7 @@ def served(dev, served_args):
     from app.serving import build_app
 
     serving_env = role_env(dev, dev.outputs["serving_role_arn"])
+    os.environ.update(waits.RAY_LIVENESS_ENV)
     ray.init(
         num_cpus=8,
         include_dashboard=False,
